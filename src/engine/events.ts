@@ -1,0 +1,76 @@
+/** Typed events from the engine. Renderers (src/report) and the journal subscribe. */
+export type StepStatus = 'skipped' | 'ok' | 'changed' | 'failed' | 'unknown';
+export type HostStatus = 'ok' | 'changed' | 'failed' | 'rolled-back' | 'needs-attention' | 'unreachable' | 'skipped';
+export type RunStatus = 'ok' | 'failed' | 'needs-attention' | 'interrupted';
+export type Phase = 'preflight' | 'step';
+
+interface Base { time: string }
+
+export interface RunStartEvent extends Base {
+  type: 'run-start'; run_id: string; runbook: string; hosts: string[]; batches: string[][];
+  max_failed: number; forks: number; journal?: string;
+}
+export interface HostStartEvent extends Base { type: 'host-start'; host: string; batch: number }
+export interface StepStartEvent extends Base { type: 'step-start'; host: string; step: string; phase: Phase; index: number }
+export interface StepEndEvent extends Base {
+  type: 'step-end'; host: string; step: string; phase: Phase; index: number;
+  status: StepStatus; code: number | null; duration_ms: number;
+  /** Which part decided: when/unless/run/verify, and the attempt count for verify. */
+  stage?: 'when' | 'unless' | 'run' | 'verify';
+  attempts?: number;
+  timed_out?: boolean;
+  /** Bounded (tail), redacted. */
+  stdout?: string; stderr?: string;
+  /** The rendered, redacted command that decided the status (for failure summaries). */
+  command?: string;
+  message?: string;
+}
+export interface RollbackStartEvent extends Base { type: 'rollback-start'; host: string; step: string; index: number }
+export interface RollbackEndEvent extends Base {
+  type: 'rollback-end'; host: string; step: string; index: number; status: 'ok' | 'failed';
+  code: number | null; duration_ms: number; stdout?: string; stderr?: string; command?: string; message?: string;
+}
+export interface HostEndEvent extends Base {
+  type: 'host-end'; host: string; status: HostStatus; duration_ms: number;
+  /** Why, in one sentence, when not ok/changed. */
+  message?: string;
+  /** Name of the step that changed last / failed. */
+  failed_step?: string;
+  changed_steps?: string[];
+}
+export interface OutputEvent extends Base { type: 'output'; host: string; step: string; stream: 'stdout' | 'stderr'; data: string }
+export interface WarningEvent extends Base { type: 'warning'; host?: string; message: string }
+export interface RunEndEvent extends Base {
+  type: 'run-end'; run_id: string; status: RunStatus; exit_code: number; hosts: Record<string, HostStatus>; duration_ms: number;
+}
+
+export type RunEvent =
+  | RunStartEvent | HostStartEvent | StepStartEvent | StepEndEvent | RollbackStartEvent | RollbackEndEvent
+  | HostEndEvent | OutputEvent | WarningEvent | RunEndEvent;
+
+export type EventType = RunEvent['type'];
+export type EventOf<T extends EventType> = Extract<RunEvent, { type: T }>;
+
+export interface EventSink { (e: RunEvent): void }
+
+/**
+ * The engine's view of the write-ahead journal (src/journal implements it).
+ * write() appends a record to a buffer; sync() resolves once every record written so far is
+ * durable (fsync), coalescing concurrent callers into one fsync (group commit). sync()
+ * rejects if the journal cannot be written; the engine then stops changing hosts.
+ */
+export interface JournalSink {
+  write(rec: Record<string, unknown>): void;
+  sync(): Promise<void>;
+}
+
+export const nullJournal: JournalSink = { write() {}, async sync() {} };
+
+/** Exit-status contract, computed from host statuses (the CLI maps it; documented in README). */
+export function runStatusOf(hosts: Record<string, HostStatus>, interrupted: boolean): { status: RunStatus; exit_code: number } {
+  const s = Object.values(hosts);
+  if (s.includes('needs-attention')) return { status: 'needs-attention', exit_code: 3 };
+  if (interrupted) return { status: 'interrupted', exit_code: 130 };
+  if (s.some((x) => x !== 'ok' && x !== 'changed')) return { status: 'failed', exit_code: 2 };
+  return { status: 'ok', exit_code: 0 };
+}

@@ -1,0 +1,65 @@
+/**
+ * The one interface every transport implements (local on zx, ssh on ssh2).
+ * The engine only knows this file; it never imports ssh2 or zx.
+ */
+export interface ExecOptions {
+  /** Kill the command (its whole process group, on the host) after this long. */
+  timeoutMs?: number;
+  env?: Record<string, string>;
+  stdin?: string | Buffer;
+  /** Run through sudo (become_user, password over stdin when set). */
+  become?: boolean;
+  becomeUser?: string;
+  /** Called with output as it arrives (for --verbose). */
+  onOutput?: (stream: 'stdout' | 'stderr', chunk: string) => void;
+  /** Abort = kill the command like a timeout. */
+  signal?: AbortSignal;
+}
+
+export interface ExecResult {
+  /** Exit code, or null if killed by a signal / timed out. */
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  durationMs: number;
+}
+
+/**
+ * Thrown by a transport when the host cannot be reached or the connection is lost.
+ * codes: E_UNREACHABLE (never connected), E_CONN_LOST (lost mid-command: effect unknown),
+ * E_HOSTKEY_UNKNOWN, E_HOSTKEY_CHANGED, E_HOSTKEY_REVOKED, E_AUTH.
+ */
+export class TransportError extends Error {
+  readonly code: string;
+  readonly host: string;
+  constructor(code: string, host: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.host = host;
+    this.name = 'TransportError';
+  }
+}
+
+export interface Transport {
+  /** Inventory name of the host. */
+  readonly host: string;
+  /** Open the connection (idempotent). Throws TransportError. */
+  connect(): Promise<void>;
+  /**
+   * Run a shell script (POSIX sh). The script travels over stdin or a file, never in argv,
+   * so secrets rendered into it never show in `ps`. Resolves with the result even on
+   * non-zero exit or timeout; rejects only with TransportError (connection problems).
+   */
+  exec(script: string, opts?: ExecOptions): Promise<ExecResult>;
+  put(content: string | Buffer, remotePath: string, opts?: { mode?: number }): Promise<void>;
+  get(remotePath: string): Promise<Buffer>;
+  /** Drop the connection and connect again (after E_CONN_LOST), bounded retries with backoff. */
+  reconnect(): Promise<void>;
+  close(): Promise<void>;
+  /** Warnings from connecting (e.g. host key checking off) the engine should surface. */
+  readonly warnings?: string[];
+}
+
+export type TransportFactory = (host: import('../inventory/types.js').ConnectionSpec) => Transport;
