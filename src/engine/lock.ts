@@ -1,0 +1,174 @@
+/**
+ * Per-host run locks, held ON the host (default file `/run/runbook/lock`; /run is cleared at
+ * boot, so a reboot frees it). Only the Transport interface is used.
+ *
+ * Acquire is atomic: the holder's details are written to a temporary file, which is then
+ * hard-linked to the lock path (link(2) fails if the path exists), so a lock is never seen
+ * half-written. A lock held by the same run id (resume, rollback of that run) is taken
+ * over; any other holder is refused with its details (E_LOCKED). Release removes the lock
+ * only if it is still ours. breakLock() (runbook unlock) removes it only if the holder's run
+ * id is the one the user named.
+ */
+import { hostname } from 'node:os';
+import { RunbookError } from '../core/errors.js';
+import { shQuote } from '../transport/shell.js';
+import type { Transport, ExecResult } from '../transport/types.js';
+import type { HostLock } from './engine.js';
+
+export const DEFAULT_LOCK_PATH = '/run/runbook/lock';
+/** Host variable that overrides the lock path (several test "hosts" on one machine need one each). */
+export const LOCK_PATH_VAR = 'runbook_lock_path';
+
+export interface LockInfo {
+  run_id: string;
+  /** Controller hostname. */
+  controller: string;
+  pid: number;
+  /** When the run started (ISO 8601). */
+  started: string;
+  runbook?: string;
+}
+
+export interface HostLockOptions {
+  runId: string;
+  runbook?: string;
+  /** Run start time, ISO; default now. */
+  started?: string;
+  controller?: string;
+  pid?: number;
+  /** Lock file path per host (default DEFAULT_LOCK_PATH). */
+  pathFor?: (host: string) => string;
+  /** Run the lock commands through sudo (the host's become setting). */
+  becomeFor?: (host: string) => boolean;
+  timeoutMs?: number;
+}
+
+export interface LockAccess { path?: string; become?: boolean; timeoutMs?: number }
+
+const HELD_EXIT = 10;
+const TMP_FAIL_EXIT = 11;
+
+async function run(t: Transport, script: string, a: LockAccess): Promise<ExecResult> {
+  return t.exec(script, { become: a.become, timeoutMs: a.timeoutMs ?? 30_000 });
+}
+
+function fail(host: string, what: string, r: ExecResult): RunbookError {
+  const detail = (r.stderr || r.stdout).trim().split('\n').slice(-3).join(' ');
+  return new RunbookError('E_LOCK', `cannot ${what} the run lock on ${host}: ${r.timedOut ? 'timed out' : `exit ${r.code ?? r.signal}`}${detail ? ` (${detail})` : ''}; check that the lock directory is writable (become) on the host`);
+}
+
+/** Parses a lock file's text; undefined if it is not one of ours. */
+export function parseLockInfo(text: string): LockInfo | undefined {
+  try {
+    const v = JSON.parse(text.trim()) as Partial<LockInfo>;
+    if (v && typeof v.run_id === 'string' && typeof v.controller === 'string') {
+      return { run_id: v.run_id, controller: v.controller, pid: Number(v.pid), started: String(v.started ?? ''), ...(v.runbook ? { runbook: String(v.runbook) } : {}) };
+    }
+  } catch { /* not ours */ }
+  return undefined;
+}
+
+export function describeHolder(h: LockInfo): string {
+  return `run ${h.run_id}${h.runbook ? ` (${h.runbook})` : ''}, controller ${h.controller} pid ${h.pid}, since ${h.started}`;
+}
+
+/** Reads the lock on a host: its holder, or null if there is no lock. */
+export async function readLock(t: Transport, host: string, a: LockAccess = {}): Promise<{ holder?: LockInfo; raw: string } | null> {
+  const path = a.path ?? DEFAULT_LOCK_PATH;
+  const r = await run(t, `if [ -e ${shQuote(path)} ]; then cat ${shQuote(path)}; exit ${HELD_EXIT}; fi; exit 0\n`, a);
+  if (r.code === 0) return null;
+  if (r.code !== HELD_EXIT) throw fail(host, 'read', r);
+  return { holder: parseLockInfo(r.stdout), raw: r.stdout };
+}
+
+function lockedError(host: string, path: string, holder: LockInfo | undefined, raw: string): RunbookError {
+  if (!holder) {
+    return new RunbookError('E_LOCKED', `${host} is locked by an unknown holder (${path} holds ${JSON.stringify(raw.trim().slice(0, 200))}); inspect and remove it by hand if no run is working there`);
+  }
+  return new RunbookError('E_LOCKED',
+    `${host} is locked by ${describeHolder(holder)}; wait for that run to end, or if it is dead: runbook resume ${holder.run_id} (or rollback), or break the lock with: runbook unlock ${host} -i INVENTORY --run ${holder.run_id}`);
+}
+
+/** Takes the lock on one host, as `me`. Throws E_LOCKED (other holder) or E_LOCK (cannot write). */
+export async function acquireLock(t: Transport, host: string, me: LockInfo, a: LockAccess = {}): Promise<'acquired' | 'taken-over'> {
+  const path = a.path ?? DEFAULT_LOCK_PATH;
+  const p = shQuote(path);
+  const info = shQuote(JSON.stringify(me));
+  const mine = shQuote(`"run_id":${JSON.stringify(me.run_id)},`);
+  // link(2) is atomic and fails when the path exists: the lock appears complete or not at all.
+  const script = [
+    'umask 022',
+    `L=${p}`,
+    'D=$(dirname "$L")',
+    '[ -d "$D" ] || mkdir -p "$D" || exit ' + TMP_FAIL_EXIT,
+    'T="$L.$$.tmp"',
+    `printf '%s\\n' ${info} > "$T" || { rm -f "$T"; exit ${TMP_FAIL_EXIT}; }`,
+    'if ln "$T" "$L" 2>/dev/null; then rm -f "$T"; echo acquired; exit 0; fi',
+    // Held. Ours (same run id: a resume)? Take it over with our pid and controller.
+    `if grep -qF ${mine} "$L" 2>/dev/null; then mv -f "$T" "$L" && { echo taken-over; exit 0; }; fi`,
+    'rm -f "$T"',
+    `cat "$L" 2>/dev/null; exit ${HELD_EXIT}`,
+  ].join('\n') + '\n';
+  const r = await run(t, script, a);
+  if (r.code === 0) return r.stdout.includes('taken-over') ? 'taken-over' : 'acquired';
+  if (r.code === HELD_EXIT) throw lockedError(host, path, parseLockInfo(r.stdout), r.stdout);
+  throw fail(host, 'take', r);
+}
+
+/** Removes the lock if `runId` holds it. Returns false if it was not ours (or not there). */
+export async function releaseLock(t: Transport, host: string, runId: string, a: LockAccess = {}): Promise<boolean> {
+  const p = shQuote(a.path ?? DEFAULT_LOCK_PATH);
+  const mine = shQuote(`"run_id":${JSON.stringify(runId)},`);
+  const r = await run(t, `if grep -qF ${mine} ${p} 2>/dev/null; then rm -f ${p} || exit 1; echo released; fi; exit 0\n`, a);
+  if (r.code !== 0) throw fail(host, 'release', r);
+  return r.stdout.includes('released');
+}
+
+/**
+ * `runbook unlock`: removes a stale lock, only if its holder's run id is `runId`.
+ * Returns the holder that was removed. Throws E_NOT_LOCKED or E_LOCK_HOLDER_MISMATCH.
+ */
+export async function breakLock(t: Transport, host: string, runId: string, a: LockAccess = {}): Promise<LockInfo> {
+  const path = a.path ?? DEFAULT_LOCK_PATH;
+  const cur = await readLock(t, host, a);
+  if (!cur) throw new RunbookError('E_NOT_LOCKED', `${host} has no run lock (${path}); nothing to unlock`);
+  if (!cur.holder || cur.holder.run_id !== runId) {
+    const who = cur.holder ? describeHolder(cur.holder) : `an unknown holder (${JSON.stringify(cur.raw.trim().slice(0, 200))})`;
+    throw new RunbookError('E_LOCK_HOLDER_MISMATCH', `${host} is locked by ${who}, not by run ${runId}; nothing was removed. Pass the holder's run id to --run if that run is dead`);
+  }
+  const p = shQuote(path);
+  const mine = shQuote(`"run_id":${JSON.stringify(runId)},`);
+  const r = await run(t, `if grep -qF ${mine} ${p} 2>/dev/null; then rm -f ${p} || exit 1; echo removed; exit 0; fi; exit ${HELD_EXIT}\n`, a);
+  if (r.code === HELD_EXIT) throw new RunbookError('E_LOCK_HOLDER_MISMATCH', `the lock on ${host} changed while unlocking; nothing was removed, look again with runbook unlock`);
+  if (r.code !== 0) throw fail(host, 'remove', r);
+  return cur.holder;
+}
+
+/** The engine's HostLock for one run. */
+export function createHostLock(o: HostLockOptions): HostLock & { readonly info: LockInfo } {
+  const info: LockInfo = {
+    run_id: o.runId,
+    controller: o.controller ?? hostname(),
+    pid: o.pid ?? process.pid,
+    started: o.started ?? new Date().toISOString(),
+    ...(o.runbook ? { runbook: o.runbook } : {}),
+  };
+  const access = (host: string): LockAccess => ({ path: o.pathFor?.(host) ?? DEFAULT_LOCK_PATH, become: o.becomeFor?.(host) ?? false, timeoutMs: o.timeoutMs });
+  return {
+    info,
+    async acquire(t, host) { await acquireLock(t, host, info, access(host)); },
+    async release(t, host) { await releaseLock(t, host, info.run_id, access(host)); },
+  };
+}
+
+/** Lock path and become per host, from a plan's host variables and connection specs. */
+export function lockAccessFromHosts(hosts: Array<{ name: string; vars: Record<string, unknown>; connection: { become?: boolean } }>): { pathFor: (h: string) => string; becomeFor: (h: string) => boolean } {
+  const by = new Map(hosts.map((h) => [h.name, h]));
+  return {
+    pathFor: (h) => {
+      const v = by.get(h)?.vars[LOCK_PATH_VAR];
+      return typeof v === 'string' && v.length > 0 ? v : DEFAULT_LOCK_PATH;
+    },
+    becomeFor: (h) => !!by.get(h)?.connection.become,
+  };
+}
