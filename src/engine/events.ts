@@ -9,6 +9,8 @@ interface Base { time: string }
 export interface RunStartEvent extends Base {
   type: 'run-start'; run_id: string; runbook: string; hosts: string[]; batches: string[][];
   max_failed: number; forks: number; journal?: string;
+  /** Journal-only context for resume (absolute runbook path, sha256, inputs, plan). */
+  runbook_file?: string; runbook_hash?: string; inputs?: unknown; plan?: unknown;
 }
 export interface HostStartEvent extends Base { type: 'host-start'; host: string; batch: number }
 export interface StepStartEvent extends Base { type: 'step-start'; host: string; step: string; phase: Phase; index: number }
@@ -24,6 +26,8 @@ export interface StepEndEvent extends Base {
   /** The rendered, redacted command that decided the status (for failure summaries). */
   command?: string;
   message?: string;
+  /** The registered value (bounded, redacted) when the step has `register`. */
+  register?: { stdout: string; stderr: string; code: number | null };
 }
 export interface RollbackStartEvent extends Base { type: 'rollback-start'; host: string; step: string; index: number }
 export interface RollbackEndEvent extends Base {
@@ -42,6 +46,8 @@ export interface OutputEvent extends Base { type: 'output'; host: string; step: 
 export interface WarningEvent extends Base { type: 'warning'; host?: string; message: string }
 export interface RunEndEvent extends Base {
   type: 'run-end'; run_id: string; status: RunStatus; exit_code: number; hosts: Record<string, HostStatus>; duration_ms: number;
+  /** Set when the run stopped because its journal could not be written. */
+  journal_error?: string;
 }
 
 export type RunEvent =
@@ -50,6 +56,9 @@ export type RunEvent =
 
 export type EventType = RunEvent['type'];
 export type EventOf<T extends EventType> = Extract<RunEvent, { type: T }>;
+
+/** An event as the engine builds it, before the time stamp. */
+export type EventInput = { [K in EventType]: Omit<EventOf<K>, 'time'> }[EventType];
 
 export interface EventSink { (e: RunEvent): void }
 

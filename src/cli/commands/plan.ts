@@ -1,0 +1,87 @@
+/**
+ * `runbook plan NAME -i INV [--probe]`: per host, the steps with their rendered commands
+ * (secrets redacted). --probe adds a read-only look: preflight, when, unless.
+ */
+import type { Args } from '../main.js';
+import type { PlannedHost } from '../../plan/types.js';
+import type { StepSpec } from '../../runbook/types.js';
+import { loadPlan, sshOptionsFrom } from '../context.js';
+import { renderCommand, templateRefs, lookupPath } from '../../plan/template.js';
+import { Redactor } from '../../core/redact.js';
+import { formatDuration } from '../../core/duration.js';
+import { Engine } from '../../engine/engine.js';
+import { createTransport } from '../../transport/index.js';
+import { newRunId } from '../../journal/writer.js';
+
+export async function run(argv: Args): Promise<number> {
+  const { plan, runbook } = loadPlan(argv, newRunId());
+  const redactor = new Redactor();
+  for (const s of plan.secrets) redactor.add(s);
+  const registers = new Set([...runbook.preflight, ...runbook.steps].map((s) => s.register).filter(Boolean) as string[]);
+
+  const show = (h: PlannedHost, tpl: string) => {
+    const text = renderCommand(tpl, (path) => registers.has(path.split('.')[0]) ? `<${path} at run time>` : lookupPath(h.vars, path));
+    const raw = templateRefs(tpl).filter((r) => r.raw).map((r) => r.path);
+    return redactor.redact(text) + (raw.length ? `    # verbatim (| raw): ${raw.join(', ')}` : '');
+  };
+
+  let probe: Map<string, import('../../engine/engine.js').ProbeResult> | undefined;
+  if (argv.probe) {
+    const ssh = sshOptionsFrom(argv);
+    const engine = new Engine({
+      plan, emit: () => {},
+      transport: (h) => createTransport(h.connection, ssh),
+      localTransport: (h) => createTransport({ kind: 'local', name: h.name, address: 'localhost' }, ssh),
+    });
+    probe = new Map((await engine.probe()).map((p) => [p.host, p]));
+  }
+
+  if (argv.json) {
+    const out = {
+      run_id: plan.runId, runbook: runbook.name, batches: plan.batches, max_failed: plan.maxFailed, forks: plan.forks,
+      hosts: plan.hosts.map((h) => ({
+        name: h.name,
+        steps: [...runbook.preflight, ...runbook.steps].map((s) => renderStepJson(s, (t) => show(h, t))),
+        ...(probe ? { probe: probe.get(h.name) } : {}),
+      })),
+    };
+    process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+    return probe && [...probe.values()].some((p) => p.blocked) ? 2 : 0;
+  }
+
+  const w = (s: string) => process.stdout.write(s + '\n');
+  w(`runbook ${runbook.name}${runbook.destructive ? ' (destructive)' : ''}: ${plan.hosts.length} host(s) in ${plan.batches.length} batch(es) [${plan.batches.map((b) => b.length).join(', ')}], failure budget ${plan.maxFailed}, forks ${plan.forks}`);
+  for (const h of plan.hosts) {
+    w('');
+    const p = probe?.get(h.name);
+    let head = `== ${h.name} (${h.connection.kind === 'local' ? 'local' : `${h.connection.user ? h.connection.user + '@' : ''}${h.connection.address}${h.connection.port ? ':' + h.connection.port : ''}`})`;
+    if (p) head += p.blocked ? `  BLOCKED: ${p.blocked}` : p.steps.some((s) => s.verdict === 'would run') ? '  would change' : '  nothing to do';
+    w(head);
+    if (p) for (const pf of p.preflight) w(`   preflight ${pf.ok ? 'ok    ' : 'FAILED'} ${pf.step}${pf.output ? ': ' + pf.output.replace(/\n/g, ' | ') : ''}`);
+    for (const s of [...runbook.preflight, ...runbook.steps]) {
+      const verdict = p?.steps.find((x) => x.step === s.name)?.verdict;
+      w(`  ${s.phase === 'preflight' ? 'preflight' : `step ${s.index + 1}`}: ${s.name}${s.local ? ' [on controller]' : ''}${s.become ? ' [sudo]' : ''}  (timeout ${formatDuration(s.timeoutMs)})${verdict ? `  -> ${verdict}` : ''}`);
+      if (s.when !== undefined) w(`      when:     ${show(h, s.when)}`);
+      if (s.unless !== undefined) w(`      unless:   ${show(h, s.unless)}`);
+      w(`      run:      ${indent(show(h, s.run))}`);
+      if (s.verify) w(`      verify:   ${indent(show(h, s.verify.run))}${s.verify.retries ? `  (retries ${s.verify.retries}, delay ${formatDuration(s.verify.delayMs)})` : ''}`);
+      if (s.rollback !== undefined) w(`      rollback: ${indent(show(h, s.rollback))}`);
+    }
+  }
+  return probe && [...probe.values()].some((p) => p.blocked) ? 2 : 0;
+}
+
+function indent(s: string): string {
+  return s.trimEnd().replace(/\n/g, '\n                ');
+}
+
+function renderStepJson(s: StepSpec, show: (t: string) => string) {
+  return {
+    name: s.name, phase: s.phase, index: s.index, local: s.local, become: s.become, timeout_ms: s.timeoutMs,
+    ...(s.when !== undefined ? { when: show(s.when) } : {}),
+    ...(s.unless !== undefined ? { unless: show(s.unless) } : {}),
+    run: show(s.run),
+    ...(s.verify ? { verify: { run: show(s.verify.run), retries: s.verify.retries, delay_ms: s.verify.delayMs } } : {}),
+    ...(s.rollback !== undefined ? { rollback: show(s.rollback) } : {}),
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * Shared by validate, plan, apply and resume: everything from argv to a validated Plan,
+ * with no connection opened. Every problem found is reported at once.
+ */
+import { dirname, resolve } from 'node:path';
+import type { Args } from './main.js';
+import type { Runbook } from '../runbook/types.js';
+import type { Inventory } from '../inventory/types.js';
+import type { Plan } from '../plan/types.js';
+import { RunbookError, ValidationError } from '../core/errors.js';
+import { parseDuration } from '../core/duration.js';
+import { loadRunbook } from '../runbook/load.js';
+import { loadInventory, selectHosts, connectionFor } from '../inventory/index.js';
+import { parseExtraVars } from '../inventory/extra-vars.js';
+import { createPlan } from '../plan/plan.js';
+import type { SshOptions } from '../transport/index.js';
+
+export interface Loaded {
+  runbook: Runbook;
+  inventory: Inventory;
+  plan: Plan;
+  inputs: { inventory: string[]; limit?: string; extra_vars: string[]; cwd: string; options: Record<string, unknown> };
+}
+
+export function loadPlan(argv: Args, runId: string, cwd = process.cwd()): Loaded {
+  const runbook = loadRunbook(String(argv.runbook), cwd);
+  const sources: string[] = (argv.inventory ?? []).map((p: string) => resolve(cwd, p));
+  if (sources.length === 0) {
+    throw new RunbookError('E_USAGE', 'no inventory given; pass -i FILE (YAML or INI, e.g. inventory/local.yml).');
+  }
+  const inventory = loadInventory(sources, { cwd, extraVarDirs: [dirname(runbook.file)] });
+  const extraVars = parseExtraVars(argv['extra-vars'] ?? [], cwd);
+  const names = selectHostNames(inventory, runbook, argv.limit, cwd);
+  const overrides = { user: argv.user as string | undefined, privateKeyFile: argv['private-key'] as string | undefined };
+  const hosts = names.map((n: string) => {
+    const h = inventory.hosts.get(n)!;
+    const vars = { ...h.vars, ...extraVars };
+    return { name: n, vars: h.vars, connection: connectionFor({ ...h, vars }, overrides) };
+  });
+  const plan = createPlan(runbook, hosts, { runId, forks: Number(argv.forks ?? 50), extraVars });
+  return {
+    runbook, inventory, plan,
+    inputs: {
+      inventory: sources, limit: argv.limit, extra_vars: argv['extra-vars'] ?? [], cwd,
+      options: { forks: plan.forks, user: argv.user, 'private-key': argv['private-key'] },
+    },
+  };
+}
+
+/** The runbook's `hosts:` pattern (default all), intersected with --limit, in inventory order. */
+function selectHostNames(inv: Inventory, runbook: Runbook, limit: string | undefined, cwd: string): string[] {
+  const base = selectHosts(inv, runbook.hosts ?? 'all', { cwd });
+  if (!limit) return base;
+  const lim = new Set(selectHosts(inv, limit, { cwd }));
+  return base.filter((h) => lim.has(h));
+}
+
+export function sshOptionsFrom(argv: Args): SshOptions {
+  const connectTimeoutMs = parseDuration(argv['connect-timeout'] ?? '10s');
+  if (connectTimeoutMs === undefined) {
+    throw new ValidationError([{ path: '--connect-timeout', message: `"${argv['connect-timeout']}" is not a duration (use 500ms, 30s, 5m)` }], 'E_USAGE');
+  }
+  return {
+    hostKeyChecking: argv['host-key-checking'] ?? 'strict',
+    knownHostsFiles: argv['known-hosts'] ? [resolve(String(argv['known-hosts']))] : undefined,
+    connectTimeoutMs,
+    sshConfigFile: argv['ssh-config'],
+    user: argv.user,
+    privateKeyFile: argv['private-key'],
+  };
+}

@@ -1,0 +1,290 @@
+// Pure unit tests of the engine's state machine, ledger and fleet policy, with a scripted fake
+// transport (no I/O). End-to-end behaviour over real processes is in e2e-local.test.ts.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { runPlan, rollbackRun, Engine, type EngineOptions, type HostResumeState } from '../src/engine/engine.js';
+import type { RunEvent, JournalSink } from '../src/engine/events.js';
+import type { Runbook, StepSpec } from '../src/runbook/types.js';
+import type { Plan, PlannedHost } from '../src/plan/types.js';
+import { createPlan, splitBatches, resolveCount } from '../src/plan/plan.js';
+import { TransportError, type ExecOptions, type ExecResult, type Transport } from '../src/transport/types.js';
+
+type Behaviour = (host: string, script: string, call: number) => Partial<ExecResult> | 'lost' | Promise<Partial<ExecResult> | 'lost'>;
+
+class FakeTransport implements Transport {
+  calls: string[] = [];
+  connected = false;
+  constructor(readonly host: string, private b: Behaviour, private log: string[], private opts: { unreachable?: boolean; reconnectFails?: boolean } = {}) {}
+  async connect() {
+    if (this.opts.unreachable) throw new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${this.host}`);
+    this.connected = true;
+  }
+  async exec(script: string, _o?: ExecOptions): Promise<ExecResult> {
+    this.calls.push(script);
+    this.log.push(`${this.host}:${script}`);
+    const r = await this.b(this.host, script, this.calls.filter((c) => c === script).length);
+    if (r === 'lost') throw new TransportError('E_CONN_LOST', this.host, 'connection lost');
+    return { code: 0, signal: null, stdout: '', stderr: '', timedOut: false, durationMs: 1, ...r };
+  }
+  async put() {}
+  async get() { return Buffer.alloc(0); }
+  async reconnect() { if (this.opts.reconnectFails) throw new TransportError('E_UNREACHABLE', this.host, 'still down'); }
+  async close() {}
+}
+
+function step(name: string, index: number, extra: Partial<StepSpec> = {}): StepSpec {
+  return { name, phase: 'step', index, run: `run ${name}`, rollback: `undo ${name}`, timeoutMs: 1000, local: false, become: false, ...extra };
+}
+
+function runbook(steps: StepSpec[], extra: Partial<Runbook> = {}): Runbook {
+  return {
+    name: 't', destructive: false, become: false, serial: [], maxFailed: 0, preflightFailure: 'skip-host', vars: {},
+    secretVars: [], preflight: [], steps, file: '/x/t.yml', hash: 'h', source: '', ...extra,
+  };
+}
+
+function hosts(n: number): Array<{ name: string; vars: Record<string, unknown>; connection: PlannedHost['connection'] }> {
+  return Array.from({ length: n }, (_, i) => ({ name: `h${i + 1}`, vars: {}, connection: { kind: 'local' as const, name: `h${i + 1}`, address: 'localhost' } }));
+}
+
+async function go(rb: Runbook, n: number, b: Behaviour, extra: Partial<EngineOptions> & { fake?: Record<string, { unreachable?: boolean; reconnectFails?: boolean }> } = {}) {
+  const plan = createPlan(rb, hosts(n), { runId: 'r1', forks: extra.plan?.forks ?? 10 });
+  const events: RunEvent[] = [];
+  const log: string[] = [];
+  const result = await runPlan({
+    plan,
+    transport: (h) => new FakeTransport(h.name, b, log, extra.fake?.[h.name]),
+    localTransport: (h) => new FakeTransport(h.name, b, log),
+    emit: (e) => events.push(e),
+    ...extra,
+  });
+  return { result, events, log };
+}
+
+const ok: Behaviour = () => ({ code: 0 });
+
+test('all steps succeed: changed, exit 0, events in contract order', async () => {
+  const { result, events } = await go(runbook([step('a', 0), step('b', 1)]), 2, ok);
+  assert.equal(result.exit_code, 0);
+  assert.deepEqual(result.hosts, { h1: 'changed', h2: 'changed' });
+  assert.equal(events[0].type, 'run-start');
+  assert.equal(events.at(-1)!.type, 'run-end');
+  for (const e of events) assert.ok(e.time && e.type);
+  const h1 = events.filter((e) => 'host' in e && e.host === 'h1').map((e) => e.type);
+  assert.deepEqual(h1, ['host-start', 'step-start', 'step-end', 'step-start', 'step-end', 'host-end']);
+});
+
+test('step 3 of 4 fails: rollbacks 3,2,1 in that order, rolled-back, exit 2', async () => {
+  const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2), step('s4', 3)]);
+  const { result, log, events } = await go(rb, 1, (_h, s) => ({ code: s === 'run s3' ? 1 : 0 }));
+  assert.deepEqual(log.map((l) => l.split(':')[1]), ['run s1', 'run s2', 'run s3', 'undo s3', 'undo s2', 'undo s1']);
+  assert.equal(result.hosts.h1, 'rolled-back');
+  assert.equal(result.exit_code, 2);
+  assert.deepEqual(events.filter((e) => e.type === 'rollback-end').map((e) => (e as any).step), ['s3', 's2', 's1']);
+});
+
+test('skipped and ok steps owe no rollback', async () => {
+  const rb = runbook([step('s1', 0, { when: 'no' }), step('s2', 1, { unless: 'done' }), step('s3', 2), step('s4', 3)]);
+  const { result, log, events } = await go(rb, 1, (_h, s) => ({ code: s === 'no' || s === 'run s4' ? 1 : 0 }));
+  assert.deepEqual(log.map((l) => l.split(':')[1]), ['no', 'done', 'run s3', 'run s4', 'undo s4', 'undo s3']);
+  assert.deepEqual(events.filter((e) => e.type === 'step-end').map((e) => (e as any).status), ['skipped', 'ok', 'changed', 'failed']);
+  assert.equal(result.hosts.h1, 'rolled-back');
+});
+
+test('a failing rollback does not stop the unwind; host needs-attention, exit 3', async () => {
+  const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
+  const { result, log } = await go(rb, 1, (_h, s) => ({ code: s === 'run s3' || s === 'undo s2' ? 1 : 0 }));
+  assert.deepEqual(log.map((l) => l.split(':')[1]), ['run s1', 'run s2', 'run s3', 'undo s3', 'undo s2', 'undo s1']);
+  assert.equal(result.hosts.h1, 'needs-attention');
+  assert.equal(result.exit_code, 3);
+});
+
+test('failed step without any rollback: failed, not rolled-back', async () => {
+  const rb = runbook([step('s1', 0, { rollback: undefined }), step('s2', 1, { rollback: undefined })]);
+  const { result } = await go(rb, 1, (_h, s) => ({ code: s === 'run s2' ? 1 : 0 }));
+  assert.equal(result.hosts.h1, 'failed');
+});
+
+test('verify holds on its 3rd attempt', async () => {
+  const rb = runbook([step('s1', 0, { verify: { run: 'check', retries: 3, delayMs: 5 } })]);
+  const { result, events } = await go(rb, 1, (_h, s, n) => ({ code: s === 'check' && n < 3 ? 1 : 0 }));
+  assert.equal(result.hosts.h1, 'changed');
+  const end = events.find((e) => e.type === 'step-end') as any;
+  assert.equal(end.attempts, 3);
+  assert.equal(end.stage, 'verify');
+});
+
+test('verify that never holds fails the step after retries+1 attempts and rolls it back', async () => {
+  const rb = runbook([step('s1', 0, { verify: { run: 'check', retries: 2, delayMs: 1 } })]);
+  const { result, log } = await go(rb, 1, (_h, s) => ({ code: s === 'check' ? 1 : 0 }));
+  assert.equal(log.filter((l) => l.endsWith(':check')).length, 3);
+  assert.ok(log.at(-1)!.endsWith('undo s1'));
+  assert.equal(result.hosts.h1, 'rolled-back');
+});
+
+test('a timed-out run fails the step', async () => {
+  const rb = runbook([step('s1', 0)]);
+  const { result, events } = await go(rb, 1, (_h, s) => (s === 'run s1' ? { code: null, timedOut: true, signal: 'SIGKILL' } : { code: 0 }));
+  assert.equal(result.hosts.h1, 'rolled-back');
+  assert.equal((events.find((e) => e.type === 'step-end') as any).timed_out, true);
+});
+
+test('max_failed 0 with serial 1: the first failure stops new hosts', async () => {
+  const rb = runbook([step('s1', 0)], { serial: [1] });
+  const { result, log } = await go(rb, 3, (h, s) => ({ code: h === 'h1' && s === 'run s1' ? 1 : 0 }));
+  assert.deepEqual(result.hosts, { h1: 'rolled-back', h2: 'skipped', h3: 'skipped' });
+  assert.ok(!log.some((l) => l.startsWith('h2:') || l.startsWith('h3:')));
+});
+
+test('max_failed is over the whole run, not per batch', async () => {
+  const rb = runbook([step('s1', 0)], { serial: [1], maxFailed: 1 });
+  const { result } = await go(rb, 4, (h, s) => ({ code: (h === 'h1' || h === 'h2') && s === 'run s1' ? 1 : 0 }));
+  assert.deepEqual(result.hosts, { h1: 'rolled-back', h2: 'rolled-back', h3: 'skipped', h4: 'skipped' });
+});
+
+test('planner: serial lists, percentages, budgets', () => {
+  const names = Array.from({ length: 10 }, (_, i) => `n${i}`);
+  assert.deepEqual(splitBatches(names, []).map((b) => b.length), [10]);
+  assert.deepEqual(splitBatches(names, [0]).map((b) => b.length), [10]);
+  assert.deepEqual(splitBatches(names, [3]).map((b) => b.length), [3, 3, 3, 1]);
+  assert.deepEqual(splitBatches(names, [1, '30%']).map((b) => b.length), [1, 3, 3, 3]);
+  assert.deepEqual(splitBatches(names, [1, 2, 5]).map((b) => b.length), [1, 2, 5, 2]);
+  assert.deepEqual(splitBatches(names, ['5%']).map((b) => b.length), Array(10).fill(1));
+  assert.equal(resolveCount('10%', 50), 5);
+  assert.equal(resolveCount('10%', 5), 0);
+  assert.equal(resolveCount(2, 5), 2);
+});
+
+test('forks bounds concurrency', async () => {
+  let active = 0;
+  let peak = 0;
+  const slow: Behaviour = async () => { active++; peak = Math.max(peak, active); await new Promise((r) => setTimeout(r, 10)); active--; return { code: 0 }; };
+  const rb = runbook([step('s1', 0)]);
+  const plan = createPlan(rb, hosts(8), { runId: 'r', forks: 3 });
+  await runPlan({ plan, transport: (h) => new FakeTransport(h.name, slow, []), localTransport: (h) => new FakeTransport(h.name, slow, []), emit: () => {} });
+  assert.equal(peak, 3);
+});
+
+test('unreachable host: unreachable, counts against the budget', async () => {
+  const rb = runbook([step('s1', 0)], { maxFailed: 0 });
+  const { result } = await go(rb, 2, ok, { fake: { h1: { unreachable: true } } });
+  assert.equal(result.hosts.h1, 'unreachable');
+  assert.equal(result.hosts.h2, 'skipped');
+  assert.equal(result.exit_code, 2);
+});
+
+test('connection lost mid-step: outcome unknown, reconnect, roll back', async () => {
+  const rb = runbook([step('s1', 0), step('s2', 1)]);
+  const { result, events, log } = await go(rb, 1, (_h, s) => (s === 'run s2' ? 'lost' : { code: 0 }));
+  assert.equal((events.filter((e) => e.type === 'step-end')[1] as any).status, 'unknown');
+  assert.deepEqual(log.slice(-2).map((l) => l.split(':')[1]), ['undo s2', 'undo s1']);
+  assert.equal(result.hosts.h1, 'rolled-back');
+});
+
+test('connection lost mid-step and cannot reconnect: needs-attention', async () => {
+  const rb = runbook([step('s1', 0), step('s2', 1)]);
+  const { result } = await go(rb, 1, (_h, s) => (s === 'run s2' ? 'lost' : { code: 0 }), { fake: { h1: { reconnectFails: true } }, reconnectAttempts: 1 });
+  assert.equal(result.hosts.h1, 'needs-attention');
+  assert.equal(result.exit_code, 3);
+});
+
+test('preflight runs on every host before any host changes; a failing preflight drops that host', async () => {
+  const pf: StepSpec = { name: 'pf', phase: 'preflight', index: 0, run: 'check-pf', timeoutMs: 1000, local: false, become: false };
+  const rb = runbook([step('s1', 0)], { preflight: [pf], serial: [1], maxFailed: 0 });
+  const { result, log } = await go(rb, 3, (h, s) => ({ code: h === 'h2' && s === 'check-pf' ? 1 : 0 }));
+  assert.deepEqual(log.slice(0, 3).map((l) => l.split(':')[1]), ['check-pf', 'check-pf', 'check-pf']);
+  assert.deepEqual(result.hosts, { h1: 'changed', h2: 'skipped', h3: 'changed' });
+  assert.ok(!log.includes('h2:run s1'));
+});
+
+test('preflight_failure: abort stops the whole run before any change', async () => {
+  const pf: StepSpec = { name: 'pf', phase: 'preflight', index: 0, run: 'check-pf', timeoutMs: 1000, local: false, become: false };
+  const rb = runbook([step('s1', 0)], { preflight: [pf], preflightFailure: 'abort' });
+  const { result, log } = await go(rb, 3, (h, s) => ({ code: h === 'h3' && s === 'check-pf' ? 1 : 0 }));
+  assert.ok(!log.some((l) => l.includes('run s1')));
+  assert.deepEqual(Object.values(result.hosts), ['skipped', 'skipped', 'skipped']);
+});
+
+test('interrupt between steps: no new step, host rolls back, exit 130', async () => {
+  const ac = new AbortController();
+  const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
+  const { result, log } = await go(rb, 1, (_h, s) => { if (s === 'run s2') ac.abort(); return { code: 0 }; }, { signal: ac.signal });
+  assert.deepEqual(log.map((l) => l.split(':')[1]), ['run s1', 'run s2', 'undo s2', 'undo s1']);
+  assert.equal(result.hosts.h1, 'rolled-back');
+  assert.equal(result.exit_code, 130);
+});
+
+test('write-ahead: a step intent is durable before its run starts', async () => {
+  const written: Array<Record<string, unknown>> = [];
+  let durable = 0;
+  const journal: JournalSink = { write: (r) => { written.push(r); }, sync: async () => { durable = written.length; } };
+  const rb = runbook([step('s1', 0), step('s2', 1)]);
+  const b: Behaviour = (_h, s) => {
+    if (s.startsWith('run ')) {
+      const name = s.slice(4);
+      const idx = written.findIndex((r) => r.type === 'step-start' && r.step === name);
+      assert.ok(idx >= 0 && idx < durable, `intent of ${name} durable before run`);
+    }
+    return { code: 0 };
+  };
+  await go(rb, 2, b, { journal });
+  assert.ok(written.some((r) => r.type === 'step-end'));
+});
+
+test('journal cannot be written: no step runs after it, in-flight host rolls back, exit 4', async () => {
+  let syncs = 0;
+  const journal: JournalSink = { write() {}, sync: async () => { if (++syncs > 3) throw new Error('ENOSPC: no space left on device'); } };
+  const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
+  const { result, log } = await go(rb, 1, ok, { journal });
+  assert.ok(!log.includes('h1:run s3'));
+  assert.ok(log.includes('h1:undo s1'));
+  assert.equal(result.exit_code, 4);
+});
+
+test('resume: durable steps are not repeated, an unknown step is settled by its verify', async () => {
+  const rb = runbook([step('s1', 0), step('s2', 1, { verify: { run: 'check s2', retries: 0, delayMs: 0 } }), step('s3', 2)]);
+  const resume = new Map<string, HostResumeState>([['h1', { done: new Map([[0, 'changed']]), unknown: 1, ledger: [0], registers: {} }]]);
+  const { result, log } = await go(rb, 1, ok, { resume });
+  assert.deepEqual(log.map((l) => l.split(':')[1]), ['check s2', 'run s3']);
+  assert.equal(result.hosts.h1, 'changed');
+});
+
+test('resume: an unknown step that did not take effect rolls back the whole ledger', async () => {
+  const rb = runbook([step('s1', 0), step('s2', 1, { verify: { run: 'check s2', retries: 0, delayMs: 0 } }), step('s3', 2)]);
+  const resume = new Map<string, HostResumeState>([['h1', { done: new Map([[0, 'changed']]), unknown: 1, ledger: [0], registers: {} }]]);
+  const { result, log } = await go(rb, 1, (_h, s) => ({ code: s === 'check s2' ? 1 : 0 }), { resume });
+  assert.deepEqual(log.map((l) => l.split(':')[1]), ['check s2', 'undo s2', 'undo s1']);
+  assert.equal(result.hosts.h1, 'rolled-back');
+});
+
+test('rollbackRun unwinds a recorded ledger in reverse', async () => {
+  const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
+  const plan = createPlan(rb, hosts(2), { runId: 'r', forks: 5 });
+  const log: string[] = [];
+  const r = await rollbackRun({
+    plan, ledgers: new Map([['h1', [0, 2]]]), emit: () => {},
+    transport: (h) => new FakeTransport(h.name, ok, log), localTransport: (h) => new FakeTransport(h.name, ok, log),
+  });
+  assert.deepEqual(log, ['h1:undo s3', 'h1:undo s1']);
+  assert.deepEqual(r.hosts, { h1: 'rolled-back', h2: 'ok' });
+});
+
+test('registered output is available to later steps; secrets are redacted in events', async () => {
+  const rb = runbook([step('s1', 0, { run: 'produce', register: 'out' }), step('s2', 1, { run: 'use {{ out.stdout }} {{ pw }}' })], { vars: { pw: 'hunter2' }, secretVars: ['pw'] });
+  const { events, log } = await go(rb, 1, (_h, s) => ({ code: 0, stdout: s === 'produce' ? 'val' : 'said hunter2' }));
+  assert.ok(log.includes('h1:use val hunter2'));
+  const text = JSON.stringify(events);
+  assert.ok(!text.includes('hunter2'), 'secret must not appear in events');
+  assert.ok(text.includes('***'));
+});
+
+test('probe never runs run or rollback', async () => {
+  const rb = runbook([step('s1', 0, { when: 'w1' }), step('s2', 1, { unless: 'u2' }), step('s3', 2)]);
+  const plan = createPlan(rb, hosts(1), { runId: 'r', forks: 5 });
+  const log: string[] = [];
+  const res = await new Engine({ plan, emit: () => {}, transport: (h) => new FakeTransport(h.name, (_h, s) => ({ code: s === 'w1' ? 1 : 0 }), log), localTransport: (h) => new FakeTransport(h.name, ok, log) }).probe();
+  assert.deepEqual(log.map((l) => l.split(':')[1]), ['w1', 'u2']);
+  assert.deepEqual(res[0].steps.map((s) => s.verdict.split(' ')[0]), ['skip', 'ok', 'would']);
+});
+
+export type { Plan };
