@@ -269,7 +269,8 @@ test('hostStates: rollbacks already done leave the ledger; an interrupted rollba
   assert.deepEqual(a.ledger, [0, 2]);
   assert.deepEqual([...a.rolledBack], [3]);
   assert.equal(a.rollbackInFlight, 2);
-  assert.equal(a.done.get(3), 'failed');
+  assert.equal(a.done.get(3), 'failed', 'a failed step stays failed after its rollback (the engine finishes the unwind)');
+  assert.equal(a.done.get(2), 'changed', 'its rollback did not end: still done');
 
   const more = [...recs,
     { type: 'journal-open' }, { type: 'run-start', hosts: ['a'] },
@@ -282,6 +283,8 @@ test('hostStates: rollbacks already done leave the ledger; an interrupted rollba
   assert.deepEqual([...a2.rollbackFailed], [0]);
   assert.equal(a2.rollbackInFlight, undefined);
   assert.equal(a2.finished, 'needs-attention');
+  assert.equal(a2.done.has(2), false, 'changed then rolled back ok: undone, resume would run it again');
+  assert.equal(a2.done.get(0), 'changed', 'its rollback failed: still in effect');
 });
 
 test('hostStates: a recorded unknown outcome (connection lost) stays unknown; a resumed outcome settles it', () => {

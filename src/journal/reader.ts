@@ -82,7 +82,11 @@ export interface HostJournalState {
   finished?: HostStatus;
   /** A main-phase step has started, so the preflight had passed. */
   preflightDone: boolean;
-  /** Durable outcomes of main-phase steps, by step index (a recorded 'unknown' outcome is not here). */
+  /**
+   * Durable outcomes of main-phase steps, by step index. Not here: a recorded 'unknown'
+   * outcome (see `unknown`), and a non-failed step whose rollback ended ok (undone, so a
+   * resume runs it again).
+   */
   done: Map<number, StepStatus>;
   /** The main-phase step with an intent and no outcome (or an 'unknown' outcome). */
   unknown?: number;
@@ -194,6 +198,9 @@ export function hostStates(records: JournalRecord[], opts: HostStatesOptions = {
     }
   }
   for (const [h, s] of out) {
+    // A step that changed the host and was then rolled back ok no longer holds: it is not
+    // "done" (resume runs it again). A failed step stays failed (the engine finishes its unwind).
+    for (const i of s.rolledBack) if (s.done.get(i) !== 'failed') s.done.delete(i);
     // An unknown step is one whose run may have started: it is not in the ledger here (the
     // engine decides through verify), but a step that was rolled back is not re-added.
     s.ledger = runOrder.get(h)!.filter((i) => !s.rolledBack.has(i) && i !== s.unknown);

@@ -70,12 +70,20 @@ export function journalPath(stateDir: string, runId: string): string {
 
 const RUN_ID_RE = /^\d{8}T\d{6}Z-[0-9a-f]{6}$/;
 
-/** Sortable, unique run id: UTC time to the second plus 24 random bits, e.g. `20261126T195012Z-ab12cd`. */
+/** Sortable, unique run id: UTC time to the second plus 24 random bits (unique within a process), e.g. `20261126T195012Z-ab12cd`. */
 export function newRunId(now: Date = new Date()): string {
   const iso = now.toISOString(); // 2026-11-26T19:50:12.345Z
   const stamp = `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}T${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}Z`;
-  return `${stamp}-${randomBytes(3).toString('hex')}`;
+  if (stamp !== issuedStamp) { issuedStamp = stamp; issued.clear(); }
+  for (;;) {
+    const id = `${stamp}-${randomBytes(3).toString('hex')}`;
+    if (!issued.has(id)) { issued.add(id); return id; }
+  }
 }
+// Ids issued by this process in the current second: never the same one twice. Two controllers
+// starting a run in the same second collide with probability 2^-24.
+let issuedStamp = '';
+const issued = new Set<string>();
 
 /** True if the string has the shape of a run id (a file name under runs/ cannot escape the dir). */
 export function isRunId(s: string): boolean {
