@@ -5,6 +5,8 @@ export interface InventoryHost {
   vars: Record<string, unknown>;
   /** Every group the host belongs to, directly or through children, including `all`. */
   groups: string[];
+  /** Ansible's implicit localhost (not in any group; only selected when named explicitly). */
+  implicit?: boolean;
 }
 
 export interface InventoryGroup {
@@ -14,6 +16,10 @@ export interface InventoryGroup {
   /** Direct child groups. */
   children: string[];
   vars: Record<string, unknown>;
+  /** Longest path from `all` (all = 0); used for variable precedence. Absent: computed from children. */
+  depth?: number;
+  /** ansible_group_priority (default 1). */
+  priority?: number;
 }
 
 export interface Inventory {
@@ -21,6 +27,10 @@ export interface Inventory {
   sources: string[];
   hosts: Map<string, InventoryHost>;
   groups: Map<string, InventoryGroup>;
+  /** Non-fatal notes Ansible would print as warnings (skipped keys...). */
+  warnings?: string[];
+  /** Variables of the implicit localhost per alias (localhost, 127.0.0.1, ::1), used when a pattern names it. */
+  implicitHosts?: Map<string, InventoryHost>;
 }
 
 /** How to reach a host, from its merged variables (ansible_* and CLI overrides). */
