@@ -172,3 +172,15 @@ export function lockAccessFromHosts(hosts: Array<{ name: string; vars: Record<st
     becomeFor: (h) => !!by.get(h)?.connection.become,
   };
 }
+
+/**
+ * The lock path of a planned host: the `runbook_lock_path` host variable, else
+ * DEFAULT_LOCK_PATH; hosts with a local connection are all this machine, so each gets its own
+ * file under the temp dir. apply, resume, rollback and unlock must agree on it.
+ */
+export function lockPathForHost(h: { name: string; vars: Record<string, unknown>; connection: { kind: string } }, tmp: string): string {
+  const v = h.vars[LOCK_PATH_VAR];
+  if (typeof v === 'string' && v.length > 0) return v;
+  if (h.connection.kind === 'local') return `${tmp.replace(/\/$/, '')}/runbook-lock-${h.name}`;
+  return DEFAULT_LOCK_PATH;
+}
