@@ -27,7 +27,9 @@ test('writer: append-only NDJSON under runs/, file 0600, dirs 0700, journal-open
   assert.equal(statSync(join(dir, 'runs')).mode & 0o777, 0o700);
   j.write({ type: 'run-end', time: 't2' });
   await j.close();
-  assert.equal(lines(j.path).length, 4, 'close() flushes what is buffered');
+  const all = lines(j.path);
+  assert.deepEqual(all.map((r) => r.type).slice(3), ['run-end', 'journal-close'], 'close() flushes what is buffered, then says how');
+  assert.deepEqual(all[4].stats, { records: 5, syncs: 1, writes: 1, fsyncs: 1, bytes: all[4].stats.bytes }, 'counts before its own (final) commit');
   await j.close(); // idempotent
 });
 
@@ -101,7 +103,7 @@ test('writer: fsync:false writes but never fsyncs', async () => {
   await j.close();
   assert.equal(fsyncs, 0);
   assert.equal(j.stats.fsyncs, 0);
-  assert.equal(lines(j.path).length, 11);
+  assert.equal(lines(j.path).length, 12);
 });
 
 test('writer: disk full -> sync() rejects with E_JOURNAL naming the file and the reason, and keeps rejecting', async () => {
@@ -145,8 +147,8 @@ test('writer: reopening a journal appends; a torn tail left by a crash is cut of
   await j2.close();
   const { records, torn } = await readJournal(j2.path);
   assert.equal(torn, false);
-  assert.deepEqual(records.map((r) => r.type), ['journal-open', 'run-start', 'journal-open', 'run-start']);
-  assert.equal(records[2].torn_bytes_dropped, 36);
+  assert.deepEqual(records.map((r) => r.type), ['journal-open', 'run-start', 'journal-close', 'journal-open', 'run-start', 'journal-close']);
+  assert.equal(records[3].torn_bytes_dropped, 36);
 });
 
 test('newRunId: shape, sortable by time, unique', () => {
