@@ -74,7 +74,7 @@ function checkRefs(runbook: Runbook, host: PlannedHost, issues: ValidationIssue[
     for (const [field, tpl] of fields) {
       if (tpl === undefined) continue;
       for (const ref of templateRefs(tpl)) {
-        if (registered.has(ref.name)) continue;
+        if (registered.has(ref.name) || ref.default !== undefined) continue;
         // A step's own register is available to its verify and rollback (they run after run).
         if (ref.name === step.register && (field === 'verify.run' || field === 'rollback')) continue;
         if (lookupPath(host.vars, ref.path) === undefined) {
