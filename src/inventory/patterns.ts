@@ -86,6 +86,31 @@ export function groupHosts(inv: Inventory, name: string): string[] {
   return out;
 }
 
+/**
+ * True when Ansible's host order for this group is not reproducible: Ansible walks each level of child
+ * groups through a Python set, so when two groups on one level bring different new child groups, the
+ * order between those children changes from run to run (even Ansible disagrees with itself).
+ */
+export function hostOrderIsAmbiguous(inv: Inventory, name: string): boolean {
+  const start = inv.groups.get(name);
+  if (!start) return false;
+  const seen = new Set<InventoryGroup>();
+  let unprocessed = [...new Set([start, ...childrenOf(inv, start)])];
+  while (unprocessed.length) {
+    for (const g of unprocessed) seen.add(g);
+    const contributions = new Set<string>();
+    const next: InventoryGroup[] = [];
+    for (const g of unprocessed) {
+      const fresh = childrenOf(inv, g).filter((k) => !seen.has(k));
+      next.push(...fresh);
+      if (fresh.length) contributions.add(fresh.map((k) => k.name).join('\0'));
+    }
+    if (contributions.size > 1) return true;
+    unprocessed = [...new Set(next)];
+  }
+  return false;
+}
+
 function childrenOf(inv: Inventory, g: InventoryGroup): InventoryGroup[] {
   return g.children.map((c) => inv.groups.get(c)).filter((x): x is InventoryGroup => !!x);
 }

@@ -22,7 +22,17 @@ const unsafeMapTag = yaml.defineMappingTag<Record<string, unknown>>('!unsafe', {
   keys: (r) => Object.keys(r), get: (r, k) => r[String(k)], identify: () => false,
 });
 
-export const ANSIBLE_YAML_SCHEMA = yaml.YAML11_SCHEMA.withTags(yaml.mergeTag, vaultTag, vaultEncTag, unsafeTag, unsafeSeqTag, unsafeMapTag);
+// PyYAML's YAML 1.1 booleans: yes/no/true/false/on/off in three casings, but not y/n.
+const PY_TRUE = ['yes', 'Yes', 'YES', 'true', 'True', 'TRUE', 'on', 'On', 'ON'];
+const PY_FALSE = ['no', 'No', 'NO', 'false', 'False', 'FALSE', 'off', 'Off', 'OFF'];
+const pyBoolTag = yaml.defineScalarTag<boolean>('tag:yaml.org,2002:bool', {
+  implicit: true,
+  implicitFirstChars: ['y', 'Y', 'n', 'N', 't', 'T', 'f', 'F', 'o', 'O'],
+  resolve: (s) => (PY_TRUE.includes(s) ? true : PY_FALSE.includes(s) ? false : yaml.NOT_RESOLVED),
+  identify: (d) => typeof d === 'boolean',
+});
+
+export const ANSIBLE_YAML_SCHEMA = yaml.YAML11_SCHEMA.withTags(pyBoolTag, yaml.mergeTag, vaultTag, vaultEncTag, unsafeTag, unsafeSeqTag, unsafeMapTag);
 
 export class YamlSyntaxError extends Error {
   constructor(readonly file: string, readonly line: number | undefined, message: string) { super(message); }
