@@ -242,7 +242,7 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
   }
 
   /** apply in the background, SIGKILL it when `when` holds for the journal on disk. */
-  async function applyAndKill(hostVars: Record<string, Record<string, unknown>>, when: (r: Recs) => boolean, graceMs = 300) {
+  async function applyAndKill(hostVars: Record<string, Record<string, unknown>>, when: (r: Recs) => boolean | Promise<boolean>, graceMs = 300) {
     const s = await setup(hostVars);
     const { child, done } = startRunbook(['apply', rb, '-i', s.inv, ...limit, ...s.base]);
     await waitFor('the kill point', () => when(journalRecords(s.stateDir)));
@@ -343,8 +343,9 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
 
   // (c) killed during a rollback: h3 fails its last step and unwinds; rebuild's rollback sleeps.
   const failing = { h3: { fail_at: 3, rb_nap: 2 } };
-  const inRollback = (recs: Recs) => has(recs, (r) => r.type === 'rollback-start' && r.host === 'h3' && r.index === 2)
-    && ['h1', 'h2'].every((h) => has(recs, (r) => r.type === 'host-end' && r.host === h));
+  // h1 and h2 are done on the hosts (their host-end may not be durable yet: resume settles that).
+  const inRollback = async (recs: Recs) => has(recs, (r) => r.type === 'rollback-start' && r.host === 'h3' && r.index === 2)
+    && (await fleet.state('h1')) === END_STATE && (await fleet.state('h2')) === END_STATE;
 
   test(`${label}: kill -9 during a rollback, then resume -> same end state as uninterrupted`, async () => {
     const s = await applyAndKill(failing, inRollback);

@@ -7,7 +7,7 @@
 import { hostname, tmpdir } from 'node:os';
 import type { Args } from '../main.js';
 import { rollbackRun, type EngineOptions } from '../../engine/engine.js';
-import { createHostLock, lockPathForHost } from '../../engine/lock.js';
+import { createHostLock, lockPathForHost, releaseLock } from '../../engine/lock.js';
 import type { Plan, PlannedHost } from '../../plan/types.js';
 import type { Transport } from '../../transport/types.js';
 import { execute } from './apply.js';
@@ -40,7 +40,15 @@ export async function run(argv: Args): Promise<number> {
   if (runbook.destructive) await confirm(argv, rec, lines.join('\n'));
   return execute(rec.argv, rec.loaded, {
     journalRunId: rec.runId,
-    engine: (opts) => rollbackRun({ ...withHostLocks(opts, rec.loaded.plan, rec.runId), ledgers }),
+    engine: async (opts) => {
+      const r = await rollbackRun({ ...withHostLocks(opts, rec.loaded.plan, rec.runId), ledgers });
+      await releaseStaleLocks(opts, plan, rec.runId, plan.hosts.filter((h) => (ledgers.get(h.name) ?? []).length === 0));
+      // For a rollback, a host rolled back (or with nothing to undo) is success.
+      if (r.exit_code === 2 && Object.values(r.hosts).every((s) => s === 'rolled-back' || s === 'ok')) {
+        return { ...r, status: 'ok' as const, exit_code: 0 };
+      }
+      return r;
+    },
   });
 }
 
@@ -79,4 +87,22 @@ function withHostLocks(opts: EngineOptions, plan: Plan, runId: string): EngineOp
     });
   };
   return { ...opts, transport: wrap, lock: undefined };
+}
+
+/**
+ * The engine does not contact hosts with nothing to roll back, but the dead run may have locked
+ * them (every host is locked before any changes): remove such locks if this run holds them.
+ */
+async function releaseStaleLocks(opts: EngineOptions, plan: Plan, runId: string, hosts: PlannedHost[]): Promise<void> {
+  await Promise.all(hosts.map(async (h) => {
+    const t = opts.transport(h);
+    try {
+      await t.connect();
+      await releaseLock(t, h.name, runId, { path: lockPathForHost(h, tmpdir()), become: !!h.connection.become });
+    } catch (err) {
+      process.stderr.write(`runbook: warning: ${h.name}: could not check for a lock left by run ${runId}: ${(err as Error).message}\n`);
+    } finally {
+      await t.close().catch(() => {});
+    }
+  }));
 }

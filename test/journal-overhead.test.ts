@@ -1,0 +1,56 @@
+/**
+ * Journal overhead: the same 20 hosts x 10 steps (local hosts), with and without fsync,
+ * through bin/runbook. Prints the numbers (for the notes); asserts that both modes journal
+ * the same records and that group commit keeps fsyncs well below one per intent.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { dump } from 'js-yaml';
+import { runbook, tmp, journalRecords, ROOT } from './crash-common.js';
+import { existsSync } from 'node:fs';
+
+const HOSTS = 20, STEPS = 10, REPS = 3;
+
+test(`journal overhead: ${HOSTS} hosts x ${STEPS} steps, fsync vs no fsync`, async () => {
+  assert.ok(existsSync(join(ROOT, 'dist', 'cli', 'main.js')), 'dist/ is missing: build first');
+  const work = tmp('rb-overhead-');
+  const steps = Array.from({ length: STEPS }, (_, i) => ({ name: `s${i}`, run: `touch {{ dir }}/s${i}`, rollback: `rm -f {{ dir }}/s${i}` }));
+  writeFileSync(join(work, 'rb.yml'), dump({ name: 'overhead', steps }));
+  const hosts: Record<string, unknown> = {};
+  for (let i = 1; i <= HOSTS; i++) {
+    const d = join(work, 'hosts', `n${i}`);
+    mkdirSync(d, { recursive: true });
+    hosts[`n${i}`] = { ansible_connection: 'local', dir: d, runbook_lock_path: join(work, 'locks', `n${i}`) };
+  }
+  writeFileSync(join(work, 'inv.yml'), dump({ all: { hosts } }));
+  const times: Record<string, number[]> = { fsync: [], 'no-fsync': [] };
+  const stats: Record<string, any> = {};
+  const intents: Record<string, number> = {};
+  for (let rep = 0; rep < REPS; rep++) {
+    for (const mode of rep % 2 ? ['no-fsync', 'fsync'] : ['fsync', 'no-fsync']) {
+      const stateDir = join(work, `state-${mode}-${rep}`); // on the real disk (the repo's filesystem)
+      const t0 = process.hrtime.bigint();
+      const r = await runbook(['apply', join(work, 'rb.yml'), '-i', join(work, 'inv.yml'), '--forks', String(HOSTS), '--state-dir', stateDir, ...(mode === 'fsync' ? [] : ['--no-fsync'])]);
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      assert.equal(r.code, 0, r.stderr);
+      times[mode].push(ms);
+      const recs = journalRecords(stateDir);
+      stats[mode] = recs.find((x) => x.type === 'journal-close')?.stats;
+      intents[mode] = recs.filter((x) => x.type === 'step-start' || x.type === 'host-start').length;
+    }
+  }
+  const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+  const line = `journal overhead (${HOSTS} hosts x ${STEPS} steps, local hosts, forks ${HOSTS}, ${REPS} runs each, median wall time of bin/runbook apply): ` +
+    `fsync ${med(times.fsync).toFixed(0)} ms [${times.fsync.map((t) => t.toFixed(0)).join(', ')}], ` +
+    `no-fsync ${med(times['no-fsync']).toFixed(0)} ms [${times['no-fsync'].map((t) => t.toFixed(0)).join(', ')}]; ` +
+    `overhead ${(med(times.fsync) - med(times['no-fsync'])).toFixed(0)} ms (${(((med(times.fsync) / med(times['no-fsync'])) - 1) * 100).toFixed(1)}%); ` +
+    `fsync run: ${stats.fsync.records} records, ${stats.fsync.syncs} sync() calls, ${stats.fsync.fsyncs} fsyncs (+1 at close), ${stats.fsync.bytes} bytes`;
+  console.log(line);
+  process.stdout.write(`# ${line}\n`);
+  assert.equal(intents.fsync, HOSTS * (STEPS + 1), 'every host-start and step intent journaled');
+  assert.equal(intents['no-fsync'], intents.fsync);
+  assert.equal(stats['no-fsync'].fsyncs, 0);
+  assert.ok(stats.fsync.fsyncs > 0 && stats.fsync.fsyncs < stats.fsync.syncs, `group commit: ${stats.fsync.fsyncs} fsyncs for ${stats.fsync.syncs} syncs`);
+});
