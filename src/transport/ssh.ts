@@ -1,0 +1,574 @@
+/**
+ * SSH transport on ssh2: one connection per host for the whole run, many channels on it.
+ *
+ * - Settings: ConnectionSpec (inventory ansible_* + CLI overrides) > ansible_ssh_common_args (-o Key=Value, -J,
+ *   -p, -l, -i) > ssh config file (~/.ssh/config or SshOptions.sshConfigFile; 'none' = no file) > defaults.
+ *   HostName, User, Port, IdentityFile (~, %h %r %p %u %d), IdentitiesOnly, ProxyJump (a chain: each hop is
+ *   an ssh2 connection, the next one runs over forwardOut of the previous), ServerAliveInterval/CountMax.
+ * - Host keys (known-hosts.ts): SshOptions.knownHostsFiles, else UserKnownHostsFile from the config, else
+ *   ~/.ssh/known_hosts(2) + /etc/ssh/ssh_known_hosts(2). Policies: strict (unknown -> E_HOSTKEY_UNKNOWN, with
+ *   the ssh-keyscan command to fix it), accept-new (unknown keys appended to the first known_hosts file,
+ *   changed keys refused), off (anything but a @revoked key, with a warning). CHANGED -> E_HOSTKEY_CHANGED,
+ *   revoked -> E_HOSTKEY_REVOKED. Never a prompt.
+ * - Auth, in order: ssh-agent (SSH_AUTH_SOCK, unless IdentitiesOnly or SshOptions.agent === false), keys
+ *   (explicit key, then IdentityFile, else ~/.ssh/id_ed25519, id_ecdsa, id_rsa; encrypted keys use
+ *   RUNBOOK_KEY_PASSPHRASE or a TTY prompt, never argv), password (also answered to keyboard-interactive).
+ *   Exhausted -> E_AUTH, one attempt (no retry storm).
+ * - Socket: setNoDelay(true); keepalive every keepaliveIntervalMs (default 5 s), the connection is declared
+ *   lost after keepaliveCountMax (default 2) unanswered ones (a cut link is noticed in ~10-15 s);
+ *   connectTimeoutMs covers TCP connect + handshake + auth.
+ * - exec: see shell.ts prepareRun (script and env over the channel's stdin, sudo wrapping, READY marker with
+ *   the remote process group). Timeout/abort: a second channel runs `kill -TERM -- -PGID`, then -KILL after
+ *   2 s (with the same become as the command). At most maxChannels (default 8) commands at once per host
+ *   (OpenSSH MaxSessions defaults to 10; one more for SFTP, one for kills); the rest queue.
+ * - Errors: never connected -> E_UNREACHABLE; connection lost while a command runs -> E_CONN_LOST (its effect
+ *   is unknown). reconnect(): bounded retries with exponential backoff (not for auth / host key errors).
+ * - put/get: SFTP (put writes a temp file then renames it into place atomically).
+ */
+import { readFileSync, existsSync } from 'node:fs';
+import { homedir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import type { Duplex } from 'node:stream';
+import ssh2 from 'ssh2';
+import type { Client as ClientT, ClientChannel, ConnectConfig, SFTPWrapper, AnyAuthMethod, AuthenticationType } from 'ssh2';
+import type { ConnectionSpec } from '../inventory/types.js';
+import { prepareRun, type PreparedRun } from './shell.js';
+import { driveRun } from './run-driver.js';
+import { TransportError, type ExecOptions, type ExecResult, type Transport } from './types.js';
+import {
+  algorithmsForKeyTypes, appendKnownHost, checkHostKey, fingerprint, hostEntryName, keyTypeOf, knownKeyTypes, loadKnownHosts,
+  type HostKeyPolicy, type HostKeyVerdict,
+} from './known-hosts.js';
+import { expandTokens, loadSshConfig, parseJumpHop, parseSshArgs, resolveSshConfig, type SshConfigBlock, type SshConfigLine } from './ssh-config.js';
+
+const { Client, utils } = ssh2;
+
+export interface SshOptions {
+  /** known_hosts files to use instead of ~/.ssh/known_hosts + /etc/ssh/ssh_known_hosts (--known-hosts). */
+  knownHostsFiles?: string[];
+  hostKeyChecking: HostKeyPolicy;
+  /** TCP connect + handshake + auth (--connect-timeout, default 10 s in the CLI). */
+  connectTimeoutMs: number;
+  /** ssh config file (--ssh-config); default ~/.ssh/config; 'none' reads no file. */
+  sshConfigFile?: string;
+  /** Login user when the inventory has none (--user). */
+  user?: string;
+  /** Private key when the inventory has none (--private-key). */
+  privateKeyFile?: string;
+  /** Keepalive interval (default: ServerAliveInterval from the config, else 5000). */
+  keepaliveIntervalMs?: number;
+  /** Unanswered keepalives before the connection counts as lost (default: ServerAliveCountMax, else 2). */
+  keepaliveCountMax?: number;
+  /** ssh-agent socket; false disables the agent (default SSH_AUTH_SOCK). */
+  agent?: string | false;
+  /** Key passphrase (default RUNBOOK_KEY_PASSPHRASE, then a TTY prompt if stdin is a TTY). */
+  passphrase?: string;
+  /** Ask for a key passphrase (default: prompt on the TTY, only when stdin is a TTY). */
+  promptPassphrase?: (keyFile: string) => Promise<string | undefined>;
+  /** Concurrent commands per connection (default 8). */
+  maxChannels?: number;
+  /** reconnect(): attempts (default 4) and first backoff (default 500 ms, doubling, max 5 s). */
+  reconnectAttempts?: number;
+  reconnectBackoffMs?: number;
+  /** Grace between SIGTERM and SIGKILL of a timed-out command's process group (default 2000). */
+  killGraceMs?: number;
+}
+
+interface Hop {
+  /** For messages. */
+  label: string;
+  host: string;
+  port: number;
+  user: string;
+  identityFiles: string[];
+  explicitIdentity?: string;
+  password?: string;
+  useAgent: boolean;
+}
+
+const DEFAULT_HOST_KEY_ALGOS = ['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'];
+const passphraseCache = new Map<string, string>();
+
+class Semaphore {
+  private waiters: Array<() => void> = [];
+  constructor(private free: number) {}
+  async acquire(): Promise<void> {
+    if (this.free > 0) { this.free--; return; }
+    await new Promise<void>((r) => this.waiters.push(r));
+  }
+  release(): void {
+    const w = this.waiters.shift();
+    if (w) w(); else this.free++;
+  }
+}
+
+async function ttyPrompt(question: string): Promise<string | undefined> {
+  if (!process.stdin.isTTY || !process.stderr.isTTY) return undefined;
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  const out = rl as unknown as { _writeToOutput: (s: string) => void; output: NodeJS.WriteStream };
+  let asked = false;
+  out._writeToOutput = (s: string) => { if (!asked) { asked = true; process.stderr.write(s); } };
+  try {
+    return await new Promise<string>((resolve) => rl.question(question, resolve));
+  } finally {
+    process.stderr.write('\n');
+    rl.close();
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export class SshTransport implements Transport {
+  readonly host: string;
+  readonly warnings: string[] = [];
+  private client?: ClientT;
+  private jumpClients: ClientT[] = [];
+  private connecting?: Promise<void>;
+  private ready = false;
+  private closed = false;
+  private lostWaiters = new Set<(e: TransportError) => void>();
+  private sftpP?: Promise<SFTPWrapper>;
+  private readonly sem: Semaphore;
+  private resolved?: { target: Hop; jumps: Hop[]; knownHostsFiles: string[]; acceptNewFile: string; keepaliveMs: number; keepaliveCount: number; notes: string[] };
+
+  constructor(private readonly conn: ConnectionSpec, private readonly opts: SshOptions) {
+    this.host = conn.name;
+    this.sem = new Semaphore(opts.maxChannels ?? 8);
+  }
+
+  // ------------------------------------------------------------------ settings
+
+  private settings(): NonNullable<SshTransport['resolved']> {
+    if (this.resolved) return this.resolved;
+    const o = this.opts;
+    const blocks: SshConfigBlock[] = o.sshConfigFile === 'none' ? [] : loadSshConfig(o.sshConfigFile ?? join(homedir(), '.ssh', 'config'));
+    const args = parseSshArgs(this.conn.sshArgs);
+    const notes: string[] = [];
+    if (args.unknown.length) notes.push(`ignored ssh args for ${this.host}: ${args.unknown.join(' ')}`);
+    const cfg = resolveSshConfig(blocks, this.conn.address, args.lines);
+    const localUser = userInfo().username;
+    const port = this.conn.port ?? cfg.port ?? 22;
+    const user = this.conn.user ?? o.user ?? cfg.user ?? localUser;
+    const hostName = cfg.hostName ? expandTokens(cfg.hostName, { host: this.conn.address, port, user }) : this.conn.address;
+    const tok = { host: hostName, port, user };
+    const explicit = this.conn.privateKeyFile ?? o.privateKeyFile;
+    const fromCfg = cfg.identityFiles.map((f) => expandTokens(f, tok));
+    const defaults = ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => join(homedir(), '.ssh', f));
+    const identityFiles = [...(explicit ? [expandTokens(explicit, tok)] : []), ...fromCfg];
+    const useAgent = o.agent !== false && !cfg.identitiesOnly;
+    const target: Hop = {
+      label: `${this.host} (${user}@${hostName}:${port})`,
+      host: hostName, port, user,
+      identityFiles: identityFiles.length ? identityFiles : defaults,
+      explicitIdentity: explicit,
+      password: this.conn.password,
+      useAgent,
+    };
+    const jumps: Hop[] = [];
+    if (cfg.proxyJump) {
+      for (const hopSpec of cfg.proxyJump.split(',')) {
+        const hop = parseJumpHop(hopSpec);
+        const hc = resolveSshConfig(blocks, hop.host);
+        const hPort = hop.port ?? hc.port ?? 22;
+        const hUser = hop.user ?? hc.user ?? localUser;
+        const hHost = hc.hostName ? expandTokens(hc.hostName, { host: hop.host, port: hPort, user: hUser }) : hop.host;
+        const hTok = { host: hHost, port: hPort, user: hUser };
+        const ids = hc.identityFiles.map((f) => expandTokens(f, hTok));
+        jumps.push({
+          label: `jump host ${hUser}@${hHost}:${hPort} (for ${this.host})`,
+          host: hHost, port: hPort, user: hUser,
+          identityFiles: [...ids, ...identityFiles, ...(ids.length || identityFiles.length ? [] : defaults)],
+          useAgent: o.agent !== false && !hc.identitiesOnly,
+        });
+      }
+    }
+    const userFiles = cfg.userKnownHostsFiles?.map((f) => expandTokens(f, tok)) ?? [join(homedir(), '.ssh', 'known_hosts'), join(homedir(), '.ssh', 'known_hosts2')];
+    const knownHostsFiles = o.knownHostsFiles ?? [...userFiles, '/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2'];
+    const acceptNewFile = o.knownHostsFiles?.[0] ?? userFiles[0];
+    if (cfg.ignored.length) notes.push(`ssh config options not supported by runbook (ignored) for ${this.host}: ${cfg.ignored.join(', ')}`);
+    this.resolved = {
+      target, jumps, knownHostsFiles, acceptNewFile,
+      keepaliveMs: o.keepaliveIntervalMs ?? (cfg.serverAliveIntervalSec ? cfg.serverAliveIntervalSec * 1000 : 5000),
+      keepaliveCount: o.keepaliveCountMax ?? cfg.serverAliveCountMax ?? 2,
+      notes,
+    };
+    return this.resolved;
+  }
+
+  // ------------------------------------------------------------------ connecting
+
+  async connect(): Promise<void> {
+    if (this.ready) return;
+    if (this.connecting) return this.connecting;
+    this.closed = false;
+    this.connecting = this.doConnect().finally(() => { this.connecting = undefined; });
+    return this.connecting;
+  }
+
+  private async doConnect(): Promise<void> {
+    const s = this.settings();
+    const opened: ClientT[] = [];
+    try {
+      let sock: Duplex | undefined;
+      for (let i = 0; i < s.jumps.length; i++) {
+        const hop = s.jumps[i];
+        const c = await this.openClient(hop, sock, true);
+        opened.push(c);
+        const next = i + 1 < s.jumps.length ? s.jumps[i + 1] : s.target;
+        sock = await new Promise<Duplex>((resolve, reject) => {
+          c.forwardOut('127.0.0.1', 0, next.host, next.port, (err, ch) => {
+            if (err) reject(new TransportError('E_UNREACHABLE', this.host, `${hop.label} cannot reach ${next.host}:${next.port}: ${err.message}`, { cause: err }));
+            else resolve(ch);
+          });
+        });
+      }
+      const client = await this.openClient(s.target, sock, false);
+      this.client = client;
+      this.jumpClients = opened;
+      this.ready = true;
+      this.sftpP = undefined;
+      const onGone = (why: string): void => {
+        if (this.client !== client) return;
+        this.ready = false;
+        this.client = undefined;
+        this.sftpP = undefined;
+        const err = new TransportError('E_CONN_LOST', this.host, `connection to ${s.target.label} lost (${why}); the effect of a running command is unknown`);
+        for (const w of [...this.lostWaiters]) w(err);
+        for (const j of this.jumpClients) j.end();
+      };
+      let lastErr = 'closed';
+      client.on('error', (e: Error) => { lastErr = e.message; });
+      client.on('close', () => onGone(lastErr));
+      for (const j of opened) j.on('close', () => { if (this.client === client) client.end(); onGone('jump host connection closed'); });
+    } catch (e) {
+      for (const c of opened) c.end();
+      throw e;
+    }
+  }
+
+  private async loadKeys(hop: Hop): Promise<{ methods: AnyAuthMethod[]; notes: string[] }> {
+    const methods: AnyAuthMethod[] = [];
+    const notes: string[] = [];
+    const agent = this.opts.agent === undefined ? process.env.SSH_AUTH_SOCK : this.opts.agent;
+    if (hop.useAgent && agent) methods.push({ type: 'agent', username: hop.user, agent });
+    for (const file of [...new Set(hop.identityFiles)]) {
+      let data: Buffer;
+      try { data = readFileSync(file); } catch (e) {
+        if (file === hop.explicitIdentity || existsSync(file)) notes.push(`cannot read key ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+        continue;
+      }
+      let parsed = utils.parseKey(data);
+      let passphrase: string | undefined;
+      if (parsed instanceof Error && /encrypt|passphrase/i.test(parsed.message)) {
+        passphrase = this.opts.passphrase ?? process.env.RUNBOOK_KEY_PASSPHRASE ?? passphraseCache.get(file);
+        if (passphrase === undefined) {
+          passphrase = await (this.opts.promptPassphrase ?? ((f: string) => ttyPrompt(`Enter passphrase for key '${f}': `)))(file);
+          if (passphrase === undefined) { notes.push(`key ${file} is encrypted: set RUNBOOK_KEY_PASSPHRASE or run from a terminal`); continue; }
+        }
+        parsed = utils.parseKey(data, passphrase);
+        if (parsed instanceof Error) { notes.push(`key ${file}: wrong passphrase (${parsed.message})`); continue; }
+        passphraseCache.set(file, passphrase);
+      }
+      if (parsed instanceof Error) { notes.push(`key ${file} unusable: ${parsed.message}`); continue; }
+      methods.push({ type: 'publickey', username: hop.user, key: data, passphrase } as AnyAuthMethod);
+    }
+    if (hop.password !== undefined) {
+      const password = hop.password;
+      methods.push({ type: 'password', username: hop.user, password });
+      methods.push({ type: 'keyboard-interactive', username: hop.user, prompt: (_n, _i, _l, prompts, finish) => finish(prompts.map(() => password)) });
+    }
+    return { methods, notes };
+  }
+
+  private async openClient(hop: Hop, sock: Duplex | undefined, isJump: boolean): Promise<ClientT> {
+    const s = this.settings();
+    const entries = loadKnownHosts(s.knownHostsFiles);
+    const names = [hostEntryName(hop.host, hop.port)];
+    const known = algorithmsForKeyTypes(knownKeyTypes(entries, names));
+    const policy = this.opts.hostKeyChecking;
+    const { methods, notes } = await this.loadKeys(hop);
+    const tried: string[] = [];
+    let verdict: HostKeyVerdict | undefined;
+    let offered: Buffer | undefined;
+
+    const authHandler = (left: AuthenticationType[] | null, _partial: boolean | null, next: (m: AnyAuthMethod | false) => void): void => {
+      while (methods.length) {
+        const m = methods.shift()!;
+        const wire = m.type === 'agent' ? 'publickey' : m.type;
+        if (left && !left.includes(wire as AuthenticationType)) continue;
+        tried.push(m.type === 'publickey' ? `publickey` : m.type);
+        next(m);
+        return;
+      }
+      next(false);
+    };
+
+    const client = new Client();
+    const cfg: ConnectConfig = {
+      host: hop.host,
+      port: hop.port,
+      username: hop.user,
+      sock: sock as ConnectConfig['sock'],
+      readyTimeout: this.opts.connectTimeoutMs,
+      keepaliveInterval: s.keepaliveMs,
+      keepaliveCountMax: s.keepaliveCount,
+      algorithms: { serverHostKey: [...new Set([...known, ...DEFAULT_HOST_KEY_ALGOS])] as never },
+      authHandler: authHandler as unknown as ConnectConfig['authHandler'],
+      hostVerifier: (key: Buffer): boolean => {
+        offered = key;
+        verdict = checkHostKey(entries, names, key);
+        if (verdict.status === 'ok') return true;
+        if (verdict.status === 'revoked') return false;
+        if (policy === 'off') {
+          this.warnings.push(`host key checking is off: the identity of ${hop.label} (${keyTypeOf(key)} ${fingerprint(key)}) was NOT verified${verdict.status === 'changed' ? `, and it DIFFERS from ${verdict.entry.file}:${verdict.entry.line}` : ''}`);
+          return true;
+        }
+        if (verdict.status === 'unknown' && policy === 'accept-new') {
+          try {
+            appendKnownHost(s.acceptNewFile, names[0], key);
+            this.warnings.push(`added the host key of ${hop.label} (${keyTypeOf(key)} ${fingerprint(key)}) to ${s.acceptNewFile}`);
+            return true;
+          } catch (e) {
+            notes.push(`cannot add the host key to ${s.acceptNewFile}: ${(e as Error).message}`);
+            return false;
+          }
+        }
+        return false;
+      },
+    };
+    return new Promise<ClientT>((resolve, reject) => {
+      let settled = false;
+      const fail = (e: TransportError): void => {
+        if (settled) return;
+        settled = true;
+        client.removeAllListeners('ready');
+        client.end();
+        reject(e);
+      };
+      client.once('ready', () => {
+        if (settled) return;
+        settled = true;
+        client.setNoDelay(true);
+        resolve(client);
+      });
+      client.on('error', (err: Error & { level?: string; code?: string }) => {
+        if (settled) return;
+        if (verdict && verdict.status !== 'ok' && offered && !(policy === 'off' && verdict.status !== 'revoked') && !(policy === 'accept-new' && verdict.status === 'unknown' && !notes.length)) {
+          fail(this.hostKeyError(hop, verdict, offered, s.knownHostsFiles, notes));
+          return;
+        }
+        if (err.level === 'client-authentication') {
+          fail(new TransportError('E_AUTH', this.host, `authentication failed for ${hop.label} (tried: ${tried.join(', ') || 'no usable method'}${notes.length ? `; ${notes.join('; ')}` : ''}). Check ansible_user, the private key (ansible_ssh_private_key_file / --private-key), ssh-agent, or ansible_password.`, { cause: err }));
+          return;
+        }
+        if (err.level === 'client-timeout') {
+          fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: no SSH handshake within ${this.opts.connectTimeoutMs} ms (--connect-timeout). Check the address, port and firewall.`, { cause: err }));
+          return;
+        }
+        fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: ${err.code ? `${err.code} ` : ''}${err.message}`, { cause: err }));
+      });
+      client.on('close', () => fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: connection closed during the handshake`)));
+      void isJump;
+      try { client.connect(cfg); } catch (e) {
+        fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: ${(e as Error).message}`, { cause: e }));
+      }
+    });
+  }
+
+  private hostKeyError(hop: Hop, v: HostKeyVerdict, key: Buffer, files: string[], notes: string[]): TransportError {
+    const type = keyTypeOf(key);
+    const fp = fingerprint(key);
+    const name = hostEntryName(hop.host, hop.port);
+    if (v.status === 'revoked') {
+      return new TransportError('E_HOSTKEY_REVOKED', this.host, `the host key of ${hop.label} (${type} ${fp}) is marked @revoked in ${v.entry.file}:${v.entry.line}; refusing to connect. Replace the host's key.`);
+    }
+    if (v.status === 'changed') {
+      return new TransportError('E_HOSTKEY_CHANGED', this.host,
+        `WARNING: THE HOST KEY OF ${hop.label} HAS CHANGED. It now offers ${type} ${fp}, which differs from ${v.entry.file}:${v.entry.line}. ` +
+        `This can be a man-in-the-middle attack, or the host was reinstalled. Refusing to connect. If the change is expected, ` +
+        `remove the old key (ssh-keygen -R '${name}' -f ${v.entry.file}) and add the verified new one.`);
+    }
+    return new TransportError('E_HOSTKEY_UNKNOWN', this.host,
+      `the host key of ${hop.label} (${type} ${fp}) is not in known_hosts (${files.join(', ')}). ` +
+      `Verify the fingerprint, then add it: ssh-keyscan -p ${hop.port} -t ${type} ${hop.host} >> ${files[0] ?? '~/.ssh/known_hosts'} ` +
+      `(or run once with --host-key-checking accept-new).${notes.length ? ` ${notes.join('; ')}` : ''}`);
+  }
+
+  async reconnect(): Promise<void> {
+    this.dropClient();
+    const attempts = this.opts.reconnectAttempts ?? 4;
+    let delay = this.opts.reconnectBackoffMs ?? 500;
+    let last: unknown;
+    for (let i = 0; i < attempts; i++) {
+      try {
+        await this.connect();
+        return;
+      } catch (e) {
+        last = e;
+        if (e instanceof TransportError && (e.code === 'E_AUTH' || e.code.startsWith('E_HOSTKEY'))) throw e;
+        if (i + 1 < attempts) { await sleep(delay); delay = Math.min(delay * 2, 5000); }
+      }
+    }
+    if (last instanceof TransportError) {
+      throw new TransportError(last.code, this.host, `${last.message} (after ${attempts} attempts)`, { cause: last.cause });
+    }
+    throw last;
+  }
+
+  private dropClient(): void {
+    const c = this.client;
+    this.ready = false;
+    this.client = undefined;
+    this.sftpP = undefined;
+    if (c) {
+      const err = new TransportError('E_CONN_LOST', this.host, `connection to ${this.host} was closed while a command was running; its effect is unknown`);
+      for (const w of [...this.lostWaiters]) w(err);
+      c.end();
+    }
+    for (const j of this.jumpClients) j.end();
+    this.jumpClients = [];
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.dropClient();
+  }
+
+  // ------------------------------------------------------------------ exec
+
+  private async ensure(): Promise<ClientT> {
+    if (this.closed) throw new TransportError('E_CONN_LOST', this.host, `transport for ${this.host} is closed`);
+    if (!this.ready || !this.client) await this.connect();
+    return this.client!;
+  }
+
+  async exec(script: string, opts: ExecOptions = {}): Promise<ExecResult> {
+    const become = opts.become ?? this.conn.become ?? false;
+    let prep: PreparedRun;
+    try {
+      prep = prepareRun({ script, env: opts.env, stdin: opts.stdin, become, becomeUser: opts.becomeUser ?? this.conn.becomeUser, becomePassword: become ? this.conn.becomePassword : undefined });
+    } catch (e) {
+      throw new TransportError('E_INVALID', this.host, (e as Error).message);
+    }
+    await this.sem.acquire();
+    try {
+      const client = await this.ensure();
+      return await this.runOn(client, prep, opts, become);
+    } finally {
+      this.sem.release();
+    }
+  }
+
+  private openChannel(client: ClientT, command: string): Promise<ClientChannel> {
+    return new Promise((resolve, reject) => {
+      const onLost = (e: TransportError): void => reject(e);
+      this.lostWaiters.add(onLost);
+      try {
+        client.exec(command, (err, ch) => {
+          this.lostWaiters.delete(onLost);
+          if (err) {
+            reject(this.ready && this.client === client
+              ? new TransportError('E_CHANNEL', this.host, `${this.host} refused a new command channel: ${err.message} (too many parallel commands? MaxSessions)`, { cause: err })
+              : new TransportError('E_CONN_LOST', this.host, `connection to ${this.host} lost while starting a command: ${err.message}`, { cause: err }));
+          } else resolve(ch);
+        });
+      } catch (e) {
+        this.lostWaiters.delete(onLost);
+        reject(new TransportError('E_CONN_LOST', this.host, `connection to ${this.host} lost: ${(e as Error).message}`, { cause: e }));
+      }
+    });
+  }
+
+  private async runOn(client: ClientT, prep: PreparedRun, opts: ExecOptions, become: boolean): Promise<ExecResult> {
+    const ch = await this.openChannel(client, prep.command);
+    let onLost!: (e: TransportError) => void;
+    let killedByUs = false;
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve, reject) => {
+      let code: number | null = null;
+      let signal: string | null = null;
+      let gotExit = false;
+      onLost = (e) => reject(e);
+      this.lostWaiters.add(onLost);
+      ch.on('exit', (c: number | null, sig?: string) => { gotExit = true; code = c ?? null; signal = sig ?? null; });
+      ch.on('close', () => {
+        if (gotExit || killedByUs) { resolve({ code, signal }); return; }
+        // closed without an exit status: normally the connection is going away; give it a moment to say so
+        setTimeout(() => {
+          if (!this.ready || this.client !== client) reject(new TransportError('E_CONN_LOST', this.host, `connection to ${this.host} lost while a command was running; its effect is unknown`));
+          else resolve({ code, signal });
+        }, 200);
+      });
+    });
+    exited.catch(() => { /* handled by driveRun */ });
+    const killGroup = async (pgid: number | undefined): Promise<void> => {
+      if (pgid !== undefined) {
+        const grace = this.opts.killGraceMs ?? 2000;
+        const kprep = prepareRun({ script: prep.killScript(pgid, grace), become, becomeUser: opts.becomeUser ?? this.conn.becomeUser, becomePassword: become ? this.conn.becomePassword : undefined });
+        const kch = await this.openChannel(client, kprep.command);
+        const kExited = new Promise<{ code: number | null; signal: string | null }>((resolve) => kch.on('close', () => resolve({ code: null, signal: null })));
+        await Promise.race([driveRun({ stdin: kch, stdout: kch, stderr: kch.stderr, exited: kExited, killGroup: async () => { kch.close(); } }, kprep, { timeoutMs: grace + 10_000 }), sleep(grace + 10_000)]);
+        await Promise.race([exited.catch(() => undefined), sleep(3000)]);
+      }
+      killedByUs = true;
+      try { ch.signal('KILL'); } catch { /* not supported / closed */ }
+      ch.close();
+    };
+    try {
+      return await driveRun({ stdin: ch, stdout: ch, stderr: ch.stderr, exited, killGroup }, prep, opts);
+    } finally {
+      this.lostWaiters.delete(onLost);
+    }
+  }
+
+  // ------------------------------------------------------------------ files
+
+  private sftp(): Promise<SFTPWrapper> {
+    if (this.sftpP) return this.sftpP;
+    const p = this.ensure().then((client) => new Promise<SFTPWrapper>((resolve, reject) => {
+      client.sftp((err, sftp) => {
+        if (err) reject(new TransportError(this.ready ? 'E_FILE' : 'E_CONN_LOST', this.host, `cannot open SFTP on ${this.host}: ${err.message}`, { cause: err }));
+        else { sftp.on('close', () => { if (this.sftpP === p) this.sftpP = undefined; }); resolve(sftp); }
+      });
+    }));
+    this.sftpP = p;
+    p.catch(() => { if (this.sftpP === p) this.sftpP = undefined; });
+    return p;
+  }
+
+  private fileOp<T>(what: string, path: string, fn: (sftp: SFTPWrapper, cb: (err: Error | null | undefined, v?: T) => void) => void): Promise<T> {
+    return this.sftp().then((sftp) => new Promise<T>((resolve, reject) => {
+      const onLost = (e: TransportError): void => reject(e);
+      this.lostWaiters.add(onLost);
+      fn(sftp, (err, v) => {
+        this.lostWaiters.delete(onLost);
+        if (err) reject(new TransportError(this.ready ? 'E_FILE' : 'E_CONN_LOST', this.host, `cannot ${what} ${path} on ${this.host}: ${err.message}`, { cause: err }));
+        else resolve(v as T);
+      });
+    }));
+  }
+
+  async put(content: string | Buffer, remotePath: string, opts: { mode?: number } = {}): Promise<void> {
+    const slash = remotePath.lastIndexOf('/');
+    const tmp = `${remotePath.slice(0, slash + 1)}.${remotePath.slice(slash + 1)}.rbtmp-${randomBytes(4).toString('hex')}`;
+    const mode = opts.mode ?? 0o644;
+    await this.fileOp<void>('write', remotePath, (s, cb) => s.writeFile(tmp, content, { mode }, (e) => cb(e)));
+    try {
+      await this.fileOp<void>('chmod', remotePath, (s, cb) => s.chmod(tmp, mode, (e) => cb(e)));
+      await this.fileOp<void>('rename into', remotePath, (s, cb) => s.ext_openssh_rename(tmp, remotePath, (e) => cb(e)));
+    } catch (e) {
+      await this.fileOp<void>('remove', tmp, (s, cb) => s.unlink(tmp, (er) => cb(er))).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  async get(remotePath: string): Promise<Buffer> {
+    return this.fileOp<Buffer>('read', remotePath, (s, cb) => s.readFile(remotePath, (e: Error | null | undefined, b: Buffer) => cb(e, b)));
+  }
+
+  /** Settings notes (ignored options) for --verbose. */
+  get notes(): string[] {
+    return this.settings().notes;
+  }
+}
