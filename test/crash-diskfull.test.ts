@@ -66,7 +66,7 @@ test('disk full for the journal: the run stops, rolls back the hosts in flight, 
   assert.ok(filled > 0 && filled < 64 * 1024);
   const r = await done;
   assert.equal(r.code, 4, `exit 4 = stopped because the journal could not be written (stderr: ${r.stderr})`);
-  assert.match(r.stderr, /cannot write the run journal .*no space left on device \(ENOSPC\); the run stops changing hosts/);
+  assert.match(r.stdout + r.stderr, /cannot write the run journal .*no space left on device \(ENOSPC\); the run stops changing hosts/);
   for (const h of fleet.names) assert.equal(await fleet.state(h), START_STATE, `${h} rolled back to its start state`);
   for (const h of fleet.names) assert.equal(await fleet.lock(h), null, `${h} unlocked`);
   // The journal on the full disk still reads (its torn tail, if any, is tolerated).
