@@ -481,8 +481,20 @@ export class SshTransport implements Transport {
     });
   }
 
+  /** Opens a channel; a refused open (the server's session limit, freed a moment after a close) is retried. */
+  private async openChannelRetry(client: ClientT, command: string): Promise<ClientChannel> {
+    for (let i = 0; ; i++) {
+      try {
+        return await this.openChannel(client, command);
+      } catch (e) {
+        if (!(e instanceof TransportError) || e.code !== 'E_CHANNEL' || i >= 40) throw e;
+        await sleep(25 + i * 10);
+      }
+    }
+  }
+
   private async runOn(client: ClientT, prep: PreparedRun, opts: ExecOptions, become: boolean): Promise<ExecResult> {
-    const ch = await this.openChannel(client, prep.command);
+    const ch = await this.openChannelRetry(client, prep.command);
     let onLost!: (e: TransportError) => void;
     let killedByUs = false;
     const exited = new Promise<{ code: number | null; signal: string | null }>((resolve, reject) => {
@@ -506,7 +518,7 @@ export class SshTransport implements Transport {
       if (pgid !== undefined) {
         const grace = this.opts.killGraceMs ?? 2000;
         const kprep = prepareRun({ script: prep.killScript(pgid, grace), become, becomeUser: opts.becomeUser ?? this.conn.becomeUser, becomePassword: become ? this.conn.becomePassword : undefined });
-        const kch = await this.openChannel(client, kprep.command);
+        const kch = await this.openChannelRetry(client, kprep.command);
         const kExited = new Promise<{ code: number | null; signal: string | null }>((resolve) => kch.on('close', () => resolve({ code: null, signal: null })));
         await Promise.race([driveRun({ stdin: kch, stdout: kch, stderr: kch.stderr, exited: kExited, killGroup: async () => { kch.close(); } }, kprep, { timeoutMs: grace + 10_000 }), sleep(grace + 10_000)]);
         await Promise.race([exited.catch(() => undefined), sleep(3000)]);

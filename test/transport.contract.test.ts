@@ -1,0 +1,224 @@
+// One contract for the Transport interface, run against the local transport and the SSH transport
+// (real OpenSSH sshd from test/harness/sshd.ts).
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startSshHosts, type SshFleet } from './harness/sshd.js';
+import { LocalTransport } from '../src/transport/local.js';
+import { SshTransport } from '../src/transport/ssh.js';
+import type { ConnectionSpec } from '../src/inventory/types.js';
+import type { Transport } from '../src/transport/types.js';
+
+interface Target {
+  /** Make a transport (extra overrides the connection spec). */
+  make(extra?: Partial<ConnectionSpec>): Transport;
+  /** Run a check on the target independently of the transport under test. */
+  check(cmd: string): Promise<string>;
+  /** A directory on the target for put/get. */
+  dir: string;
+  /** become with a password really prompts (false for a root controller: sudo never asks root). */
+  passwordPrompts: boolean;
+  /** Connection spec extras for a user that needs a sudo password / for a NOPASSWD user. */
+  sudoUser?: Partial<ConnectionSpec>;
+  nopasswdUser?: Partial<ConnectionSpec>;
+  password?: string;
+}
+
+function contract(name: string, setup: () => Promise<Target>, teardown: () => Promise<void>): void {
+  describe(`Transport contract: ${name}`, () => {
+    let T: Target;
+    let t: Transport;
+    before(async () => { T = await setup(); t = T.make(); await t.connect(); });
+    after(async () => { await t?.close(); await teardown(); });
+
+    test('exit codes, stdout and stderr come back exactly', async () => {
+      const r = await t.exec("printf 'a\\nb'; printf 'e1\\n' >&2; exit 7");
+      assert.equal(r.code, 7);
+      assert.equal(r.signal, null);
+      assert.equal(r.stdout, 'a\nb');
+      assert.equal(r.stderr, 'e1\n');
+      assert.equal(r.timedOut, false);
+      assert.equal((await t.exec('true')).code, 0);
+      assert.equal((await t.exec('exit 255')).code, 255);
+    });
+
+    test('killed by a signal: code null, signal name', async () => {
+      const r = await t.exec('kill -TERM $$');
+      assert.equal(r.code, null);
+      assert.equal(r.signal, 'SIGTERM');
+    });
+
+    test('binary-ish and large output, interleaved streams, no trailing-newline changes', async () => {
+      const r = await t.exec("printf 'x\\001\\002\\t\\r\\n\\303\\251'; head -c 3000000 /dev/zero | tr '\\0' 'z'; printf 'end' >&2");
+      assert.equal(r.code, 0);
+      assert.equal(r.stdout.length, 7 + 3_000_000);
+      assert.equal(r.stdout.slice(0, 7), 'x\u0001\u0002\t\r\n\u00e9');
+      assert.equal(r.stderr, 'end');
+      const big = await t.exec('i=0; while [ $i -lt 2000 ]; do echo "out $i"; echo "err $i" >&2; i=$((i+1)); done');
+      assert.equal(big.stdout.split('\n').length, 2001);
+      assert.equal(big.stderr.split('\n')[1999], 'err 1999');
+    });
+
+    test('env values are data, never code', async () => {
+      const nasty = `a'b"c $(echo PWNED) \`id\` ; \\ \n line2`;
+      const r = await t.exec('printf "%s|%s" "$V1" "$V2"', { env: { V1: nasty, V2: '' } });
+      assert.equal(r.stdout, `${nasty}|`);
+      await assert.rejects(t.exec('true', { env: { 'BAD NAME': 'x' } }), (e: Error & { code?: string }) => e.code === 'E_INVALID');
+    });
+
+    test('stdin reaches the script (binary-safe); without stdin the script reads EOF', async () => {
+      const input = Buffer.from([0, 1, 2, 255, 10, 65, 0]);
+      const r = await t.exec('od -An -tx1 | tr -s " \\n" " "', { stdin: input });
+      assert.equal(r.stdout.trim(), '00 01 02 ff 0a 41 00');
+      const text = await t.exec('cat; echo "[$x]"', { stdin: 'line1\nline2\n', env: { x: 'y' } });
+      assert.equal(text.stdout, 'line1\nline2\n[y]\n');
+      const none = await t.exec('cat; echo done');
+      assert.equal(none.stdout, 'done\n');
+    });
+
+    test('the script is not in argv (ps on the target never shows it)', async () => {
+      const secret = `S3CRET-${Date.now()}`;
+      const seen = await Promise.all([t.exec(`: ${secret}; sleep 1`), (async () => { await new Promise((x) => setTimeout(x, 400)); return T.check('ps -eo args'); })()]);
+      assert.equal(seen[1].includes(secret), false, 'secret visible in ps');
+    });
+
+    test('timeout kills the whole process group (no sleep left on the target)', async () => {
+      const mark = 4000 + Math.floor(Math.random() * 1000);
+      const started = Date.now();
+      const r = await t.exec(`sleep ${mark}.1 & sleep ${mark}.2 & (sleep ${mark}.3; echo never) ; echo never`, { timeoutMs: 500 });
+      assert.equal(r.timedOut, true);
+      assert.equal(r.code, null);
+      assert.ok(r.signal, 'a signal is reported');
+      assert.ok(Date.now() - started < 5000, 'returned promptly');
+      assert.doesNotMatch(r.stdout, /never/);
+      await new Promise((x) => setTimeout(x, 200));
+      const left = await T.check(`ps -eo stat,args | grep 'sleep ${mark}' | grep -v grep | grep -v '^Z' || true`);
+      assert.equal(left.trim(), '', `left on the target:\n${left}`);
+    });
+
+    test('abort signal kills like a timeout, timedOut false', async () => {
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), 300);
+      const r = await t.exec('sleep 30', { signal: ac.signal });
+      assert.equal(r.timedOut, false);
+      assert.equal(r.code, null);
+    });
+
+    test('onOutput streams chunks as they arrive', async () => {
+      const chunks: string[] = [];
+      const r = await t.exec('echo one; sleep 0.2; echo two >&2', { onOutput: (s, c) => chunks.push(`${s}:${c}`) });
+      assert.equal(r.code, 0);
+      assert.deepEqual(chunks.join(''), 'stdout:one\nstderr:two\n');
+    });
+
+    test('become without password (sudo -n)', async () => {
+      const tb = T.nopasswdUser ? T.make(T.nopasswdUser) : t;
+      try {
+        const r = await tb.exec('id -u; echo "$V"', { become: true, env: { V: 'kept' } });
+        assert.equal(r.stdout, '0\nkept\n', r.stderr);
+        const nob = await tb.exec('id -un', { become: true, becomeUser: 'nobody' });
+        assert.equal(nob.stdout, 'nobody\n', nob.stderr);
+      } finally { if (tb !== t) await tb.close(); }
+    });
+
+    test('become with a password: sent only when sudo prompts, never in output', async () => {
+      const pw = T.password ?? 'unused-password';
+      const tb = T.make({ ...(T.sudoUser ?? {}), becomePassword: pw });
+      try {
+        const r = await tb.exec('id -u; cat', { become: true, stdin: 'data-after-password\n' });
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout, '0\ndata-after-password\n');
+        assert.equal(r.stdout.includes(pw) || r.stderr.includes(pw), false);
+        assert.equal(r.stderr, '');
+        if (T.passwordPrompts) {
+          const wrong = T.make({ ...(T.sudoUser ?? {}), becomePassword: 'definitely-wrong' });
+          try {
+            const w = await wrong.exec('id -u', { become: true });
+            assert.notEqual(w.code, 0);
+            assert.match(w.stderr, /become password/);
+            assert.equal(w.stdout, '');
+          } finally { await wrong.close(); }
+          const none = T.make({ ...(T.sudoUser ?? {}) });
+          try {
+            const n = await none.exec('id -u', { become: true });
+            assert.notEqual(n.code, 0);
+            assert.match(n.stderr, /password is required/);
+          } finally { await none.close(); }
+        }
+      } finally { await tb.close(); }
+    });
+
+    test('put/get round-trip with mode, binary content; get of a missing file fails clearly', async () => {
+      const p = `${T.dir}/put-${Date.now()}.bin`;
+      const content = Buffer.from([0, 1, 2, 3, 250, 251, 10]);
+      await t.put(content, p, { mode: 0o640 });
+      assert.deepEqual(await t.get(p), content);
+      assert.equal((await T.check(`stat -c %a ${p}`)).trim(), '640');
+      await t.put('replaced\n', p);
+      assert.equal((await t.get(p)).toString(), 'replaced\n');
+      await assert.rejects(t.get(`${T.dir}/nope-${Date.now()}`), (e: Error & { code?: string }) => e.code === 'E_FILE' && /nope-/.test(e.message));
+    });
+
+    test('concurrent execs on one transport', async () => {
+      const rs = await Promise.all(Array.from({ length: 20 }, (_, i) => t.exec(`sleep 0.0${i % 10}; echo ${i}; exit ${i % 4}`)));
+      rs.forEach((r, i) => { assert.equal(r.stdout, `${i}\n`); assert.equal(r.code, i % 4); });
+    });
+  });
+}
+
+// ---- local
+let localDir = '';
+contract('local', async () => {
+  localDir = mkdtempSync(join(tmpdir(), 'rb-local-'));
+  return {
+    make: (extra = {}) => new LocalTransport({ kind: 'local', name: 'localhost', address: 'localhost', ...extra }),
+    check: async (cmd: string) => {
+      const { execFileSync } = await import('node:child_process');
+      return execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
+    },
+    dir: localDir,
+    // the controller runs as root in CI: sudo never prompts root, so the password must not be needed/sent
+    passwordPrompts: false,
+  };
+}, async () => { rmSync(localDir, { recursive: true, force: true }); });
+
+// ---- ssh
+let fleet: SshFleet;
+contract('ssh', async () => {
+  fleet = await startSshHosts(1);
+  console.log(`# ssh fleet mode: ${fleet.mode}`);
+  const h = fleet.hosts[0];
+  const base: ConnectionSpec = { kind: 'ssh', name: h.name, address: h.address, port: h.port, user: h.user, privateKeyFile: fleet.clientKeyFile };
+  const netns = fleet.mode === 'netns';
+  return {
+    make: (extra = {}) => new SshTransport({ ...base, ...extra }, { hostKeyChecking: 'strict', knownHostsFiles: [fleet.knownHostsFile], connectTimeoutMs: 5000, sshConfigFile: 'none', agent: false }),
+    check: async (cmd: string) => (await fleet.exec(h, cmd)).stdout,
+    dir: netns ? '/tmp' : mkdtempSync(join(tmpdir(), 'rb-sshput-')),
+    passwordPrompts: netns,
+    sudoUser: netns ? { user: fleet.users.sudoUser } : undefined,
+    nopasswdUser: netns ? { user: fleet.users.nopasswdUser } : undefined,
+    password: fleet.users.password,
+  };
+}, async () => { await fleet?.stop(); });
+
+test('ssh: the become password is never in the host\'s ps output while sudo runs', async (t) => {
+  const f = await startSshHosts(1);
+  try {
+    if (f.mode !== 'netns') { t.diagnostic('local mode: no sudo user with a password; checked in netns mode only'); return; }
+    const h = f.hosts[0];
+    const tr = new SshTransport({ kind: 'ssh', name: h.name, address: h.address, port: h.port, user: f.users.sudoUser, privateKeyFile: f.clientKeyFile, becomePassword: f.users.password },
+      { hostKeyChecking: 'strict', knownHostsFiles: [f.knownHostsFile], connectTimeoutMs: 5000, sshConfigFile: 'none', agent: false });
+    const run = tr.exec('sleep 1; id -u', { become: true });
+    await new Promise((x) => setTimeout(x, 500));
+    const ps = (await f.exec(h, 'ps -eo args')).stdout;
+    assert.match(ps, /sudo -H -S -p/);
+    assert.equal(ps.includes(f.users.password!), false);
+    assert.equal(ps.includes('S3cr'), false);
+    assert.equal((await run).stdout, '0\n');
+    await tr.close();
+  } finally {
+    await f.stop();
+  }
+});
