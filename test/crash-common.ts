@@ -107,6 +107,7 @@ export function localFleet(n: number): TestFleet {
 export async function sshFleet(n: number): Promise<TestFleet> {
   const { startSshHosts } = await import('./harness/sshd.js');
   const fleet = await startSshHosts(n);
+  console.log(`ssh fleet mode: ${fleet.mode}`);
   const names = fleet.hosts.map((h) => h.name);
   // netns: each host has private /var/lib and /run; local mode: one machine, so per-host paths.
   const base = fleet.mode === 'netns' ? '/var/lib/rbcrash' : tmp('rb-crash-sshlocal-');
@@ -341,6 +342,29 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
     await expectStates(all(START_STATE), 'still the start state');
   });
 
+  if (label === 'local') {
+    test(`${label}: the controller and its commands die together (power loss) -> resume settles the unknown step as not done and rolls that host back`, async () => {
+      const s = await setup(midStep);
+      const { child, done } = startRunbook(['apply', rb, '-i', s.inv, ...limit, ...s.base]);
+      await waitFor('every host in rebuild', () => allInRebuild(journalRecords(s.stateDir)));
+      await sleep(300);
+      // The local transport runs each command in its own process group: kill those too.
+      const groups = childGroups(child.pid!);
+      assert.ok(groups.length >= 3, `the rebuild commands run (${groups.length} groups)`);
+      child.kill('SIGKILL');
+      for (const g of groups) { try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ } }
+      await done;
+      const runId = onlyRunId(s.stateDir);
+      await expectStates(all('data.bak=old\nsvc=stopped\n'), 'half-repaired: stopped, data moved aside, rebuild never finished');
+      const r = await resume({ runId, base: s.base });
+      assert.equal(r.code, 2, r.stderr);
+      await expectStates(all(START_STATE), 'the unknown step had not taken effect (verify): each host unwound to its start, never left half-done');
+      const recs = journalRecords(s.stateDir);
+      for (const h of H) assert.equal(recs.filter((x) => x.type === 'host-end' && x.host === h).pop()?.status, 'rolled-back');
+      await noLocks();
+    });
+  }
+
   // (c) killed during a rollback: h3 fails its last step and unwinds; rebuild's rollback sleeps.
   const failing = { h3: { fail_at: 3, rb_nap: 2 } };
   // h1 and h2 are done on the hosts (their host-end may not be durable yet: resume settles that).
@@ -402,4 +426,19 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
     await expectStates(all(END_STATE, five), 'every host repaired exactly once (a second "aside" would have failed)');
     await noLocks(five);
   });
+}
+
+/** Process groups of the direct children of a process (Linux /proc). */
+export function childGroups(pid: number): number[] {
+  const out = new Set<number>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const st = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      if (Number(f[1]) === pid) out.add(Number(f[2]));
+    } catch { /* exited */ }
+  }
+  out.delete(pid);
+  return [...out];
 }
