@@ -202,7 +202,8 @@ export function whatToDoNow(s: RunSummary): string {
   }
   if (failed.length) {
     const rolled = failed.every((h) => h.status === 'rolled-back');
-    parts.push(`${names(failed)} ${rolled ? 'failed and were rolled back' : 'failed'}: fix the cause shown above and run \`runbook apply ${s.runbook || 'RUNBOOK'}\` again`);
+    const were = failed.length === 1 ? 'was' : 'were';
+    parts.push(`${names(failed)} ${rolled ? `failed and ${were} rolled back` : 'failed'}: fix the cause shown above and run \`runbook apply ${s.runbook || 'RUNBOOK'}\` again`);
   }
   if (unreachable.length) parts.push(`check that ${names(unreachable)} ${unreachable.length === 1 ? 'is' : 'are'} reachable over SSH`);
   if (skipped.length && s.status !== 'interrupted' && s.status !== 'incomplete') {

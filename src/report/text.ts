@@ -67,7 +67,7 @@ export interface TableOptions {
 /** host x status x changed/failed step x duration. */
 export function hostTable(hosts: HostSummary[], o: TableOptions = {}): string[] {
   const p = o.paint ?? NO_COLORS;
-  const rows = hosts.map((h) => [h.host, h.status, stepColumn(h), formatDuration(h.duration_ms)]);
+  const rows = hosts.map((h) => [h.host, h.status, stepColumn(h), h.started_at === undefined && h.duration_ms === 0 ? '-' : formatDuration(h.duration_ms)]);
   const head = ['HOST', 'STATUS', 'STEP', 'DURATION'];
   const w = head.map((t, i) => Math.max(width(t), ...rows.map((r) => width(r[i]))));
   if (o.columns !== undefined) {
