@@ -12,7 +12,7 @@ import { runbook, tmp, journalRecords, ROOT } from './crash-common.js';
 import { openJournal, newRunId } from '../src/journal/writer.js';
 import { existsSync } from 'node:fs';
 
-const HOSTS = 20, STEPS = 10, REPS = 3;
+const HOSTS = 20, STEPS = 10, REPS = Number(process.env.RUNBOOK_BENCH_REPS ?? 3);
 
 test(`journal overhead: ${HOSTS} hosts x ${STEPS} steps, fsync vs no fsync`, async () => {
   assert.ok(existsSync(join(ROOT, 'dist', 'cli', 'main.js')), 'dist/ is missing: build first');

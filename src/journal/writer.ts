@@ -15,7 +15,7 @@ import { promises as fsp, constants as fsc } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { homedir, hostname } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { RunbookError } from '../core/errors.js';
 import type { JournalSink } from '../engine/events.js';
 
@@ -61,7 +61,7 @@ export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
 
 /** The state dir a command uses: --state-dir, else defaultStateDir(). */
 export function resolveStateDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  return flag && flag.length > 0 ? flag : defaultStateDir(env);
+  return resolve(flag && flag.length > 0 ? flag : defaultStateDir(env));
 }
 
 export function journalPath(stateDir: string, runId: string): string {
@@ -250,6 +250,7 @@ async function cutTornTail(fh: FileHandle): Promise<number> {
  * exists (resume, rollback, unlock) is appended to; a torn last line is cut off first.
  */
 export async function openJournal(stateDir: string, runId: string, opts: OpenJournalOptions = { fsync: true }): Promise<JournalWriter> {
+  stateDir = resolve(stateDir);
   const path = journalPath(stateDir, runId);
   let fh: FileHandle;
   let cut = 0;
