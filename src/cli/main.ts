@@ -53,6 +53,13 @@ function outputOpts(y: Argv) {
 }
 
 export async function main(args: string[]): Promise<void> {
+  // `runbook plan ... | head`: a closed pipe ends the command quietly.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
   const cli = yargs(args)
     .scriptName('runbook')
     .usage('$0 <command> [options]\n\nRemediation runbooks over SSH: a check before each step, a proof after it, rollback when something fails.')
