@@ -75,12 +75,20 @@ export async function loadRecordedRun(argv: Args, opts: { force: boolean; verb: 
 
   const inputs = first.inputs;
   const o = inputs.options ?? {};
+  // Secret -e values are redacted in the journal ("***"): they must be given again.
+  const recordedExtra = inputs.extra_vars ?? [];
+  const givenExtra: string[] = argv['extra-vars'] ?? [];
+  if (recordedExtra.some((e) => e.includes('***')) && givenExtra.length === 0) {
+    throw new RunbookError('E_RESUME_SECRETS',
+      `run ${runId} was given secret extra vars (${recordedExtra.filter((e) => e.includes('***')).join(' ')}), which the journal does not keep; nothing was run. Give them again: runbook ${opts.verb} ${runId} -e NAME=VALUE`);
+  }
   const merged: Args = {
     ...argv,
     runbook: file,
     inventory: inputs.inventory ?? [],
     limit: inputs.limit,
-    'extra-vars': inputs.extra_vars ?? [],
+    // Given again on the command line: they win over the recorded (redacted) ones.
+    'extra-vars': [...recordedExtra, ...givenExtra],
     forks: typeof o.forks === 'number' ? o.forks : argv.forks,
     user: argv.user ?? o.user,
     'private-key': argv['private-key'] ?? o['private-key'],
