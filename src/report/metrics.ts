@@ -115,7 +115,8 @@ export async function writeMetrics(file: string, summary: RunSummary): Promise<v
   try {
     previous = await readFile(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') {
       throw new RunbookError('E_REPORT', `Cannot read the metrics file ${file}: ${(err as Error).message}; check its permissions.`, { cause: err });
     }
   }
