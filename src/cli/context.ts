@@ -30,7 +30,8 @@ export function loadPlan(argv: Args, runId: string, cwd = process.cwd()): Loaded
   }
   const inventory = loadInventory(sources, { cwd, extraVarDirs: [dirname(runbook.file)] });
   const extraVars = parseExtraVars(argv['extra-vars'] ?? [], cwd);
-  const names = selectHostNames(inventory, runbook, argv.limit, cwd);
+  // The runbook's `hosts:` pattern (default all), narrowed by --limit, in Ansible's order.
+  const names = selectHosts(inventory, argv.limit, { cwd, hosts: runbook.hosts });
   const overrides = { user: argv.user as string | undefined, privateKeyFile: argv['private-key'] as string | undefined };
   const hosts = names.map((n: string) => {
     const h = inventory.hosts.get(n)!;
@@ -45,14 +46,6 @@ export function loadPlan(argv: Args, runId: string, cwd = process.cwd()): Loaded
       options: { forks: plan.forks, user: argv.user, 'private-key': argv['private-key'] },
     },
   };
-}
-
-/** The runbook's `hosts:` pattern (default all), intersected with --limit, in inventory order. */
-function selectHostNames(inv: Inventory, runbook: Runbook, limit: string | undefined, cwd: string): string[] {
-  const base = selectHosts(inv, runbook.hosts ?? 'all', { cwd });
-  if (!limit) return base;
-  const lim = new Set(selectHosts(inv, limit, { cwd }));
-  return base.filter((h) => lim.has(h));
 }
 
 export function sshOptionsFrom(argv: Args): SshOptions {

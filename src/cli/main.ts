@@ -90,7 +90,7 @@ export async function main(args: string[]): Promise<void> {
     .command('show <runbook>', 'Show the steps of a runbook as an SRE reads them', (y) =>
       y.positional('runbook', { type: 'string' }).example('$0 show containerd-recover', 'Steps, predicates, rollbacks'),
       lazy(() => import('./commands/show.js')))
-    .command('inventory', 'Show an inventory as Ansible would', (y) =>
+    .command('inventory [group]', 'Show an inventory as Ansible would', (y) =>
       inventoryOpts(y)
         .option('list', { type: 'boolean', describe: 'JSON like ansible-inventory --list' })
         .option('graph', { type: 'boolean', describe: 'Group tree' })

@@ -35,8 +35,7 @@ export async function run(argv: Args): Promise<number> {
   const view = limit ? restrict(inv, new Set(selectHosts(inv, limit, { cwd }))) : inv;
   if (mode === 'list') process.stdout.write(ansibleJson(inventoryListJson(view)) + '\n');
   else if (mode === 'graph') {
-    const pos = (argv._ ?? []).slice(1).map(String);
-    process.stdout.write(inventoryGraph(view, pos[0] ?? 'all') + '\n');
+    process.stdout.write(inventoryGraph(view, argv.group ? String(argv.group) : 'all') + '\n');
   } else process.stdout.write(ansibleJson(hostVarsJson(inv, String(argv.host))) + '\n');
   return 0;
 }
