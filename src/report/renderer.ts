@@ -10,7 +10,7 @@ import ora, { type Ora } from 'ora';
 import { formatDuration } from '../core/duration.js';
 import type { EventOf, EventType, HostStatus, RunEvent } from '../engine/events.js';
 import { summarize } from './summary.js';
-import { COLORS, NO_COLORS, colorAllowed, countsText, pad, statusColor, summaryText, truncate, width, type Paint } from './text.js';
+import { COLORS, NO_COLORS, colorAllowed, countsText, formatElapsed, pad, statusColor, summaryText, truncate, width, type Paint } from './text.js';
 import { HOST_STATUSES } from './summary.js';
 
 export interface RendererOptions {
@@ -265,16 +265,16 @@ class TtyRenderer implements Renderer {
     const parts = [`${this.runbook}`, `${finished}/${this.total} done${finished ? `: ${countsText(this.done, p)}` : ''}`];
     if (running) parts.push(`${running} running`);
     if (waiting) parts.push(`${waiting} waiting`);
-    parts.push(formatDuration(Math.floor((now - this.startedAt) / 1000) * 1000));
+    parts.push(formatElapsed(now - this.startedAt));
     // The spinner frame and a space come before the first line.
     const head = fitParts(parts, cols - 3);
     const hosts = [...this.inFlight.values()].sort((a, b) => a.since - b.since);
     // Room: terminal rows minus the header, one spare line for the cursor, one for a following write.
     const room = Math.max(1, Math.min(this.rows - 3, 30));
     const lines: string[] = [head];
-    const elapsed = (t: number) => formatDuration(Math.floor((now - t) / 1000) * 1000);
+    const elapsed = (t: number) => formatElapsed(now - t);
     if (hosts.length <= room) {
-      const hw = Math.min(Math.max(...hosts.map((h) => width(h.host)), 4), Math.floor(cols / 3));
+      const hw = Math.min(Math.max(...hosts.map((h) => width(h.host)), 4), Math.max(8, cols - 1 - 4 - 7 - 24));
       for (const h of hosts) {
         const what = h.step === undefined ? 'connecting' : `${h.rollback ? 'rollback' : h.phase === 'preflight' ? 'preflight' : `step ${(h.index ?? 0) + 1}`}: ${h.step}`;
         const right = ` ${elapsed(h.since)}`;
@@ -294,13 +294,17 @@ class TtyRenderer implements Renderer {
       }
       const gs = [...groups.values()].sort((a, b) => a.order - b.order);
       const shown = gs.length <= room ? gs : gs.slice(0, room - 1);
+      const cw = Math.max(...shown.map((g) => String(g.hosts.length).length));
       for (const g of shown) {
         const oldest = g.hosts.reduce((a, b) => (a.since <= b.since ? a : b));
-        const right = ` ${g.hosts.length} host${g.hosts.length === 1 ? '' : 's'}, longest ${oldest.host} ${elapsed(oldest.since)}`;
-        const left = '  ';
+        const left = `  ${String(g.hosts.length).padStart(cw)} × `;
+        const right = `  longest ${oldest.host} ${elapsed(oldest.since)}`;
         const avail = cols - 1 - width(left);
-        const label = truncate(g.label, Math.max(10, avail - width(right)));
-        lines.push(truncate(`${left}${label}${right}`, cols - 1));
+        const label = truncate(g.label, avail);
+        const line = width(label) + width(right) <= avail
+          ? `${left}${pad(label, avail - width(right))}${p.dim(right)}`
+          : width(label) + 8 <= avail ? `${left}${pad(label, avail - 7)}${p.dim(` ${elapsed(oldest.since).padStart(6)}`)}` : `${left}${label}`;
+        lines.push(line);
       }
       if (shown.length < gs.length) {
         const rest = gs.slice(shown.length).reduce((n, g) => n + g.hosts.length, 0);
@@ -322,7 +326,6 @@ class TtyRenderer implements Renderer {
     if (this.events.length === 0) return;
     const text = summaryText(summarize(this.events), {
       paint: this.paint, columns: this.columns, rows: this.rows, stderrLines: 6,
-      maxDetails: Math.max(1, Math.floor((this.rows - 8) / 8)),
     });
     await write(this.opts.stdout, '\n' + text);
   }

@@ -186,7 +186,7 @@ function names(hs: HostSummary[], max = 5): string {
 }
 
 /** One line answering "what do I do now", most urgent first. */
-export function whatToDoNow(s: RunSummary): string {
+export function whatToDoNow(s: RunSummary, maxNames = 5): string {
   const by = (st: HostStatus) => s.hosts.filter((h) => h.status === st);
   const id = s.run_id || 'RUN_ID';
   const parts: string[] = [];
@@ -195,19 +195,18 @@ export function whatToDoNow(s: RunSummary): string {
   const unreachable = by('unreachable');
   const skipped = by('skipped');
   if (attention.length) {
-    parts.push(`check ${names(attention)} by hand (a rollback failed or a step's outcome is unknown), see \`runbook show-run ${id}\``);
+    parts.push(`check ${names(attention, maxNames)} by hand (a rollback failed or a step's outcome is unknown), see \`runbook show-run ${id}\``);
   }
   if (s.status === 'interrupted' || s.status === 'incomplete') {
     parts.push(`finish with \`runbook resume ${id}\` or unwind with \`runbook rollback ${id}\``);
   }
   if (failed.length) {
     const rolled = failed.every((h) => h.status === 'rolled-back');
-    const were = failed.length === 1 ? 'was' : 'were';
-    parts.push(`${names(failed)} ${rolled ? `failed and ${were} rolled back` : 'failed'}: fix the cause shown above and run \`runbook apply ${s.runbook || 'RUNBOOK'}\` again`);
+    parts.push(`fix what failed on ${names(failed, maxNames)} (${rolled ? 'rolled back' : 'failed'}; details above) and run \`runbook apply ${s.runbook || 'RUNBOOK'}\` again`);
   }
-  if (unreachable.length) parts.push(`check that ${names(unreachable)} ${unreachable.length === 1 ? 'is' : 'are'} reachable over SSH`);
+  if (unreachable.length) parts.push(`check that ${names(unreachable, maxNames)} ${unreachable.length === 1 ? 'is' : 'are'} reachable over SSH`);
   if (skipped.length && s.status !== 'interrupted' && s.status !== 'incomplete') {
-    parts.push(`${skipped.length} host${skipped.length === 1 ? ' was' : 's were'} not started; run again to cover ${skipped.length === 1 ? 'it' : 'them'}`);
+    parts.push(`run again to cover the ${skipped.length} host${skipped.length === 1 ? '' : 's'} not started`);
   }
   if (parts.length === 0) {
     return s.counts.changed > 0

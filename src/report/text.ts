@@ -1,7 +1,7 @@
 /** Text helpers shared by the renderers and the reports: colors, widths, the summary block. */
 import { formatDuration } from '../core/duration.js';
 import type { HostStatus } from '../engine/events.js';
-import { HOST_STATUSES, PROBLEM_STATUSES, stepColumn, type HostSummary, type RunSummary } from './summary.js';
+import { HOST_STATUSES, PROBLEM_STATUSES, stepColumn, whatToDoNow, type HostSummary, type RunSummary } from './summary.js';
 
 export interface Paint {
   red(s: string): string; green(s: string): string; yellow(s: string): string;
@@ -133,48 +133,71 @@ export function hostDetail(h: HostSummary, o: SummaryOptions = {}): string[] {
 }
 
 /**
- * The final summary: header, table (compact when more hosts than rows), detail blocks of
- * problem hosts, counts, and the "what to do now" line last so it is on screen.
+ * The final summary: header, table, detail blocks of problem hosts, counts, and the "what to do
+ * now" line last so it stays on screen. With `rows` (a terminal) everything fits in rows-1 lines:
+ * with more hosts than fit, only the hosts that are not ok/changed are listed, and detail blocks
+ * are added while they fit (the rest are named in one line).
  */
 export function summaryText(s: RunSummary, o: SummaryOptions = {}): string {
   const p = o.paint ?? NO_COLORS;
   const cut = (x: string) => (o.columns !== undefined ? truncate(x, o.columns - 1) : x);
-  const lines: string[] = [];
-  const verdict = s.exit_code === 0 ? p.green(s.status) : s.status === 'needs-attention' ? p.red(s.status) : p.red(s.status);
-  lines.push(cut(`${p.bold('Run')} ${s.run_id}  runbook ${s.runbook}  ${verdict} (exit ${s.exit_code})  ${s.hosts.length} host${s.hosts.length === 1 ? '' : 's'} in ${formatDuration(s.duration_ms)}`));
+  const tty = o.rows !== undefined;
+  const verdict = s.exit_code === 0 ? p.green(s.status) : p.red(s.status);
+  const header = cut(`${p.bold(`Run ${s.run_id}`)} ${s.runbook}: ${verdict} (exit ${s.exit_code}), ${s.hosts.length} host${s.hosts.length === 1 ? '' : 's'}, ${formatDuration(s.duration_ms)}`);
   const problems = s.hosts.filter((h) => PROBLEM_STATUSES.includes(h.status));
-  // Compact when the whole table would not fit on one screen next to the details.
-  const compact = o.rows !== undefined && s.hosts.length + 6 > o.rows;
-  if (compact) {
-    const listed = s.hosts.filter((h) => h.status !== 'ok' && h.status !== 'changed');
-    const room = Math.max(3, (o.rows ?? 24) - 12);
-    if (listed.length) {
-      const shown = listed.slice(0, room);
-      lines.push(...hostTable(shown, o));
-      if (listed.length > shown.length) lines.push(cut(`… and ${listed.length - shown.length} more not ok (see --report or runbook show-run ${s.run_id})`));
+
+  // Tail: warnings, counts, what to do now.
+  const tail: string[] = [];
+  const maxWarn = tty ? 2 : Infinity;
+  for (const w of s.warnings.slice(0, maxWarn)) tail.push(cut(p.yellow(`warning: ${w}`)));
+  if (s.warnings.length > maxWarn) tail.push(cut(p.yellow(`… ${s.warnings.length - maxWarn} more warnings (runbook show-run ${s.run_id})`)));
+  tail.push('', cut(`Hosts: ${countsText(s.counts, p)}`));
+  const nextText = `What to do now: ${tty && s.hosts.length > 3 ? whatToDoNow(s, 2) : s.next}`;
+  const wrapped = o.columns !== undefined ? wrapWords(nextText, o.columns - 1) : [nextText];
+  tail.push(p.bold(wrapped[0].slice(0, 15)) + wrapped[0].slice(15), ...wrapped.slice(1).map((l) => `  ${l}`));
+
+  // Room for the blank line before the summary and the shell prompt after it.
+  const maxLines = tty ? Math.max(10, (o.rows ?? 24) - 3) : Infinity;
+  let budget = maxLines - 1 - tail.length;
+
+  // Table: every host when it fits with room for one detail block, else only the hosts not ok.
+  const body: string[] = [];
+  const firstDetail = problems.length ? hostDetail(problems[0], o).length + 1 : 0;
+  const compact = tty && s.hosts.length + 1 + firstDetail > budget;
+  const listed = compact ? s.hosts.filter((h) => h.status !== 'ok' && h.status !== 'changed') : s.hosts;
+  const fine = s.hosts.length - listed.length;
+  if (listed.length) {
+    let rowsFor = listed.length;
+    if (compact) {
+      // Header row, the "ok or changed" line, one full detail block and a "… more" line must fit too.
+      const room = budget - 1 - (fine ? 1 : 0) - firstDetail - (problems.length > 1 ? 2 : 0);
+      if (rowsFor > room) rowsFor = Math.max(1, room - 1);
     }
-    const fine = s.hosts.length - listed.length;
-    if (fine) lines.push(cut(p.dim(`${fine} host${fine === 1 ? '' : 's'} ok or changed, not listed (--report FILE.md lists every host)`)));
-  } else {
-    lines.push(...hostTable(s.hosts, o));
+    body.push(...hostTable(listed.slice(0, Math.max(1, rowsFor)), o));
+    if (listed.length > rowsFor) body.push(cut(`… and ${listed.length - rowsFor} more not ok (runbook show-run ${s.run_id}, or --report FILE.md)`));
   }
+  if (fine && compact) body.push(cut(p.dim(`${fine} host${fine === 1 ? '' : 's'} ok or changed, not listed (--report FILE.md lists every host)`)));
+  budget -= body.length;
+
+  // Detail blocks while they fit; the first one always (shortened if it must).
   const maxDetails = o.maxDetails ?? Infinity;
-  const detailed = problems.slice(0, maxDetails);
-  for (const h of detailed) {
-    lines.push('');
-    lines.push(...hostDetail(h, o));
+  let shown = 0;
+  for (const h of problems) {
+    if (shown >= maxDetails) break;
+    let block = ['', ...hostDetail(h, o)];
+    const reserve = problems.length - shown > 1 ? 2 : 0; // the "… N more" line
+    if (block.length + reserve > budget) {
+      if (shown > 0) break;
+      block = block.slice(0, Math.max(3, budget - reserve));
+    }
+    body.push(...block);
+    budget -= block.length;
+    shown++;
   }
-  if (problems.length > detailed.length) {
-    lines.push('', cut(`… ${problems.length - detailed.length} more hosts need a look: ${problems.slice(detailed.length).map((h) => h.host).join(', ')}`));
+  if (problems.length > shown) {
+    body.push('', cut(`… ${problems.length - shown} more host${problems.length - shown === 1 ? '' : 's'} to look at: ${problems.slice(shown).map((h) => h.host).join(', ')} (runbook show-run ${s.run_id})`));
   }
-  for (const w of s.warnings.slice(0, 5)) lines.push(cut(p.yellow(`warning: ${w}`)));
-  if (s.warnings.length > 5) lines.push(cut(p.yellow(`… ${s.warnings.length - 5} more warnings`)));
-  lines.push('');
-  lines.push(cut(`Hosts: ${countsText(s.counts, p)}`));
-  const next = `What to do now: ${s.next}`;
-  const wrapped = o.columns !== undefined ? wrapWords(next, o.columns - 1) : [next];
-  lines.push(p.bold(wrapped[0].slice(0, 15)) + wrapped[0].slice(15), ...wrapped.slice(1).map((l) => `  ${l}`));
-  return lines.join('\n') + '\n';
+  return [header, ...body, ...tail].join('\n') + '\n';
 }
 
 /** Word-wraps plain text to `max` columns (continuation lines get 2 columns less: the caller indents them). */
@@ -194,4 +217,12 @@ export function wrapWords(text: string, max: number): string[] {
   }
   if (cur !== '') out.push(cur);
   return out;
+}
+
+/** Elapsed time for the live view, whole seconds: 7s, 1m05s, 1h02m. */
+export function formatElapsed(ms: number): string {
+  const t = Math.max(0, Math.floor(ms / 1000));
+  if (t < 60) return `${t}s`;
+  if (t < 3600) return `${Math.floor(t / 60)}m${String(t % 60).padStart(2, '0')}s`;
+  return `${Math.floor(t / 3600)}h${String(Math.floor((t % 3600) / 60)).padStart(2, '0')}m`;
 }
