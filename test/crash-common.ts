@@ -407,7 +407,8 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
   test(`${label}: two concurrent applies on overlapping hosts -> exactly one works on each host`, async () => {
     const five = ['h1', 'h2', 'h3', 'h4', 'h5'];
     await fleet.reset();
-    const hv = Object.fromEntries(five.map((h) => [h, { nap: 2 }]));
+    // h3 (the shared host) works 5 s, so the two runs overlap on it even on a loaded machine.
+    const hv = Object.fromEntries(five.map((h) => [h, { nap: h === 'h3' ? 5 : 1 }]));
     const dA = tmp('rb-conc-a-'), dB = tmp('rb-conc-b-');
     const inv = await fleet.inventory(join(dA, 'inv.yml'), hv);
     const A = startRunbook(['apply', rb, '-i', inv, '-l', 'h1,h2,h3', '--json', '--state-dir', dA, ...fleet.args]);
