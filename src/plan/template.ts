@@ -228,6 +228,8 @@ export interface PlaceholderContext {
   /** For here-documents: the delimiter a value line must not equal. */
   heredocDelim?: string;
   heredocStripTabs?: boolean;
+  /** The here-document line around it could equal the delimiter for some value: checked at render time. */
+  heredocLineRisk?: boolean;
 }
 
 type Frame =
@@ -397,7 +399,7 @@ export function analyzeTemplate(tpl: string): PlaceholderContext[] {
     if (h.lineCtx.length) {
       const re = new RegExp(`^${line.split('\u0000').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 's');
       if (re.test(h.delim)) {
-        for (const ctx of h.lineCtx) ctx.unsupported ??= `{{ ${ctx.ref.path} }} makes up a here-document line that a value could turn into its delimiter ${h.delim} (add text around it)`;
+        for (const ctx of h.lineCtx) ctx.heredocLineRisk = true;
       }
     }
     if (line === h.delim) {
@@ -508,7 +510,9 @@ function renderPlaceholder(ctx: PlaceholderContext, lookup: (p: string) => unkno
   } else {
     const v = resolve(ref, lookup);
     switch (ctx.context) {
-      case 'bare': case 'comment': text = shQuote(v); break;
+      case 'bare': text = shQuote(v); break;
+      // A line break in a comment would end it: the rest of the value must not become code.
+      case 'comment': text = shQuote(v.replace(/[\r\n]/g, ' ')); break;
       case 'double': text = shEscapeDouble(v); break;
       case 'single': text = shEscapeSingle(v); break;
       case 'arith':
@@ -521,6 +525,9 @@ function renderPlaceholder(ctx: PlaceholderContext, lookup: (p: string) => unkno
       case 'heredoc-literal':
         if (v.includes('\n')) {
           throw new RunbookError('E_VAR_UNSAFE', `the value of "${ref.path}" has a line break and is used in a here-document, where it could end the document early (pipe it instead: printf '%s\\n' {{ ${ref.path} }} | ...)`);
+        }
+        if (ctx.heredocLineRisk && ctx.heredocDelim !== undefined && ctx.heredocDelim.includes(ctx.heredocStripTabs ? v.replace(/^\t+/, '') : v)) {
+          throw new RunbookError('E_VAR_UNSAFE', `the value of "${ref.path}" could end the here-document early (its line would read ${ctx.heredocDelim}); put other text on that line`);
         }
         text = ctx.context === 'heredoc' ? v.replace(/[\\$`]/g, (c) => `\\${c}`) : v;
         break;
