@@ -300,13 +300,18 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
   // (b) killed between the intent and the outcome of a changing step (rebuild sleeps 2 s).
   const midStep = { h1: { nap: 2 }, h2: { nap: 2 }, h3: { nap: 2 } };
   const allInRebuild = (recs: Recs) => H.every((h) => stepStarted(recs, h, 2));
+  const MID_REBUILD_DONE = 'data=new\ndata.bak=old\nsvc=stopped\n';
+  const rebuildFinished = () => waitFor('the orphaned rebuild commands to finish on the hosts', async () => {
+    for (const h of H) if ((await fleet.state(h)) !== MID_REBUILD_DONE) return false;
+    return true;
+  }, 20_000);
 
   test(`${label}: kill -9 between intent and outcome of a changing step, torn last line, then resume -> same end state`, async () => {
     const s = await applyAndKill(midStep, allInRebuild);
     const recs = journalRecords(s.stateDir);
     for (const h of H) assert.ok(stepStarted(recs, h, 2) && !stepEnded(recs, h, 2), `${h}: intent of rebuild durable, no outcome`);
     // The commands of the dead controller run on to their end on the hosts (nobody kills them).
-    await sleep(2500);
+    await rebuildFinished();
     // A crash mid-append leaves a torn last line; it must be tolerated.
     const { appendFileSync } = await import('node:fs');
     appendFileSync(join(s.stateDir, 'runs', `${s.runId}.ndjson`), '{"type":"step-end","host":"h1","ind');
@@ -328,7 +333,7 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
 
   test(`${label}: kill -9 between intent and outcome of a changing step, then rollback -> start state`, async () => {
     const s = await applyAndKill(midStep, allInRebuild);
-    await sleep(2500);
+    await rebuildFinished();
     const r = await rollback(s);
     assert.equal(r.code, 0, r.stderr);
     await expectStates(all(START_STATE), 'every host unwound, including the step whose outcome was unknown');
