@@ -125,11 +125,11 @@ test('writer: disk full -> sync() rejects with E_JOURNAL naming the file and the
   await j.close();
 });
 
-test('writer: state dir that cannot be created -> E_JOURNAL at open, saying what to fix', async () => {
+test('writer: state dir that cannot be created -> E_JOURNAL_OPEN (exit 1, nothing changed), saying what to fix', async () => {
   const dir = tmp();
   writeFileSync(join(dir, 'file'), 'x');
   await assert.rejects(openJournal(join(dir, 'file', 'state'), newRunId(), { fsync: true }), (e: unknown) => {
-    assert.equal((e as RunbookError).code, 'E_JOURNAL');
+    assert.equal((e as RunbookError).code, 'E_JOURNAL_OPEN');
     assert.match((e as Error).message, /cannot open the run journal .*a parent is not a directory \(ENOTDIR\); nothing was changed/);
     return true;
   });

@@ -260,14 +260,14 @@ export async function openJournal(stateDir: string, runId: string, opts: OpenJou
     await fsp.mkdir(runs, { recursive: true, mode: 0o700 });
     fh = await fsp.open(path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_APPEND, 0o600);
   } catch (err) {
-    throw new RunbookError('E_JOURNAL', `cannot open the run journal ${path}: ${ioReason(err)}; nothing was changed. Fix the state directory (--state-dir or RUNBOOK_STATE_DIR) and retry`, { cause: err });
+    throw new RunbookError('E_JOURNAL_OPEN', `cannot open the run journal ${path}: ${ioReason(err)}; nothing was changed. Fix the state directory (--state-dir or RUNBOOK_STATE_DIR) and retry`, { cause: err });
   }
   try {
     cut = await cutTornTail(fh);
   } catch (err) {
     await fh.close().catch(() => {});
     if (err instanceof RunbookError) throw new RunbookError(err.code, `${path}: ${err.message}`);
-    throw new RunbookError('E_JOURNAL', `cannot open the run journal ${path}: ${ioReason(err)}; nothing was changed`, { cause: err });
+    throw new RunbookError('E_JOURNAL_OPEN', `cannot open the run journal ${path}: ${ioReason(err)}; nothing was changed`, { cause: err });
   }
   const w = new Writer(path, runId, fh, opts);
   if (!opts.noOpenRecord) {
