@@ -75,7 +75,7 @@ export const PLAIN_LINES: LineOf = {
   'step-end': (e) => {
     let s = `${e.host} ${stepLabel(e.phase, e.index, e.step)} ${e.status}`;
     const bits: string[] = [];
-    if (e.stage && (e.status === 'failed' || e.status === 'unknown' || e.stage !== 'run')) bits.push(`by ${e.stage}`);
+    if (e.stage && (e.status === 'failed' || e.status === 'unknown' || e.stage === 'when' || e.stage === 'unless')) bits.push(`by ${e.stage}`);
     if (e.attempts !== undefined && e.attempts > 1) bits.push(`${e.attempts} attempts`);
     if (e.timed_out) bits.push('timed out');
     else if (e.code !== null && e.code !== 0) bits.push(`exit ${e.code}`);
