@@ -374,6 +374,7 @@ systemctl daemon-reload`);
       }
       if (!node.leader) throw new Error(`${name}: systemd-nspawn exited at start: ${readFileSync(join(nd, 'console.log'), 'utf8').slice(-2000)}`);
     }));
+    nodes.sort((a, b) => names.indexOf(a.name) - names.indexOf(b.name));
     writeFileSync(knownHosts, nodes.map((n) => `${n.ip} ${image.hostKey}\n`).join(''));
     writeInventory(fleet.inventory);
     const limitMs = (opts.bootTimeoutS ?? 60) * 1000;

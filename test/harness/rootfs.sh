@@ -16,7 +16,7 @@ set -euo pipefail
 SELF="$(readlink -f "${BASH_SOURCE[0]}")"
 CACHE="${RUNBOOK_TEST_CACHE:-/var/cache/runbook-test}"
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,dbus,openssh-server,containerd,runc,iproute2,procps,kmod,sudo,util-linux,mount,psmisc
+PACKAGES=systemd,systemd-sysv,dbus,openssh-server,containerd,runc,iproute2,procps,kmod,sudo,util-linux,mount,psmisc,libnss-myhostname
 
 if [[ $(id -u) -ne 0 ]]; then echo "rootfs.sh: must run as root (debootstrap, chroot)" >&2; exit 1; fi
 command -v debootstrap >/dev/null || { echo "rootfs.sh: debootstrap is missing: apt-get install debootstrap" >&2; exit 1; }
@@ -70,6 +70,9 @@ sed -i '/pam_motd/d; /pam_mail/d' "$R/etc/pam.d/sshd"
 
 # --- hostname comes from nspawn's -M NAME (an /etc/hostname in the image would override it)
 rm -f "$R/etc/hostname"
+# ...and resolves without DNS (sudo looks its own hostname up; the node networks have no DNS)
+sed -i 's/^hosts:.*/hosts:          files myhostname/' "$R/etc/nsswitch.conf"
+: >"$R/etc/resolv.conf"
 echo "127.0.1.1 localhost.localdomain" >>"$R/etc/hosts"
 
 # --- a dummy kubelet, ordered after containerd like the real one

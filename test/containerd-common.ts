@@ -1,0 +1,93 @@
+/**
+ * Shared by the containerd tests: run bin/runbook against an nspawn fleet and read its NDJSON, and look at
+ * a node's containerd data the way a human would (over SSH, independent of the runbooks).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import type { Fleet } from './harness/nspawn.js';
+
+export const REPO = new URL('..', import.meta.url).pathname;
+export const BIN = join(REPO, 'bin/runbook');
+
+export interface RunOutput {
+  code: number | null;
+  events: Array<Record<string, any>>;
+  stderr: string;
+  ms: number;
+  /** host -> final status (from run-end). */
+  hosts: Record<string, string>;
+  runId: string;
+}
+
+export interface RunOpts {
+  inventory?: string;
+  extra?: string[];
+  /** Called for every NDJSON event as it arrives (e.g. to send SIGINT at the right moment). */
+  onEvent?: (e: Record<string, any>, child: ChildProcess) => void;
+  timeoutMs?: number;
+}
+
+/** `bin/runbook <cmd> <runbook> -i INV --known-hosts KH --json ...` against the fleet. */
+export function runbook(fleet: Fleet, cmd: 'apply' | 'plan', book: string, o: RunOpts = {}): Promise<RunOutput> {
+  const stateDir = mkdtempSync(join(tmpdir(), 'rb-ctd-state-'));
+  const args = [cmd, book, '-i', o.inventory ?? fleet.inventory, '--known-hosts', fleet.knownHosts, '--state-dir', stateDir,
+    ...(cmd === 'apply' ? ['--yes', '--json'] : []), ...(o.extra ?? [])];
+  const t0 = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    const events: Array<Record<string, any>> = [];
+    let buf = '';
+    let stderr = '';
+    let raw = '';
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`runbook ${args.join(' ')} timed out; stderr: ${stderr}`)); }, o.timeoutMs ?? 300_000);
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      raw += d;
+      if (cmd !== 'apply') return;
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (!line.trim()) continue;
+        const e = JSON.parse(line);
+        events.push(e);
+        o.onEvent?.(e, child);
+      }
+    });
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      const end = events.find((e) => e.type === 'run-end');
+      const start = events.find((e) => e.type === 'run-start');
+      resolve({ code, events, stderr: cmd === 'apply' ? stderr : raw + stderr, ms: Date.now() - t0, hosts: end?.hosts ?? {}, runId: start?.run_id ?? '' });
+    });
+  });
+}
+
+/** step-end events of one host, as "step=status". */
+export function stepsOf(out: RunOutput, host: string): string[] {
+  return out.events.filter((e) => e.type === 'step-end' && e.host === host).map((e) => `${e.step}=${e.status}`);
+}
+
+/**
+ * A line-per-entry fingerprint of a directory tree on a node: path, type, inode for everything; size, mtime and
+ * md5 for files. Directory mtimes are left out: a restart-looping containerd touches them on every attempt.
+ */
+export async function treeFingerprint(fleet: Fleet, node: string, dir: string): Promise<string> {
+  return fleet.sh(node, `cd ${dir} && find . -xdev \\( -type d -printf '%p d %i\\n' \\) -o -printf '%p %y %s %i %T@\\n' | sort && find . -xdev -type f -exec md5sum {} + | sort -k2`);
+}
+
+/** Inode of a path on the node ('' when missing). */
+export async function inode(fleet: Fleet, node: string, path: string): Promise<string> {
+  return (await fleet.exec(node, `stat -c %i ${path} 2>/dev/null`)).stdout.trim();
+}
+
+/** Human-readable dump of a run for assertion messages. */
+export function explain(out: RunOutput): string {
+  return out.events
+    .filter((e) => ['step-end', 'rollback-end', 'host-end', 'run-end', 'warning'].includes(e.type))
+    .map((e) => JSON.stringify({ ...e, time: undefined, command: undefined }))
+    .join('\n') + `\nstderr: ${out.stderr.slice(-3000)}`;
+}
