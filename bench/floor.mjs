@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// The raw ssh2 floor: connect to every host at once (TCP_NODELAY from the first byte), verify the
+// host key against known_hosts, then run STEPS commands one after the other on each connection.
+// Usage: node bench/floor.mjs HOSTS.json STEPS
+//   HOSTS.json: { "key": "/path/client_key", "knownHosts": "/path/known_hosts",
+//                 "hosts": [{ "name", "address", "port", "user" }, ...] }
+// Exit 0 when every command on every host exited 0 with the expected output.
+import { readFileSync } from 'node:fs';
+import { connect as tcpConnect } from 'node:net';
+import ssh2 from 'ssh2';
+
+const [file, stepsArg] = process.argv.slice(2);
+const spec = JSON.parse(readFileSync(file, 'utf8'));
+const steps = Number(stepsArg ?? 10);
+const key = readFileSync(spec.key);
+const known = new Map();
+for (const line of readFileSync(spec.knownHosts, 'utf8').split('\n')) {
+  const [name, , b64] = line.trim().split(/\s+/);
+  if (b64) known.set(name, Buffer.from(b64, 'base64'));
+}
+
+function exec(client, cmd) {
+  return new Promise((resolve, reject) => {
+    client.exec(cmd, (err, ch) => {
+      if (err) return reject(err);
+      let out = '';
+      let code = null;
+      ch.on('data', (d) => { out += d; });
+      ch.stderr.on('data', () => {});
+      ch.on('exit', (c) => { code = c; });
+      ch.on('close', () => resolve({ code, out }));
+    });
+  });
+}
+
+async function host(h) {
+  const entry = h.port === 22 ? h.address : `[${h.address}]:${h.port}`;
+  const sock = tcpConnect({ host: h.address, port: h.port });
+  sock.setNoDelay(true);
+  const client = new ssh2.Client();
+  await new Promise((resolve, reject) => {
+    client.once('ready', resolve).once('error', reject);
+    client.connect({
+      sock, username: h.user, privateKey: key, readyTimeout: 60_000,
+      hostVerifier: (k) => known.has(entry) && known.get(entry).equals(k),
+    });
+  });
+  for (let i = 1; i <= steps; i++) {
+    const r = await exec(client, `echo step ${i}`);
+    if (r.code !== 0 || r.out !== `step ${i}\n`) throw new Error(`${h.name}: step ${i}: exit ${r.code} ${JSON.stringify(r.out)}`);
+  }
+  client.end();
+}
+
+const results = await Promise.allSettled(spec.hosts.map(host));
+const bad = results.filter((r) => r.status === 'rejected');
+for (const r of bad) process.stderr.write(`floor: ${r.reason?.message ?? r.reason}\n`);
+process.exit(bad.length ? 1 : 0);
