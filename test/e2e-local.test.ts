@@ -160,3 +160,11 @@ test('an undefined variable fails validation before any host is touched: names v
   assert.match(r.stderr, /one/);
   assert.ok(!existsSync(join(dir, 's')), 'no journal, nothing contacted');
 });
+
+test('a bad --report extension is refused before anything runs', () => {
+  const dir = tmp();
+  const r = apply('four.yml', dir, ['--report', join(dir, 'r.txt'), '--limit', 'h1']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /r\.txt/);
+  assert.ok(!existsSync(join(dir, 'h1.1')), 'nothing ran');
+});

@@ -13,7 +13,7 @@ export function exitCodeFor(err: unknown): number {
   if (err instanceof RunbookError) {
     switch (err.code) {
       case 'E_INTERRUPTED': return 130;
-      case 'E_JOURNAL': return 3;
+      case 'E_JOURNAL': return 4;
       default: return 1;
     }
   }
@@ -105,12 +105,15 @@ export async function main(args: string[]): Promise<void> {
       lazy(() => import('./commands/show-run.js')))
     .command('resume <run_id>', 'Continue a run whose controller died', (y) =>
       outputOpts(connectionOpts(y.positional('run_id', { type: 'string' })))
+        .option('extra-vars', { alias: 'e', type: 'string', array: true, describe: 'Give again the -e values the run had (secrets are not kept in the journal)' })
         .option('force', { type: 'boolean', default: false, describe: 'Resume even if the runbook file changed' })
         .option('yes', { alias: 'y', type: 'boolean', default: false })
         .example('$0 resume 20261126-1950-ab12', 'Finish what the dead run started'),
       lazy(() => import('./commands/resume.js')))
     .command('rollback <run_id>', 'Unwind on every host what a run changed', (y) =>
       outputOpts(connectionOpts(y.positional('run_id', { type: 'string' })))
+        .option('extra-vars', { alias: 'e', type: 'string', array: true, describe: 'Give again the -e values the run had (secrets are not kept in the journal)' })
+        .option('force', { type: 'boolean', default: false, describe: 'Roll back even if the runbook file changed' })
         .option('yes', { alias: 'y', type: 'boolean', default: false })
         .example('$0 rollback 20261126-1950-ab12', 'Put every host back'),
       lazy(() => import('./commands/rollback.js')))

@@ -164,7 +164,8 @@ export class Engine {
     const { plan } = this;
     this.emit({
       type: 'run-start', run_id: plan.runId, runbook: plan.runbook.name, hosts: plan.hosts.map((h) => h.name),
-      batches: plan.batches, max_failed: plan.maxFailed, forks: plan.forks, ...(this.opts.journalRunInfo ?? {}),
+      batches: plan.batches, max_failed: plan.maxFailed, forks: plan.forks, ...(this.opts.resume ? { mode: 'resume' } : {}),
+      ...(this.opts.journalRunInfo ?? {}),
     } as RunEvent);
     await this.sync().catch(() => undefined);
 
@@ -202,34 +203,41 @@ export class Engine {
     return this.finishRun();
   }
 
-  /** Unwinds, on every host, a ledger rebuilt from the journal of an earlier run. */
+  /**
+   * Unwinds, on every host with a non-empty ledger (rebuilt from the journal of an earlier
+   * run), its rollbacks in reverse. Hosts with nothing to undo are not contacted. A host
+   * ends `rolled-back` (success here) or `needs-attention`.
+   */
   async rollback(ledgers: Map<string, number[]>): Promise<RunResult> {
     const { plan } = this;
+    const hosts = plan.hosts.filter((h) => (ledgers.get(h.name) ?? []).length > 0);
     this.emit({
-      type: 'run-start', run_id: plan.runId, runbook: plan.runbook.name, hosts: plan.hosts.map((h) => h.name),
-      batches: plan.batches, max_failed: plan.maxFailed, forks: plan.forks, ...(this.opts.journalRunInfo ?? {}),
+      type: 'run-start', run_id: plan.runId, runbook: plan.runbook.name, hosts: hosts.map((h) => h.name),
+      batches: [hosts.map((h) => h.name)], max_failed: plan.maxFailed, forks: plan.forks, mode: 'rollback', ...(this.opts.journalRunInfo ?? {}),
     } as RunEvent);
     const limiter = new Limiter(plan.forks);
-    await Promise.all(plan.hosts.map((h) => limiter.run(async () => {
-      const idx = ledgers.get(h.name) ?? [];
-      if (idx.length === 0) {
-        this.results.set(h.name, 'ok');
-        this.emit({ type: 'host-end', host: h.name, status: 'ok', duration_ms: 0, message: 'nothing to roll back' });
-        return;
-      }
+    await Promise.all(hosts.map((h) => limiter.run(async () => {
       const c = this.newCtx(h);
-      c.ledger = idx.map((i) => ({ step: plan.runbook.steps[i] }));
+      c.ledger = ledgers.get(h.name)!.map((i) => ({ step: plan.runbook.steps[i] }));
       this.emit({ type: 'host-start', host: h.name, batch: 0 });
       try {
         await this.connect(c);
       } catch (err) {
-        return this.endHost(c, 'needs-attention', `cannot reach the host to roll back: ${errMessage(err)}`);
+        return this.endHost(c, 'needs-attention', `cannot reach the host to roll back: ${errMessage(err)}; run runbook rollback ${plan.runId} again when it is back`);
+      }
+      if (this.opts.lock) {
+        try {
+          await this.opts.lock.acquire(c.t, h.name);
+          c.locked = true;
+        } catch (err) {
+          return this.endHost(c, 'skipped', errMessage(err));
+        }
       }
       const ok = await this.unwind(c);
       await this.endHost(c, ok ? 'rolled-back' : 'needs-attention', ok ? undefined : 'a rollback failed; fix the host by hand');
     })));
     await Promise.all([...this.ctx.values()].map((c) => this.closeHost(c)));
-    return this.finishRun();
+    return this.finishRun(hosts.map((h) => h.name), ['rolled-back']);
   }
 
   /**
@@ -279,10 +287,12 @@ export class Engine {
     }
   }
 
-  private finishRun(): RunResult {
+  /** `success` statuses count as ok for the exit code (a rollback run: rolled-back). */
+  private finishRun(names = this.plan.hosts.map((h) => h.name), success: HostStatus[] = []): RunResult {
     const hosts: Record<string, HostStatus> = {};
-    for (const h of this.plan.hosts) hosts[h.name] = this.results.get(h.name) ?? 'skipped';
-    let { status, exit_code } = runStatusOf(hosts, this.interrupted);
+    for (const n of names) hosts[n] = this.results.get(n) ?? 'skipped';
+    const judged = Object.fromEntries(Object.entries(hosts).map(([n, st]) => [n, success.includes(st) ? 'changed' as const : st]));
+    let { status, exit_code } = runStatusOf(judged, this.interrupted);
     if (this.journalError !== undefined && exit_code !== 3) {
       status = 'failed';
       exit_code = 4;
@@ -472,7 +482,7 @@ export class Engine {
   }
 
   private async reconnect(c: HostCtx): Promise<void> {
-    const attempts = this.opts.reconnectAttempts ?? 3;
+    const attempts = this.opts.reconnectAttempts ?? 1; // Transport.reconnect() already retries with backoff; more here multiplies the wait
     let last: unknown;
     for (let i = 0; i < attempts; i++) {
       try {
@@ -535,6 +545,7 @@ export class Engine {
       ...(message ? { message } : {}), ...(failedStep ? { failed_step: failedStep } : {}),
       ...(c.changed.length ? { changed_steps: c.changed } : {}),
     });
+    await this.sync().catch(() => undefined); // the end is durable before the lock goes
     await this.closeHost(c);
   }
 
@@ -572,7 +583,7 @@ export class Engine {
       : undefined;
     return t.exec(cmd, {
       timeoutMs,
-      become: step.become,
+      become: step.become || undefined, // not set on the step: the host's ansible_become applies
       becomeUser: c.host.connection.becomeUser,
       onOutput,
     });

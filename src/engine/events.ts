@@ -9,6 +9,8 @@ interface Base { time: string }
 export interface RunStartEvent extends Base {
   type: 'run-start'; run_id: string; runbook: string; hosts: string[]; batches: string[][];
   max_failed: number; forks: number; journal?: string;
+  /** What kind of run: a plain apply (default), a resume, or a rollback of an earlier run. */
+  mode?: 'apply' | 'resume' | 'rollback';
   /** Journal-only context for resume (absolute runbook path, sha256, inputs, plan). */
   runbook_file?: string; runbook_hash?: string; inputs?: unknown; plan?: unknown;
 }

@@ -58,6 +58,8 @@ export interface RunSummary {
   ended_at: string;
   duration_ms: number;
   journal?: string;
+  /** apply (default), resume, or rollback of an earlier run. */
+  mode?: 'apply' | 'resume' | 'rollback';
   /** Hosts in run order (the run-start list, then any host seen only later). */
   hosts: HostSummary[];
   /** Every host status with its count (0 included). */
@@ -84,6 +86,7 @@ export function summarize(events: RunEvent[]): RunSummary {
   let startedAt: string | undefined;
   let endedAt: string | undefined;
   let journal: string | undefined;
+  let mode: RunSummary['mode'];
   let end: Extract<RunEvent, { type: 'run-end' }> | undefined;
   const warnings: string[] = [];
   const hosts = new Map<string, HostSummary>();
@@ -102,7 +105,7 @@ export function summarize(events: RunEvent[]): RunSummary {
     endedAt = e.time;
     switch (e.type) {
       case 'run-start':
-        runId = e.run_id; runbook = e.runbook; startedAt = e.time; journal = e.journal;
+        runId = e.run_id; runbook = e.runbook; startedAt = e.time; journal = e.journal; mode = e.mode;
         for (const h of e.hosts) get(h);
         break;
       case 'host-start': {
@@ -174,7 +177,7 @@ export function summarize(events: RunEvent[]): RunSummary {
     run_id: runId, runbook, status, exit_code: exitCode,
     started_at: t0, ended_at: t1,
     duration_ms: end?.duration_ms ?? Math.max(0, Date.parse(t1) - Date.parse(t0)),
-    journal, hosts: hostList, counts, warnings, next: '',
+    journal, ...(mode ? { mode } : {}), hosts: hostList, counts, warnings, next: '',
   };
   summary.next = whatToDoNow(summary);
   return summary;
@@ -191,7 +194,8 @@ export function whatToDoNow(s: RunSummary, maxNames = 5): string {
   const id = s.run_id || 'RUN_ID';
   const parts: string[] = [];
   const attention = by('needs-attention');
-  const failed = [...by('failed'), ...by('rolled-back')];
+  // After `runbook rollback`, rolled-back is the goal, not a failure.
+  const failed = s.mode === 'rollback' ? by('failed') : [...by('failed'), ...by('rolled-back')];
   const unreachable = by('unreachable');
   const skipped = by('skipped');
   if (attention.length) {
@@ -209,6 +213,7 @@ export function whatToDoNow(s: RunSummary, maxNames = 5): string {
     parts.push(`run again to cover the ${skipped.length} host${skipped.length === 1 ? '' : 's'} not started`);
   }
   if (parts.length === 0) {
+    if (s.mode === 'rollback') return `Nothing: ${s.counts['rolled-back']} host${s.counts['rolled-back'] === 1 ? ' is' : 's are'} back to where run ${id} found them.`;
     return s.counts.changed > 0
       ? `Nothing: every host is ok (${s.counts.changed} changed). To undo this run: \`runbook rollback ${id}\`.`
       : 'Nothing: every host was already ok.';

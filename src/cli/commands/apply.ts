@@ -3,16 +3,15 @@
  * journal, run the engine, render, write reports. Also exports the pieces resume reuses.
  */
 import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Args } from '../main.js';
 import type { Plan, PlannedHost } from '../../plan/types.js';
 import type { RunEvent } from '../../engine/events.js';
 import { runPlan, type EngineOptions, type HostResumeState, type RunResult } from '../../engine/engine.js';
 import { loadPlan, sshOptionsFrom, type Loaded } from '../context.js';
 import { createTransport } from '../../transport/index.js';
-import { createRenderer } from '../../report/index.js';
+import { createRenderer, reportFormatOf } from '../../report/index.js';
 import { openJournal, newRunId, defaultStateDir } from '../../journal/writer.js';
-import { createHostLock, lockAccessFromHosts, LOCK_PATH_VAR } from '../../engine/lock.js';
+import { createHostLock, lockPathForHost } from '../../engine/lock.js';
 import { confirmDestructive, planSummaryText } from '../prompt.js';
 import { windowGate } from '../window.js';
 
@@ -20,8 +19,9 @@ export async function run(argv: Args): Promise<number> {
   const runId = newRunId();
   const loaded = loadPlan(argv, runId);
   const gate = argv.window ? windowGate(String(argv.window)) : undefined;
+  for (const f of argv.report ?? []) reportFormatOf(String(f)); // a bad report name fails before anything runs
   if (loaded.runbook.destructive) {
-    await confirmDestructive(planSummaryText(loaded.plan), {
+    await confirmDestructive(planSummaryText(loaded.plan, { window: argv.window }), {
       yes: Boolean(argv.yes), tty: Boolean(process.stdin.isTTY && process.stderr.isTTY), stdin: process.stdin, stderr: process.stderr,
       runbook: loaded.runbook.name,
     });
@@ -86,25 +86,22 @@ export async function execute(argv: Args, loaded: Loaded, extras: ExecuteExtras 
     await renderer.close();
     await journal.close();
   }
-  await writeOutputs(argv, events);
+  try {
+    await writeOutputs(argv, events);
+  } catch (err) {
+    // The run's own exit code matters more to a timer than a report that could not be written.
+    process.stderr.write(`runbook: warning: ${(err as Error).message}\n`);
+  }
   return result.exit_code;
 }
 
-/**
- * Locks live on the hosts (/run/runbook/lock). Inventory hosts with a local connection are all
- * this machine, so each gets its own lock file under the temp dir.
- */
+/** Locks live on the hosts (/run/runbook/lock); local-connection hosts get one each under the temp dir. */
 function hostLock(plan: Plan, runId: string) {
-  const access = lockAccessFromHosts(plan.hosts);
   const byName = new Map(plan.hosts.map((h) => [h.name, h]));
   return createHostLock({
     runId, runbook: plan.runbook.name, controller: hostname(), pid: process.pid,
-    becomeFor: access.becomeFor,
-    pathFor: (name) => {
-      const h = byName.get(name)!;
-      if (h.connection.kind === 'local' && h.vars[LOCK_PATH_VAR] === undefined) return join(tmpdir(), `runbook-lock-${name}`);
-      return access.pathFor(name);
-    },
+    becomeFor: (name) => !!byName.get(name)?.connection.become,
+    pathFor: (name) => lockPathForHost(byName.get(name)!, tmpdir()),
   });
 }
 

@@ -4,12 +4,11 @@
  * those already rolled back ok) and run in reverse; a step with an intent and no outcome may
  * have taken effect, so its rollback runs first. Everything is recorded in the same journal.
  */
-import { hostname, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import type { Args } from '../main.js';
 import { rollbackRun, type EngineOptions } from '../../engine/engine.js';
-import { createHostLock, lockPathForHost, releaseLock } from '../../engine/lock.js';
+import { lockPathForHost, releaseLock } from '../../engine/lock.js';
 import type { Plan, PlannedHost } from '../../plan/types.js';
-import type { Transport } from '../../transport/types.js';
 import { execute } from './apply.js';
 import { loadRecordedRun, confirm } from './resume.js';
 import type { HostJournalState } from '../../journal/reader.js';
@@ -41,52 +40,11 @@ export async function run(argv: Args): Promise<number> {
   return execute(rec.argv, rec.loaded, {
     journalRunId: rec.runId,
     engine: async (opts) => {
-      const r = await rollbackRun({ ...withHostLocks(opts, rec.loaded.plan, rec.runId), ledgers });
+      const r = await rollbackRun({ ...opts, ledgers });
       await releaseStaleLocks(opts, plan, rec.runId, plan.hosts.filter((h) => (ledgers.get(h.name) ?? []).length === 0));
-      // For a rollback, a host rolled back (or with nothing to undo) is success.
-      if (r.exit_code === 2 && Object.values(r.hosts).every((s) => s === 'rolled-back' || s === 'ok')) {
-        return { ...r, status: 'ok' as const, exit_code: 0 };
-      }
       return r;
     },
   });
-}
-
-/**
- * The engine's rollback does not take host locks itself: take them here, around its use of
- * each transport (after connect, before the first rollback; released at close). A lock left
- * by the dead run (same run id) is taken over; another run's lock refuses the host.
- */
-function withHostLocks(opts: EngineOptions, plan: Plan, runId: string): EngineOptions {
-  const byName = new Map(plan.hosts.map((h) => [h.name, h]));
-  const lock = createHostLock({
-    runId, runbook: plan.runbook.name, controller: hostname(), pid: process.pid,
-    pathFor: (n) => lockPathForHost(byName.get(n)!, tmpdir()),
-    becomeFor: (n) => !!byName.get(n)?.connection.become,
-  });
-  const wrap = (h: PlannedHost): Transport => {
-    const t = opts.transport(h);
-    let locked = false;
-    return new Proxy(t, {
-      get(target, prop, recv) {
-        if (prop === 'connect') {
-          return async () => {
-            await target.connect();
-            if (!locked) { await lock.acquire(target, h.name); locked = true; }
-          };
-        }
-        if (prop === 'close') {
-          return async () => {
-            if (locked) { locked = false; await lock.release(target, h.name).catch(() => {}); }
-            await target.close();
-          };
-        }
-        const v = Reflect.get(target, prop, recv);
-        return typeof v === 'function' ? v.bind(target) : v;
-      },
-    });
-  };
-  return { ...opts, transport: wrap, lock: undefined };
 }
 
 /**
