@@ -190,10 +190,12 @@ export function resolveSshConfig(blocks: SshConfigBlock[], host: string, extra: 
   const first = new Map<string, string>();
   const identity: string[] = [];
   const ignored = new Set<string>();
+  // Values may be quoted ("/path with spaces"); UserKnownHostsFile is a list, split by words() below.
+  const unquote = (l: SshConfigLine): string => (l.key === 'userknownhostsfile' ? l.value : (words(l.value)[0] ?? ''));
   const take = (l: SshConfigLine): void => {
-    if (l.key === 'identityfile') { identity.push(l.value); return; }
+    if (l.key === 'identityfile') { identity.push(unquote(l)); return; }
     if (!USED.has(l.key)) { if (!HARMLESS.has(l.key)) ignored.add(l.key); return; }
-    if (!first.has(l.key)) first.set(l.key, l.value);
+    if (!first.has(l.key)) first.set(l.key, unquote(l));
   };
   for (const l of extra) take(l);
   for (const b of blocks) if (blockMatches(b, host)) for (const l of b.lines) take(l);

@@ -69,7 +69,7 @@ export interface SshOptions {
   promptPassphrase?: (keyFile: string) => Promise<string | undefined>;
   /** Concurrent commands per connection (default 8). */
   maxChannels?: number;
-  /** reconnect(): attempts (default 4) and first backoff (default 500 ms, doubling, max 5 s). */
+  /** reconnect(): attempts (default 6) and first backoff (default 500 ms, doubling, max 4 s): about 12 s of waiting. */
   reconnectAttempts?: number;
   reconnectBackoffMs?: number;
   /** Grace between SIGTERM and SIGKILL of a timed-out command's process group (default 2000). */
@@ -274,6 +274,7 @@ export class SshTransport implements Transport {
       if (parsed instanceof Error) { notes.push(`key ${file} unusable: ${parsed.message}`); continue; }
       methods.push({ type: 'publickey', username: hop.user, key: data, passphrase } as AnyAuthMethod);
     }
+    if (!methods.length && !notes.length) notes.push(`no private key found (looked for ${[...new Set(hop.identityFiles)].join(', ')}) and no ssh-agent or password`);
     if (hop.password !== undefined) {
       const password = hop.password;
       methods.push({ type: 'password', username: hop.user, password });
@@ -398,7 +399,7 @@ export class SshTransport implements Transport {
 
   async reconnect(): Promise<void> {
     this.dropClient();
-    const attempts = this.opts.reconnectAttempts ?? 4;
+    const attempts = this.opts.reconnectAttempts ?? 6;
     let delay = this.opts.reconnectBackoffMs ?? 500;
     let last: unknown;
     for (let i = 0; i < attempts; i++) {
@@ -408,7 +409,7 @@ export class SshTransport implements Transport {
       } catch (e) {
         last = e;
         if (e instanceof TransportError && (e.code === 'E_AUTH' || e.code.startsWith('E_HOSTKEY'))) throw e;
-        if (i + 1 < attempts) { await sleep(delay); delay = Math.min(delay * 2, 5000); }
+        if (i + 1 < attempts) { await sleep(delay); delay = Math.min(delay * 2, 4000); }
       }
     }
     if (last instanceof TransportError) {

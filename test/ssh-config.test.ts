@@ -1,0 +1,161 @@
+// OpenSSH client config through bin/runbook (--ssh-config FILE) against real sshd hosts: Host patterns
+// (wildcards, negation), HostName/User/Port/IdentityFile, first match wins, ProxyJump from the config and
+// from ansible_ssh_common_args (the target is unreachable from the controller: only the jump host gets in).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { dump } from 'js-yaml';
+import { canUseNamespaces } from './harness/netns.js';
+import { startSshHosts, type SshFleet, type SshHost } from './harness/sshd.js';
+import { cleanEnv, fixture, hostEnd, runbook, tmp, why, write, type CliRun } from './fixtures/ssh/cli.js';
+import { parseSshConfig, resolveSshConfig, parseSshArgs } from '../src/transport/ssh-config.js';
+
+let fleet: SshFleet;
+let dir: string;
+let env: NodeJS.ProcessEnv;
+let knownHosts: string;
+const ALT_PORT = 2222;
+
+before(async () => {
+  // every sshd also listens on ALT_PORT (netns: each host has its own address); local mode: one port each
+  const names = ['web1', 'web2', 'db1', 'jump', 'inner'];
+  fleet = await startSshHosts(names.length, { names, prefix: 'rbc', sshdConfigExtra: canUseNamespaces() && process.env.RUNBOOK_TEST_SSH_MODE !== 'local' ? `Port ${ALT_PORT}` : '' });
+  console.log(`# ssh fleet mode: ${fleet.mode}`);
+  dir = tmp('rb-ssh-config-');
+  env = cleanEnv(join(dir, 'home'));
+  knownHosts = write(join(dir, 'known_hosts'), fleet.hosts.map((h) => `${h.address} ${h.hostKeyPublic}\n[${h.address}]:${h.port === 22 ? ALT_PORT : h.port} ${h.hostKeyPublic}\n`).join(''));
+});
+after(async () => {
+  await fleet?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const H = (n: string): SshHost => fleet.host(n);
+
+function apply(inv: Record<string, Record<string, unknown>>, extra: string[], name: string): Promise<CliRun> {
+  const invFile = write(join(dir, `${name}.yml`), dump({ all: { hosts: inv } }));
+  return runbook(['apply', fixture('ssh-echo.yml'), '-i', invFile, '--json', '--state-dir', join(dir, `state-${name}`), '--known-hosts', knownHosts, ...extra], { env });
+}
+
+/** The `who` step's output per host: "INVENTORY_NAME user@hostname". */
+function whoOut(r: CliRun): Record<string, string> {
+  return Object.fromEntries(r.events.filter((e) => e.type === 'step-end' && e.step === 'who').map((e) => [e.host, e.stdout.trim()]));
+}
+
+test('Host patterns: aliases resolve through HostName/User/Port/IdentityFile; wildcards, negation, first match wins', async () => {
+  const netns = fleet.mode === 'netns';
+  const user = fleet.users.login;
+  const web1 = H('web1'), web2 = H('web2'), db1 = H('db1');
+  const web1Port = netns ? ALT_PORT : web1.port;
+  // Expected: alias-web1 -> web1:ALT_PORT as root (User from "alias-*" comes before "*"; HostName/Port of the
+  // first block win over the later 192.0.2.1/22); alias-web2 -> web2 as rbuser (negated out of "alias-*");
+  // alias-db1 -> db1 through "alias-db?"; plain-db (ansible_host = db1's address) -> only "*".
+  const other = netns ? 'rbuser' : user;
+  const config = write(join(dir, 'config-patterns'), `# test config
+Host alias-web1
+  HostName ${web1.address}
+  Port ${web1Port}
+Host alias-web2 alias-db?
+  IdentityFile ${fleet.clientKeyFile}
+Host alias-web2
+  HostName ${web2.address}
+  Port ${web2.port}
+Host alias-db?
+  HostName ${db1.address}
+  Port ${db1.port}
+Host alias-* !alias-web2
+  User ${user}
+  HostName 192.0.2.1
+  Port 1
+  IdentityFile ${fleet.clientKeyFile}
+Host *
+  User=${other}
+  IdentityFile "${fleet.clientKeyFile}"
+  IdentitiesOnly yes
+  Port ${db1.port}
+`);
+  const lock = (n: string) => ({ runbook_lock_path: `/tmp/rb-lock-${n}` });
+  const before = Object.fromEntries(fleet.hosts.map((h) => [h.name, fleet.connectionCount(h)]));
+  // inventory: nothing but the alias (no address, user, port or key); plain-db has only ansible_host
+  const r = await apply({
+    'alias-web1': lock('alias-web1'), 'alias-web2': lock('alias-web2'), 'alias-db1': lock('alias-db1'),
+    'plain-db': { ansible_host: db1.address, ...lock('plain-db') },
+  }, ['--ssh-config', config], 'patterns');
+  assert.equal(r.code, 0, why(r));
+  const name = (h: SshHost): string => (netns ? h.name : execFileSync('hostname', { encoding: 'utf8' }).trim());
+  assert.deepEqual(whoOut(r), {
+    'alias-web1': `alias-web1 ${user}@${name(web1)}`,
+    'alias-web2': `alias-web2 ${other}@${name(web2)}`,
+    'alias-db1': `alias-db1 ${user}@${name(db1)}`,
+    'plain-db': `plain-db ${other}@${name(db1)}`,
+  });
+  await new Promise((res) => setTimeout(res, 100));
+  const delta = (h: SshHost): number => fleet.connectionCount(h) - before[h.name];
+  assert.deepEqual([delta(web1), delta(web2), delta(db1), delta(H('jump'))], [1, 1, 2, 0]);
+  if (netns) assert.match(fleet.logText(web1), new RegExp(`Connection from \\S+ port \\d+ on ${web1.address.replace(/\./g, '\\.')} port ${ALT_PORT}`), 'web1 reached on the Port from the config');
+  // the same aliases without the config file: nothing resolves
+  const none = await apply({ 'alias-web1': lock('alias-web1') }, ['--ssh-config', 'none', '--connect-timeout', '3s'], 'patterns-none');
+  assert.equal(none.code, 2, why(none));
+  assert.equal(hostEnd(none, 'alias-web1').status, 'unreachable');
+});
+
+test('ProxyJump: from the config (jump host resolved through the config too) and from ansible_ssh_common_args', async (t) => {
+  if (fleet.mode !== 'netns') { t.diagnostic('needs netns mode (a target only the jump host can reach)'); return; }
+  const jump = H('jump'), inner = H('inner');
+  // inner drops every packet to the controller: only other hosts (the jump host) can talk to it
+  execFileSync('ip', ['-n', inner.netns!, 'route', 'add', 'blackhole', `${fleet.network!.gateway}/32`]);
+  const direct = await apply({ 'inner-direct': { ansible_host: inner.address, ansible_user: 'root', ansible_ssh_private_key_file: fleet.clientKeyFile } },
+    ['--ssh-config', 'none', '--connect-timeout', '2s'], 'direct');
+  assert.equal(direct.code, 2, why(direct));
+  assert.match(hostEnd(direct, 'inner-direct').message, /no SSH handshake within 2000 ms/);
+
+  const fromJump = new RegExp(`^Connection from ${jump.address.replace(/\./g, '\\.')} port`, 'gm');
+  const jumpBefore = fleet.connectionCount(jump);
+  const viaJumpBefore = (fleet.logText(inner).match(fromJump) ?? []).length;
+  const config = write(join(dir, 'config-jump'), `Host inner-via-jump
+  HostName ${inner.address}
+  ProxyJump jumpbox
+Host jumpbox
+  HostName ${jump.address}
+Host *
+  User root
+  IdentityFile ${fleet.clientKeyFile}
+`);
+  const r = await apply({
+    'inner-via-jump': { runbook_lock_path: '/tmp/rb-lock-a' },
+    'inner-args': { ansible_host: inner.address, ansible_user: 'root', ansible_ssh_private_key_file: fleet.clientKeyFile, ansible_ssh_common_args: `-o ProxyJump=root@${jump.address} -o StrictHostKeyChecking=yes`, runbook_lock_path: '/tmp/rb-lock-b' },
+  }, ['--ssh-config', config, '--connect-timeout', '5s'], 'jump');
+  assert.equal(r.code, 0, why(r));
+  assert.deepEqual(whoOut(r), { 'inner-via-jump': 'inner-via-jump root@inner', 'inner-args': 'inner-args root@inner' });
+  await new Promise((res) => setTimeout(res, 100));
+  assert.equal(fleet.connectionCount(jump) - jumpBefore, 2, 'one jump connection per target host');
+  assert.equal((fleet.logText(inner).match(fromJump) ?? []).length - viaJumpBefore, 2, 'both reached inner from the jump host');
+});
+
+test('config parsing: patterns, negation, first value wins, IdentityFile accumulates, args before the file', () => {
+  const blocks = parseSshConfig(`User top
+Host a* !ab
+  HostName one
+  IdentityFile k1
+Host a?
+  HostName two
+  Port 2200
+  IdentityFile k2
+Host *
+  Port 22
+  ProxyJump none
+  IdentityFile "/keys/with space"
+  User "quoted"
+`, 'cfg');
+  assert.deepEqual(resolveSshConfig(blocks, 'ax'), { hostName: 'one', user: 'top', port: 2200, identityFiles: ['k1', 'k2', '/keys/with space'], identitiesOnly: undefined, proxyJump: undefined, connectTimeoutSec: undefined, userKnownHostsFiles: undefined, strictHostKeyChecking: undefined, serverAliveIntervalSec: undefined, serverAliveCountMax: undefined, ignored: [] });
+  const ab = resolveSshConfig(blocks, 'ab');
+  assert.deepEqual([ab.hostName, ab.port, ab.identityFiles], ['two', 2200, ['k2', '/keys/with space']]);
+  const b = resolveSshConfig(blocks, 'bcd');
+  assert.deepEqual([b.hostName, b.port, b.user], [undefined, 22, 'top']);
+  assert.equal(resolveSshConfig(parseSshConfig('Host x\n  User "q u"\n', 'c2'), 'x').user, 'q u');
+  const args = parseSshArgs(`-o ProxyJump=j1 -o 'Port 2201' -l me -o StrictHostKeyChecking=no`);
+  const withArgs = resolveSshConfig(blocks, 'ax', args.lines);
+  assert.deepEqual([withArgs.proxyJump, withArgs.port, withArgs.user, withArgs.strictHostKeyChecking], ['j1', 2201, 'me', 'no']);
+});
