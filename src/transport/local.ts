@@ -1,14 +1,13 @@
 /**
  * Transport for `ansible_connection: local` hosts: runs on the controller.
  *
- * Same protocol as the SSH transport (shell.ts prepareRun): `sh -c <fixed init>` is spawned detached (its own
+ * Same protocol as the SSH transport (shell.ts prepareRun): `sh -c <fixed init>` is spawned with zx, detached (its own
  * session and process group), the script + env are written to its stdin, opts.stdin reaches the script as its
  * stdin (after the wrapper, base64 through a pipe), nothing secret is in argv. The process inherits the
  * controller's environment minus RUNBOOK_* secrets (RUNBOOK_KEY_PASSPHRASE, *PASSWORD*, *SECRET*, *TOKEN*).
  * timeout/abort: SIGTERM to the whole process group (and the group sudo reported, with become), SIGKILL after
  * 2 s. become: sudo wrapping from shell.ts (password over stdin only if sudo prompts). put/get: file copy.
  */
-import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { chmod, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
@@ -19,6 +18,7 @@ import { driveRun } from './run-driver.js';
 import { TransportError, type ExecOptions, type ExecResult, type Transport } from './types.js';
 
 const KILL_GRACE_MS = 2000;
+let zx: Promise<typeof import('zx')> | undefined;
 
 function childEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -67,11 +67,19 @@ export class LocalTransport implements Transport {
     } catch (e) {
       throw new TransportError('E_INVALID', this.host, (e as Error).message);
     }
-    const child = spawn('/bin/sh', ['-c', prep.command], { detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: childEnv() });
+    // prepareRun's command is already shell text (fixed markers only): zx must not quote it again.
+    // zx is loaded on first use: a run with only SSH hosts never pays for it.
+    const { $ } = await (zx ??= import('zx'));
+    const p = $({
+      shell: '/bin/sh', prefix: '', postfix: '', quote: (s: string) => s, detached: true,
+      quiet: true, verbose: false, nothrow: true, env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'],
+    })`${prep.command}`;
+    const child = p.child!;
     const exited = new Promise<{ code: number | null; signal: string | null }>((resolve, reject) => {
       child.once('error', (e) => reject(new TransportError('E_UNREACHABLE', this.host, `cannot start /bin/sh on the controller: ${e.message}`, { cause: e })));
       child.once('close', (code, signal) => resolve({ code, signal }));
     });
+    p.catch(() => undefined); // outcome comes from `exited`; zx must not report an unhandled rejection
     const killGroup = async (pgid: number | undefined): Promise<void> => {
       const groups = [...new Set([child.pid!, ...(pgid ? [pgid] : [])])];
       for (const g of groups) { try { process.kill(-g, 'SIGTERM'); } catch { /* gone or not ours */ } }
@@ -79,7 +87,7 @@ export class LocalTransport implements Transport {
       while (Date.now() < deadline && groups.some(groupAlive)) await new Promise((r) => setTimeout(r, 50));
       for (const g of groups) { try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ } }
     };
-    return driveRun({ stdin: child.stdin!, stdout: child.stdout!, stderr: child.stderr!, exited, killGroup }, prep, opts);
+    return driveRun({ stdin: p.stdin, stdout: child.stdout!, stderr: child.stderr!, exited, killGroup }, prep, opts);
   }
 
   async put(content: string | Buffer, remotePath: string, opts: { mode?: number } = {}): Promise<void> {
