@@ -129,6 +129,8 @@ Host *
   }, ['--ssh-config', config, '--connect-timeout', '5s'], 'jump');
   assert.equal(r.code, 0, why(r));
   assert.deepEqual(whoOut(r), { 'inner-via-jump': 'inner-via-jump root@inner', 'inner-args': 'inner-args root@inner' });
+  // an OpenSSH option runbook does not apply is said, not silently dropped
+  assert.deepEqual(r.events.filter((e) => e.type === 'warning').map((e) => [e.host, e.message.replace(/ is not applied.*/, '')]), [['inner-args', 'StrictHostKeyChecking yes (ssh config / ansible_ssh_common_args)']]);
   await new Promise((res) => setTimeout(res, 100));
   assert.equal(fleet.connectionCount(jump) - jumpBefore, 2, 'one jump connection per target host');
   assert.equal((fleet.logText(inner).match(fromJump) ?? []).length - viaJumpBefore, 2, 'both reached inner from the jump host');

@@ -217,8 +217,8 @@ describe('ssh end-to-end', { concurrency: true }, () => {
       assert.match(two.message, /lost/);
       const detect = lostAt - cutAt;
       t.diagnostic(`link cut detected after ${detect} ms; run ended ${Date.parse(runEnd(r).time) - cutAt} ms after the cut`);
-      // keepalive 5 s x 2 unanswered: lost after 10-15 s (the step itself would sleep 30 s)
-      assert.ok(detect >= 5_000 && detect < 17_000, `detected after ${detect} ms`);
+      // keepalive 5 s x 2 unanswered: lost after 10-15 s, plus slack for a loaded CI machine (the step would sleep 30 s)
+      assert.ok(detect >= 5_000 && detect < 19_000, `detected after ${detect} ms`);
       assert.equal(hostEnd(r, 'lc').status, 'needs-attention', why(r));
       assert.ok(Date.parse(runEnd(r).time) - cutAt < 60_000);
     } finally {
@@ -245,7 +245,7 @@ describe('ssh end-to-end', { concurrency: true }, () => {
       assert.match(end.message, /lost/);
       const took = Date.parse(end.time) - cutAt;
       t.diagnostic(`link cut in preflight: unreachable after ${took} ms`);
-      assert.ok(took >= 5_000 && took < 17_000, `after ${took} ms`);
+      assert.ok(took >= 5_000 && took < 19_000, `after ${took} ms`);
       assert.ok(!r.events.some((e) => e.type === 'step-start' && e.phase === 'step'), 'no step started');
     } finally {
       await fleet.linkUp(h);

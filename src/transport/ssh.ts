@@ -188,6 +188,8 @@ export class SshTransport implements Transport {
     const knownHostsFiles = o.knownHostsFiles ?? [...userFiles, '/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2'];
     const acceptNewFile = o.knownHostsFiles?.[0] ?? userFiles[0];
     if (cfg.ignored.length) notes.push(`ssh config options not supported by runbook (ignored) for ${this.host}: ${cfg.ignored.join(', ')}`);
+    if (cfg.strictHostKeyChecking !== undefined) notes.push(`StrictHostKeyChecking ${cfg.strictHostKeyChecking} (ssh config / ansible_ssh_common_args) is not applied to ${this.host}: runbook uses --host-key-checking (${o.hostKeyChecking})`);
+    if (cfg.connectTimeoutSec !== undefined) notes.push(`ConnectTimeout ${cfg.connectTimeoutSec} (ssh config / ansible_ssh_common_args) is not applied to ${this.host}: runbook uses --connect-timeout (${o.connectTimeoutMs} ms)`);
     this.resolved = {
       target, jumps, knownHostsFiles, acceptNewFile,
       keepaliveMs: o.keepaliveIntervalMs ?? (cfg.serverAliveIntervalSec ? cfg.serverAliveIntervalSec * 1000 : 5000),
@@ -225,6 +227,8 @@ export class SshTransport implements Transport {
         });
       }
       const client = await this.openClient(s.target, sock, false);
+      // settings that were not applied: surfaced once, as warnings (the engine emits them after connect)
+      for (const n of s.notes) if (!this.warnings.includes(n)) this.warnings.push(n);
       this.client = client;
       this.jumpClients = opened;
       this.ready = true;
