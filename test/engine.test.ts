@@ -289,3 +289,13 @@ test('probe never runs run or rollback', async () => {
 });
 
 export type { Plan };
+
+test('host lost during the unwind: one reconnect try, the rest is marked not attempted, needs-attention', async () => {
+  const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
+  const { result, log, events } = await go(rb, 1, (_h, s) => (s === 'run s3' ? { code: 1 } : s === 'undo s3' ? 'lost' : { code: 0 }), { fake: { h1: { reconnectFails: true } } });
+  assert.deepEqual(log.map((l) => l.split(':')[1]), ['run s1', 'run s2', 'run s3', 'undo s3']);
+  const ends = events.filter((e) => e.type === 'rollback-end') as any[];
+  assert.deepEqual(ends.map((e) => [e.step, e.status]), [['s3', 'failed'], ['s2', 'failed'], ['s1', 'failed']]);
+  assert.match(ends[1].message, /not attempted/);
+  assert.equal(result.hosts.h1, 'needs-attention');
+});

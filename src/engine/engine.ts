@@ -490,7 +490,7 @@ export class Engine {
         return;
       } catch (err) {
         last = err;
-        await sleep(Math.min(500 * 2 ** i, 5000));
+        if (i + 1 < attempts) await sleep(Math.min(500 * 2 ** i, 5000));
       }
     }
     throw last;
@@ -502,6 +502,7 @@ export class Engine {
    */
   private async unwind(c: HostCtx): Promise<boolean> {
     let allOk = true;
+    let lost: string | undefined; // set once the host cannot be reached again: the rest is not attempted
     while (c.ledger.length) {
       const { step } = c.ledger.pop()!;
       const started = Date.now();
@@ -512,13 +513,17 @@ export class Engine {
       let cmd = '';
       try {
         cmd = this.render(c, step.rollback!);
+        if (lost) throw new TransportError('E_CONN_LOST', c.host.name, lost);
         res = await this.exec(c, step, cmd, step.timeoutMs);
       } catch (err) {
-        if (err instanceof TransportError) {
+        if (lost) {
+          message = `not attempted: ${lost}`;
+        } else if (err instanceof TransportError) {
           try {
             await this.reconnect(c);
             res = await this.exec(c, step, cmd, step.timeoutMs);
           } catch (err2) {
+            lost = `the host cannot be reached (${errMessage(err2)})`;
             message = `connection lost during rollback: ${errMessage(err2)}`;
           }
         } else {
