@@ -111,6 +111,5 @@ test('bolt lock held by another process: preflight fails with the reason, nothin
   assert.equal((await fleet.exec('locked4', `ls -d ${ROOT}.recover-* 2>/dev/null`)).stdout, '');
   // once the human removes the lock holder, containerd comes up by itself: the wipe was indeed not needed
   await fleet.sh('locked4', 'systemctl stop rb-boltlock');
-  for (let i = 0; i < 50 && !(await fleet.health('locked4')).healthy; i++) await new Promise((r) => setTimeout(r, 200));
-  assert.equal((await fleet.health('locked4')).healthy, true);
+  await fleet.waitHealthy('locked4');
 });

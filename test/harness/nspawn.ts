@@ -85,11 +85,13 @@ export interface Fleet {
   /** Like exec, but throws (with stderr) unless the exit code is 0; returns stdout. */
   sh(name: string, cmd: string, opts?: { timeoutMs?: number }): Promise<string>;
   /** Breaks containerd on the node; returns once the breakage is visible. */
-  break(name: string, kind: BreakKind): Promise<void>;
+  break(name: string, kind: BreakKind, opts?: { root?: string }): Promise<void>;
   /** Starts a real container (namespace k8s.io) running /bin/sleep: a shim that survives `systemctl stop containerd`. */
   runContainer(name: string, id: string): Promise<void>;
   /** The node's containerd health as a test sees it (independent of the runbooks). */
   health(name: string): Promise<Health>;
+  /** Polls health() until healthy; throws with the last health after timeoutMs (default 20 s). */
+  waitHealthy(name: string, timeoutMs?: number): Promise<Health>;
   /** Writes another inventory with some of the hosts and extra all-vars; returns its path. */
   writeInventory(file: string, hosts?: string[], vars?: Record<string, unknown>): string;
   /** Kills every node (by PID), removes namespaces, mounts and files. Idempotent. */
@@ -107,6 +109,7 @@ export interface Health {
 
 export const ROOT = '/var/lib/containerd';
 export const META_DB = `${ROOT}/io.containerd.metadata.v1.bolt/meta.db`;
+const DEFAULT_ROOT = ROOT;
 
 // ---------------------------------------------------------------------------------------------
 // Image
@@ -273,8 +276,9 @@ export async function bootFleet(names: string[], opts: BootOptions = {}): Promis
     return { active, nRestarts: Number(nr), plugins, healthy };
   };
 
-  const breakNode = async (name: string, kind: BreakKind): Promise<void> => {
-    const stop = `systemctl stop containerd; DB=${META_DB}; test -s "$DB"`;
+  const breakNode = async (name: string, kind: BreakKind, o: { root?: string } = {}): Promise<void> => {
+    const ROOT = o.root ?? DEFAULT_ROOT;
+    const stop = `systemctl stop containerd; DB=${ROOT}/io.containerd.metadata.v1.bolt/meta.db; test -s "$DB"`;
     switch (kind) {
       case 'panic':
         await sh(name, `${stop}; dd if=/dev/zero of="$DB" bs=4096 seek=2 count=$(( $(stat -c%s "$DB")/4096 - 2 )) conv=notrunc status=none; systemctl start containerd || true`);
@@ -322,6 +326,15 @@ systemctl daemon-reload`);
       return n;
     },
     sshArgs, exec, sh, health, writeInventory,
+    async waitHealthy(name, timeoutMs = 20_000) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const h = await health(name);
+        if (h.healthy) return h;
+        if (Date.now() > until) throw new Error(`${name}: containerd not healthy after ${timeoutMs} ms: ${JSON.stringify(h)}`);
+        await sleep(250);
+      }
+    },
     break: breakNode,
     runContainer: async (name, id) => {
       await sh(name, `rb-test-container ${id}`);

@@ -1,0 +1,128 @@
+/**
+ * The containerd runbooks beyond the main repair path, on real nodes:
+ * - the files: valid, the promised defaults, a comment on every step, one diagnosis text shared by all;
+ * - containerd-health: healthy / broken with its signature / needs a human, changing nothing;
+ * - containerd-recover uses the discovered paths: a root given by the unit's --root flag, a root that is its own
+ *   mount (backup by copy), and refuses a system directory as root;
+ * - containerd-prune-backups: keeps backups younger than the retention, removes older ones, nothing else.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import * as yaml from 'js-yaml';
+import { bootFleet, ROOT, type Fleet } from './harness/nspawn.js';
+import { runbook, explain, inode, treeFingerprint, REPO, BIN } from './containerd-common.js';
+
+const BOOKS = ['containerd-recover', 'containerd-health', 'containerd-prune-backups'];
+const load = (n: string) => ({ text: readFileSync(join(REPO, 'runbooks', `${n}.yml`), 'utf8'), doc: yaml.load(readFileSync(join(REPO, 'runbooks', `${n}.yml`), 'utf8')) as any });
+
+test('the runbook files: valid, promised defaults, a comment per step, one shared diagnosis', () => {
+  for (const n of BOOKS) {
+    const r = spawnSync(BIN, ['validate', `runbooks/${n}.yml`], { cwd: REPO, encoding: 'utf8' });
+    assert.equal(r.status, 0, `${n}: ${r.stdout}${r.stderr}`);
+    // every step and preflight entry is introduced by a comment line
+    const lines = load(n).text.split('\n');
+    lines.forEach((l, i) => {
+      if (/^  - name: /.test(l)) assert.match(lines[i - 1], /^\s*#/, `${n}:${i + 1} "${l.trim()}" has no comment above it`);
+    });
+  }
+  const rec = load('containerd-recover').doc;
+  assert.equal(rec.serial, 1);
+  assert.equal(rec.max_failed, 0);
+  assert.equal(rec.destructive, true);
+  assert.equal(load('containerd-health').doc.destructive, false);
+  assert.equal(load('containerd-prune-backups').doc.vars.retention_days, 3);
+  const pre = (doc: any, name: string) => doc.preflight.find((s: any) => s.name === name)?.run;
+  for (const n of ['containerd-health', 'containerd-prune-backups']) {
+    assert.equal(pre(load(n).doc, 'Discover containerd paths'), pre(rec, 'Discover containerd paths'), `${n}: discovery differs from containerd-recover's`);
+  }
+  assert.equal(pre(load('containerd-health').doc, 'Diagnose containerd'), pre(rec, 'Diagnose containerd'), 'containerd-health diagnoses differently');
+  // every step that changes a node can be undone, or is a start/clean that needs none
+  const noRollback = rec.steps.filter((s: any) => !s.rollback).map((s: any) => s.name);
+  assert.deepEqual(noRollback, ['Drain the node', 'Clean the state dir', 'Start kubelet', 'Uncordon the node']);
+});
+
+let fleet: Fleet;
+before(async () => { fleet = await bootFleet(['ok1', 'cri2', 'lock3', 'flag4', 'mount5', 'sys6']); });
+after(async () => { await fleet?.destroy(); });
+
+test('containerd-health reports healthy, broken with the signature, and needs-a-human, changing nothing', async () => {
+  await fleet.break('cri2', 'sandboxes-file');
+  await fleet.break('lock3', 'bolt-lock');
+  const fp = await treeFingerprint(fleet, 'cri2', ROOT);
+  const out = await runbook(fleet, 'apply', 'containerd-health', { inventory: fleet.writeInventory(`${fleet.dir}/health.yml`, ['ok1', 'cri2', 'lock3']) });
+  assert.equal(out.code, 2, explain(out));
+  assert.deepEqual(out.hosts, { ok1: 'ok', cri2: 'failed', lock3: 'skipped' }, explain(out));
+  const step = (h: string, s: string) => out.events.find((e) => e.type === 'step-end' && e.host === h && e.step === s);
+  assert.match(step('cri2', 'containerd is healthy')?.stderr, /broken: CRI state corrupt: .*failed to recover state/);
+  assert.match(step('lock3', 'Diagnose containerd')?.stderr, /do not wipe: the bolt lock .* is held by PID \d+ \(flock\)/);
+  assert.equal(step('ok1', 'containerd is healthy')?.status, 'ok');
+  assert.equal(await treeFingerprint(fleet, 'cri2', ROOT), fp);
+  await fleet.sh('lock3', 'systemctl stop rb-boltlock');
+});
+
+test('the root given by the unit\'s --root flag is the one repaired (and config.toml\'s root is ignored)', async () => {
+  const custom = '/var/lib/ctd-flag';
+  await fleet.sh('flag4', `mkdir -p /etc/systemd/system/containerd.service.d && printf '[Service]\\nExecStart=\\nExecStart=/usr/bin/containerd --root ${custom}\\n' > /etc/systemd/system/containerd.service.d/10-root.conf && systemctl daemon-reload && systemctl restart containerd`);
+  await fleet.waitHealthy('flag4');
+  await fleet.break('flag4', 'panic', { root: custom });
+  const defaultIno = await inode(fleet, 'flag4', ROOT);  // the image's default root (unused now) must not be touched
+  const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/flag.yml`, ['flag4']) });
+  assert.equal(out.code, 0, explain(out));
+  assert.deepEqual(out.hosts, { flag4: 'changed' });
+  const disc = out.events.find((e) => e.type === 'step-end' && e.step === 'Discover containerd paths');
+  assert.match(disc?.stdout, new RegExp(`^root=${custom}$`, 'm'));
+  await fleet.sh('flag4', `test -d ${custom}.recover-${out.runId} && test -s ${custom}.recover-${out.runId}.evidence/meta.db`);
+  assert.equal(await inode(fleet, 'flag4', ROOT), defaultIno);
+  assert.equal((await fleet.exec('flag4', `ls -d ${ROOT}.recover-* 2>/dev/null`)).stdout, '');
+  assert.equal((await fleet.health('flag4')).healthy, true);
+});
+
+test('a data root that is its own mount is backed up by copy and emptied in place; the mount stays', async () => {
+  // containerd's root on its own filesystem (a tmpfs here), as on nodes with a dedicated disk
+  await fleet.sh('mount5', `systemctl stop containerd && mkdir -p /var/tmp/old && mv ${ROOT} /var/tmp/old/ && mkdir ${ROOT} && mount -t tmpfs -o size=256m ctd ${ROOT} && cp -a /var/tmp/old/containerd/. ${ROOT}/ && systemctl start containerd`);
+  await fleet.waitHealthy('mount5');
+  await fleet.break('mount5', 'sandboxes-file');
+  const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/mount.yml`, ['mount5']) });
+  assert.equal(out.code, 0, explain(out));
+  assert.deepEqual(out.hosts, { mount5: 'changed' });
+  const bk = `${ROOT}.recover-${out.runId}`;
+  await fleet.sh('mount5', `mountpoint -q ${ROOT} && ! mountpoint -q ${bk} && test -f ${bk}/io.containerd.grpc.v1.cri/sandboxes && grep -qx copy ${bk}.evidence/method`);
+  await fleet.sh('mount5', `test -d ${ROOT}/io.containerd.metadata.v1.bolt && ! test -f ${ROOT}/io.containerd.grpc.v1.cri/sandboxes`);
+  assert.equal((await fleet.health('mount5')).healthy, true);
+});
+
+test('a system directory as data root is refused before anything changes', async () => {
+  await fleet.sh('sys6', `sed -i '1i root = "/var/lib"' /etc/containerd/config.toml && systemctl stop containerd`);
+  const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/sys.yml`, ['sys6']) });
+  assert.equal(out.code, 2, explain(out));
+  assert.deepEqual(out.hosts, { sys6: 'skipped' });
+  const disc = out.events.find((e) => e.type === 'step-end' && e.step === 'Discover containerd paths');
+  assert.equal(disc?.status, 'failed');
+  assert.match(disc?.stderr, /refusing containerd path '\/var\/lib': it is a system directory/);
+  await fleet.sh('sys6', 'test -d /var/lib/dpkg && test -d /var/lib/containerd');
+});
+
+test('containerd-prune-backups keeps young backups, removes expired ones, and nothing else', async () => {
+  // mount5 holds a real backup (+ evidence) of the run above, seconds old; add a hand-made one and a look-alike that is not one
+  await fleet.sh('mount5', `mkdir -p /var/lib/containerd-notes ${ROOT}.recover-manual && touch ${ROOT}.recover-manual/keep`);
+  const inv = fleet.writeInventory(`${fleet.dir}/prune.yml`, ['mount5']);
+  const keep = await runbook(fleet, 'apply', 'containerd-prune-backups', { inventory: inv });
+  assert.equal(keep.code, 0, explain(keep));
+  assert.deepEqual(keep.hosts, { mount5: 'ok' }, 'nothing is 3 days old');
+  assert.equal((await fleet.sh('mount5', `ls -d ${ROOT}.recover-* | wc -l`)).trim(), '3');
+
+  const prune = await runbook(fleet, 'apply', 'containerd-prune-backups', { inventory: inv, extra: ['-e', 'retention_days=0'] });
+  assert.equal(prune.code, 0, explain(prune));
+  assert.deepEqual(prune.hosts, { mount5: 'changed' });
+  assert.equal((await fleet.exec('mount5', `ls -d ${ROOT}.recover-* 2>/dev/null`)).stdout, '');
+  await fleet.sh('mount5', `mountpoint -q ${ROOT} && test -d /var/lib/containerd-notes && test -d ${ROOT}/io.containerd.metadata.v1.bolt`);
+  assert.equal((await fleet.health('mount5')).healthy, true);
+
+  const bad = await runbook(fleet, 'apply', 'containerd-prune-backups', { inventory: inv, extra: ['-e', '{"retention_days": "0 -o 1; $(touch /tmp/pwned)"}'] });
+  assert.equal(bad.code, 2, explain(bad));
+  assert.deepEqual(bad.hosts, { mount5: 'skipped' }, explain(bad));
+  assert.equal((await fleet.exec('mount5', 'ls /tmp/pwned 2>/dev/null')).stdout, '');
+});
