@@ -7,7 +7,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { bootFleet, META_DB, ROOT, type Fleet } from './harness/nspawn.js';
+import { bootFleet, leftovers, META_DB, ROOT, type Fleet } from './harness/nspawn.js';
 import { runbook, stepsOf, inode, explain, treeFingerprint } from './containerd-common.js';
 
 const CHANGING = ['Cordon the node', 'Drain the node', 'Stop kubelet', 'Stop containerd and what it left behind', 'Back up the data root',
@@ -15,7 +15,11 @@ const CHANGING = ['Cordon the node', 'Drain the node', 'Stop kubelet', 'Stop con
 
 let fleet: Fleet;
 before(async () => { fleet = await bootFleet(['healthy1', 'panic2', 'silent3', 'locked4']); });
-after(async () => { await fleet?.destroy(); });
+after(async () => {
+  if (!fleet) return;
+  await fleet.destroy();
+  assert.deepEqual(leftovers(fleet), [], 'the fleet left nothing behind');
+});
 
 test('three nodes, serial 1: the broken two are repaired and proven healthy, the healthy one is untouched', async () => {
   // A node with pods: a real shim + overlay mount that `systemctl stop containerd` leaves behind (KillMode=process).

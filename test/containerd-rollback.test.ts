@@ -6,12 +6,16 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { bootFleet, ROOT, type Fleet } from './harness/nspawn.js';
+import { bootFleet, leftovers, ROOT, type Fleet } from './harness/nspawn.js';
 import { runbook, inode, explain, treeFingerprint, stepsOf } from './containerd-common.js';
 
 let fleet: Fleet;
 before(async () => { fleet = await bootFleet(['badcfg1', 'next2', 'sigint3']); });
-after(async () => { await fleet?.destroy(); });
+after(async () => {
+  if (!fleet) return;
+  await fleet.destroy();
+  assert.deepEqual(leftovers(fleet), [], 'the fleet left nothing behind');
+});
 
 test('containerd still fails after the clean: rolled back to exactly its former state, the next node is not started', async () => {
   await fleet.runContainer('badcfg1', 'web');

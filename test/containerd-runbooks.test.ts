@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as yaml from 'js-yaml';
-import { bootFleet, ROOT, type Fleet } from './harness/nspawn.js';
+import { bootFleet, leftovers, ROOT, type Fleet } from './harness/nspawn.js';
 import { runbook, explain, inode, treeFingerprint, REPO, BIN } from './containerd-common.js';
 
 const BOOKS = ['containerd-recover', 'containerd-health', 'containerd-prune-backups'];
@@ -46,7 +46,11 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
 
 let fleet: Fleet;
 before(async () => { fleet = await bootFleet(['ok1', 'cri2', 'lock3', 'flag4', 'mount5', 'sys6']); });
-after(async () => { await fleet?.destroy(); });
+after(async () => {
+  if (!fleet) return;
+  await fleet.destroy();
+  assert.deepEqual(leftovers(fleet), [], 'the fleet left nothing behind');
+});
 
 test('containerd-health reports healthy, broken with the signature, and needs-a-human, changing nothing', async () => {
   await fleet.break('cri2', 'sandboxes-file');
