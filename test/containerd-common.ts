@@ -74,9 +74,11 @@ export function stepsOf(out: RunOutput, host: string): string[] {
 /**
  * A line-per-entry fingerprint of a directory tree on a node: path, type, inode for everything; size, mtime and
  * md5 for files. Directory mtimes are left out: a restart-looping containerd touches them on every attempt.
+ * `inodes: false` for trees restored by copy (same files, new inodes).
  */
-export async function treeFingerprint(fleet: Fleet, node: string, dir: string): Promise<string> {
-  return fleet.sh(node, `cd ${dir} && find . -xdev \\( -type d -printf '%p d %i\\n' \\) -o -printf '%p %y %s %i %T@\\n' | sort && find . -xdev -type f -exec md5sum {} + | sort -k2`);
+export async function treeFingerprint(fleet: Fleet, node: string, dir: string, o: { inodes?: boolean } = {}): Promise<string> {
+  const i = o.inodes === false ? '' : ' %i';
+  return fleet.sh(node, `cd ${dir} && find . -xdev \\( -type d -printf '%p d${i}\\n' \\) -o -printf '%p %y %s${i} %T@\\n' | sort && find . -xdev -type f -exec md5sum {} + | sort -k2`);
 }
 
 /** Inode of a path on the node ('' when missing). */

@@ -45,7 +45,13 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
 });
 
 let fleet: Fleet;
-before(async () => { fleet = await bootFleet(['ok1', 'cri2', 'lock3', 'flag4', 'mount5', 'sys6']); });
+before(async () => { fleet = await bootFleet(['ok1', 'cri2', 'lock3', 'flag4', 'mount5', 'sys6', 'mountrb7']); });
+
+/** containerd's root on its own filesystem (a tmpfs here), as on nodes with a dedicated disk for it. */
+async function rootOnOwnMount(node: string): Promise<void> {
+  await fleet.sh(node, `systemctl stop containerd && mkdir -p /var/tmp/old && mv ${ROOT} /var/tmp/old/ && mkdir ${ROOT} && mount -t tmpfs -o size=256m ctd ${ROOT} && cp -a /var/tmp/old/containerd/. ${ROOT}/ && systemctl start containerd`);
+  await fleet.waitHealthy(node);
+}
 after(async () => {
   if (!fleet) return;
   await fleet.destroy();
@@ -85,9 +91,7 @@ test('the root given by the unit\'s --root flag is the one repaired (and config.
 });
 
 test('a data root that is its own mount is backed up by copy and emptied in place; the mount stays', async () => {
-  // containerd's root on its own filesystem (a tmpfs here), as on nodes with a dedicated disk
-  await fleet.sh('mount5', `systemctl stop containerd && mkdir -p /var/tmp/old && mv ${ROOT} /var/tmp/old/ && mkdir ${ROOT} && mount -t tmpfs -o size=256m ctd ${ROOT} && cp -a /var/tmp/old/containerd/. ${ROOT}/ && systemctl start containerd`);
-  await fleet.waitHealthy('mount5');
+  await rootOnOwnMount('mount5');
   await fleet.break('mount5', 'sandboxes-file');
   const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/mount.yml`, ['mount5']) });
   assert.equal(out.code, 0, explain(out));
@@ -96,6 +100,20 @@ test('a data root that is its own mount is backed up by copy and emptied in plac
   await fleet.sh('mount5', `mountpoint -q ${ROOT} && ! mountpoint -q ${bk} && test -f ${bk}/io.containerd.grpc.v1.cri/sandboxes && grep -qx copy ${bk}.evidence/method`);
   await fleet.sh('mount5', `test -d ${ROOT}/io.containerd.metadata.v1.bolt && ! test -f ${ROOT}/io.containerd.grpc.v1.cri/sandboxes`);
   assert.equal((await fleet.health('mount5')).healthy, true);
+});
+
+test('a data root on its own mount whose repair fails is restored by copy: same files, same mount', async () => {
+  await rootOnOwnMount('mountrb7');
+  await fleet.break('mountrb7', 'panic');
+  await fleet.break('mountrb7', 'bad-config');
+  // a copy gets new inodes: compare names, types, sizes, mtimes and contents
+  const fp = () => treeFingerprint(fleet, 'mountrb7', ROOT, { inodes: false });
+  const before = await fp();
+  const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/mountrb.yml`, ['mountrb7']) });
+  assert.equal(out.code, 2, explain(out));
+  assert.deepEqual(out.hosts, { mountrb7: 'rolled-back' }, explain(out));
+  assert.equal(await fp(), before);
+  await fleet.sh('mountrb7', `mountpoint -q ${ROOT} && ! test -e ${ROOT}.recover-${out.runId} && grep -qx copy ${ROOT}.recover-${out.runId}.evidence/method`);
 });
 
 test('a system directory as data root is refused before anything changes', async () => {
