@@ -45,7 +45,7 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
 });
 
 let fleet: Fleet;
-before(async () => { fleet = await bootFleet(['ok1', 'cri2', 'lock3', 'flag4', 'mount5', 'sys6', 'mountrb7']); });
+before(async () => { fleet = await bootFleet(['ok1', 'cri2', 'lock3', 'flag4', 'mount5', 'sys6', 'mountrb7', 'ro8']); });
 
 /** containerd's root on its own filesystem (a tmpfs here), as on nodes with a dedicated disk for it. */
 async function rootOnOwnMount(node: string): Promise<void> {
@@ -114,6 +114,19 @@ test('a data root on its own mount whose repair fails is restored by copy: same 
   assert.deepEqual(out.hosts, { mountrb7: 'rolled-back' }, explain(out));
   assert.equal(await fp(), before);
   await fleet.sh('mountrb7', `mountpoint -q ${ROOT} && ! test -e ${ROOT}.recover-${out.runId} && grep -qx copy ${ROOT}.recover-${out.runId}.evidence/method`);
+});
+
+test('a data root on a read-only filesystem is not wiped: preflight fails with the reason', async () => {
+  await rootOnOwnMount('ro8');
+  await fleet.sh('ro8', `systemctl stop containerd && mount -o remount,ro ${ROOT} && (systemctl start containerd || true)`);
+  const before = await treeFingerprint(fleet, 'ro8', ROOT);
+  const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/ro.yml`, ['ro8']) });
+  assert.equal(out.code, 2, explain(out));
+  assert.deepEqual(out.hosts, { ro8: 'skipped' }, explain(out));
+  const diag = out.events.find((e) => e.type === 'step-end' && e.step === 'Diagnose containerd');
+  assert.match(diag?.stderr, /do not wipe: \/var\/lib\/containerd is on a read-only filesystem/);
+  assert.equal(await treeFingerprint(fleet, 'ro8', ROOT), before);
+  assert.match(await fleet.sh('ro8', `journalctl -u containerd -b -o cat | grep -i 'read-only file system' | tail -n1`), /read-only file system/);
 });
 
 test('a system directory as data root is refused before anything changes', async () => {
