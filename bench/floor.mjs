@@ -9,6 +9,8 @@ import { readFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import ssh2 from 'ssh2';
 
+const tImported = performance.now(); // ms since process start: node + ssh2 load
+
 const [file, stepsArg] = process.argv.slice(2);
 const spec = JSON.parse(readFileSync(file, 'utf8'));
 const steps = Number(stepsArg ?? 10);
@@ -45,6 +47,7 @@ async function host(h) {
       hostVerifier: (k) => known.has(entry) && known.get(entry).equals(k),
     });
   });
+  connected.push(performance.now());
   for (let i = 1; i <= steps; i++) {
     const r = await exec(client, `echo step ${i}`);
     if (r.code !== 0 || r.out !== `step ${i}\n`) throw new Error(`${h.name}: step ${i}: exit ${r.code} ${JSON.stringify(r.out)}`);
@@ -52,7 +55,11 @@ async function host(h) {
   client.end();
 }
 
+const connected = [];
 const results = await Promise.allSettled(spec.hosts.map(host));
+const tDone = performance.now();
+// Phases like the runbook ones in run.mjs: startup, connect (until the last host is connected), steps.
+process.stdout.write(`${JSON.stringify({ phases_ms: { startup: Math.round(tImported), connect: Math.round(Math.max(...connected) - tImported), steps: Math.round(tDone - Math.max(...connected)) } })}\n`);
 const bad = results.filter((r) => r.status === 'rejected');
 for (const r of bad) process.stderr.write(`floor: ${r.reason?.message ?? r.reason}\n`);
 process.exit(bad.length ? 1 : 0);

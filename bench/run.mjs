@@ -21,6 +21,7 @@
  * This file re-spawns itself under `node --import tsx` (the harness is TypeScript). Not a test.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import * as fsAll from 'node:fs';
 import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -113,6 +114,7 @@ async function measure(name, argv, { env, cwd, logDir, tree = false }) {
   const outFd = openSync(outFile, 'w');
   const errFd = openSync(errFile, 'w');
   const t0 = performance.now();
+  const startedAt = Date.now();
   const child = spawn('/usr/bin/time', ['-f', '%M %U %S', '-o', timeFile, ...argv], { stdio: ['ignore', outFd, errFd], env, cwd });
   closeSync(outFd);
   closeSync(errFd);
@@ -128,11 +130,12 @@ async function measure(name, argv, { env, cwd, logDir, tree = false }) {
     timeMax = m || 0;
     cpuMs = Math.round((u + sy) * 1000);
   } catch { /* none */ }
-  const result = { wallMs, rssKiB: Math.max(timeMax, treePeak), cpuMs, code };
+  const result = { wallMs, rssKiB: Math.max(timeMax, treePeak), cpuMs, code, startedAt, endedAt: startedAt + wallMs };
   if (code !== 0) {
     const tail = (f) => { try { return readFileSync(f, 'utf8').trim().split('\n').slice(-15).join('\n'); } catch { return ''; } };
     result.error = `${name} exited ${code}\n--- stderr\n${tail(errFile)}\n--- stdout\n${tail(outFile)}`;
   } else {
+    try { result.stdout = readFileSync(outFile, 'utf8').slice(0, 4096); } catch { /* none */ }
     rmSync(outFile, { force: true });
     rmSync(errFile, { force: true });
   }
@@ -146,6 +149,32 @@ const median = (xs) => {
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
+
+/**
+ * Where a runbook run's wall time went, from its journal (same clock as the spawn time): startup
+ * (spawn -> journal-open: node, imports, plan), prepare (run-start -> first host-start: connect, lock,
+ * preflight on every host), steps (first host-start -> last host-end), teardown (-> exit: unlock, close).
+ */
+function runPhases(stateDir, m) {
+  try {
+    const dir = join(stateDir, 'runs');
+    const files = readdirSync(dir).filter((f) => f.endsWith('.ndjson'));
+    const { statSync } = require_fs();
+    files.sort((a, b) => statSync(join(dir, b)).mtimeMs - statSync(join(dir, a)).mtimeMs);
+    const ev = readFileSync(join(dir, files[0]), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const t = (pred) => ev.filter(pred).map((e) => Date.parse(e.time));
+    const open = t((e) => e.type === 'journal-open')[0];
+    const runStart = t((e) => e.type === 'run-start')[0];
+    const hostStarts = t((e) => e.type === 'host-start');
+    const hostEnds = t((e) => e.type === 'host-end');
+    const runEnd = t((e) => e.type === 'run-end')[0];
+    if ([open, runStart, runEnd].some((x) => x === undefined) || !hostStarts.length || open < m.startedAt - 5) return undefined;
+    const first = Math.min(...hostStarts);
+    const last = Math.max(...hostEnds);
+    return { startup: open - m.startedAt, prepare: first - runStart, steps: last - first, teardown: Math.round(m.endedAt - last) };
+  } catch { return undefined; }
+}
+function require_fs() { return fsAll; }
 
 // ------------------------------------------------------------------------------------------ workloads
 
@@ -286,7 +315,10 @@ async function main() {
             rmSync(cp, { recursive: true, force: true });
           }
         }
-        return measure(c.key, c.argv, { env: baseEnv, cwd: dir, logDir, tree: false });
+        const m = await measure(c.key, c.argv, { env: baseEnv, cwd: dir, logDir, tree: false });
+        if (c.key.startsWith('runbook') && !m.error) m.phases = runPhases(state, m);
+        if (c.key === 'floor' && !m.error) { try { m.phases = JSON.parse(m.stdout.trim().split('\n').pop()).phases_ms; } catch { /* none */ } }
+        return m;
       };
       // warm-up (untimed): node contenders once
       for (const c of contenders.filter((x) => !x.ansible)) {
@@ -301,13 +333,16 @@ async function main() {
           const m = await runOne(c);
           process.stderr.write(`bench: ${n} hosts, run ${r + 1}: ${c.key.padEnd(16)} ${(m.wallMs / 1000).toFixed(2).padStart(7)} s  cpu ${(m.cpuMs / 1000).toFixed(2).padStart(6)} s  ${(m.rssKiB / 1024).toFixed(0).padStart(5)} MB  load ${loadavg()[0].toFixed(1)}${m.error ? '  FAILED' : ''}\n`);
           if (m.error) throw new Error(m.error);
-          fr.contenders[c.key].samples.push({ wall_ms: Math.round(m.wallMs), cpu_ms: m.cpuMs, peak_rss_mb: Math.round(m.rssKiB / 102.4) / 10, load1: loadavg()[0] });
+          fr.contenders[c.key].samples.push({ wall_ms: Math.round(m.wallMs), cpu_ms: m.cpuMs, peak_rss_mb: Math.round(m.rssKiB / 102.4) / 10, load1: loadavg()[0], ...(m.phases ? { phases_ms: m.phases } : {}) });
         }
       }
       for (const c of Object.values(fr.contenders)) {
         c.runs = c.samples.length;
         c.median_ms = median(c.samples.map((s) => s.wall_ms));
         c.median_cpu_ms = median(c.samples.map((s) => s.cpu_ms));
+        if (c.samples.every((s) => s.phases_ms)) {
+          c.median_phases_ms = Object.fromEntries(Object.keys(c.samples[0].phases_ms).map((k) => [k, median(c.samples.map((s) => s.phases_ms[k]))]));
+        }
         c.peak_rss_mb = Math.max(...c.samples.map((s) => s.peak_rss_mb));
       }
       const med = (k) => fr.contenders[k]?.median_ms;
@@ -352,6 +387,9 @@ function printFleet(fr) {
   const rows = Object.entries(fr.contenders).map(([, c]) => [c.label, `${c.runs}`, s(c.median_ms), fl ? x(c.median_ms / fl.median_ms) : '-',
     s(c.median_cpu_ms), fl ? x(c.median_cpu_ms / fl.median_cpu_ms) : '-', `${c.peak_rss_mb.toFixed(0)} MB`]);
   table(['contender', 'runs', 'median wall', 'wall vs floor', 'controller CPU', 'CPU vs floor', 'peak RSS'], rows);
+  for (const [k, c] of Object.entries(fr.contenders)) {
+    if (c.median_phases_ms) process.stdout.write(`  ${k} phases (median ms): ${Object.entries(c.median_phases_ms).map(([p, v]) => `${p} ${Math.round(v)}`).join(', ')}\n`);
+  }
   const r = fr.ratios;
   process.stdout.write(`  runbook/floor ${x(r.runbook_over_floor)}  (no-fsync ${x(r.runbook_nofsync_over_floor)}), fsync overhead ${x(r.journal_fsync_overhead)}, ansible-default/runbook ${x(r.ansible_default_over_runbook)}, ansible-tuned/runbook ${x(r.ansible_tuned_over_runbook)}\n`);
 }
