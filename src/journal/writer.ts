@@ -11,7 +11,7 @@
  * Once an I/O error happened (ENOSPC, EACCES, EIO, ...) every sync() rejects with
  * RunbookError E_JOURNAL: the run must stop changing hosts.
  */
-import { promises as fsp, constants as fsc } from 'node:fs';
+import { promises as fsp, constants as fsc, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { homedir, hostname } from 'node:os';
@@ -178,7 +178,9 @@ class Writer implements JournalWriter {
         const data = Buffer.from(chunk, 'utf8');
         let off = 0;
         while (off < data.length) {
-          const { bytesWritten } = await this.fh.write(data, off, data.length - off);
+          // A write(2) into the page cache takes microseconds: doing it inline saves a thread-pool
+          // round trip per group commit; only the fdatasync below goes to the pool.
+          const bytesWritten = writeSync(this.fh.fd, data, off, data.length - off);
           if (bytesWritten <= 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
           off += bytesWritten;
         }
