@@ -6,7 +6,14 @@
  *  - plain: one timestamped line per event on stdout, no spinner, no color; then the summary.
  * The engine never prints; everything the user sees during a run comes through here.
  */
-import ora, { type Ora } from 'ora';
+import type { Ora } from 'ora';
+
+// ora is loaded only for the live view (a terminal): cron, CI and --json never pay for it.
+let oraFactory: typeof import('ora').default | undefined;
+let oraLoading: Promise<void> | undefined;
+function loadOra(): Promise<void> {
+  return (oraLoading ??= import('ora').then((m) => { oraFactory = m.default; }));
+}
 import { formatDuration } from '../core/duration.js';
 import type { EventOf, EventType, HostStatus, RunEvent } from '../engine/events.js';
 import { summarize } from './summary.js';
@@ -40,6 +47,7 @@ export interface Renderer {
 export function createRenderer(opts: RendererOptions): Renderer {
   if (opts.json) return new JsonRenderer(opts.stdout);
   const paint = colorAllowed(opts.tty && opts.color, opts.env ?? process.env) ? COLORS : NO_COLORS;
+  if (opts.tty) void loadOra();
   return opts.tty ? new TtyRenderer(opts, paint) : new PlainRenderer(opts);
 }
 
@@ -169,8 +177,12 @@ class TtyRenderer implements Renderer {
 
   private start(): void {
     if (this.spinner) return;
+    if (!oraFactory) {
+      void loadOra().then(() => { if (!this.closed) this.start(); });
+      return;
+    }
     const period = this.opts.refreshMs ?? 100;
-    this.spinner = ora({
+    this.spinner = oraFactory({
       stream: this.opts.stderr as NodeJS.WriteStream,
       isEnabled: true,
       discardStdin: false, // never steal the terminal's input: Ctrl-C must reach the CLI's handler
