@@ -13,10 +13,13 @@ const fx = (f: string) => join(root, 'test/fixtures/e2e', f);
 
 interface Run { code: number | null; stdout: string; stderr: string; events: any[] }
 
+// A private TMPDIR: local hosts keep their run locks there, and hello writes its files there.
+const privateTmp = mkdtempSync(join(tmpdir(), 'rb-e2e-tmp-'));
+
 function runbook(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Run {
   const r = spawnSync(process.execPath, [bin, ...args], {
     cwd: opts.cwd ?? root, encoding: 'utf8', timeout: 60_000,
-    env: { ...process.env, NO_COLOR: '1', ...opts.env },
+    env: { ...process.env, NO_COLOR: '1', TMPDIR: privateTmp, ...opts.env },
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, events: parseNdjson(r.stdout) };
 }
@@ -58,6 +61,7 @@ test('README commands: validate, plan, apply and --json on the shipped hello run
   assert.equal(end.exit_code, 0);
   // Second apply: everything already in place.
   assert.ok(Object.values(end.hosts).every((s) => s === 'ok'), JSON.stringify(end.hosts));
+  assert.equal(readFileSync(join(privateTmp, 'runbook-hello-local3.txt'), 'utf8'), 'hi, world from local3\n');
 });
 
 test('step 3 of 4 fails: rollbacks 3,2,1 in that order, rolled-back, exit 2', () => {
@@ -167,4 +171,23 @@ test('a bad --report extension is refused before anything runs', () => {
   assert.equal(r.code, 1);
   assert.match(r.stderr, /r\.txt/);
   assert.ok(!existsSync(join(dir, 'h1.1')), 'nothing ran');
+});
+
+test('--help and --version: the fast path answers exactly what the full CLI would', () => {
+  const fast = runbook(['--help']);
+  const full = runbook(['--help'], { env: { RUNBOOK_HELP_CACHE: '0' } });
+  assert.equal(fast.code, 0);
+  assert.equal(fast.stdout, full.stdout);
+  for (const cmd of ['validate', 'plan', 'apply', 'list', 'show', 'inventory', 'runs', 'show-run', 'resume', 'rollback', 'unlock', 'completion']) {
+    assert.match(fast.stdout, new RegExp(`runbook ${cmd}\\b`), cmd);
+  }
+  const v = runbook(['--version']);
+  assert.equal(v.stdout.trim(), JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version);
+  assert.equal(runbook(['--version'], { env: { RUNBOOK_HELP_CACHE: '0' } }).stdout, v.stdout);
+  // Every command's own --help has examples.
+  for (const cmd of ['validate', 'plan', 'apply', 'list', 'show', 'inventory', 'runs', 'show-run', 'resume', 'rollback', 'unlock']) {
+    const h = runbook([cmd, '--help']);
+    assert.equal(h.code, 0, cmd);
+    assert.match(h.stdout, /Examples:/, `${cmd} --help has examples`);
+  }
 });
