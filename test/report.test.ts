@@ -3,9 +3,9 @@
  * by hand after src/engine/events.ts): NDJSON, plain lines, colors, the summary, every report
  * format parsed back, the Prometheus textfile.
  */
-import { test, describe } from 'node:test';
+import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, mkdirSync, chmodSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, mkdirSync, chmodSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -37,7 +37,9 @@ async function render(events: RunEvent[], o: Partial<RendererOptions>) {
   return { out: out.text, err: err.text };
 }
 
-const tmp = () => mkdtempSync(join(tmpdir(), 'runbook-report-'));
+const dirs: string[] = [];
+const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'runbook-report-')); dirs.push(d); return d; };
+after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
 
 describe('NDJSON renderer', () => {
   test('stdout holds exactly the events, one JSON object a line, each with type and time; stderr stays empty', async () => {
