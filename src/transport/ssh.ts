@@ -14,7 +14,7 @@
  *   (explicit key, then IdentityFile, else ~/.ssh/id_ed25519, id_ecdsa, id_rsa; encrypted keys use
  *   RUNBOOK_KEY_PASSPHRASE or a TTY prompt, never argv), password (also answered to keyboard-interactive).
  *   Exhausted -> E_AUTH, one attempt (no retry storm).
- * - Socket: setNoDelay(true); keepalive every keepaliveIntervalMs (default 5 s), the connection is declared
+ * - Socket: TCP_NODELAY from the first handshake packet (direct hops: the socket is opened here); keepalive every keepaliveIntervalMs (default 5 s), the connection is declared
  *   lost after keepaliveCountMax (default 2) unanswered ones (a cut link is noticed in ~10-15 s);
  *   connectTimeoutMs covers TCP connect + handshake + auth.
  * - exec: see shell.ts prepareRun (script and env over the channel's stdin, sudo wrapping, READY marker with
@@ -30,6 +30,7 @@ import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
+import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { Client as ClientT, ClientChannel, ConnectConfig, SFTPWrapper, AnyAuthMethod, AuthenticationType } from 'ssh2';
@@ -311,11 +312,21 @@ export class SshTransport implements Transport {
     };
 
     const client = new Client();
+    // A direct TCP hop: open the socket here so TCP_NODELAY is on from the first handshake packet (ssh2 only
+    // offers setNoDelay once ready; with Nagle, each handshake round trip waits for the peer's delayed ACK).
+    // ssh2 treats a still-connecting net.Socket like its own: readyTimeout starts now and covers the TCP
+    // connect, socket errors (ECONNREFUSED, ENOTFOUND, ...) arrive as its 'error' events.
+    let own: Socket | undefined;
+    if (!sock) {
+      own = netConnect({ host: hop.host, port: hop.port });
+      own.setNoDelay(true);
+      own.setMaxListeners(0);
+    }
     const cfg: ConnectConfig = {
       host: hop.host,
       port: hop.port,
       username: hop.user,
-      sock: sock as ConnectConfig['sock'],
+      sock: (own ?? sock) as ConnectConfig['sock'],
       readyTimeout: this.opts.connectTimeoutMs,
       keepaliveInterval: s.keepaliveMs,
       keepaliveCountMax: s.keepaliveCount,
@@ -350,6 +361,7 @@ export class SshTransport implements Transport {
         settled = true;
         client.removeAllListeners('ready');
         client.end();
+        if (own?.connecting) own.destroy();
         reject(e);
       };
       client.once('ready', () => {
@@ -377,6 +389,7 @@ export class SshTransport implements Transport {
       client.on('close', () => fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: connection closed during the handshake`)));
       void isJump;
       try { client.connect(cfg); } catch (e) {
+        own?.destroy();
         fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: ${(e as Error).message}`, { cause: e }));
       }
     });
