@@ -4,16 +4,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, mkdtempSync, symlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from './containerd-common.js';
 
 interface DemoRun { code: number | null; out: string }
 
-function demo(onOutput?: (all: string, child: ReturnType<typeof spawn>) => void): Promise<DemoRun> {
+function demo(onOutput?: (all: string, child: ReturnType<typeof spawn>) => void, env: Record<string, string> = {}): Promise<DemoRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(REPO, 'demo/run.mjs')], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DEMO_NO_INSTALL: '1' } });
+    const child = spawn(process.execPath, [join(REPO, 'demo/run.mjs')], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DEMO_NO_INSTALL: '1', ...env } });
     let out = '';
     const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`demo timed out:\n${out}`)); }, 240_000);
     const add = (d: Buffer) => { out += d.toString(); onOutput?.(out, child); };
@@ -41,6 +42,22 @@ function leftovers(out: string): string[] {
 function readdirProcs(): string[] {
   return readdirSync('/proc').filter((e) => /^\d+$/.test(e));
 }
+
+test('demo on a machine without debootstrap: says exactly which package is missing, installs nothing, starts nothing', async () => {
+  // a PATH with every tool but debootstrap
+  const bin = mkdtempSync(join(tmpdir(), 'rb-demo-path-'));
+  for (const t of ['sh', 'ip', 'ssh', 'systemd-nspawn']) {
+    const p = spawnSync('sh', ['-c', `command -v ${t}`], { encoding: 'utf8' }).stdout.trim();
+    symlinkSync(p, join(bin, t));
+  }
+  const r = await demo(undefined, { PATH: bin });
+  rmSync(bin, { recursive: true });
+  assert.equal(r.code, 1, r.out);
+  assert.match(r.out, /MISSING debootstrap\s+\(apt package debootstrap\)/);
+  assert.match(r.out, /ok\s+systemd-nspawn/);
+  assert.match(r.out, /Missing: debootstrap\. Install them with: apt-get install -y debootstrap/);
+  assert.doesNotMatch(r.out, /Booting|sandbox:/);
+});
 
 test('npm run demo: one broken node of three is repaired before your eyes, and everything is torn down', async () => {
   const r = await demo();
