@@ -9,6 +9,7 @@
  *   const r = await fleet.exec('node2', 'systemctl is-active containerd');   // plain `ssh`, not our product
  *   // fleet.inventory (YAML file), fleet.knownHosts, fleet.image.clientKey -> bin/runbook apply ... -i fleet.inventory --known-hosts fleet.knownHosts
  *   await fleet.destroy();                                 // by PID: containers, namespaces, mounts, files; also at exit/SIGINT
+ *   // a fleet whose test process was SIGKILLed is reclaimed by the next bootFleet() (reclaimStaleFleets)
  *
  * Each node: `systemd-nspawn -b -D IMAGE/rootfs --volatile=overlay --register=no --keep-unit -M NAME
  * --network-namespace-path=/run/netns/NS --console=pipe --bind=DIR/NAME/var-lib:/var/lib` (+ cgroup v2 and the
@@ -17,7 +18,7 @@
  * that /var/lib/containerd and its `.recover-*` backups share one filesystem (as on a real node).
  */
 import { spawn, spawnSync, execFile } from 'node:child_process';
-import { rmdirSync, mkdtempSync, writeFileSync, readFileSync, readdirSync, rmSync, openSync, closeSync, existsSync, mkdirSync } from 'node:fs';
+import { appendFileSync, rmdirSync, mkdtempSync, writeFileSync, readFileSync, readdirSync, rmSync, openSync, closeSync, existsSync, mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNetwork, registerCleanup, type Network } from './netns.js';
@@ -198,6 +199,41 @@ function removeCgroup(dir: string): void {
   }
 }
 
+const FLEET_PARENT = '/var/tmp';
+
+function procStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch { return undefined; }
+}
+
+/**
+ * Fleets whose test process died without cleaning up (SIGKILL): kill their nspawn processes and node inits,
+ * remove their cgroups, mounts and directory. (Their network namespaces are reclaimed by netns.ts.)
+ */
+export function reclaimStaleFleets(): string[] {
+  const reclaimed: string[] = [];
+  for (const e of readdirSync(FLEET_PARENT)) {
+    if (!e.startsWith('rb-fleet-')) continue;
+    const dir = join(FLEET_PARENT, e);
+    let owner: string[];
+    try { owner = readFileSync(join(dir, 'owner'), 'utf8').trim().split(' '); } catch { continue; }
+    if (procStartTime(Number(owner[0])) === owner[1]) continue;   // its owner is alive
+    const lines = (f: string) => { try { return readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean); } catch { return []; } };
+    for (const pid of lines('pids').map(Number)) {
+      const cmd = (() => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return ''; } })();
+      if (cmd.includes(dir)) killSync({ pid, leader: childrenOf(pid)[0] ?? 0 });
+    }
+    for (const d of lines('cgroups')) removeCgroup(d);
+    const mounts = spawnSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' }).stdout.split('\n').filter((m) => m.startsWith(dir + '/'));
+    for (const m of mounts.sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
+    rmSync(dir, { recursive: true, force: true });
+    reclaimed.push(dir);
+  }
+  return reclaimed;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fleet
 
@@ -212,7 +248,9 @@ export async function bootFleet(names: string[], opts: BootOptions = {}): Promis
   const missing = missingTools();
   if (missing.length) throw new Error(`missing: ${missing.join(', ')}`);
   const image = opts.image ?? ensureImage();
-  const dir = mkdtempSync('/var/tmp/rb-fleet-');
+  reclaimStaleFleets();
+  const dir = mkdtempSync(`${FLEET_PARENT}/rb-fleet-`);
+  writeFileSync(join(dir, 'owner'), `${process.pid} ${procStartTime(process.pid)}\n`);
   const network = await createNetwork('rbc');
   const nodes: Node[] = [];
   const knownHosts = join(dir, 'known_hosts');
@@ -377,6 +415,8 @@ systemctl daemon-reload`);
       child.unref();
       const node: Node = { name, ip: h.ip, netns: h.netns, pid: child.pid!, leader: 0, varLib, bootMs: 0 };
       cgroups.push(...cg);
+      appendFileSync(join(dir, 'cgroups'), cg.map((d) => `${d}\n`).join(''));
+      appendFileSync(join(dir, 'pids'), `${child.pid}\n`);
       spawnedAt.set(name, t0);
       nodes.push(node);
       let exited = false;
