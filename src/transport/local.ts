@@ -1,7 +1,7 @@
 /**
  * Transport for `ansible_connection: local` hosts: runs on the controller.
  *
- * Same protocol as the SSH transport (shell.ts prepareRun): `sh -c <fixed init>` is spawned with zx, detached (its own
+ * Same protocol as the SSH transport (shell.ts prepareRun): a fixed `sh -s` command line is spawned with zx, detached (its own
  * session and process group), the script + env are written to its stdin, opts.stdin reaches the script as its
  * stdin (after the wrapper, base64 through a pipe), nothing secret is in argv. The process inherits the
  * controller's environment minus RUNBOOK_* secrets (RUNBOOK_KEY_PASSPHRASE, *PASSWORD*, *SECRET*, *TOKEN*).

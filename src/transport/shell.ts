@@ -25,17 +25,20 @@ export function shEscapeSingle(value: string): string {
 // ---------------------------------------------------------------------------------------------
 // How a transport runs a script (shared by the local and the ssh transport).
 //
-// The process is started with a fixed, secret-free command line (only random markers appear in argv / `ps`):
-//     exec [sudo -H -S -p PROMPT -u USER -- | sudo -H -n -u USER --] sh -c 'INIT'
-// INIT prints a READY marker with the process group id (from /proc/$$/stat) on stderr, then `exec sh -s`,
-// which reads the WRAPPER from stdin. The WRAPPER holds the user's script in a single-quoted variable, exports
-// the env, and evals the script with its stdin = opts.stdin (base64-decoded through a pipe; binary-safe) or
-// /dev/null. So: the script and its env travel over stdin only, never argv; opts.stdin reaches the script as
-// its stdin, after the wrapper; nothing is written to disk on the host.
-// become with a password: the transport waits; if sudo prints PROMPT on stderr, it writes the password and a
-// newline (once; a second prompt means a wrong password: stdin is closed and sudo fails); when READY appears
-// it writes the WRAPPER. Without a password: `sudo -n` (fails cleanly if sudo wants one). The markers are
-// removed from stderr (StderrMarkerFilter).
+// The process is started with a fixed, secret-free command line (only random markers appear in argv / `ps`).
+// Without a sudo password (no become, or `sudo -n`, which fails cleanly if sudo wants one):
+//     exec [sudo -H -n -u USER --] sh -s
+// and the WRAPPER is written to its stdin at once; the WRAPPER's first line prints the READY marker with the
+// process group id (from /proc/$$/stat) on stderr. One shell process per command, no round trip before the
+// script is sent. With a sudo password, sudo reads the password from the same stdin, so the script must wait:
+//     exec sudo -H -S -p PROMPT -u USER -- sh -c 'INIT'
+// INIT prints READY, then `exec sh -s`. The transport waits; if sudo prints PROMPT on stderr, it writes the
+// password and a newline (once; a second prompt means a wrong password: stdin is closed and sudo fails); when
+// READY appears it writes the WRAPPER.
+// The WRAPPER holds the user's script in a single-quoted variable, exports the env, and evals the script with
+// its stdin = opts.stdin (base64-decoded through a pipe; binary-safe) or /dev/null. So: the script and its env
+// travel over stdin only, never argv; opts.stdin reaches the script as its stdin, after the wrapper; nothing is
+// written to disk on the host. The markers are removed from stderr (StderrMarkerFilter).
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -55,7 +58,7 @@ export interface PreparedRun {
   command: string;
   /** Text to write to the process's stdin (after READY when waitForReady). */
   wrapper: string;
-  /** true: write `wrapper` only after the READY marker (become); false: write it immediately. */
+  /** true: write `wrapper` only after the READY marker (become with a sudo password); false: write it immediately. */
   waitForReady: boolean;
   readyMarker: string;
   promptMarker?: string;
@@ -73,15 +76,15 @@ export function prepareRun(spec: ScriptRunSpec): PreparedRun {
   const tok = randomToken();
   const readyMarker = `<<rb-ready-${tok}:`;
   const promptMarker = spec.become && spec.becomePassword !== undefined ? `<<rb-sudo-${tok}>>` : undefined;
-  // Parse pgrp (field 5 of /proc/$$/stat) in POSIX sh, report it, then read the wrapper from stdin.
-  const init = `read -r rb_s </proc/$$/stat; rb_s=\${rb_s##*) }; set -- $rb_s; printf '%s%s>>\\n' '${readyMarker}' "$3" >&2; exec sh -s`;
-  let command = `exec sh -c ${shQuote(init)}`;
-  if (spec.become) {
-    const user = spec.becomeUser || 'root';
-    const sudo = promptMarker ? `sudo -H -S -p ${shQuote(promptMarker)} -u ${shQuote(user)} --` : `sudo -H -n -u ${shQuote(user)} --`;
-    command = `exec ${sudo} sh -c ${shQuote(init)}`;
-  }
-  const lines: string[] = [];
+  // Parse pgrp (field 5 of /proc/$$/stat) in POSIX sh and report it (positional parameters cleared again).
+  const report = `read -r rb_s </proc/$$/stat; rb_s=\${rb_s##*) }; set -- $rb_s; printf '%s%s>>\\n' '${readyMarker}' "$3" >&2; set --; unset rb_s`;
+  const waitForReady = promptMarker !== undefined;
+  const user = spec.becomeUser || 'root';
+  let command: string;
+  if (waitForReady) command = `exec sudo -H -S -p ${shQuote(promptMarker)} -u ${shQuote(user)} -- sh -c ${shQuote(`${report}; exec sh -s`)}`;
+  else if (spec.become) command = `exec sudo -H -n -u ${shQuote(user)} -- sh -s`;
+  else command = 'exec sh -s';
+  const lines: string[] = waitForReady ? [] : [report];
   for (const [k, v] of Object.entries(spec.env ?? {})) {
     if (!ENV_NAME.test(k)) throw new Error(`invalid environment variable name ${JSON.stringify(k)}`);
     lines.push(`export ${k}=${shQuote(v)}`);
@@ -97,7 +100,7 @@ export function prepareRun(spec: ScriptRunSpec): PreparedRun {
   return {
     command,
     wrapper,
-    waitForReady: !!spec.become,
+    waitForReady,
     readyMarker,
     promptMarker,
     becomePassword: promptMarker ? spec.becomePassword : undefined,
