@@ -576,12 +576,17 @@ export class Engine {
     });
   }
 
-  private async exec(c: HostCtx, step: StepSpec, cmd: string, timeoutMs: number): Promise<ExecResult> {
+  /** gate: see ExecOptions.gate; awaited here first when the transport cannot take it. */
+  private async exec(c: HostCtx, step: StepSpec, cmd: string, timeoutMs: number, gate?: Promise<void>): Promise<ExecResult> {
     let t = c.t;
     if (step.local) {
       c.local ??= this.opts.localTransport(c.host);
       t = c.local;
       await t.connect();
+    }
+    if (gate && !t.gates) {
+      await gate;
+      gate = undefined;
     }
     const onOutput = this.opts.streamOutput
       ? (stream: 'stdout' | 'stderr', data: string) => this.emit({ type: 'output', host: c.host.name, step: step.name, stream, data }, false)
@@ -591,6 +596,7 @@ export class Engine {
       become: step.become || undefined, // not set on the step: the host's ansible_become applies
       becomeUser: c.host.connection.becomeUser,
       onOutput,
+      ...(gate ? { gate } : {}),
     });
   }
 
@@ -632,14 +638,18 @@ export class Engine {
       if (r.code === 0) return { status: 'ok', stage: 'unless', code: 0, result: r, command: cmd };
     }
     const cmd = this.render(c, step.run);
+    // Write-ahead: the step-start intent is on disk before anything changes. The sync is the exec's gate: the
+    // transport opens the channel meanwhile and sends the script only after it; the ledger entry comes first.
+    let gate: Promise<void> | undefined;
     if (step.phase === 'step') {
-      await this.sync(); // write-ahead: the step-start intent is on disk before anything changes
-      if (step.rollback) c.ledger.push({ step });
+      gate = this.sync().then(() => { if (step.rollback) c.ledger.push({ step }); });
+      gate.catch(() => { /* awaited by the transport, or below */ });
     }
     let r: ExecResult;
     try {
-      r = await this.exec(c, step, cmd, step.timeoutMs);
+      r = await this.exec(c, step, cmd, step.timeoutMs, gate);
     } catch (err) {
+      if (gate) await gate; // a journal failure wins (JournalStop), as if the sync had run before the exec
       if (err instanceof TransportError && step.phase === 'step') {
         return { status: 'unknown', stage: 'run', code: null, command: cmd, reason: errMessage(err) };
       }
@@ -649,7 +659,7 @@ export class Engine {
       c.registers[step.register] = { stdout: r.stdout.slice(0, REGISTER_MAX), stderr: r.stderr.slice(0, REGISTER_MAX), code: r.code };
     }
     if (r.timedOut) return { status: 'failed', stage: 'run', code: null, result: r, command: cmd, reason: `timed out after ${step.timeoutMs} ms and was killed` };
-    if (r.code !== 0) return { status: 'failed', stage: 'run', code: r.code, result: r, command: cmd, reason: `exit ${r.code ?? r.signal}` };
+    if (r.code !== 0) return { status: 'failed', stage: 'run', code: r.code, result: r, command: cmd, reason: `exit ${r.code ?? r.signal}${lastWords(r)}` };
     if (!step.verify) return { status: step.phase === 'preflight' ? 'ok' : 'changed', stage: 'run', code: 0, result: r, command: cmd };
 
     const vcmd = this.render(c, step.verify.run);
@@ -674,7 +684,7 @@ export class Engine {
     }
     return {
       status: 'failed', stage: 'verify', code: last?.code ?? null, result: last, command: vcmd, attempts,
-      reason: `verify did not hold after ${attempts} attempt${attempts > 1 ? 's' : ''} (last exit ${last?.timedOut ? 'timeout' : last?.code ?? last?.signal})`,
+      reason: `verify did not hold after ${attempts} attempt${attempts > 1 ? 's' : ''} (last exit ${last?.timedOut ? 'timeout' : last?.code ?? last?.signal})${last ? lastWords(last) : ''}`,
     };
   }
 
@@ -714,6 +724,12 @@ interface StepOutcome {
   command?: string;
   reason?: string;
   attempts?: number;
+}
+
+/** ": <last line the command printed>" (stderr first), to say why in one line; '' if silent. */
+function lastWords(r: ExecResult): string {
+  const line = (r.stderr.trim() || r.stdout.trim()).split('\n').pop()?.trim() ?? '';
+  return line ? `: ${line.length > 300 ? line.slice(0, 300) + '…' : line}` : '';
 }
 
 function errMessage(err: unknown): string {

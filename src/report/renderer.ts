@@ -172,8 +172,9 @@ class TtyRenderer implements Renderer {
 
   constructor(private opts: RendererOptions, private paint: Paint) {}
 
-  private get columns(): number { return this.opts.columns ?? (this.opts.stderr as { columns?: number }).columns ?? 80; }
-  private get rows(): number { return this.opts.rows ?? (this.opts.stderr as { rows?: number }).rows ?? 24; }
+  // A terminal may report 0x0 (e.g. under script(1)): treat that as unknown, not as no room.
+  private get columns(): number { return (this.opts.columns ?? (this.opts.stderr as { columns?: number }).columns) || 80; }
+  private get rows(): number { return (this.opts.rows ?? (this.opts.stderr as { rows?: number }).rows) || 24; }
 
   private start(): void {
     if (this.spinner) return;
@@ -239,6 +240,8 @@ class TtyRenderer implements Renderer {
         break;
       case 'step-end':
         if (this.opts.verbose) for (const r of this.buf.flush(e.host, e.step)) this.above(this.paint.dim(outputPrefix(e.host, r.stream)) + r.line);
+        // After its preflight a host waits for its batch: it is not in flight until host-start.
+        if (e.phase === 'preflight') this.inFlight.delete(e.host);
         break;
       case 'host-end': {
         this.inFlight.delete(e.host);

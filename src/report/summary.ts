@@ -209,8 +209,14 @@ export function whatToDoNow(s: RunSummary, maxNames = 5): string {
     parts.push(`fix what failed on ${names(failed, maxNames)} (${rolled ? 'rolled back' : 'failed'}; details above) and run \`runbook apply ${s.runbook || 'RUNBOOK'}\` again`);
   }
   if (unreachable.length) parts.push(`check that ${names(unreachable, maxNames)} ${unreachable.length === 1 ? 'is' : 'are'} reachable over SSH`);
-  if (skipped.length && s.status !== 'interrupted' && s.status !== 'incomplete') {
-    parts.push(`run again to cover the ${skipped.length} host${skipped.length === 1 ? '' : 's'} not started`);
+  // A host its own preflight refused needs a person (the reason is above), not another run.
+  const refused = skipped.filter((h) => h.failed_phase === 'preflight' || /^preflight /.test(h.message ?? ''));
+  const notStarted = skipped.filter((h) => !refused.includes(h));
+  if (refused.length) {
+    parts.push(`look at ${names(refused, maxNames)}: ${refused.length === 1 ? 'its' : 'their'} preflight refused the change (reason above); nothing was changed there`);
+  }
+  if (notStarted.length && s.status !== 'interrupted' && s.status !== 'incomplete') {
+    parts.push(`run again to cover the ${notStarted.length} host${notStarted.length === 1 ? '' : 's'} not started`);
   }
   if (parts.length === 0) {
     if (s.mode === 'rollback') return `Nothing: ${s.counts['rolled-back']} host${s.counts['rolled-back'] === 1 ? ' is' : 's are'} back to where run ${id} found them.`;
