@@ -48,6 +48,7 @@ function groupAlive(pgid: number): boolean {
 export class LocalTransport implements Transport {
   readonly host: string;
   readonly warnings: string[] = [];
+  readonly gates = true;
   private closed = false;
 
   constructor(private readonly conn: ConnectionSpec) {
@@ -59,6 +60,7 @@ export class LocalTransport implements Transport {
   async close(): Promise<void> { this.closed = true; }
 
   async exec(script: string, opts: ExecOptions = {}): Promise<ExecResult> {
+    opts.gate?.catch(() => { /* awaited below; a rejection before that must not be unhandled */ });
     if (this.closed) throw new TransportError('E_CONN_LOST', this.host, `transport for ${this.host} is closed; call connect() first`);
     const become = opts.become ?? this.conn.become ?? false;
     let prep;
@@ -87,6 +89,16 @@ export class LocalTransport implements Transport {
       while (Date.now() < deadline && groups.some(groupAlive)) await new Promise((r) => setTimeout(r, 50));
       for (const g of groups) { try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ } }
     };
+    if (opts.gate) {
+      // The shell waits on its stdin: nothing runs until the wrapper is written after the gate.
+      try {
+        await opts.gate;
+      } catch (e) {
+        try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* not started or gone */ }
+        await exited.catch(() => undefined);
+        throw e;
+      }
+    }
     return driveRun({ stdin: p.stdin, stdout: child.stdout!, stderr: child.stderr!, exited, killGroup }, prep, opts);
   }
 

@@ -124,6 +124,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export class SshTransport implements Transport {
   readonly host: string;
   readonly warnings: string[] = [];
+  readonly gates = true;
   private client?: ClientT;
   private jumpClients: ClientT[] = [];
   private connecting?: Promise<void>;
@@ -463,6 +464,7 @@ export class SshTransport implements Transport {
   }
 
   async exec(script: string, opts: ExecOptions = {}): Promise<ExecResult> {
+    opts.gate?.catch(() => { /* awaited in runOn; a rejection before that must not be unhandled */ });
     const become = opts.become ?? this.conn.become ?? false;
     let prep: PreparedRun;
     try {
@@ -546,6 +548,16 @@ export class SshTransport implements Transport {
       ch.close();
     };
     try {
+      if (opts.gate) {
+        // The channel's shell waits on stdin: nothing runs until the wrapper is written after the gate.
+        try {
+          await opts.gate;
+        } catch (e) {
+          killedByUs = true;
+          ch.close();
+          throw e;
+        }
+      }
       return await driveRun({ stdin: ch, stdout: ch, stderr: ch.stderr, exited, killGroup }, prep, opts);
     } finally {
       this.lostWaiters.delete(onLost);

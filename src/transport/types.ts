@@ -14,6 +14,14 @@ export interface ExecOptions {
   onOutput?: (stream: 'stdout' | 'stderr', chunk: string) => void;
   /** Abort = kill the command like a timeout. */
   signal?: AbortSignal;
+  /**
+   * Write-ahead gate (honoured by transports with `gates: true`): the transport gets the command ready
+   * (connects, opens the channel / starts the shell, which only waits on its stdin) while this settles, and
+   * sends the script only once it resolved, so nothing runs on the host before then. If it rejects, the
+   * command never starts (channel closed / shell killed) and exec rejects with the gate's error, unchanged.
+   * The timeout counts from the moment the script is sent.
+   */
+  gate?: Promise<void>;
 }
 
 export interface ExecResult {
@@ -50,7 +58,8 @@ export interface Transport {
   /**
    * Run a shell script (POSIX sh). The script travels over stdin or a file, never in argv,
    * so secrets rendered into it never show in `ps`. Resolves with the result even on
-   * non-zero exit or timeout; rejects only with TransportError (connection problems).
+   * non-zero exit or timeout; rejects only with TransportError (connection problems), or with the
+   * error of a rejected opts.gate.
    */
   exec(script: string, opts?: ExecOptions): Promise<ExecResult>;
   put(content: string | Buffer, remotePath: string, opts?: { mode?: number }): Promise<void>;
@@ -60,6 +69,8 @@ export interface Transport {
   close(): Promise<void>;
   /** Warnings from connecting (e.g. host key checking off) the engine should surface. */
   readonly warnings?: string[];
+  /** true: exec honours ExecOptions.gate. A caller must await its gate itself before exec on other transports. */
+  readonly gates?: boolean;
 }
 
 export type TransportFactory = (host: import('../inventory/types.js').ConnectionSpec) => Transport;
