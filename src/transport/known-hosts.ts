@@ -5,9 +5,15 @@
  * the `[host]:port` form for non-22 ports, `@revoked` (the key is refused for every host), comments and blank
  * lines. `@cert-authority` lines are ignored (runbook does not do OpenSSH certificates; such hosts need their
  * plain host key in known_hosts).
+ *
+ * Cost at fleet scale (every connection checks its host against every line): files are parsed once per process
+ * and re-read only when their inode/size/mtime/ctime change (accept-new appends invalidate them at once), each
+ * pattern list is compiled once (exact names in a set, wildcards as one RegExp), and the entries matching a
+ * lookup name are found once per loaded set of files: exact names through a map, only wildcard and hashed
+ * entries are tried one by one.
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 export type HostKeyPolicy = 'strict' | 'accept-new' | 'off';
@@ -52,15 +58,45 @@ export function parseKnownHosts(text: string, file: string): KnownHostEntry[] {
   return out;
 }
 
-/** Reads every existing file (missing or unreadable ones are skipped). */
+const fileCache = new Map<string, { sig: string; entries: KnownHostEntry[] }>();
+const listCache = new Map<string, { sig: string; entries: KnownHostEntry[] }>();
+
+/**
+ * Reads every existing file (missing or unreadable ones are skipped). Parsed files are cached per process and
+ * re-read when the file changed (inode, size, mtime or ctime). The result is shared: do not modify it.
+ */
 export function loadKnownHosts(files: string[]): KnownHostEntry[] {
-  const out: KnownHostEntry[] = [];
+  const parts: KnownHostEntry[][] = [];
+  const sigs: string[] = [];
   for (const f of files) {
-    let text: string;
-    try { text = readFileSync(f, 'utf8'); } catch { continue; }
-    out.push(...parseKnownHosts(text, f));
+    let sig: string;
+    try {
+      const st = statSync(f);
+      sig = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+    } catch { sigs.push('-'); continue; }
+    let c = fileCache.get(f);
+    if (!c || c.sig !== sig) {
+      let text: string;
+      try { text = readFileSync(f, 'utf8'); } catch { fileCache.delete(f); sigs.push('-'); continue; }
+      c = { sig, entries: parseKnownHosts(text, f) };
+      fileCache.set(f, c);
+    }
+    parts.push(c.entries);
+    sigs.push(sig);
   }
-  return out;
+  const key = files.join('\0');
+  const sig = sigs.join('|');
+  const hit = listCache.get(key);
+  if (hit && hit.sig === sig) return hit.entries;
+  const entries = parts.length === 1 ? parts[0] : parts.flat();
+  listCache.set(key, { sig, entries });
+  return entries;
+}
+
+/** Forget the parsed copy of a file (after writing to it). */
+function invalidate(file: string): void {
+  fileCache.delete(file);
+  listCache.clear();
 }
 
 /** The name OpenSSH looks up: `host` for port 22, else `[host]:port`. */
@@ -68,21 +104,54 @@ export function hostEntryName(host: string, port: number): string {
   return port === 22 ? host : `[${host}]:${port}`;
 }
 
-function globToRegExp(pattern: string): RegExp {
-  const re = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
-  return new RegExp(`^${re}$`, 'i');
+function globSource(pattern: string): string {
+  return pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+}
+
+/** A compiled pattern list: exact names (lower case) in sets, wildcard patterns as one RegExp per side. */
+interface CompiledList {
+  pos: Set<string>;
+  posRe?: RegExp;
+  neg: Set<string>;
+  negRe?: RegExp;
+  /** Only exact positive names: the list matches exactly the names in `pos`. */
+  exactOnly: boolean;
+}
+
+const compiled = new Map<string, CompiledList>();
+const COMPILED_MAX = 20_000;
+
+function compileList(list: string): CompiledList {
+  let c = compiled.get(list);
+  if (c) return c;
+  const pos = new Set<string>();
+  const neg = new Set<string>();
+  const posGlobs: string[] = [];
+  const negGlobs: string[] = [];
+  for (const raw of list.split(',')) {
+    if (!raw) continue;
+    const isNeg = raw.startsWith('!');
+    const p = isNeg ? raw.slice(1) : raw;
+    const wild = /[*?]/.test(p);
+    if (isNeg) { if (wild) negGlobs.push(globSource(p)); else neg.add(p.toLowerCase()); } else if (wild) posGlobs.push(globSource(p)); else pos.add(p.toLowerCase());
+  }
+  c = {
+    pos, neg,
+    posRe: posGlobs.length ? new RegExp(`^(?:${posGlobs.join('|')})$`, 'i') : undefined,
+    negRe: negGlobs.length ? new RegExp(`^(?:${negGlobs.join('|')})$`, 'i') : undefined,
+    exactOnly: !posGlobs.length && !negGlobs.length && !neg.size,
+  };
+  if (compiled.size >= COMPILED_MAX) compiled.clear();
+  compiled.set(list, c);
+  return c;
 }
 
 /** OpenSSH pattern-list matching: true if some positive pattern matches and no negated one does. */
 export function matchPatternList(list: string, name: string): boolean {
-  let matched = false;
-  for (const p of list.split(',')) {
-    if (!p) continue;
-    if (p.startsWith('!')) {
-      if (globToRegExp(p.slice(1)).test(name)) return false;
-    } else if (globToRegExp(p).test(name)) matched = true;
-  }
-  return matched;
+  const c = compileList(list);
+  const lower = name.toLowerCase();
+  if (c.neg.has(lower) || c.negRe?.test(name)) return false;
+  return c.pos.has(lower) || (c.posRe?.test(name) ?? false);
 }
 
 export function matchHost(entry: Pick<KnownHostEntry, 'hosts'>, name: string): boolean {
@@ -93,6 +162,55 @@ export function matchHost(entry: Pick<KnownHostEntry, 'hosts'>, name: string): b
     return h === hash;
   }
   return matchPatternList(entry.hosts, name);
+}
+
+/** Per loaded entry list: exact names -> entries, the rest (wildcards, negations, hashed) tried one by one. */
+interface EntryIndex {
+  exact: Map<string, KnownHostEntry[]>;
+  other: KnownHostEntry[];
+  revoked: KnownHostEntry[];
+  order: Map<KnownHostEntry, number>;
+  byName: Map<string, KnownHostEntry[]>;
+}
+
+const indexes = new WeakMap<KnownHostEntry[], EntryIndex>();
+
+function indexFor(entries: KnownHostEntry[]): EntryIndex {
+  let ix = indexes.get(entries);
+  if (ix) return ix;
+  ix = { exact: new Map(), other: [], revoked: [], order: new Map(), byName: new Map() };
+  entries.forEach((e, i) => {
+    ix!.order.set(e, i);
+    if (e.marker === 'revoked') { ix!.revoked.push(e); return; }
+    if (e.marker !== undefined) return;
+    const c = e.hosts.startsWith('|1|') ? undefined : compileList(e.hosts);
+    if (!c?.exactOnly) { ix!.other.push(e); return; }
+    for (const n of c.pos) {
+      const l = ix!.exact.get(n);
+      if (l) l.push(e); else ix!.exact.set(n, [e]);
+    }
+  });
+  indexes.set(entries, ix);
+  return ix;
+}
+
+/** The host entries (no markers) matching one of `names`, in file order. Memoized per entry list and name. */
+function entriesFor(entries: KnownHostEntry[], names: string[]): KnownHostEntry[] {
+  const ix = indexFor(entries);
+  const forName = (name: string): KnownHostEntry[] => {
+    let m = ix.byName.get(name);
+    if (!m) {
+      const exact = ix.exact.get(name.toLowerCase()) ?? [];
+      const rest = ix.other.filter((e) => matchHost(e, name));
+      m = rest.length ? [...exact, ...rest].sort((a, b) => ix.order.get(a)! - ix.order.get(b)!) : exact;
+      ix.byName.set(name, m);
+    }
+    return m;
+  };
+  if (names.length === 1) return forName(names[0]);
+  const all = new Set<KnownHostEntry>();
+  for (const n of names) for (const e of forName(n)) all.add(e);
+  return [...all].sort((a, b) => ix.order.get(a)! - ix.order.get(b)!);
 }
 
 /** Key type from a wire-format key blob ("ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa", ...). */
@@ -109,9 +227,9 @@ export function fingerprint(blob: Buffer): string {
 
 /** Decides about a host key. `names` are the lookup names (usually one: hostEntryName(host, port)). */
 export function checkHostKey(entries: KnownHostEntry[], names: string[], blob: Buffer): HostKeyVerdict {
-  const revoked = entries.find((e) => e.marker === 'revoked' && e.key.equals(blob));
+  const revoked = indexFor(entries).revoked.find((e) => e.key.equals(blob));
   if (revoked) return { status: 'revoked', entry: revoked };
-  const mine = entries.filter((e) => e.marker === undefined && names.some((n) => matchHost(e, n)));
+  const mine = entriesFor(entries, names);
   const same = mine.find((e) => e.key.equals(blob));
   if (same) return { status: 'ok', entry: same };
   const type = keyTypeOf(blob);
@@ -127,7 +245,7 @@ export function checkHostKey(entries: KnownHostEntry[], names: string[], blob: B
 /** Key types known for a host, to put first in the host key algorithm negotiation (as OpenSSH does). */
 export function knownKeyTypes(entries: KnownHostEntry[], names: string[]): string[] {
   const types = new Set<string>();
-  for (const e of entries) if (e.marker === undefined && names.some((n) => matchHost(e, n))) types.add(e.keyType);
+  for (const e of entriesFor(entries, names)) types.add(e.keyType);
   return [...types];
 }
 
@@ -155,5 +273,9 @@ export function appendKnownHost(file: string, name: string, blob: Buffer, opts: 
     const cur = readFileSync(file, 'utf8');
     if (cur.length && !cur.endsWith('\n')) prefix = '\n';
   } catch { /* new file */ }
-  appendFileSync(file, `${prefix}${hostField} ${keyTypeOf(blob)} ${blob.toString('base64')}\n`, { mode: 0o600 });
+  try {
+    appendFileSync(file, `${prefix}${hostField} ${keyTypeOf(blob)} ${blob.toString('base64')}\n`, { mode: 0o600 });
+  } finally {
+    invalidate(file);
+  }
 }
