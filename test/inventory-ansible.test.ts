@@ -115,7 +115,7 @@ test('--graph output equals ansible-inventory --graph (sample)', async () => {
 });
 
 test('through bin/runbook: inventory --list / --host / --list-hosts equal Ansible', async () => {
-  if (!existsSync(join(root, 'dist/cli/commands/inventory.js'))) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'ignore' });
+  if (!existsSync(join(root, 'dist/cli/main.js'))) execFileSync('npm', ['run', 'build'], { cwd: root, stdio: 'ignore' });
   const bin = join(root, 'bin/runbook');
   const answers = await ansibleAnswers;
   for (const name of ['16-kubespray-ini', '12-directory', '13-multi-source']) {
