@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs every test/**/*.test.ts with node's test runner (TypeScript through tsx).
 // Usage: node test/run.mjs [substring-filter ...]
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, statSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
@@ -19,5 +19,8 @@ const filters = process.argv.slice(2);
 const chosen = filters.length ? files.filter((f) => filters.some((x) => f.includes(x))) : files;
 if (chosen.length === 0) { console.error('no test files matched'); process.exit(1); }
 const concurrency = process.env.TEST_CONCURRENCY ?? '2';
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...chosen], { stdio: 'inherit', cwd: root });
+// Every temp file any test makes goes under one private TMPDIR, removed when the run ends.
+const tmp = mkdtempSync('/tmp/runbook-tests-');
+const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...chosen], { stdio: 'inherit', cwd: root, env: { ...process.env, TMPDIR: tmp } });
+try { rmSync(tmp, { recursive: true, force: true }); } catch (err) { console.error(`note: could not remove ${tmp}: ${err.message}`); }
 process.exit(r.status ?? 1);
