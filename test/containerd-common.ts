@@ -6,7 +6,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import type { Fleet } from './harness/nspawn.js';
+import { before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { bootFleet, leftovers, type Fleet } from './harness/nspawn.js';
 
 export const REPO = new URL('..', import.meta.url).pathname;
 export const BIN = join(REPO, 'bin/runbook');
@@ -92,4 +94,18 @@ export function explain(out: RunOutput): string {
     .filter((e) => ['step-end', 'rollback-end', 'host-end', 'run-end', 'warning'].includes(e.type))
     .map((e) => JSON.stringify({ ...e, time: undefined, command: undefined }))
     .join('\n') + `\nstderr: ${out.stderr.slice(-3000)}`;
+}
+
+/**
+ * Boots `names` before the file's tests (handing the fleet to `use`); after them destroys it and
+ * asserts it left nothing behind (processes, cgroups, mounts, namespaces, files).
+ */
+export function useFleet(names: string[], use: (f: Fleet) => void): void {
+  let fleet: Fleet | undefined;
+  before(async () => { fleet = await bootFleet(names); use(fleet); });
+  after(async () => {
+    if (!fleet) return;
+    await fleet.destroy();
+    assert.deepEqual(leftovers(fleet), [], 'the fleet left nothing behind');
+  });
 }

@@ -5,21 +5,16 @@
  * - a node with the bolt lock held by another process: its preflight fails, nothing changes.
  * The node state is checked by the test itself (ssh), never taken from the runbook's output.
  */
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bootFleet, leftovers, META_DB, ROOT, type Fleet } from './harness/nspawn.js';
-import { runbook, stepsOf, inode, explain, treeFingerprint } from './containerd-common.js';
+import { META_DB, ROOT, type Fleet } from './harness/nspawn.js';
+import { runbook, stepsOf, inode, explain, treeFingerprint, useFleet } from './containerd-common.js';
 
 const CHANGING = ['Cordon the node', 'Drain the node', 'Stop kubelet', 'Stop containerd and what it left behind', 'Back up the data root',
   'Clean the state dir', 'Start containerd and prove it is healthy', 'Start kubelet', 'Uncordon the node'];
 
 let fleet: Fleet;
-before(async () => { fleet = await bootFleet(['healthy1', 'panic2', 'silent3', 'locked4']); });
-after(async () => {
-  if (!fleet) return;
-  await fleet.destroy();
-  assert.deepEqual(leftovers(fleet), [], 'the fleet left nothing behind');
-});
+useFleet(['healthy1', 'panic2', 'silent3', 'locked4'], (f) => { fleet = f; });
 
 test('three nodes, serial 1: the broken two are repaired and proven healthy, the healthy one is untouched', async () => {
   // A node with pods: a real shim + overlay mount that `systemctl stop containerd` leaves behind (KillMode=process).

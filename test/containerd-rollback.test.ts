@@ -4,18 +4,13 @@
  *   back to exactly its former files, `rolled-back`, exit 2, and with max_failed 0 the next node never starts.
  * - SIGINT right after the clean step: the node is restored, exit 130.
  */
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bootFleet, leftovers, ROOT, type Fleet } from './harness/nspawn.js';
-import { runbook, inode, explain, treeFingerprint, stepsOf } from './containerd-common.js';
+import { ROOT, type Fleet } from './harness/nspawn.js';
+import { runbook, inode, explain, treeFingerprint, stepsOf, useFleet } from './containerd-common.js';
 
 let fleet: Fleet;
-before(async () => { fleet = await bootFleet(['badcfg1', 'next2', 'sigint3']); });
-after(async () => {
-  if (!fleet) return;
-  await fleet.destroy();
-  assert.deepEqual(leftovers(fleet), [], 'the fleet left nothing behind');
-});
+useFleet(['badcfg1', 'next2', 'sigint3'], (f) => { fleet = f; });
 
 test('containerd still fails after the clean: rolled back to exactly its former state, the next node is not started', async () => {
   await fleet.runContainer('badcfg1', 'web');

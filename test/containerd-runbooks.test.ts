@@ -6,14 +6,14 @@
  *   mount (backup by copy), and refuses a system directory as root;
  * - containerd-prune-backups: keeps backups younger than the retention, removes older ones, nothing else.
  */
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as yaml from 'js-yaml';
-import { bootFleet, leftovers, ROOT, type Fleet } from './harness/nspawn.js';
-import { runbook, explain, inode, treeFingerprint, REPO, BIN } from './containerd-common.js';
+import { ROOT, type Fleet } from './harness/nspawn.js';
+import { runbook, explain, inode, treeFingerprint, REPO, BIN, useFleet } from './containerd-common.js';
 
 const BOOKS = ['containerd-recover', 'containerd-health', 'containerd-prune-backups'];
 const load = (n: string) => ({ text: readFileSync(join(REPO, 'runbooks', `${n}.yml`), 'utf8'), doc: yaml.load(readFileSync(join(REPO, 'runbooks', `${n}.yml`), 'utf8')) as any });
@@ -45,18 +45,13 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
 });
 
 let fleet: Fleet;
-before(async () => { fleet = await bootFleet(['ok1', 'cri2', 'lock3', 'flag4', 'mount5', 'sys6', 'mountrb7', 'ro8']); });
+useFleet(['ok1', 'cri2', 'lock3', 'flag4', 'mount5', 'sys6', 'mountrb7', 'ro8'], (f) => { fleet = f; });
 
 /** containerd's root on its own filesystem (a tmpfs here), as on nodes with a dedicated disk for it. */
 async function rootOnOwnMount(node: string): Promise<void> {
   await fleet.sh(node, `systemctl stop containerd && mkdir -p /var/tmp/old && mv ${ROOT} /var/tmp/old/ && mkdir ${ROOT} && mount -t tmpfs -o size=256m ctd ${ROOT} && cp -a /var/tmp/old/containerd/. ${ROOT}/ && systemctl start containerd`);
   await fleet.waitHealthy(node);
 }
-after(async () => {
-  if (!fleet) return;
-  await fleet.destroy();
-  assert.deepEqual(leftovers(fleet), [], 'the fleet left nothing behind');
-});
 
 test('containerd-health reports healthy, broken with the signature, and needs-a-human, changing nothing', async () => {
   await fleet.break('cri2', 'sandboxes-file');

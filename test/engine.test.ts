@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { runPlan, rollbackRun, Engine, type EngineOptions, type HostResumeState } from '../src/engine/engine.js';
 import type { RunEvent, JournalSink } from '../src/engine/events.js';
 import type { Runbook, StepSpec } from '../src/runbook/types.js';
-import type { Plan, PlannedHost } from '../src/plan/types.js';
+import type { PlannedHost } from '../src/plan/types.js';
 import { createPlan, splitBatches, resolveCount } from '../src/plan/plan.js';
 import { TransportError, type ExecOptions, type ExecResult, type Transport } from '../src/transport/types.js';
 
@@ -288,7 +288,6 @@ test('probe never runs run or rollback', async () => {
   assert.deepEqual(res[0].steps.map((s) => s.verdict.split(' ')[0]), ['skip', 'ok', 'would']);
 });
 
-export type { Plan };
 
 test('host lost during the unwind: one reconnect try, the rest is marked not attempted, needs-attention', async () => {
   const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);

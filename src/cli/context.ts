@@ -13,7 +13,9 @@ import { loadRunbook } from '../runbook/load.js';
 import { loadInventory, selectHosts, connectionFor } from '../inventory/index.js';
 import { parseExtraVars } from '../inventory/extra-vars.js';
 import { createPlan } from '../plan/plan.js';
-import type { SshOptions } from '../transport/index.js';
+import { createTransport, type SshOptions } from '../transport/index.js';
+import type { PlannedHost } from '../plan/types.js';
+import type { Transport } from '../transport/types.js';
 
 export interface Loaded {
   runbook: Runbook;
@@ -60,5 +62,14 @@ export function sshOptionsFrom(argv: Args): SshOptions {
     sshConfigFile: argv['ssh-config'],
     user: argv.user,
     privateKeyFile: argv['private-key'],
+  };
+}
+
+/** The engine's two transport factories: the host's own (ssh or local), and the controller for `local: true` steps. */
+export function transportsFrom(argv: Args): { transport: (h: PlannedHost) => Transport; localTransport: (h: PlannedHost) => Transport } {
+  const ssh = sshOptionsFrom(argv);
+  return {
+    transport: (h) => createTransport(h.connection, ssh),
+    localTransport: (h) => createTransport({ kind: 'local', name: h.name, address: 'localhost' }, ssh),
   };
 }

@@ -4,11 +4,10 @@
  */
 import { hostname, tmpdir } from 'node:os';
 import type { Args } from '../main.js';
-import type { Plan, PlannedHost } from '../../plan/types.js';
+import type { Plan } from '../../plan/types.js';
 import type { RunEvent } from '../../engine/events.js';
 import { runPlan, type EngineOptions, type HostResumeState, type RunResult } from '../../engine/engine.js';
-import { loadPlan, sshOptionsFrom, type Loaded } from '../context.js';
-import { createTransport } from '../../transport/index.js';
+import { loadPlan, transportsFrom, type Loaded } from '../context.js';
 import { createRenderer, reportFormatOf } from '../../report/index.js';
 import { openJournal, newRunId, defaultStateDir } from '../../journal/writer.js';
 import { createHostLock, lockPathForHost } from '../../engine/lock.js';
@@ -48,9 +47,7 @@ export async function execute(argv: Args, loaded: Loaded, extras: ExecuteExtras 
     color: Boolean(process.stderr.isTTY) && !process.env.NO_COLOR, stdout: process.stdout, stderr: process.stderr,
   });
   const events: RunEvent[] = [];
-  const ssh = sshOptionsFrom(argv);
-  const transport = (h: PlannedHost) => createTransport(h.connection, ssh);
-  const localTransport = (h: PlannedHost) => createTransport({ kind: 'local', name: h.name, address: 'localhost' }, ssh);
+  const { transport, localTransport } = transportsFrom(argv);
 
   const abort = new AbortController();
   let signals = 0;
@@ -129,4 +126,3 @@ async function writeOutputs(argv: Args, events: RunEvent[]): Promise<void> {
   if (argv['metrics-file']) await writeMetrics(String(argv['metrics-file']), summary);
 }
 
-export type { Plan };

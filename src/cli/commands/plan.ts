@@ -5,12 +5,11 @@
 import type { Args } from '../main.js';
 import type { PlannedHost } from '../../plan/types.js';
 import type { StepSpec } from '../../runbook/types.js';
-import { loadPlan, sshOptionsFrom } from '../context.js';
+import { loadPlan, transportsFrom } from '../context.js';
 import { renderCommand, templateRefs, lookupPath } from '../../plan/template.js';
 import { Redactor } from '../../core/redact.js';
 import { formatDuration } from '../../core/duration.js';
 import { Engine } from '../../engine/engine.js';
-import { createTransport } from '../../transport/index.js';
 import { newRunId } from '../../journal/writer.js';
 
 export async function run(argv: Args): Promise<number> {
@@ -27,12 +26,7 @@ export async function run(argv: Args): Promise<number> {
 
   let probe: Map<string, import('../../engine/engine.js').ProbeResult> | undefined;
   if (argv.probe) {
-    const ssh = sshOptionsFrom(argv);
-    const engine = new Engine({
-      plan, emit: () => {},
-      transport: (h) => createTransport(h.connection, ssh),
-      localTransport: (h) => createTransport({ kind: 'local', name: h.name, address: 'localhost' }, ssh),
-    });
+    const engine = new Engine({ plan, emit: () => {}, ...transportsFrom(argv) });
     probe = new Map((await engine.probe()).map((p) => [p.host, p]));
   }
 
