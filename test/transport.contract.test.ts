@@ -98,6 +98,49 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
       assert.equal(left.trim(), '', `left on the target:\n${left}`);
     });
 
+    test('commands do not leak state into later ones (cwd, variables, umask, traps, options, fds)', async () => {
+      const probe = 'pwd; echo "[${RB_LEAK-}][${rb_x-}]"; umask; trap; case $- in *e*) echo errexit;; esac; ls /proc/self/fd | wc -l';
+      const before = await t.exec(probe);
+      assert.equal(before.code, 0, before.stderr);
+      const dirty = await t.exec("cd /; export RB_LEAK=1; rb_x=2; umask 077; set -e; trap 'echo trapped' EXIT; exec 7>/dev/null; exit 3");
+      assert.equal(dirty.code, 3);
+      assert.equal(dirty.stdout, 'trapped\n');
+      const after = await t.exec(probe);
+      assert.equal(after.stdout, before.stdout);
+      assert.equal(after.stderr, '');
+    });
+
+    test('a command closing its own stdout/stderr, or printing marker look-alikes, is reported exactly', async () => {
+      const closed = await t.exec('echo before; exec >&- 2>&-; sleep 0.1; exit 4');
+      assert.equal(closed.code, 4);
+      assert.equal(closed.stdout, 'before\n');
+      const fake = "<<rb-e-0123:0>>\n<<rb-s-x:1:2>>\n<<rb-ready-y:5>>\n<<rb-";
+      const r = await t.exec(`printf '%s' '${fake}'; printf '%s' '${fake}' >&2`);
+      assert.equal(r.code, 0);
+      assert.equal(r.stdout, fake);
+      assert.equal(r.stderr, fake);
+    });
+
+    test('timeout: a double-forked child of the command dies with it; a background process of an earlier command survives; the next command runs', async () => {
+      const mark = 5000 + Math.floor(Math.random() * 1000);
+      const bg = await t.exec(`sleep ${mark}.7 >/dev/null 2>&1 </dev/null & echo started`);
+      assert.equal(bg.stdout, 'started\n');
+      try {
+        const r = await t.exec(`( (sleep ${mark}.8 >/dev/null 2>&1 &) ); sleep ${mark}.9`, { timeoutMs: 500 });
+        assert.equal(r.timedOut, true);
+        assert.equal(r.code, null);
+        await new Promise((x) => setTimeout(x, 200));
+        const left = await T.check(`ps -eo stat,args | grep 'sleep ${mark}' | grep -v grep | grep -v '^Z' || true`);
+        assert.doesNotMatch(left, new RegExp(`sleep ${mark}\\.[89]`), `left on the target:\n${left}`);
+        assert.match(left, new RegExp(`sleep ${mark}\\.7`), 'the earlier command\'s background process was killed too');
+        const next = await t.exec('echo next');
+        assert.equal(next.code, 0);
+        assert.equal(next.stdout, 'next\n');
+      } finally {
+        await T.check(`pkill -f 'slee[p] ${mark}' || true`);
+      }
+    });
+
     test('abort signal kills like a timeout, timedOut false', async () => {
       const ac = new AbortController();
       setTimeout(() => ac.abort(), 300);

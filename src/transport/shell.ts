@@ -71,24 +71,49 @@ function randomToken(): string {
   return randomBytes(9).toString('hex');
 }
 
-/** Throws Error when an env name is not a valid shell variable name (caller maps it to its own error). */
-export function prepareRun(spec: ScriptRunSpec): PreparedRun {
+interface Launch {
+  command: string;
+  /** The READY report line (to write first when !waitForReady; inside the command when waitForReady). */
+  report: string;
+  waitForReady: boolean;
+  readyMarker: string;
+  promptMarker?: string;
+}
+
+/**
+ * The fixed command line that starts `sh -s` (through sudo for become) and the READY report. `pids`: the report
+ * carries PGID:PID:PPID of the shell (sessions), else only the PGID.
+ */
+function launch(spec: Pick<ScriptRunSpec, 'become' | 'becomeUser' | 'becomePassword'>, pids: boolean): Launch {
   const tok = randomToken();
   const readyMarker = `<<rb-ready-${tok}:`;
   const promptMarker = spec.become && spec.becomePassword !== undefined ? `<<rb-sudo-${tok}>>` : undefined;
-  // Parse pgrp (field 5 of /proc/$$/stat) in POSIX sh and report it (positional parameters cleared again).
-  const report = `read -r rb_s </proc/$$/stat; rb_s=\${rb_s##*) }; set -- $rb_s; printf '%s%s>>\\n' '${readyMarker}' "$3" >&2; set --; unset rb_s`;
+  // Parse pgrp (field 5 of /proc/$$/stat; ppid is field 4) in POSIX sh and report it (positional parameters cleared again).
+  const what = pids ? `"$3:$$:$2"` : '"$3"';
+  const report = `read -r rb_s </proc/$$/stat; rb_s=\${rb_s##*) }; set -- $rb_s; printf '%s%s>>\\n' '${readyMarker}' ${what} >&2; set --; unset rb_s`;
   const waitForReady = promptMarker !== undefined;
   const user = spec.becomeUser || 'root';
   let command: string;
   if (waitForReady) command = `exec sudo -H -S -p ${shQuote(promptMarker)} -u ${shQuote(user)} -- sh -c ${shQuote(`${report}; exec sh -s`)}`;
   else if (spec.become) command = `exec sudo -H -n -u ${shQuote(user)} -- sh -s`;
   else command = 'exec sh -s';
-  const lines: string[] = waitForReady ? [] : [report];
-  for (const [k, v] of Object.entries(spec.env ?? {})) {
+  return { command, report, waitForReady, readyMarker, promptMarker };
+}
+
+function exportLines(env: Record<string, string> | undefined): string[] {
+  const lines: string[] = [];
+  for (const [k, v] of Object.entries(env ?? {})) {
     if (!ENV_NAME.test(k)) throw new Error(`invalid environment variable name ${JSON.stringify(k)}`);
     lines.push(`export ${k}=${shQuote(v)}`);
   }
+  return lines;
+}
+
+/** Throws Error when an env name is not a valid shell variable name (caller maps it to its own error). */
+export function prepareRun(spec: ScriptRunSpec): PreparedRun {
+  const l = launch(spec, false);
+  const lines: string[] = l.waitForReady ? [] : [l.report];
+  lines.push(...exportLines(spec.env));
   lines.push(`rb_script=${shQuote(spec.script)}`);
   if (spec.stdin !== undefined && Buffer.byteLength(spec.stdin) > 0) {
     const b64 = Buffer.from(spec.stdin).toString('base64');
@@ -98,12 +123,12 @@ export function prepareRun(spec: ScriptRunSpec): PreparedRun {
   }
   const wrapper = `${lines.join('\n')}\n`;
   return {
-    command,
+    command: l.command,
     wrapper,
-    waitForReady,
-    readyMarker,
-    promptMarker,
-    becomePassword: promptMarker ? spec.becomePassword : undefined,
+    waitForReady: l.waitForReady,
+    readyMarker: l.readyMarker,
+    promptMarker: l.promptMarker,
+    becomePassword: l.promptMarker ? spec.becomePassword : undefined,
     killScript(pgid: number, graceMs = 2000): string {
       if (!Number.isInteger(pgid) || pgid <= 1) throw new Error(`bad process group ${pgid}`);
       const rounds = Math.max(1, Math.ceil(graceMs / 100));
@@ -113,7 +138,98 @@ export function prepareRun(spec: ScriptRunSpec): PreparedRun {
   };
 }
 
-export type MarkerEvent = { type: 'prompt' } | { type: 'ready'; pgid: number };
+// ---------------------------------------------------------------------------------------------
+// Shell sessions (the SSH transport): one long-lived `sh -s` per host (and become user) runs the commands one
+// after another, so a command costs no new SSH channel and no new login shell on the host.
+//
+// The session starts like a run above (same command line, same sudo password handling), but its stdin stays
+// open: after READY (PGID:PID:PPID of the session shell) it reads one STEP text per command:
+//     rb_script='<script>'
+//     ( <report START (pid + start time of this subshell) on stderr, START on stdout>; export K=V...;
+//       eval "$rb_script" ) </dev/null            (or: printf B64 | base64 -d | ( ... ) for opts.stdin)
+//     rb_rc=$?; unset rb_script; <END:rc on stderr>; <END:rc on stdout>
+// The command runs in a subshell: `exit`, `cd`, `set`, traps, redirections and variables end with it, so the
+// session shell stays as it was. Output between START and END on each stream is the command's (markers carry a
+// fresh random token per command and are removed). The script and env travel over stdin only, never argv.
+// Timeout / abort: the kill script (sessionKillScript, on a second channel) TERMs, then KILLs, every process of
+// the session's process group created since the command's subshell (so the command, its children and
+// anything it double-forked), never the session shell (or sudo) itself; processes that called setsid(2) have
+// left the group and are out of reach, exactly as with a process group of their own.
+
+export interface SessionLaunch {
+  /** Command line of the session (exec request / sh -c); contains no secret and no user data. */
+  command: string;
+  /** Written at once when !waitForReady (the READY report), else nothing. */
+  init: string;
+  waitForReady: boolean;
+  readyMarker: string;
+  promptMarker?: string;
+  becomePassword?: string;
+}
+
+export function prepareSession(spec: Pick<ScriptRunSpec, 'become' | 'becomeUser' | 'becomePassword'>): SessionLaunch {
+  const l = launch(spec, true);
+  return {
+    command: l.command,
+    init: l.waitForReady ? '' : `${l.report}\n`,
+    waitForReady: l.waitForReady,
+    readyMarker: l.readyMarker,
+    promptMarker: l.promptMarker,
+    becomePassword: l.promptMarker ? spec.becomePassword : undefined,
+  };
+}
+
+export interface PreparedStep {
+  /** Text for the session shell's stdin. */
+  text: string;
+  /** `<<rb-s-TOKEN:`: START is this + payload + `>>\n` (stderr payload PID:STARTTIME, stdout payload empty). */
+  startMarker: string;
+  /** `<<rb-e-TOKEN:`: END is this + exit status + `>>\n` on both streams. */
+  endMarker: string;
+}
+
+/** Throws Error when an env name is not a valid shell variable name (caller maps it to its own error). */
+export function prepareStep(spec: Pick<ScriptRunSpec, 'script' | 'env' | 'stdin'>): PreparedStep {
+  const tok = randomToken();
+  const startMarker = `<<rb-s-${tok}:`;
+  const endMarker = `<<rb-e-${tok}:`;
+  // /proc/self is the subshell (read is a builtin): pid = field 1, start time = field 22 (20th after "pid (comm) ").
+  const start = `read -r rb_s </proc/self/stat; rb_p=\${rb_s%% *}; rb_s=\${rb_s##*) }; set -- $rb_s; ` +
+    `printf '%s%s:%s>>\\n' '${startMarker}' "$rb_p" "\${20}" >&2; printf '%s>>\\n' '${startMarker}'; set --; unset rb_s rb_p`;
+  const inner = [start, ...exportLines(spec.env), 'eval "$rb_script"'].join('\n');
+  const lines = [`rb_script=${shQuote(spec.script)}`];
+  if (spec.stdin !== undefined && Buffer.byteLength(spec.stdin) > 0) {
+    lines.push(`printf '%s' '${Buffer.from(spec.stdin).toString('base64')}' | base64 -d | (\n${inner}\n)`);
+  } else {
+    lines.push(`(\n${inner}\n) </dev/null`);
+  }
+  lines.push(`rb_rc=$?; unset rb_script; printf '%s%s>>\\n' '${endMarker}' "$rb_rc" >&2; printf '%s%s>>\\n' '${endMarker}' "$rb_rc"`);
+  return { text: `${lines.join('\n')}\n`, startMarker, endMarker };
+}
+
+/**
+ * Kill script for a command of a session: TERM every process of process group `pgid` created since the
+ * command's subshell (pid `sub`, started at `startTicks`): a later start time, or the same clock tick and a pid
+ * not below the subshell's (pids grow). Never the session shell and its parent (`keep`). Waits up to graceMs for
+ * them to go, then KILLs what is left of them (and anything they started meanwhile).
+ */
+export function sessionKillScript(pgid: number, sub: number, startTicks: number, keep: number[], graceMs = 2000): string {
+  for (const n of [pgid, sub, startTicks, ...keep]) if (!Number.isInteger(n) || n < 0) throw new Error(`bad process id ${n}`);
+  if (pgid <= 1) throw new Error(`bad process group ${pgid}`);
+  const rounds = Math.max(1, Math.ceil(graceMs / 100));
+  const skip = keep.filter((k) => k > 1).map((k) => `[ "$p" = ${k} ] && continue;`).join(' ');
+  return [
+    'rb_list() { L=; for d in /proc/[0-9]*; do read -r s <"$d/stat" 2>/dev/null || continue; p=${s%% *}; s=${s##*) }; set -- $s;',
+    `  [ "$3" = ${pgid} ] || continue; ${skip} [ "\${20}" -gt ${startTicks} ] || { [ "\${20}" -eq ${startTicks} ] && [ "$p" -ge ${sub} ]; } || continue; L="$L $p"; done; }`,
+    'rb_list; [ -n "$L" ] || exit 0',
+    'kill -TERM $L 2>/dev/null',
+    `i=0; while [ $i -lt ${rounds} ]; do a=; for p in $L; do kill -0 $p 2>/dev/null && a=1; done; [ -n "$a" ] || break; sleep 0.1; i=$((i+1)); done`,
+    'rb_list; [ -z "$L" ] || kill -KILL $L 2>/dev/null',
+    'exit 0',
+  ].join('\n') + '\n';
+}
+
+export type MarkerEvent = { type: 'prompt' } | { type: 'ready'; pgid: number; payload: string };
 
 /**
  * Removes the prompt and READY markers from a stderr byte stream and reports them. Everything before READY is
@@ -141,12 +257,13 @@ export class StderrMarkerFilter {
       if (r >= 0) {
         const end = buf.indexOf('>>\n', r + this.run.readyMarker.length);
         if (end < 0) break; // wait for the rest of the marker line
-        const pgid = Number(buf.subarray(r + this.run.readyMarker.length, end).toString());
+        const payload = buf.subarray(r + this.run.readyMarker.length, end).toString();
+        const pgid = Number(payload.split(':')[0]);
         outParts.push(buf.subarray(0, r));
         outParts.push(buf.subarray(end + 3));
         buf = Buffer.alloc(0);
         this.ready = true;
-        events.push({ type: 'ready', pgid });
+        events.push({ type: 'ready', pgid, payload });
         break;
       }
       // keep a tail that could be the beginning of a marker

@@ -17,10 +17,13 @@
  * - Socket: TCP_NODELAY from the first handshake packet (direct hops: the socket is opened here); keepalive every keepaliveIntervalMs (default 5 s), the connection is declared
  *   lost after keepaliveCountMax (default 2) unanswered ones (a cut link is noticed in ~10-15 s);
  *   connectTimeoutMs covers TCP connect + handshake + auth.
- * - exec: see shell.ts prepareRun (script and env over the channel's stdin, sudo wrapping, READY marker with
- *   the remote process group). Timeout/abort: a second channel runs `kill -TERM -- -PGID`, then -KILL after
- *   2 s (with the same become as the command). At most maxChannels (default 8) commands at once per host
- *   (OpenSSH MaxSessions defaults to 10; one more for SFTP, one for kills); the rest queue.
+ * - exec: commands run in a long-lived shell session per become user (shell.ts prepareSession/prepareStep,
+ *   session.ts): script and env over the session's stdin, sudo wrapping (the sudo password is answered once per
+ *   session), each command in a subshell with START/END markers; no new channel or login shell per command.
+ *   Timeout/abort: a second channel runs the kill script (TERM, KILL after 2 s, same become) on the processes of
+ *   the session's group started by the command. At most maxChannels (default 8) commands at once per host (each
+ *   in its own session; up to 2 idle sessions per become user are kept; OpenSSH MaxSessions defaults to 10, one
+ *   more for SFTP, one for kills); the rest queue.
  * - Errors: never connected -> E_UNREACHABLE; connection lost while a command runs -> E_CONN_LOST (its effect
  *   is unknown). reconnect(): bounded retries with exponential backoff (not for auth / host key errors).
  * - put/get: SFTP (put writes a temp file then renames it into place atomically).
@@ -35,7 +38,8 @@ import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { Client as ClientT, ClientChannel, ConnectConfig, SFTPWrapper, AnyAuthMethod, AuthenticationType } from 'ssh2';
 import type { ConnectionSpec } from '../inventory/types.js';
-import { prepareRun, type PreparedRun } from './shell.js';
+import { prepareRun, prepareSession, prepareStep, type PreparedStep } from './shell.js';
+import { ShellSession } from './session.js';
 import { driveRun } from './run-driver.js';
 import { TransportError, type ExecOptions, type ExecResult, type Transport } from './types.js';
 import {
@@ -91,6 +95,8 @@ interface Hop {
 
 const DEFAULT_HOST_KEY_ALGOS = ['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'];
 const passphraseCache = new Map<string, string>();
+/** Idle shell sessions kept per become user (the rest are closed). */
+const IDLE_SESSIONS = 2;
 
 class Semaphore {
   private waiters: Array<() => void> = [];
@@ -133,6 +139,7 @@ export class SshTransport implements Transport {
   private lostWaiters = new Set<(e: TransportError) => void>();
   private sftpP?: Promise<SFTPWrapper>;
   private readonly sem: Semaphore;
+  private readonly idle = new Map<string, ShellSession[]>();
   private resolved?: { target: Hop; jumps: Hop[]; knownHostsFiles: string[]; acceptNewFile: string; keepaliveMs: number; keepaliveCount: number; notes: string[] };
 
   constructor(private readonly conn: ConnectionSpec, private readonly opts: SshOptions) {
@@ -441,6 +448,7 @@ export class SshTransport implements Transport {
     this.ready = false;
     this.client = undefined;
     this.sftpP = undefined;
+    this.closeIdle();
     if (c) {
       const err = new TransportError('E_CONN_LOST', this.host, `connection to ${this.host} was closed while a command was running; its effect is unknown`);
       for (const w of [...this.lostWaiters]) w(err);
@@ -464,21 +472,104 @@ export class SshTransport implements Transport {
   }
 
   async exec(script: string, opts: ExecOptions = {}): Promise<ExecResult> {
-    opts.gate?.catch(() => { /* awaited in runOn; a rejection before that must not be unhandled */ });
+    opts.gate?.catch(() => { /* awaited below; a rejection before that must not be unhandled */ });
     const become = opts.become ?? this.conn.become ?? false;
-    let prep: PreparedRun;
+    const becomeUser = opts.becomeUser ?? this.conn.becomeUser;
+    let step: PreparedStep;
     try {
-      prep = prepareRun({ script, env: opts.env, stdin: opts.stdin, become, becomeUser: opts.becomeUser ?? this.conn.becomeUser, becomePassword: become ? this.conn.becomePassword : undefined });
+      step = prepareStep({ script, env: opts.env, stdin: opts.stdin });
     } catch (e) {
       throw new TransportError('E_INVALID', this.host, (e as Error).message);
     }
+    const key = become ? `sudo:${becomeUser || 'root'}` : '';
     await this.sem.acquire();
+    let session: ShellSession | undefined;
     try {
       const client = await this.ensure();
-      return await this.runOn(client, prep, opts, become);
+      session = this.takeIdle(key) ?? await this.openSession(client, become, becomeUser);
+      if (opts.gate) {
+        // Nothing is written to the session before the gate settles: the command does not start if it rejects.
+        try { await opts.gate; } catch (e) { this.putIdle(key, session); session = undefined; throw e; }
+      }
+      const r = await session.run(step, opts);
+      this.putIdle(key, session);
+      session = undefined;
+      return r;
     } finally {
+      if (session) session.close();
       this.sem.release();
     }
+  }
+
+  // ------------------------------------------------------------------ sessions
+
+  private takeIdle(key: string): ShellSession | undefined {
+    const list = this.idle.get(key);
+    while (list?.length) {
+      const s = list.pop()!;
+      if (s.usable) return s;
+      s.close();
+    }
+    return undefined;
+  }
+
+  private putIdle(key: string, s: ShellSession): void {
+    if (!s.usable || this.closed) { s.close(); return; }
+    const list = this.idle.get(key) ?? [];
+    if (list.length >= IDLE_SESSIONS) { s.close(); return; }
+    list.push(s);
+    this.idle.set(key, list);
+  }
+
+  private closeIdle(): void {
+    for (const list of this.idle.values()) for (const s of list) s.close();
+    this.idle.clear();
+  }
+
+  private async openSession(client: ClientT, become: boolean, becomeUser: string | undefined): Promise<ShellSession> {
+    const launch = prepareSession({ become, becomeUser, becomePassword: become ? this.conn.becomePassword : undefined });
+    const ch = await this.openChannelRetry(client, launch.command);
+    let onLost!: (e: TransportError) => void;
+    let destroyed = false;
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve, reject) => {
+      let code: number | null = null;
+      let signal: string | null = null;
+      let gotExit = false;
+      onLost = (e) => { this.lostWaiters.delete(onLost); reject(e); };
+      this.lostWaiters.add(onLost);
+      ch.on('exit', (c: number | null, sig?: string) => { gotExit = true; code = c ?? null; signal = sig ?? null; });
+      ch.on('close', () => {
+        const done = (): void => { this.lostWaiters.delete(onLost); resolve({ code, signal }); };
+        if (gotExit || destroyed) { done(); return; }
+        // closed without an exit status: normally the connection is going away; give it a moment to say so
+        setTimeout(() => {
+          if (!this.ready || this.client !== client) onLost(new TransportError('E_CONN_LOST', this.host, `connection to ${this.host} lost while a command was running; its effect is unknown`));
+          else done();
+        }, 200);
+      });
+    });
+    exited.catch(() => { /* reported by the session to a running command */ });
+    return new ShellSession({
+      stdin: ch, stdout: ch, stderr: ch.stderr, exited,
+      runAside: (script, timeoutMs) => this.runAside(client, script, become, becomeUser, timeoutMs),
+      destroy: () => {
+        if (destroyed) return;
+        destroyed = true;
+        try { ch.signal('KILL'); } catch { /* not supported / closed */ }
+        ch.close();
+      },
+    }, launch, this.opts.killGraceMs ?? 2000);
+  }
+
+  /** A one-off script on a channel of its own (the kill of a command), with the given become. */
+  private async runAside(client: ClientT, script: string, become: boolean, becomeUser: string | undefined, timeoutMs: number): Promise<void> {
+    const prep = prepareRun({ script, become, becomeUser, becomePassword: become ? this.conn.becomePassword : undefined });
+    const ch = await this.openChannelRetry(client, prep.command);
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => ch.on('close', () => resolve({ code: null, signal: null })));
+    await Promise.race([
+      driveRun({ stdin: ch, stdout: ch, stderr: ch.stderr, exited, killGroup: async () => { ch.close(); } }, prep, { timeoutMs }),
+      sleep(timeoutMs),
+    ]);
   }
 
   private openChannel(client: ClientT, command: string): Promise<ClientChannel> {
@@ -508,59 +599,9 @@ export class SshTransport implements Transport {
         return await this.openChannel(client, command);
       } catch (e) {
         if (!(e instanceof TransportError) || e.code !== 'E_CHANNEL' || i >= 40) throw e;
+        this.closeIdle(); // idle sessions hold channels too
         await sleep(25 + i * 10);
       }
-    }
-  }
-
-  private async runOn(client: ClientT, prep: PreparedRun, opts: ExecOptions, become: boolean): Promise<ExecResult> {
-    const ch = await this.openChannelRetry(client, prep.command);
-    let onLost!: (e: TransportError) => void;
-    let killedByUs = false;
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve, reject) => {
-      let code: number | null = null;
-      let signal: string | null = null;
-      let gotExit = false;
-      onLost = (e) => reject(e);
-      this.lostWaiters.add(onLost);
-      ch.on('exit', (c: number | null, sig?: string) => { gotExit = true; code = c ?? null; signal = sig ?? null; });
-      ch.on('close', () => {
-        if (gotExit || killedByUs) { resolve({ code, signal }); return; }
-        // closed without an exit status: normally the connection is going away; give it a moment to say so
-        setTimeout(() => {
-          if (!this.ready || this.client !== client) reject(new TransportError('E_CONN_LOST', this.host, `connection to ${this.host} lost while a command was running; its effect is unknown`));
-          else resolve({ code, signal });
-        }, 200);
-      });
-    });
-    exited.catch(() => { /* handled by driveRun */ });
-    const killGroup = async (pgid: number | undefined): Promise<void> => {
-      if (pgid !== undefined) {
-        const grace = this.opts.killGraceMs ?? 2000;
-        const kprep = prepareRun({ script: prep.killScript(pgid, grace), become, becomeUser: opts.becomeUser ?? this.conn.becomeUser, becomePassword: become ? this.conn.becomePassword : undefined });
-        const kch = await this.openChannelRetry(client, kprep.command);
-        const kExited = new Promise<{ code: number | null; signal: string | null }>((resolve) => kch.on('close', () => resolve({ code: null, signal: null })));
-        await Promise.race([driveRun({ stdin: kch, stdout: kch, stderr: kch.stderr, exited: kExited, killGroup: async () => { kch.close(); } }, kprep, { timeoutMs: grace + 10_000 }), sleep(grace + 10_000)]);
-        await Promise.race([exited.catch(() => undefined), sleep(3000)]);
-      }
-      killedByUs = true;
-      try { ch.signal('KILL'); } catch { /* not supported / closed */ }
-      ch.close();
-    };
-    try {
-      if (opts.gate) {
-        // The channel's shell waits on stdin: nothing runs until the wrapper is written after the gate.
-        try {
-          await opts.gate;
-        } catch (e) {
-          killedByUs = true;
-          ch.close();
-          throw e;
-        }
-      }
-      return await driveRun({ stdin: ch, stdout: ch, stderr: ch.stderr, exited, killGroup }, prep, opts);
-    } finally {
-      this.lostWaiters.delete(onLost);
     }
   }
 

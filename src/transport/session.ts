@@ -1,0 +1,299 @@
+/**
+ * Drives a shell session (shell.ts prepareSession / prepareStep): one long-lived `sh -s` on a process-like IO
+ * (an SSH channel) that runs commands one after another. Answers one sudo prompt, learns the session's process
+ * group from READY, splits each command's output out of the two streams by its START/END markers, and kills a
+ * command (sessionKillScript on a second channel) on timeout or abort.
+ *
+ * A session runs one command at a time. After a command it is reusable unless the shell ended, the command could
+ * not be killed cleanly, or the command's END never came.
+ */
+import { constants } from 'node:os';
+import { StringDecoder } from 'node:string_decoder';
+import type { Readable, Writable } from 'node:stream';
+import { StderrMarkerFilter, sessionKillScript, type PreparedStep, type SessionLaunch } from './shell.js';
+import type { ExecOptions, ExecResult } from './types.js';
+
+export interface SessionIO {
+  stdin: Writable;
+  stdout: Readable;
+  stderr: Readable;
+  /** Resolves when the shell ended (channel closed) with its exit status; rejects when the connection is lost. */
+  exited: Promise<{ code: number | null; signal: string | null }>;
+  /** Runs a script on a second channel with the session's privileges (used to kill a command). */
+  runAside(script: string, timeoutMs: number): Promise<void>;
+  /** Ends the session shell at once (SIGKILL to it, channel closed). */
+  destroy(): void;
+}
+
+const SIGNAL_NAMES = new Map<number, string>(Object.entries(constants.signals).map(([name, n]) => [n, name]));
+/** Output seen outside any command (login noise, leftovers of earlier commands) kept for a failed start. */
+const LOOSE_MAX = 16 * 1024;
+
+/**
+ * One stream of one command: drops what comes before START, passes what is between START and END, and holds
+ * back only a tail that could be the beginning of a marker.
+ */
+export class StepStream {
+  private state: 'before' | 'in' | 'done' = 'before';
+  private pending = Buffer.alloc(0);
+  constructor(private readonly start: string, private readonly end: string) {}
+
+  get done(): boolean { return this.state === 'done'; }
+  get started(): boolean { return this.state !== 'before'; }
+
+  push(chunk: Buffer): { out: Buffer; dropped: Buffer; start?: string; end?: string } {
+    let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    this.pending = Buffer.alloc(0);
+    const res: { out: Buffer; dropped: Buffer; start?: string; end?: string } = { out: Buffer.alloc(0), dropped: Buffer.alloc(0) };
+    if (this.state === 'before') {
+      const i = buf.indexOf(this.start);
+      if (i < 0) {
+        const k = partialAt(buf, this.start);
+        res.dropped = buf.subarray(0, k);
+        this.pending = Buffer.from(buf.subarray(k));
+        return res;
+      }
+      const e = buf.indexOf('>>\n', i + this.start.length);
+      if (e < 0) { res.dropped = buf.subarray(0, i); this.pending = Buffer.from(buf.subarray(i)); return res; }
+      res.dropped = buf.subarray(0, i);
+      res.start = buf.subarray(i + this.start.length, e).toString();
+      buf = buf.subarray(e + 3);
+      this.state = 'in';
+    }
+    if (this.state === 'in') {
+      const j = buf.indexOf(this.end);
+      if (j < 0) {
+        const k = partialAt(buf, this.end);
+        res.out = buf.subarray(0, k);
+        this.pending = Buffer.from(buf.subarray(k));
+        return res;
+      }
+      const e = buf.indexOf('>>\n', j + this.end.length);
+      res.out = buf.subarray(0, j);
+      if (e < 0) { this.pending = Buffer.from(buf.subarray(j)); return res; }
+      res.end = buf.subarray(j + this.end.length, e).toString();
+      this.state = 'done';
+    }
+    return res;
+  }
+
+  /** What is held back (the stream ended early). */
+  flush(): Buffer {
+    const b = this.state === 'in' ? this.pending : Buffer.alloc(0);
+    this.pending = Buffer.alloc(0);
+    return b;
+  }
+}
+
+/** Index from which `buf` ends with a proper prefix of `marker` (buf.length if it does not). */
+function partialAt(buf: Buffer, marker: string): number {
+  const from = Math.max(0, buf.length - marker.length + 1);
+  for (let k = from; k < buf.length; k++) {
+    if (buf[k] === 0x3c /* '<' */ && marker.startsWith(buf.subarray(k).toString('latin1'))) return k;
+  }
+  return buf.length;
+}
+
+interface Active {
+  step: PreparedStep;
+  out: StepStream;
+  err: StepStream;
+  onOut: (stream: 'stdout' | 'stderr', b: Buffer) => void;
+  onStart: (payload: string) => void;
+  onEnd: () => void;
+  /** Exit status from stdout's END. */
+  outEnd?: string;
+}
+
+export class ShellSession {
+  /** PGID:PID:PPID from READY. */
+  private group?: { pgid: number; pid: number; ppid: number };
+  private readyWaiters: Array<() => void> = [];
+  private readonly filter: StderrMarkerFilter;
+  private passwordSent = false;
+  private becomeRejected = false;
+  private active?: Active;
+  private looseOut: Buffer[] = [];
+  private looseErr: Buffer[] = [];
+  private dead?: { code: number | null; signal: string | null } | { error: unknown };
+  private deathWaiters: Array<() => void> = [];
+  private broken = false;
+
+  constructor(private readonly io: SessionIO, private readonly launch: SessionLaunch, private readonly killGraceMs = 2000) {
+    this.filter = new StderrMarkerFilter(launch);
+    io.stdin.on('error', () => { /* the shell went away; `exited` reports it */ });
+    io.stdout.on('data', (b: Buffer) => this.onData('stdout', b));
+    io.stderr.on('data', (chunk: Buffer) => {
+      const { out, events } = this.filter.push(chunk);
+      for (const ev of events) {
+        if (ev.type === 'prompt') {
+          if (!this.passwordSent && launch.becomePassword !== undefined) {
+            this.passwordSent = true;
+            io.stdin.write(`${launch.becomePassword}\n`);
+          } else {
+            this.becomeRejected = true;
+            io.stdin.end();
+          }
+        } else {
+          const [pgid, pid, ppid] = ev.payload.split(':').map(Number);
+          if (Number.isInteger(pgid) && pgid > 1 && Number.isInteger(pid) && Number.isInteger(ppid)) this.group = { pgid, pid, ppid };
+          for (const w of this.readyWaiters.splice(0)) w();
+        }
+      }
+      if (out.length) this.onData('stderr', out);
+    });
+    io.exited.then((st) => this.die(st), (error) => this.die({ error }));
+    if (!launch.waitForReady) io.stdin.write(launch.init);
+  }
+
+  /** Can take another command. */
+  get usable(): boolean { return !this.dead && !this.broken && !this.active; }
+
+  private die(d: NonNullable<ShellSession['dead']>): void {
+    if (this.dead) return;
+    const held = this.filter.flush();
+    if (held.length) this.onData('stderr', held);
+    this.dead = d;
+    for (const w of this.readyWaiters.splice(0)) w();
+    for (const w of this.deathWaiters.splice(0)) w();
+  }
+
+  private onData(stream: 'stdout' | 'stderr', b: Buffer): void {
+    const a = this.active;
+    if (!a) { this.keepLoose(stream, b); return; }
+    const r = (stream === 'stdout' ? a.out : a.err).push(b);
+    if (r.dropped.length) this.keepLoose(stream, r.dropped);
+    if (r.start !== undefined && stream === 'stderr') a.onStart(r.start);
+    if (r.out.length) a.onOut(stream, r.out);
+    if (r.end !== undefined && stream === 'stdout') a.outEnd = r.end;
+    if (r.end !== undefined && a.out.done && a.err.done) a.onEnd();
+  }
+
+  private keepLoose(stream: 'stdout' | 'stderr', b: Buffer): void {
+    const list = stream === 'stdout' ? this.looseOut : this.looseErr;
+    list.push(b);
+    let n = list.reduce((s, x) => s + x.length, 0);
+    while (n > LOOSE_MAX && list.length > 1) n -= list.shift()!.length;
+  }
+
+  close(): void {
+    this.broken = true;
+    this.io.destroy();
+  }
+
+  /**
+   * Runs one command. Resolves with its result (also when the shell ended: then with the shell's exit status);
+   * rejects only when the connection is lost (the `exited` rejection).
+   */
+  async run(step: PreparedStep, opts: ExecOptions): Promise<ExecResult> {
+    if (this.active) throw new Error('session busy');
+    const started = Date.now();
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const decOut = new StringDecoder('utf8');
+    const decErr = new StringDecoder('utf8');
+    let sub: { pid: number; ticks: number } | undefined;
+    let killed: 'timeout' | 'abort' | undefined;
+    let killing: Promise<void> | undefined;
+    let ended!: () => void;
+    const endP = new Promise<void>((r) => { ended = r; });
+    let startedSub!: () => void;
+    const startP = new Promise<void>((r) => { startedSub = r; });
+    const deathP = new Promise<void>((r) => { if (this.dead) r(); else this.deathWaiters.push(r); });
+    this.active = {
+      step,
+      out: new StepStream(step.startMarker, step.endMarker),
+      err: new StepStream(step.startMarker, step.endMarker),
+      onOut: (stream, b) => {
+        (stream === 'stdout' ? out : err).push(b);
+        if (opts.onOutput) { const s = (stream === 'stdout' ? decOut : decErr).write(b); if (s) opts.onOutput(stream, s); }
+      },
+      onStart: (payload) => {
+        const [pid, ticks] = payload.split(':').map(Number);
+        if (Number.isInteger(pid) && Number.isInteger(ticks)) sub = { pid, ticks };
+        startedSub();
+      },
+      onEnd: () => ended(),
+    };
+    const a = this.active;
+    const kill = (why: 'timeout' | 'abort'): void => {
+      if (killed) return;
+      killed = why;
+      killing = this.killStep(() => (a.out.done && a.err.done) || !!this.dead, () => sub, startP, endP, deathP);
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = (): void => kill('abort');
+    try {
+      if (this.launch.waitForReady && !this.group && !this.dead) {
+        await new Promise<void>((r) => this.readyWaiters.push(r));
+      }
+      if (!this.dead) {
+        this.io.stdin.write(step.text);
+        if (opts.timeoutMs !== undefined && opts.timeoutMs > 0) timer = setTimeout(() => kill('timeout'), opts.timeoutMs);
+        if (opts.signal) {
+          if (opts.signal.aborted) queueMicrotask(onAbort);
+          else opts.signal.addEventListener('abort', onAbort, { once: true });
+        }
+      }
+      await Promise.race([endP, deathP]);
+      if (killing) await killing;
+    } finally {
+      if (timer) clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      this.active = undefined;
+    }
+    const d = a.out.done && a.err.done ? undefined : this.dead;
+    if (d && 'error' in d) throw d.error;
+    let code: number | null;
+    let signal: string | null = null;
+    if (d) {
+      // The shell ended before the command's END: its exit status is the command's (as for a shell of its own).
+      for (const [s, list] of [[a.out, out], [a.err, err]] as const) { const rest = s.flush(); if (rest.length) list.push(rest); }
+      if (!a.out.started) out.unshift(...this.looseOut.splice(0));
+      if (!a.err.started) err.unshift(...this.looseErr.splice(0));
+      code = d.code;
+      signal = d.signal ? (d.signal.startsWith('SIG') ? d.signal : `SIG${d.signal}`) : null;
+    } else {
+      const rc = Number(a.outEnd);
+      code = Number.isInteger(rc) ? rc : null;
+    }
+    if (this.becomeRejected) err.push(Buffer.from('runbook: sudo rejected the become password (or asked for it again)\n'));
+    if (killed) {
+      // Killed by us: report the signal, as for a process that died of it.
+      if (code !== null && code > 128 && SIGNAL_NAMES.has(code - 128)) signal = SIGNAL_NAMES.get(code - 128)!;
+      signal ??= 'SIGKILL';
+      code = null;
+    }
+    return {
+      code,
+      signal,
+      stdout: Buffer.concat(out).toString('utf8'),
+      stderr: Buffer.concat(err).toString('utf8'),
+      timedOut: killed === 'timeout',
+      durationMs: Date.now() - started,
+    };
+  }
+
+  /** TERM/KILL the running command through a second channel; if that cannot be done, end the whole session. */
+  private async killStep(isOver: () => boolean, sub: () => { pid: number; ticks: number } | undefined, startP: Promise<void>, endP: Promise<void>, deathP: Promise<void>): Promise<void> {
+    const grace = this.killGraceMs;
+    // Killed right after it was sent: its subshell reports itself within a round trip.
+    await Promise.race([startP, endP, deathP, sleep(2000)]);
+    if (isOver()) return; // it ended meanwhile: nothing to kill
+    const s = sub();
+    const g = this.group;
+    if (s && g) {
+      try {
+        await this.io.runAside(sessionKillScript(g.pgid, s.pid, s.ticks, [g.pid, g.ppid], grace), grace + 10_000);
+      } catch { /* connection trouble: handled below */ }
+      const done = await Promise.race([endP.then(() => true), deathP.then(() => true), sleep(3000).then(() => false)]);
+      if (done) return;
+    }
+    // The command had not started yet, the group is unknown, or it did not end: the session goes.
+    this.broken = true;
+    this.io.destroy();
+    await Promise.race([deathP, sleep(3000)]);
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
