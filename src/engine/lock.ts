@@ -99,7 +99,7 @@ export async function acquireLock(t: Transport, host: string, me: LockInfo, a: L
   const script = [
     'umask 022',
     `L=${p}`,
-    'D=$(dirname "$L")',
+    'D=${L%/*}; [ "$D" != "$L" ] || D=.; [ -n "$D" ] || D=/',
     '[ -d "$D" ] || mkdir -p "$D" || exit ' + TMP_FAIL_EXIT,
     'T="$L.$$.tmp"',
     `printf '%s\\n' ${info} > "$T" || { rm -f "$T"; exit ${TMP_FAIL_EXIT}; }`,
@@ -119,7 +119,8 @@ export async function acquireLock(t: Transport, host: string, me: LockInfo, a: L
 export async function releaseLock(t: Transport, host: string, runId: string, a: LockAccess = {}): Promise<boolean> {
   const p = shQuote(a.path ?? DEFAULT_LOCK_PATH);
   const mine = shQuote(`"run_id":${JSON.stringify(runId)},`);
-  const r = await run(t, `if grep -qF ${mine} ${p} 2>/dev/null; then rm -f ${p} || exit 1; echo released; fi; exit 0\n`, a);
+  // read + case (builtins) instead of grep: one process fewer per host at the end of every run
+  const r = await run(t, `c=; read -r c <${p} 2>/dev/null; case $c in *${mine}*) rm -f ${p} || exit 1; echo released;; esac; exit 0\n`, a);
   if (r.code !== 0) throw fail(host, 'release', r);
   return r.stdout.includes('released');
 }
