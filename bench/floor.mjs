@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // The raw ssh2 floor: connect to every host at once (TCP_NODELAY from the first byte), verify the
 // host key against known_hosts, then run STEPS commands one after the other on each connection.
-// Usage: node bench/floor.mjs HOSTS.json STEPS
+// Usage: node bench/floor.mjs HOSTS.json STEPS [exec|session]
+//   exec (default): one exec request (channel + login shell on the host) per command: the issue's floor.
+//   session: one `sh -s` channel per connection, the commands written to its stdin one after the other, each
+//   answered by an end line: the floor of runbook's own technique (its transport runs a shell session per host).
 //   HOSTS.json: { "key": "/path/client_key", "knownHosts": "/path/known_hosts",
 //                 "hosts": [{ "name", "address", "port", "user" }, ...] }
 // Exit 0 when every command on every host exited 0 with the expected output.
@@ -11,7 +14,7 @@ import ssh2 from 'ssh2';
 
 const tImported = performance.now(); // ms since process start: node + ssh2 load
 
-const [file, stepsArg] = process.argv.slice(2);
+const [file, stepsArg, mode = 'exec'] = process.argv.slice(2);
 const spec = JSON.parse(readFileSync(file, 'utf8'));
 const steps = Number(stepsArg ?? 10);
 const key = readFileSync(spec.key);
@@ -35,6 +38,25 @@ function exec(client, cmd) {
   });
 }
 
+function openSession(client) {
+  return new Promise((resolve, reject) => client.exec('exec sh -s', (err, ch) => {
+    if (err) return reject(err);
+    let out = '';
+    let waiter;
+    ch.stderr.on('data', () => {});
+    ch.on('data', (d) => {
+      out += d;
+      const i = out.indexOf('\n<<end:');
+      const e = i >= 0 ? out.indexOf('>>\n', i) : -1;
+      if (e >= 0) { const w = waiter; waiter = undefined; const r = { out: out.slice(0, i), code: Number(out.slice(i + 7, e)) }; out = ''; w(r); }
+    });
+    resolve({
+      run: (cmd) => new Promise((r) => { waiter = r; ch.write(`${cmd}\nprintf '\\n<<end:%s>>\\n' $?\n`); }),
+      end: () => ch.end(),
+    });
+  }));
+}
+
 async function host(h) {
   const entry = h.port === 22 ? h.address : `[${h.address}]:${h.port}`;
   const sock = tcpConnect({ host: h.address, port: h.port });
@@ -48,10 +70,12 @@ async function host(h) {
     });
   });
   connected.push(performance.now());
+  const session = mode === 'session' ? await openSession(client) : undefined;
   for (let i = 1; i <= steps; i++) {
-    const r = await exec(client, `echo step ${i}`);
+    const r = session ? await session.run(`echo step ${i}`) : await exec(client, `echo step ${i}`);
     if (r.code !== 0 || r.out !== `step ${i}\n`) throw new Error(`${h.name}: step ${i}: exit ${r.code} ${JSON.stringify(r.out)}`);
   }
+  session?.end();
   client.end();
 }
 

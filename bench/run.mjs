@@ -69,7 +69,7 @@ function usage(msg) {
   if (msg) process.stderr.write(`bench: ${msg}\n`);
   process.stderr.write(`usage: npm run bench -- [--hosts 20,50,200] [--steps 10] [--runs 3] [--ansible-runs N[,N..] (per --hosts entry)] [--ansible-max-hosts 50]
        [--skip-ansible] [--startup-runs 10] [--forks N (runbook; default N hosts)] [--only runbook,floor,...] [--out FILE.json] [--keep]
-contenders for --only: runbook, runbook-nofsync, ansible-default, ansible-tuned, floor, startup\n`);
+contenders for --only: runbook, runbook-nofsync, ansible-default, ansible-tuned, floor, floor-session, startup\n`);
   process.exit(msg ? 2 : 0);
 }
 
@@ -296,6 +296,7 @@ async function main() {
         want('runbook') && { key: 'runbook', label: 'runbook apply (journal fsync on)', argv: [process.execPath, bin, ...rbArgs], runs: o.runs },
         want('runbook-nofsync') && { key: 'runbook-nofsync', label: 'runbook apply --no-fsync', argv: [process.execPath, bin, ...rbArgs, '--no-fsync'], runs: o.runs },
         want('floor') && { key: 'floor', label: `ssh2 floor (connect all, ${o.steps} execs/conn)`, argv: [process.execPath, join(root, 'bench/floor.mjs'), floorSpec, String(o.steps)], runs: o.runs },
+        want('floor-session') && { key: 'floor-session', label: `ssh2 session floor (1 sh per conn, ${o.steps} cmds)`, argv: [process.execPath, join(root, 'bench/floor.mjs'), floorSpec, String(o.steps), 'session'], runs: o.runs },
         ansible && n <= o.ansibleMaxHosts && want('ansible-default') && { key: 'ansible-default', label: 'ansible-playbook defaults (forks 5, linear)', ansible: 'default', runs: Math.min(o.runs, o.ansibleRunsFor(hi)) },
         ansible && n <= o.ansibleMaxHosts && want('ansible-tuned') && { key: 'ansible-tuned', label: `ansible-playbook tuned (forks ${n}, pipelining, ControlPersist, free)`, ansible: 'tuned', runs: Math.min(o.runs, o.ansibleRunsFor(hi)) },
       ].filter(Boolean);
@@ -317,7 +318,7 @@ async function main() {
         }
         const m = await measure(c.key, c.argv, { env: baseEnv, cwd: dir, logDir, tree: false });
         if (c.key.startsWith('runbook') && !m.error) m.phases = runPhases(state, m);
-        if (c.key === 'floor' && !m.error) { try { m.phases = JSON.parse(m.stdout.trim().split('\n').pop()).phases_ms; } catch { /* none */ } }
+        if (c.key.startsWith('floor') && !m.error) { try { m.phases = JSON.parse(m.stdout.trim().split('\n').pop()).phases_ms; } catch { /* none */ } }
         return m;
       };
       // warm-up (untimed): node contenders once
@@ -348,6 +349,7 @@ async function main() {
       const med = (k) => fr.contenders[k]?.median_ms;
       fr.ratios = {
         runbook_over_floor: med('runbook') && med('floor') ? med('runbook') / med('floor') : undefined,
+        runbook_over_session_floor: med('runbook') && med('floor-session') ? med('runbook') / med('floor-session') : undefined,
         runbook_nofsync_over_floor: med('runbook-nofsync') && med('floor') ? med('runbook-nofsync') / med('floor') : undefined,
         journal_fsync_overhead: med('runbook') && med('runbook-nofsync') ? med('runbook') / med('runbook-nofsync') : undefined,
         ansible_default_over_runbook: med('ansible-default') && med('runbook') ? med('ansible-default') / med('runbook') : undefined,
@@ -391,13 +393,13 @@ function printFleet(fr) {
     if (c.median_phases_ms) process.stdout.write(`  ${k} phases (median ms): ${Object.entries(c.median_phases_ms).map(([p, v]) => `${p} ${Math.round(v)}`).join(', ')}\n`);
   }
   const r = fr.ratios;
-  process.stdout.write(`  runbook/floor ${x(r.runbook_over_floor)}  (no-fsync ${x(r.runbook_nofsync_over_floor)}), fsync overhead ${x(r.journal_fsync_overhead)}, ansible-default/runbook ${x(r.ansible_default_over_runbook)}, ansible-tuned/runbook ${x(r.ansible_tuned_over_runbook)}\n`);
+  process.stdout.write(`  runbook/floor ${x(r.runbook_over_floor)}  (session floor ${x(r.runbook_over_session_floor)}; no-fsync ${x(r.runbook_nofsync_over_floor)}), fsync overhead ${x(r.journal_fsync_overhead)}, ansible-default/runbook ${x(r.ansible_default_over_runbook)}, ansible-tuned/runbook ${x(r.ansible_tuned_over_runbook)}\n`);
 }
 
 function printSummary(res) {
   if (!res.fleets.length) return;
   process.stdout.write('\nSummary (median wall time; peak RSS of the controller process tree)\n');
-  const keys = ['runbook', 'runbook-nofsync', 'floor', 'ansible-default', 'ansible-tuned'];
+  const keys = ['runbook', 'runbook-nofsync', 'floor', 'floor-session', 'ansible-default', 'ansible-tuned'];
   const head = ['', ...res.fleets.map((f) => `${f.hosts} hosts`)];
   const rows = [];
   for (const k of keys) {
@@ -406,6 +408,7 @@ function printSummary(res) {
     rows.push([any.contenders[k].label.replace(/ \(forks \d+, pipelining/, ' (forks N, pipelining'), ...res.fleets.map((f) => f.contenders[k] ? `${s(f.contenders[k].median_ms)} / ${f.contenders[k].peak_rss_mb.toFixed(0)} MB` : 'skipped')]);
   }
   rows.push(['runbook / floor', ...res.fleets.map((f) => x(f.ratios.runbook_over_floor))]);
+  rows.push(['runbook / session floor', ...res.fleets.map((f) => x(f.ratios.runbook_over_session_floor))]);
   rows.push(['runbook fsync / no-fsync', ...res.fleets.map((f) => x(f.ratios.journal_fsync_overhead))]);
   rows.push(['ansible defaults / runbook', ...res.fleets.map((f) => x(f.ratios.ansible_default_over_runbook))]);
   rows.push(['ansible tuned / runbook', ...res.fleets.map((f) => x(f.ratios.ansible_tuned_over_runbook))]);
