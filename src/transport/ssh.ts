@@ -448,7 +448,7 @@ export class SshTransport implements Transport {
     this.ready = false;
     this.client = undefined;
     this.sftpP = undefined;
-    this.closeIdle();
+    this.idle.clear(); // their shells end with the connection (no packets to send per session)
     if (c) {
       const err = new TransportError('E_CONN_LOST', this.host, `connection to ${this.host} was closed while a command was running; its effect is unknown`);
       for (const w of [...this.lostWaiters]) w(err);
@@ -535,11 +535,13 @@ export class SshTransport implements Transport {
       let code: number | null = null;
       let signal: string | null = null;
       let gotExit = false;
-      onLost = (e) => { this.lostWaiters.delete(onLost); reject(e); };
+      let settled = false;
+      onLost = (e) => { settled = true; this.lostWaiters.delete(onLost); reject(e); };
       this.lostWaiters.add(onLost);
       ch.on('exit', (c: number | null, sig?: string) => { gotExit = true; code = c ?? null; signal = sig ?? null; });
       ch.on('close', () => {
-        const done = (): void => { this.lostWaiters.delete(onLost); resolve({ code, signal }); };
+        const done = (): void => { settled = true; this.lostWaiters.delete(onLost); resolve({ code, signal }); };
+        if (settled) return;
         if (gotExit || destroyed) { done(); return; }
         // closed without an exit status: normally the connection is going away; give it a moment to say so
         setTimeout(() => {
