@@ -2,7 +2,7 @@
  * The composition root: yargs commands, lazy-loaded handlers, and the one place where errors
  * become exit codes. Handlers return an exit code; they throw RunbookError for usage/validation.
  */
-import yargs, { type Argv } from 'yargs';
+import type { Argv } from 'yargs';
 import { RunbookError } from '../core/errors.js';
 
 export type Args = Record<string, any> & { _: (string | number)[] };
@@ -60,6 +60,14 @@ export async function main(args: string[]): Promise<void> {
       throw err;
     });
   }
+  // `runbook validate FILE` (one positional, no option) skips yargs: building the CLI costs about as
+  // much as node's own start-up. Same handler, same output and exit codes; anything else (options,
+  // --help, a missing or extra argument) goes through yargs. RUNBOOK_FAST_PATH=0 turns it off.
+  if (args.length === 2 && args[0] === 'validate' && args[1] !== '' && !args[1].startsWith('-') && process.env.RUNBOOK_FAST_PATH !== '0') {
+    await runHandler(() => lazy(() => import('./commands/validate.js'))({ _: ['validate'], runbook: args[1], $0: 'runbook' }));
+    return;
+  }
+  const { default: yargs } = await import('yargs');
   const cli = yargs(args)
     .scriptName('runbook')
     .usage('$0 <command> [options]\n\nRemediation runbooks over SSH: a check before each step, a proof after it, rollback when something fails.')
@@ -135,8 +143,13 @@ export async function main(args: string[]): Promise<void> {
       process.stderr.write(`runbook: ${msg}\nRun "runbook --help" for usage.\n`);
       process.exit(1);
     });
+  await runHandler(() => cli.parseAsync());
+}
+
+/** Runs the command; an error becomes `runbook: MESSAGE` on stderr and its exit code. */
+async function runHandler(run: () => Promise<unknown>): Promise<void> {
   try {
-    await cli.parseAsync();
+    await run();
   } catch (err) {
     const code = exitCodeFor(err);
     const msg = err instanceof RunbookError ? err.message : (err as Error)?.stack ?? String(err);
