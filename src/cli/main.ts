@@ -143,6 +143,13 @@ export async function main(args: string[]): Promise<void> {
       process.stderr.write(`runbook: ${msg}\nRun "runbook --help" for usage.\n`);
       process.exit(1);
     });
+  // yargs renders the command's help text after starting its handler, in case it must show it
+  // later; this CLI never does (fail() above prints its own line), and rendering it measures every
+  // string's display width: ~40 ms per run. Turned off through yargs' internal usage object
+  // (when a yargs version lacks it, nothing changes but the time).
+  const usage = (cli as unknown as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } })
+    .getInternalMethods?.().getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => {};
   await runHandler(() => cli.parseAsync());
 }
 
