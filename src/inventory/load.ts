@@ -210,12 +210,19 @@ function dirVarsFiles(path: string): string[] {
 
 class VarsFiles {
   private cache = new Map<string, Record<string, unknown>>();
+  /** realpath of each BASEDIR/group_vars|host_vars (null: none), once per load: 6 lookups per host. */
+  private real = new Map<string, string | null>();
 
   /** The host_group_vars plugin for one base dir and one entity. */
   get(basedir: string, sub: 'group_vars' | 'host_vars', name: string): Record<string, unknown> {
     if (name.startsWith('/')) return {};
-    let opath: string;
-    try { opath = realpathSync(join(basedir, sub)); } catch { return {}; }
+    const dir = join(basedir, sub);
+    let opath = this.real.get(dir);
+    if (opath === undefined) {
+      try { opath = realpathSync(dir); } catch { opath = null; }
+      this.real.set(dir, opath);
+    }
+    if (opath === null) return {};
     const key = `${opath}\0${name}`;
     const hit = this.cache.get(key);
     if (hit) return hit;
