@@ -45,10 +45,17 @@ test('after a build, both bundles load from their code caches', () => {
   const v = run(ROOT, ['validate', 'runbooks/hello.yml'], { RUNBOOK_CODE_CACHE: 'debug' });
   assert.equal(v.code, 0, v.stderr);
   assert.match(v.stderr, /code cache main\.validate\.bin: used/);
-  const p = run(ROOT, ['plan', 'hello', '-i', 'inventory/local.yml'], { RUNBOOK_CODE_CACHE: 'debug' });
+  const p = run(ROOT, ['plan', 'hello', '-i', 'inventory/local.yml', '--probe'], { RUNBOOK_CODE_CACHE: 'debug' });
   assert.equal(p.code, 0, p.stderr);
   assert.match(p.stderr, /code cache main\.cli\.bin: used/);
-  assert.match(p.stderr, /code cache ssh2\.bin: used/, 'plan loads the transports, and with them ssh2');
+  assert.match(p.stderr, /code cache ssh2\.bin: used/, 'plan --probe loads the transports, and with them ssh2');
+  // Commands that do not connect do not load ssh2.
+  for (const args of [['plan', 'hello', '-i', 'inventory/local.yml'], ['validate', 'hello', '-i', 'inventory/local.yml'], ['list']]) {
+    const o = run(ROOT, args, { RUNBOOK_CODE_CACHE: 'debug' });
+    assert.equal(o.code, 0, o.stderr);
+    assert.match(o.stderr, /code cache main\.(cli|validate)\.bin: used/);
+    assert.doesNotMatch(o.stderr, /ssh2/, args.join(' '));
+  }
   // Without debug, nothing about caches is printed.
   assert.doesNotMatch(run(ROOT, ['validate', 'runbooks/hello.yml']).stderr, /code cache/);
 });

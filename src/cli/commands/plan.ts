@@ -5,7 +5,7 @@
 import type { Args } from '../main.js';
 import type { PlannedHost } from '../../plan/types.js';
 import type { StepSpec } from '../../runbook/types.js';
-import { loadPlan, transportsFrom } from '../context.js';
+import { loadPlan } from '../context.js';
 import { renderCommand, templateRefs, lookupPath } from '../../plan/template.js';
 import { Redactor } from '../../core/redact.js';
 import { formatDuration } from '../../core/duration.js';
@@ -26,6 +26,7 @@ export async function run(argv: Args): Promise<number> {
 
   let probe: Map<string, import('../../engine/engine.js').ProbeResult> | undefined;
   if (argv.probe) {
+    const { transportsFrom } = await import('../transports.js'); // transports and ssh2 only to connect
     const engine = new Engine({ plan, emit: () => {}, ...transportsFrom(argv) });
     probe = new Map((await engine.probe()).map((p) => [p.host, p]));
   }

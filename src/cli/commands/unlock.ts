@@ -8,7 +8,7 @@ import type { Args } from '../main.js';
 import { RunbookError, didYouMean } from '../../core/errors.js';
 import { loadInventory, connectionFor } from '../../inventory/index.js';
 import { createTransport } from '../../transport/index.js';
-import { sshOptionsFrom } from '../context.js';
+import { sshOptionsFrom } from '../transports.js';
 import { breakLock, describeHolder, lockPathForHost } from '../../engine/lock.js';
 import { openJournal, resolveStateDir, checkRunId, journalPath } from '../../journal/writer.js';
 import { existsSync, rmSync } from 'node:fs';

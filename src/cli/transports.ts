@@ -1,0 +1,36 @@
+/**
+ * From argv to the engine's transports: SSH options and the two transport factories. Apart from
+ * context.ts so that `validate -i` and `plan` (without --probe) do not load the transports and
+ * ssh2 (~25 ms of start-up).
+ */
+import { resolve } from 'node:path';
+import type { Args } from './main.js';
+import { ValidationError } from '../core/errors.js';
+import { parseDuration } from '../core/duration.js';
+import { createTransport, type SshOptions } from '../transport/index.js';
+import type { PlannedHost } from '../plan/types.js';
+import type { Transport } from '../transport/types.js';
+
+export function sshOptionsFrom(argv: Args): SshOptions {
+  const connectTimeoutMs = parseDuration(argv['connect-timeout'] ?? '10s');
+  if (connectTimeoutMs === undefined) {
+    throw new ValidationError([{ path: '--connect-timeout', message: `"${argv['connect-timeout']}" is not a duration (use 500ms, 30s, 5m)` }], 'E_USAGE');
+  }
+  return {
+    hostKeyChecking: argv['host-key-checking'] ?? 'strict',
+    knownHostsFiles: argv['known-hosts'] ? [resolve(String(argv['known-hosts']))] : undefined,
+    connectTimeoutMs,
+    sshConfigFile: argv['ssh-config'],
+    user: argv.user,
+    privateKeyFile: argv['private-key'],
+  };
+}
+
+/** The engine's two transport factories: the host's own (ssh or local), and the controller for `local: true` steps. */
+export function transportsFrom(argv: Args): { transport: (h: PlannedHost) => Transport; localTransport: (h: PlannedHost) => Transport } {
+  const ssh = sshOptionsFrom(argv);
+  return {
+    transport: (h) => createTransport(h.connection, ssh),
+    localTransport: (h) => createTransport({ kind: 'local', name: h.name, address: 'localhost' }, ssh),
+  };
+}
