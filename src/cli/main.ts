@@ -145,7 +145,8 @@ export async function main(args: string[]): Promise<void> {
     });
   // yargs renders the command's help text after starting its handler, in case it must show it
   // later; this CLI never does (fail() above prints its own line), and rendering it measures every
-  // string's display width: ~40 ms per run. Turned off through yargs' internal usage object
+  // string's display width (string-width's Unicode set-up included: apply's start-up went from
+  // ~225 to ~130 ms without it). Turned off through yargs' internal usage object
   // (when a yargs version lacks it, nothing changes but the time).
   const usage = (cli as unknown as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } })
     .getInternalMethods?.().getUsageInstance?.();
