@@ -122,3 +122,13 @@ test('colors on the terminal, none with NO_COLOR', async () => {
   assert.doesNotMatch(plain.live + plain.final, /\u001b\[[0-9;]*[12]m/, 'no bold/dim either');
   assert.match(plain.final, /^Hosts: 1 ok, 3 changed, 1 rolled-back$/m);
 });
+
+test('a terminal without a size (script(1), stdin at EOF): the live view runs and the run ends', async () => {
+  const state = mkdtempSync(join(WORK, 'nosize-'));
+  // script gives bin/runbook a pty with 0 columns and 0 rows; ora used to divide by that width and loop forever.
+  const started = Date.now();
+  const out = execFileSync('timeout', ['-s', 'KILL', '40', 'script', '-qec', `stty cols 0 rows 0 2>/dev/null; ${ROOT}bin/runbook apply hello -i ${ROOT}inventory/local.yml --state-dir ${state}`, '/dev/null'],
+    { encoding: 'utf8', input: '', cwd: ROOT, env: { ...process.env, TERM: 'xterm-256color' } });
+  assert.ok(Date.now() - started < 30_000, 'ended promptly');
+  assert.match(visible(out), /hello: ok \(exit 0\), 3 hosts/);
+});

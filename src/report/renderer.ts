@@ -183,6 +183,10 @@ class TtyRenderer implements Renderer {
       return;
     }
     const period = this.opts.refreshMs ?? 100;
+    // ora divides by the stream's `columns` (`?? 80` keeps a 0): a terminal without a size (script(1), some
+    // serial consoles) made it clear Infinity lines, forever, in one synchronous loop.
+    const tty = this.opts.stderr as { columns?: number };
+    if (!tty.columns) tty.columns = this.columns;
     this.spinner = oraFactory({
       stream: this.opts.stderr as NodeJS.WriteStream,
       isEnabled: true,
