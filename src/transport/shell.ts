@@ -63,8 +63,6 @@ export interface PreparedRun {
   readyMarker: string;
   promptMarker?: string;
   becomePassword?: string;
-  /** The kill script for the process group reported in READY (run on a second channel / process). */
-  killScript(pgid: number, graceMs?: number): string;
 }
 
 function randomToken(): string {
@@ -109,18 +107,20 @@ function exportLines(env: Record<string, string> | undefined): string[] {
   return lines;
 }
 
+/** `printf B64 | base64 -d | `: feeds opts.stdin (binary-safe) to the command that follows; undefined without stdin. */
+function stdinFeed(stdin: string | Buffer | undefined): string | undefined {
+  if (stdin === undefined || Buffer.byteLength(stdin) === 0) return undefined;
+  return `printf '%s' '${Buffer.from(stdin).toString('base64')}' | base64 -d | `;
+}
+
 /** Throws Error when an env name is not a valid shell variable name (caller maps it to its own error). */
 export function prepareRun(spec: ScriptRunSpec): PreparedRun {
   const l = launch(spec, false);
   const lines: string[] = l.waitForReady ? [] : [l.report];
   lines.push(...exportLines(spec.env));
   lines.push(`rb_script=${shQuote(spec.script)}`);
-  if (spec.stdin !== undefined && Buffer.byteLength(spec.stdin) > 0) {
-    const b64 = Buffer.from(spec.stdin).toString('base64');
-    lines.push(`printf '%s' '${b64}' | base64 -d | { eval "$rb_script"; }`);
-  } else {
-    lines.push(`eval "$rb_script" </dev/null`);
-  }
+  const feed = stdinFeed(spec.stdin);
+  lines.push(feed ? `${feed}{ eval "$rb_script"; }` : `eval "$rb_script" </dev/null`);
   const wrapper = `${lines.join('\n')}\n`;
   return {
     command: l.command,
@@ -129,12 +129,6 @@ export function prepareRun(spec: ScriptRunSpec): PreparedRun {
     readyMarker: l.readyMarker,
     promptMarker: l.promptMarker,
     becomePassword: l.promptMarker ? spec.becomePassword : undefined,
-    killScript(pgid: number, graceMs = 2000): string {
-      if (!Number.isInteger(pgid) || pgid <= 1) throw new Error(`bad process group ${pgid}`);
-      const rounds = Math.max(1, Math.ceil(graceMs / 100));
-      // `kill -SIG -PGID` (no `--`: dash's kill rejects it)
-      return `kill -TERM -${pgid} 2>/dev/null || exit 0\ni=0\nwhile kill -0 -${pgid} 2>/dev/null && [ $i -lt ${rounds} ]; do sleep 0.1; i=$((i+1)); done\nkill -KILL -${pgid} 2>/dev/null\nexit 0\n`;
-    },
   };
 }
 
@@ -198,11 +192,8 @@ export function prepareStep(spec: Pick<ScriptRunSpec, 'script' | 'env' | 'stdin'
     `printf '%s%s:%s>>\\n' '${startMarker}' "$rb_p" "\${20}" >&2; printf '%s>>\\n' '${startMarker}'; set --; unset rb_s rb_p`;
   const inner = [start, ...exportLines(spec.env), 'eval "$rb_script"'].join('\n');
   const lines = [`rb_script=${shQuote(spec.script)}`];
-  if (spec.stdin !== undefined && Buffer.byteLength(spec.stdin) > 0) {
-    lines.push(`printf '%s' '${Buffer.from(spec.stdin).toString('base64')}' | base64 -d | (\n${inner}\n)`);
-  } else {
-    lines.push(`(\n${inner}\n) </dev/null`);
-  }
+  const feed = stdinFeed(spec.stdin);
+  lines.push(feed ? `${feed}(\n${inner}\n)` : `(\n${inner}\n) </dev/null`);
   lines.push(`rb_rc=$?; unset rb_script; printf '%s%s>>\\n' '${endMarker}' "$rb_rc" >&2; printf '%s%s>>\\n' '${endMarker}' "$rb_rc"`);
   return { text: `${lines.join('\n')}\n`, startMarker, endMarker };
 }
