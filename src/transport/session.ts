@@ -35,7 +35,7 @@ const LOOSE_MAX = 16 * 1024;
  */
 export class StepStream {
   private state: 'before' | 'in' | 'done' = 'before';
-  private pending = Buffer.alloc(0);
+  private pending: Buffer = Buffer.alloc(0);
   constructor(private readonly start: string, private readonly end: string) {}
 
   get done(): boolean { return this.state === 'done'; }
@@ -46,32 +46,18 @@ export class StepStream {
     this.pending = Buffer.alloc(0);
     const res: { out: Buffer; dropped: Buffer; start?: string; end?: string } = { out: Buffer.alloc(0), dropped: Buffer.alloc(0) };
     if (this.state === 'before') {
-      const i = buf.indexOf(this.start);
-      if (i < 0) {
-        const k = partialAt(buf, this.start);
-        res.dropped = buf.subarray(0, k);
-        this.pending = Buffer.from(buf.subarray(k));
-        return res;
-      }
-      const e = buf.indexOf('>>\n', i + this.start.length);
-      if (e < 0) { res.dropped = buf.subarray(0, i); this.pending = Buffer.from(buf.subarray(i)); return res; }
-      res.dropped = buf.subarray(0, i);
-      res.start = buf.subarray(i + this.start.length, e).toString();
-      buf = buf.subarray(e + 3);
+      const m = scan(buf, this.start);
+      res.dropped = m.before;
+      if (m.payload === undefined) { this.pending = m.held; return res; }
+      res.start = m.payload;
+      buf = m.rest;
       this.state = 'in';
     }
     if (this.state === 'in') {
-      const j = buf.indexOf(this.end);
-      if (j < 0) {
-        const k = partialAt(buf, this.end);
-        res.out = buf.subarray(0, k);
-        this.pending = Buffer.from(buf.subarray(k));
-        return res;
-      }
-      const e = buf.indexOf('>>\n', j + this.end.length);
-      res.out = buf.subarray(0, j);
-      if (e < 0) { this.pending = Buffer.from(buf.subarray(j)); return res; }
-      res.end = buf.subarray(j + this.end.length, e).toString();
+      const m = scan(buf, this.end);
+      res.out = m.before;
+      if (m.payload === undefined) { this.pending = m.held; return res; }
+      res.end = m.payload;
       this.state = 'done';
     }
     return res;
@@ -85,6 +71,22 @@ export class StepStream {
   }
 }
 
+/**
+ * Looks for MARKER PAYLOAD `>>\n` in buf: `before` it, its payload and the `rest` after it; when it is not (all)
+ * there, `held` is the tail that is or could be its beginning (kept for the next chunk).
+ */
+function scan(buf: Buffer, marker: string): { before: Buffer; payload?: string; rest: Buffer; held: Buffer } {
+  const none = Buffer.alloc(0);
+  const i = buf.indexOf(marker);
+  if (i < 0) {
+    const k = partialAt(buf, marker);
+    return { before: buf.subarray(0, k), rest: none, held: Buffer.from(buf.subarray(k)) };
+  }
+  const e = buf.indexOf('>>\n', i + marker.length);
+  if (e < 0) return { before: buf.subarray(0, i), rest: none, held: Buffer.from(buf.subarray(i)) };
+  return { before: buf.subarray(0, i), payload: buf.subarray(i + marker.length, e).toString(), rest: buf.subarray(e + 3), held: none };
+}
+
 /** Index from which `buf` ends with a proper prefix of `marker` (buf.length if it does not). */
 function partialAt(buf: Buffer, marker: string): number {
   const from = Math.max(0, buf.length - marker.length + 1);
@@ -95,7 +97,6 @@ function partialAt(buf: Buffer, marker: string): number {
 }
 
 interface Active {
-  step: PreparedStep;
   out: StepStream;
   err: StepStream;
   onOut: (stream: 'stdout' | 'stderr', b: Buffer) => void;
@@ -201,7 +202,6 @@ export class ShellSession {
     const startP = new Promise<void>((r) => { startedSub = r; });
     const deathP = new Promise<void>((r) => { if (this.dead) r(); else this.deathWaiters.push(r); });
     this.active = {
-      step,
       out: new StepStream(step.startMarker, step.endMarker),
       err: new StepStream(step.startMarker, step.endMarker),
       onOut: (stream, b) => {
