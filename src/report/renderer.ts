@@ -292,10 +292,11 @@ class TtyRenderer implements Renderer {
     const room = Math.max(1, Math.min(this.rows - 3, 30));
     const lines: string[] = [head];
     const elapsed = (t: number) => formatElapsed(now - t);
+    const doing = (h: InFlight) => (h.step === undefined ? 'connecting' : `${h.rollback ? 'rollback' : h.phase === 'preflight' ? 'preflight' : `step ${(h.index ?? 0) + 1}`}: ${h.step}`);
     if (hosts.length <= room) {
       const hw = Math.min(Math.max(...hosts.map((h) => width(h.host)), 4), Math.max(8, cols - 1 - 4 - 7 - 24));
       for (const h of hosts) {
-        const what = h.step === undefined ? 'connecting' : `${h.rollback ? 'rollback' : h.phase === 'preflight' ? 'preflight' : `step ${(h.index ?? 0) + 1}`}: ${h.step}`;
+        const what = doing(h);
         const right = ` ${elapsed(h.since)}`;
         const left = `  ${pad(truncate(h.host, hw), hw)}  `;
         const mid = truncate(what, cols - 1 - width(left) - width(right));
@@ -305,7 +306,7 @@ class TtyRenderer implements Renderer {
       // Compact: group hosts in flight by what they do.
       const groups = new Map<string, { label: string; order: number; hosts: InFlight[] }>();
       for (const h of hosts) {
-        const label = h.step === undefined ? 'connecting' : `${h.rollback ? 'rollback' : h.phase === 'preflight' ? 'preflight' : `step ${(h.index ?? 0) + 1}`}: ${h.step}`;
+        const label = doing(h);
         const order = h.step === undefined ? -2 : h.rollback ? 1e6 + (h.index ?? 0) : h.phase === 'preflight' ? -1 : h.index ?? 0;
         const g = groups.get(label) ?? { label, order, hosts: [] };
         g.hosts.push(h);
