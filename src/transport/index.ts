@@ -5,7 +5,7 @@
 import type { ConnectionSpec } from '../inventory/types.js';
 import { LocalTransport } from './local.js';
 import { SshTransport, type SshOptions } from './ssh.js';
-import type { Transport, TransportFactory } from './types.js';
+import type { Transport } from './types.js';
 
 export type { SshOptions } from './ssh.js';
 export type { HostKeyPolicy } from './known-hosts.js';
@@ -14,9 +14,4 @@ export { SshTransport } from './ssh.js';
 
 export function createTransport(conn: ConnectionSpec, opts: SshOptions): Transport {
   return conn.kind === 'local' ? new LocalTransport(conn) : new SshTransport(conn, opts);
-}
-
-/** A TransportFactory with the run's SSH options bound. */
-export function transportFactory(opts: SshOptions): TransportFactory {
-  return (conn) => createTransport(conn, opts);
 }

@@ -104,7 +104,8 @@ export function hostEntryName(host: string, port: number): string {
   return port === 22 ? host : `[${host}]:${port}`;
 }
 
-function globSource(pattern: string): string {
+/** A shell-style glob (`*`, `?`) as regular-expression source. */
+export function globSource(pattern: string): string {
   return pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
 }
 

@@ -12,6 +12,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { chmod, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConnectionSpec } from '../inventory/types.js';
 import { prepareRun } from './shell.js';
 import { driveRun } from './run-driver.js';
@@ -86,7 +87,7 @@ export class LocalTransport implements Transport {
       const groups = [...new Set([child.pid!, ...(pgid ? [pgid] : [])])];
       for (const g of groups) { try { process.kill(-g, 'SIGTERM'); } catch { /* gone or not ours */ } }
       const deadline = Date.now() + KILL_GRACE_MS;
-      while (Date.now() < deadline && groups.some(groupAlive)) await new Promise((r) => setTimeout(r, 50));
+      while (Date.now() < deadline && groups.some(groupAlive)) await sleep(50);
       for (const g of groups) { try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ } }
     };
     if (opts.gate) {

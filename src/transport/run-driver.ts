@@ -5,7 +5,7 @@
  */
 import { StringDecoder } from 'node:string_decoder';
 import type { Readable, Writable } from 'node:stream';
-import { StderrMarkerFilter, type PreparedRun } from './shell.js';
+import { BECOME_REJECTED, StderrMarkerFilter, type PreparedRun } from './shell.js';
 import type { ExecOptions, ExecResult } from './types.js';
 
 export interface RunIO {
@@ -27,12 +27,10 @@ export function driveRun(io: RunIO, prep: PreparedRun, opts: ExecOptions): Promi
   const started = Date.now();
   const out: Buffer[] = [];
   const err: Buffer[] = [];
-  const filter = new StderrMarkerFilter(prep);
+  const filter = new StderrMarkerFilter(prep, io.stdin);
   const decOut = new StringDecoder('utf8');
   const decErr = new StringDecoder('utf8');
   let pgid: number | undefined;
-  let passwordSent = false;
-  let becomeRejected = false;
   let killed: 'timeout' | 'abort' | undefined;
   let killing: Promise<void> | undefined;
 
@@ -47,18 +45,8 @@ export function driveRun(io: RunIO, prep: PreparedRun, opts: ExecOptions): Promi
     const { out: b, events } = filter.push(chunk);
     if (b.length) { err.push(b); emit('stderr', b, decErr); }
     for (const ev of events) {
-      if (ev.type === 'prompt') {
-        if (!passwordSent && prep.becomePassword !== undefined) {
-          passwordSent = true;
-          io.stdin.write(`${prep.becomePassword}\n`);
-        } else {
-          becomeRejected = true;
-          io.stdin.end();
-        }
-      } else {
-        pgid = Number.isInteger(ev.pgid) && ev.pgid > 1 ? ev.pgid : undefined;
-        if (prep.waitForReady) io.stdin.end(prep.wrapper);
-      }
+      pgid = Number.isInteger(ev.pgid) && ev.pgid > 1 ? ev.pgid : undefined;
+      if (prep.waitForReady) io.stdin.end(prep.wrapper);
     }
   });
   if (!prep.waitForReady) io.stdin.end(prep.wrapper);
@@ -81,10 +69,7 @@ export function driveRun(io: RunIO, prep: PreparedRun, opts: ExecOptions): Promi
     if (killing) await killing;
     const rest = filter.flush();
     if (rest.length) { err.push(rest); emit('stderr', rest, decErr); }
-    if (becomeRejected) {
-      const msg = Buffer.from('runbook: sudo rejected the become password (or asked for it again)\n');
-      err.push(msg);
-    }
+    if (filter.rejected) err.push(Buffer.from(BECOME_REJECTED));
     const sig = normalizeSignal(signal);
     return {
       code: killed ? null : code,

@@ -10,7 +10,9 @@
 import { constants } from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
 import type { Readable, Writable } from 'node:stream';
-import { StderrMarkerFilter, sessionKillScript, type PreparedStep, type SessionLaunch } from './shell.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BECOME_REJECTED, StderrMarkerFilter, sessionKillScript, type PreparedStep, type SessionLaunch } from './shell.js';
+import { normalizeSignal } from './run-driver.js';
 import type { ExecOptions, ExecResult } from './types.js';
 
 export interface SessionIO {
@@ -111,35 +113,26 @@ export class ShellSession {
   private group?: { pgid: number; pid: number; ppid: number };
   private readyWaiters: Array<() => void> = [];
   private readonly filter: StderrMarkerFilter;
-  private passwordSent = false;
-  private becomeRejected = false;
   private active?: Active;
   private looseOut: Buffer[] = [];
   private looseErr: Buffer[] = [];
   private dead?: { code: number | null; signal: string | null } | { error: unknown };
-  private deathWaiters: Array<() => void> = [];
+  /** Resolves when the shell ended (dead is set). */
+  private readonly death: Promise<void>;
+  private markDead!: () => void;
   private broken = false;
 
   constructor(private readonly io: SessionIO, private readonly launch: SessionLaunch, private readonly killGraceMs = 2000) {
-    this.filter = new StderrMarkerFilter(launch);
+    this.filter = new StderrMarkerFilter(launch, io.stdin);
+    this.death = new Promise<void>((r) => { this.markDead = r; });
     io.stdin.on('error', () => { /* the shell went away; `exited` reports it */ });
     io.stdout.on('data', (b: Buffer) => this.onData('stdout', b));
     io.stderr.on('data', (chunk: Buffer) => {
       const { out, events } = this.filter.push(chunk);
       for (const ev of events) {
-        if (ev.type === 'prompt') {
-          if (!this.passwordSent && launch.becomePassword !== undefined) {
-            this.passwordSent = true;
-            io.stdin.write(`${launch.becomePassword}\n`);
-          } else {
-            this.becomeRejected = true;
-            io.stdin.end();
-          }
-        } else {
-          const [pgid, pid, ppid] = ev.payload.split(':').map(Number);
-          if (Number.isInteger(pgid) && pgid > 1 && Number.isInteger(pid) && Number.isInteger(ppid)) this.group = { pgid, pid, ppid };
-          for (const w of this.readyWaiters.splice(0)) w();
-        }
+        const [pgid, pid, ppid] = ev.payload.split(':').map(Number);
+        if (Number.isInteger(pgid) && pgid > 1 && Number.isInteger(pid) && Number.isInteger(ppid)) this.group = { pgid, pid, ppid };
+        for (const w of this.readyWaiters.splice(0)) w();
       }
       if (out.length) this.onData('stderr', out);
     });
@@ -156,7 +149,7 @@ export class ShellSession {
     if (held.length) this.onData('stderr', held);
     this.dead = d;
     for (const w of this.readyWaiters.splice(0)) w();
-    for (const w of this.deathWaiters.splice(0)) w();
+    this.markDead();
   }
 
   private onData(stream: 'stdout' | 'stderr', b: Buffer): void {
@@ -200,7 +193,7 @@ export class ShellSession {
     const endP = new Promise<void>((r) => { ended = r; });
     let startedSub!: () => void;
     const startP = new Promise<void>((r) => { startedSub = r; });
-    const deathP = new Promise<void>((r) => { if (this.dead) r(); else this.deathWaiters.push(r); });
+    const deathP = this.death;
     this.active = {
       out: new StepStream(step.startMarker, step.endMarker),
       err: new StepStream(step.startMarker, step.endMarker),
@@ -252,12 +245,12 @@ export class ShellSession {
       if (!a.out.started) out.unshift(...this.looseOut.splice(0));
       if (!a.err.started) err.unshift(...this.looseErr.splice(0));
       code = d.code;
-      signal = d.signal ? (d.signal.startsWith('SIG') ? d.signal : `SIG${d.signal}`) : null;
+      signal = normalizeSignal(d.signal);
     } else {
       const rc = Number(a.outEnd);
       code = Number.isInteger(rc) ? rc : null;
     }
-    if (this.becomeRejected) err.push(Buffer.from('runbook: sudo rejected the become password (or asked for it again)\n'));
+    if (this.filter.rejected) err.push(Buffer.from(BECOME_REJECTED));
     if (killed) {
       // Killed by us: report the signal, as for a process that died of it.
       if (code !== null && code > 128 && SIGNAL_NAMES.has(code - 128)) signal = SIGNAL_NAMES.get(code - 128)!;
@@ -290,10 +283,7 @@ export class ShellSession {
       if (done) return;
     }
     // The command had not started yet, the group is unknown, or it did not end: the session goes.
-    this.broken = true;
-    this.io.destroy();
+    this.close();
     await Promise.race([deathP, sleep(3000)]);
   }
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -220,16 +220,36 @@ export function sessionKillScript(pgid: number, sub: number, startTicks: number,
   ].join('\n') + '\n';
 }
 
-export type MarkerEvent = { type: 'prompt' } | { type: 'ready'; pgid: number; payload: string };
+/** READY: `pgid` is the first number of the marker's payload; `payload` is all of it (sessions: PGID:PID:PPID). */
+export type MarkerEvent = { type: 'ready'; pgid: number; payload: string };
+
+/** Added to a command's stderr when sudo prompted a second time (a wrong or missing become password). */
+export const BECOME_REJECTED = 'runbook: sudo rejected the become password (or asked for it again)\n';
 
 /**
- * Removes the prompt and READY markers from a stderr byte stream and reports them. Everything before READY is
- * buffered only as long as it could be the start of a marker; after READY, chunks pass through unchanged.
+ * Removes the prompt and READY markers from a stderr byte stream and reports READY. Answers sudo's prompt on
+ * `stdin`: the password once; a second prompt means it was wrong: stdin is ended and `rejected` set. Everything
+ * before READY is buffered only as long as it could be the start of a marker; after READY, chunks pass through.
  */
 export class StderrMarkerFilter {
   private pending = Buffer.alloc(0);
   private ready = false;
-  constructor(private readonly run: Pick<PreparedRun, 'readyMarker' | 'promptMarker'>) {}
+  private passwordSent = false;
+  rejected = false;
+  constructor(
+    private readonly run: Pick<PreparedRun, 'readyMarker' | 'promptMarker' | 'becomePassword'>,
+    private readonly stdin: { write(s: string): unknown; end(): unknown },
+  ) {}
+
+  private prompted(): void {
+    if (!this.passwordSent && this.run.becomePassword !== undefined) {
+      this.passwordSent = true;
+      this.stdin.write(`${this.run.becomePassword}\n`);
+    } else {
+      this.rejected = true;
+      this.stdin.end();
+    }
+  }
 
   push(chunk: Buffer): { out: Buffer; events: MarkerEvent[] } {
     if (this.ready) return { out: chunk, events: [] };
@@ -242,7 +262,7 @@ export class StderrMarkerFilter {
       if (p >= 0 && (r < 0 || p < r)) {
         outParts.push(buf.subarray(0, p));
         buf = buf.subarray(p + this.run.promptMarker!.length);
-        events.push({ type: 'prompt' });
+        this.prompted();
         continue;
       }
       if (r >= 0) {

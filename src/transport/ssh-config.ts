@@ -12,7 +12,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import { basename, dirname, isAbsolute, join } from 'node:path';
-import { matchPatternList } from './known-hosts.js';
+import { globSource, matchPatternList } from './known-hosts.js';
 
 export interface SshConfigLine {
   key: string; // lower-case
@@ -104,7 +104,7 @@ function expandInclude(pattern: string): string[] {
   if (!isAbsolute(p)) p = join(homedir(), '.ssh', p);
   const base = basename(p);
   if (!/[*?]/.test(base)) return [p];
-  const re = new RegExp(`^${base.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  const re = new RegExp(`^${globSource(base)}$`);
   try { return readdirSync(dirname(p)).filter((f) => re.test(f)).sort().map((f) => join(dirname(p), f)); } catch { return []; }
 }
 

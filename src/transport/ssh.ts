@@ -32,6 +32,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createInterface } from 'node:readline';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -125,7 +126,6 @@ async function ttyPrompt(question: string): Promise<string | undefined> {
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class SshTransport implements Transport {
   readonly host: string;
@@ -225,7 +225,7 @@ export class SshTransport implements Transport {
       let sock: Duplex | undefined;
       for (let i = 0; i < s.jumps.length; i++) {
         const hop = s.jumps[i];
-        const c = await this.openClient(hop, sock, true);
+        const c = await this.openClient(hop, sock);
         opened.push(c);
         const next = i + 1 < s.jumps.length ? s.jumps[i + 1] : s.target;
         sock = await new Promise<Duplex>((resolve, reject) => {
@@ -235,7 +235,7 @@ export class SshTransport implements Transport {
           });
         });
       }
-      const client = await this.openClient(s.target, sock, false);
+      const client = await this.openClient(s.target, sock);
       // settings that were not applied: surfaced once, as warnings (the engine emits them after connect)
       for (const n of s.notes) if (!this.warnings.includes(n)) this.warnings.push(n);
       this.client = client;
@@ -296,7 +296,7 @@ export class SshTransport implements Transport {
     return { methods, notes };
   }
 
-  private async openClient(hop: Hop, sock: Duplex | undefined, isJump: boolean): Promise<ClientT> {
+  private async openClient(hop: Hop, sock: Duplex | undefined): Promise<ClientT> {
     const s = this.settings();
     const entries = loadKnownHosts(s.knownHostsFiles);
     const names = [hostEntryName(hop.host, hop.port)];
@@ -395,7 +395,6 @@ export class SshTransport implements Transport {
         fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: ${err.code ? `${err.code} ` : ''}${err.message}`, { cause: err }));
       });
       client.on('close', () => fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: connection closed during the handshake`)));
-      void isJump;
       try { client.connect(cfg); } catch (e) {
         own?.destroy();
         fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: ${(e as Error).message}`, { cause: e }));
@@ -650,10 +649,5 @@ export class SshTransport implements Transport {
 
   async get(remotePath: string): Promise<Buffer> {
     return this.fileOp<Buffer>('read', remotePath, (s, cb) => s.readFile(remotePath, (e: Error | null | undefined, b: Buffer) => cb(e, b)));
-  }
-
-  /** Settings notes (ignored options) for --verbose. */
-  get notes(): string[] {
-    return this.settings().notes;
   }
 }

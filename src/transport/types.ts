@@ -73,4 +73,3 @@ export interface Transport {
   readonly gates?: boolean;
 }
 
-export type TransportFactory = (host: import('../inventory/types.js').ConnectionSpec) => Transport;
