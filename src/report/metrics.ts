@@ -97,9 +97,8 @@ export function renderMetrics(summary: RunSummary, previous = ''): string {
   for (const name of names) {
     if (!NAME.test(name)) continue;
     const ss = all.filter((s) => s.name === name);
-    if (ss.length === 0 && !(name in METRIC_FAMILIES)) continue;
-    const fam = METRIC_FAMILIES[name] ?? old.families.get(name) ?? {};
     if (ss.length === 0) continue;
+    const fam = METRIC_FAMILIES[name] ?? old.families.get(name) ?? {};
     if (fam.help) out.push(`# HELP ${name} ${fam.help}`);
     out.push(`# TYPE ${name} ${fam.type ?? 'untyped'}`);
     ss.sort((a, b) => (a.labels.runbook ?? '').localeCompare(b.labels.runbook ?? '')

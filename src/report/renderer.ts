@@ -16,9 +16,8 @@ function loadOra(): Promise<void> {
 }
 import { formatDuration } from '../core/duration.js';
 import type { EventOf, EventType, HostStatus, RunEvent } from '../engine/events.js';
-import { summarize } from './summary.js';
 import { COLORS, NO_COLORS, colorAllowed, countsText, formatElapsed, pad, statusColor, summaryText, truncate, width, type Paint } from './text.js';
-import { HOST_STATUSES } from './summary.js';
+import { HOST_STATUSES, emptyCounts, summarize } from './summary.js';
 
 export interface RendererOptions {
   json: boolean;
@@ -66,7 +65,7 @@ class JsonRenderer implements Renderer {
     const line = e.time ? e : { ...e, time: new Date().toISOString() };
     this.out.write(JSON.stringify(line) + '\n');
   }
-  async close(): Promise<void> { await write(this.out, ''); }
+  async close(): Promise<void> { /* every line was written as its event came */ }
 }
 
 // ---------------------------------------------------------------- plain
@@ -163,11 +162,12 @@ class TtyRenderer implements Renderer {
   private timer: NodeJS.Timeout | undefined;
   private buf = new LineBuffer();
   private inFlight = new Map<string, InFlight>();
-  private done: Record<HostStatus, number> = Object.fromEntries(HOST_STATUSES.map((s) => [s, 0])) as Record<HostStatus, number>;
+  private done = emptyCounts();
+  /** Hosts that had a host-end (the others are counted from run-end). */
+  private ended = new Set<string>();
   private total = 0;
   private runbook = '';
   private startedAt = Date.now();
-  private dirty = true;
   private closed = false;
 
   constructor(private opts: RendererOptions, private paint: Paint) {}
@@ -249,6 +249,7 @@ class TtyRenderer implements Renderer {
         break;
       case 'host-end': {
         this.inFlight.delete(e.host);
+        this.ended.add(e.host);
         this.done[e.status]++;
         if (e.status !== 'ok' && e.status !== 'changed' && e.status !== 'skipped') {
           const at = e.failed_step ? ` at "${e.failed_step}"` : '';
@@ -265,12 +266,11 @@ class TtyRenderer implements Renderer {
       case 'run-end':
         for (const [h, st] of Object.entries(e.hosts)) {
           // Hosts never started (skipped) get no host-end; count them from the final map.
-          if (!this.events.some((x) => x.type === 'host-end' && x.host === h)) this.done[st]++;
+          if (!this.ended.has(h)) this.done[st]++;
         }
         this.inFlight.clear();
         break;
     }
-    this.dirty = true;
   }
 
   /** The live block: a header line, then one line per host in flight, or per step when hosts outnumber rows. */
@@ -331,7 +331,6 @@ class TtyRenderer implements Renderer {
         lines.push(`  … ${rest} more hosts in ${gs.length - shown.length} other steps`);
       }
     }
-    this.dirty = false;
     return lines.join('\n');
   }
 

@@ -76,7 +76,7 @@ export function tailLines(text: string | undefined, n = TAIL_LINES): string | un
   return t === '' ? undefined : t;
 }
 
-function emptyCounts(): Record<HostStatus, number> {
+export function emptyCounts(): Record<HostStatus, number> {
   return Object.fromEntries(HOST_STATUSES.map((s) => [s, 0])) as Record<HostStatus, number>;
 }
 
