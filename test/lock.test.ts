@@ -126,10 +126,10 @@ test('lock: paths and values are quoted (no shell injection), unwritable lock di
 test('createHostLock: the engine HostLock, per-host path from the runbook_lock_path host variable', async () => {
   const d = dir();
   const hosts = [
-    { name: 'a', vars: { runbook_lock_path: join(d, 'a.lock') }, connection: { become: false } },
-    { name: 'b', vars: {}, connection: { become: true } },
+    { name: 'a', vars: { runbook_lock_path: join(d, 'a.lock') }, connection: { kind: 'ssh', become: false } },
+    { name: 'b', vars: {}, connection: { kind: 'ssh', become: true } },
   ];
-  const acc = lockAccessFromHosts(hosts);
+  const acc = lockAccessFromHosts(hosts, tmpdir());
   assert.equal(acc.pathFor('b'), DEFAULT_LOCK_PATH);
   assert.equal(acc.becomeFor('b'), true);
   const l1 = createHostLock({ runId: 'RUN1', runbook: 'hello', ...acc });

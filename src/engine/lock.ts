@@ -162,14 +162,18 @@ export function createHostLock(o: HostLockOptions): HostLock & { readonly info: 
   };
 }
 
-/** Lock path and become per host, from a plan's host variables and connection specs. */
-export function lockAccessFromHosts(hosts: Array<{ name: string; vars: Record<string, unknown>; connection: { become?: boolean } }>): { pathFor: (h: string) => string; becomeFor: (h: string) => boolean } {
+type LockHost = { name: string; vars: Record<string, unknown>; connection: { kind: string; become?: boolean } };
+
+/** Lock path and become of one planned host (lockPathForHost; sudo when the host becomes). */
+export function lockAccessFor(h: LockHost, tmp: string): { path: string; become: boolean } {
+  return { path: lockPathForHost(h, tmp), become: !!h.connection.become };
+}
+
+/** lockAccessFor per host name, for createHostLock (the hosts of a plan). */
+export function lockAccessFromHosts(hosts: LockHost[], tmp: string): { pathFor: (h: string) => string; becomeFor: (h: string) => boolean } {
   const by = new Map(hosts.map((h) => [h.name, h]));
   return {
-    pathFor: (h) => {
-      const v = by.get(h)?.vars[LOCK_PATH_VAR];
-      return typeof v === 'string' && v.length > 0 ? v : DEFAULT_LOCK_PATH;
-    },
+    pathFor: (h) => lockPathForHost(by.get(h)!, tmp),
     becomeFor: (h) => !!by.get(h)?.connection.become,
   };
 }
@@ -179,7 +183,7 @@ export function lockAccessFromHosts(hosts: Array<{ name: string; vars: Record<st
  * DEFAULT_LOCK_PATH; hosts with a local connection are all this machine, so each gets its own
  * file under the temp dir. apply, resume, rollback and unlock must agree on it.
  */
-export function lockPathForHost(h: { name: string; vars: Record<string, unknown>; connection: { kind: string } }, tmp: string): string {
+export function lockPathForHost(h: LockHost, tmp: string): string {
   const v = h.vars[LOCK_PATH_VAR];
   if (typeof v === 'string' && v.length > 0) return v;
   if (h.connection.kind === 'local') return `${tmp.replace(/\/$/, '')}/runbook-lock-${h.name}`;

@@ -11,7 +11,7 @@ import { loadPlan, type Loaded } from '../context.js';
 import { transportsFrom } from '../transports.js';
 import { createRenderer, reportFormatOf } from '../../report/index.js';
 import { openJournal, newRunId, defaultStateDir } from '../../journal/writer.js';
-import { createHostLock, lockPathForHost } from '../../engine/lock.js';
+import { createHostLock, lockAccessFromHosts } from '../../engine/lock.js';
 import { confirmDestructive, planSummaryText } from '../prompt.js';
 import { windowGate } from '../window.js';
 
@@ -95,12 +95,7 @@ export async function execute(argv: Args, loaded: Loaded, extras: ExecuteExtras 
 
 /** Locks live on the hosts (/run/runbook/lock); local-connection hosts get one each under the temp dir. */
 function hostLock(plan: Plan, runId: string) {
-  const byName = new Map(plan.hosts.map((h) => [h.name, h]));
-  return createHostLock({
-    runId, runbook: plan.runbook.name, controller: hostname(), pid: process.pid,
-    becomeFor: (name) => !!byName.get(name)?.connection.become,
-    pathFor: (name) => lockPathForHost(byName.get(name)!, tmpdir()),
-  });
+  return createHostLock({ runId, runbook: plan.runbook.name, controller: hostname(), pid: process.pid, ...lockAccessFromHosts(plan.hosts, tmpdir()) });
 }
 
 function journalRunInfo(loaded: Loaded, path: string): Record<string, unknown> {

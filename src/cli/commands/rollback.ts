@@ -7,7 +7,7 @@
 import { tmpdir } from 'node:os';
 import type { Args } from '../main.js';
 import { rollbackRun, type EngineOptions } from '../../engine/engine.js';
-import { lockPathForHost, releaseLock } from '../../engine/lock.js';
+import { lockAccessFor, releaseLock } from '../../engine/lock.js';
 import type { Plan, PlannedHost } from '../../plan/types.js';
 import { execute } from './apply.js';
 import { loadRecordedRun, confirm } from './resume.js';
@@ -56,7 +56,7 @@ async function releaseStaleLocks(opts: EngineOptions, plan: Plan, runId: string,
     const t = opts.transport(h);
     try {
       await t.connect();
-      await releaseLock(t, h.name, runId, { path: lockPathForHost(h, tmpdir()), become: !!h.connection.become });
+      await releaseLock(t, h.name, runId, lockAccessFor(h, tmpdir()));
     } catch (err) {
       process.stderr.write(`runbook: warning: ${h.name}: could not check for a lock left by run ${runId}: ${(err as Error).message}\n`);
     } finally {

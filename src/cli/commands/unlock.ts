@@ -9,7 +9,7 @@ import { RunbookError, didYouMean } from '../../core/errors.js';
 import { loadInventory, connectionFor } from '../../inventory/index.js';
 import { createTransport } from '../../transport/index.js';
 import { sshOptionsFrom } from '../transports.js';
-import { breakLock, describeHolder, lockPathForHost } from '../../engine/lock.js';
+import { breakLock, describeHolder, lockAccessFor } from '../../engine/lock.js';
 import { openJournal, resolveStateDir, checkRunId, journalPath } from '../../journal/writer.js';
 import { existsSync, rmSync } from 'node:fs';
 
@@ -26,7 +26,8 @@ export async function run(argv: Args): Promise<number> {
     throw new RunbookError('E_UNKNOWN_HOST', `host ${host} is not in ${sources.join(', ')}${dym ? `; did you mean ${dym}?` : ''}`);
   }
   const connection = connectionFor(h, { user: argv.user as string | undefined, privateKeyFile: argv['private-key'] as string | undefined });
-  const path = lockPathForHost({ name: host, vars: h.vars, connection }, tmpdir());
+  const access = lockAccessFor({ name: host, vars: h.vars, connection }, tmpdir());
+  const { path } = access;
 
   // Journal first: if it cannot be written, nothing is removed.
   const stateDir = resolveStateDir(argv['state-dir']);
@@ -37,7 +38,7 @@ export async function run(argv: Args): Promise<number> {
   try {
     await journal.sync();
     await t.connect();
-    const holder = await breakLock(t, host, runId, { path, become: !!connection.become });
+    const holder = await breakLock(t, host, runId, access);
     journal.write({
       type: 'lock-broken', time: new Date().toISOString(), host, lock_path: path, holder,
       by_controller: hostname(), by_pid: process.pid, by_user: userInfo().username,
