@@ -45,6 +45,7 @@ const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const SEGMENT = /^(?:[A-Za-z_][A-Za-z0-9_-]*|\d+)$/;
 
 const cache = new Map<string, TemplatePart[]>();
+const contextCache = new Map<string, PlaceholderContext[]>();
 
 /** Parses a template into text and variable parts. Throws TemplateError. */
 export function parseTemplate(tpl: string): TemplatePart[] {
@@ -252,6 +253,9 @@ const BREAK = /[\s;&|()<>]/;
  * in template order. Placeholders never change the scan state (a value is one piece of data).
  */
 export function analyzeTemplate(tpl: string): PlaceholderContext[] {
+  // Same text, same contexts: the engine renders every command of every host through here.
+  const hit = contextCache.get(tpl);
+  if (hit) return hit;
   const parts = parseTemplate(tpl);
   const out: PlaceholderContext[] = [];
   const stack: Frame[] = [{ t: 'top' }];
@@ -390,6 +394,8 @@ export function analyzeTemplate(tpl: string): PlaceholderContext[] {
     if (c === '\n') startHeredocIfPending();
   }
   if (heredoc) endHeredocLine();
+  if (contextCache.size > 2000) contextCache.clear();
+  contextCache.set(tpl, out);
   return out;
 
   function endHeredocLine() {
@@ -537,7 +543,3 @@ function renderPlaceholder(ctx: PlaceholderContext, lookup: (p: string) => unkno
   return text;
 }
 
-/** Renders for display (plan): like renderCommand, but `| raw` parts are marked `«raw:...»`-free; returns raw paths too. */
-export function renderForDisplay(tpl: string, lookup: (dotted: string) => unknown, opts: RenderOptions = {}): { command: string; raw: string[] } {
-  return { command: renderCommand(tpl, lookup, opts), raw: rawRefs(tpl) };
-}

@@ -6,7 +6,7 @@ import type { Args } from '../main.js';
 import type { PlannedHost } from '../../plan/types.js';
 import type { StepSpec } from '../../runbook/types.js';
 import { loadPlan } from '../context.js';
-import { renderCommand, templateRefs, lookupPath } from '../../plan/template.js';
+import { renderCommand, rawRefs, lookupPath } from '../../plan/template.js';
 import { Redactor } from '../../core/redact.js';
 import { formatDuration } from '../../core/duration.js';
 import { Engine } from '../../engine/engine.js';
@@ -16,11 +16,12 @@ export async function run(argv: Args): Promise<number> {
   const { plan, runbook } = loadPlan(argv, newRunId());
   const redactor = new Redactor();
   for (const s of plan.secrets) redactor.add(s);
-  const registers = new Set([...runbook.preflight, ...runbook.steps].map((s) => s.register).filter(Boolean) as string[]);
+  const allSteps = [...runbook.preflight, ...runbook.steps];
+  const registers = new Set(allSteps.map((s) => s.register).filter(Boolean) as string[]);
 
   const show = (h: PlannedHost, tpl: string) => {
     const text = renderCommand(tpl, (path) => registers.has(path.split('.')[0]) ? `<${path} at run time>` : lookupPath(h.vars, path));
-    const raw = templateRefs(tpl).filter((r) => r.raw).map((r) => r.path);
+    const raw = rawRefs(tpl);
     return redactor.redact(text) + (raw.length ? `    # verbatim (| raw): ${raw.join(', ')}` : '');
   };
 
@@ -36,7 +37,7 @@ export async function run(argv: Args): Promise<number> {
       run_id: plan.runId, runbook: runbook.name, batches: plan.batches, max_failed: plan.maxFailed, forks: plan.forks,
       hosts: plan.hosts.map((h) => ({
         name: h.name,
-        steps: [...runbook.preflight, ...runbook.steps].map((s) => renderStepJson(s, (t) => show(h, t))),
+        steps: allSteps.map((s) => renderStepJson(s, (t) => show(h, t))),
         ...(probe ? { probe: probe.get(h.name) } : {}),
       })),
     };
@@ -53,7 +54,7 @@ export async function run(argv: Args): Promise<number> {
     if (p) head += p.blocked ? `  BLOCKED: ${p.blocked}` : p.steps.some((s) => s.verdict === 'would run') ? '  would change' : '  nothing to do';
     w(head);
     if (p) for (const pf of p.preflight) w(`   preflight ${pf.ok ? 'ok    ' : 'FAILED'} ${pf.step}${pf.output ? ': ' + pf.output.replace(/\n/g, ' | ') : ''}`);
-    for (const s of [...runbook.preflight, ...runbook.steps]) {
+    for (const s of allSteps) {
       const verdict = p?.steps.find((x) => x.step === s.name)?.verdict;
       w(`  ${s.phase === 'preflight' ? 'preflight' : `step ${s.index + 1}`}: ${s.name}${s.local ? ' [on controller]' : ''}${s.become ? ' [sudo]' : ''}  (timeout ${formatDuration(s.timeoutMs)})${verdict ? `  -> ${verdict}` : ''}`);
       if (s.when !== undefined) w(`      when:     ${show(h, s.when)}`);
