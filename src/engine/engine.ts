@@ -4,6 +4,7 @@
  * (preflight everywhere first, forks, serial batches, a failure budget over the whole run,
  * interrupts), and the write-ahead journal. It emits events; it never prints.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Plan, PlannedHost } from '../plan/types.js';
 import type { StepSpec } from '../runbook/types.js';
 import type { ExecResult, Transport } from '../transport/types.js';
@@ -102,11 +103,7 @@ interface HostCtx {
   ledger: LedgerEntry[];
   changed: string[];
   started: number;
-  connected: boolean;
   locked: boolean;
-  status?: HostStatus;
-  message?: string;
-  failedStep?: string;
   /** The step being worked on (for a connection lost between commands). */
   current?: StepSpec;
 }
@@ -151,7 +148,7 @@ export class Engine {
     try {
       await this.journal.sync();
     } catch (err) {
-      this.journalError ??= err instanceof Error ? err.message : String(err);
+      this.journalError ??= errMessage(err);
       this.emit({ type: 'warning', message: `${this.journalError}` }, false);
       throw new JournalStop(this.journalError);
     }
@@ -322,16 +319,14 @@ export class Engine {
   private newCtx(h: PlannedHost): HostCtx {
     const c: HostCtx = {
       host: h, t: this.opts.transport(h), registers: {}, ledger: [], changed: [],
-      started: Date.now(), connected: false, locked: false,
+      started: Date.now(), locked: false,
     };
     this.ctx.set(h.name, c);
     return c;
   }
 
   private async connect(c: HostCtx): Promise<void> {
-    if (c.connected) return;
     await c.t.connect();
-    c.connected = true;
     for (const w of c.t.warnings ?? []) this.emit({ type: 'warning', host: c.host.name, message: w });
   }
 
@@ -443,7 +438,6 @@ export class Engine {
 
   private async failHost(c: HostCtx, step: StepSpec, r: StepOutcome): Promise<void> {
     this.failures++;
-    c.failedStep = step.name;
     const why = `step "${step.name}" ${r.status === 'unknown' ? 'has an unknown outcome' : 'failed'}: ${r.reason ?? ''}`.trim();
     if (r.status === 'unknown') {
       // The connection died mid-step: reconnect to run the rollbacks, or hand the host to a human.
@@ -733,12 +727,7 @@ function lastWords(r: ExecResult): string {
 }
 
 function errMessage(err: unknown): string {
-  if (err instanceof RunbookError || err instanceof TransportError) return err.message;
   return err instanceof Error ? err.message : String(err);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 export function runPlan(opts: EngineOptions): Promise<RunResult> {
