@@ -6,7 +6,6 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { RunbookError } from '../core/errors.js';
 import type { HostStatus, RunStatus, StepStatus } from '../engine/events.js';
-import { journalPath } from './writer.js';
 
 /** One journal line: a RunEvent (minus output) or a journal-only record (journal-open, lock-broken). */
 export type JournalRecord = Record<string, unknown> & { type: string };
@@ -63,11 +62,6 @@ export async function readJournal(path: string): Promise<JournalContents> {
     throw new RunbookError('E_JOURNAL_READ', `cannot read the run journal ${path}: ${e.message}`, { cause: err });
   }
   return parseJournal(text, path);
-}
-
-/** Reads the journal of a run by id. */
-export async function readRun(stateDir: string, runId: string): Promise<JournalContents> {
-  return readJournal(journalPath(stateDir, runId));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -250,20 +244,19 @@ export function summarizeRun(runId: string, path: string, records: JournalRecord
     if (r.type === 'run-end') { lastEnd = r; lastEndAt = i; }
   });
   if (sum.started === undefined && records.length) sum.started = str(records[0].time);
+  const takeEnd = (e: JournalRecord): void => {
+    sum.status = (str(e.status) ?? 'incomplete') as RunSummary['status'];
+    sum.ended = str(e.time);
+    if (typeof e.exit_code === 'number') sum.exit_code = e.exit_code;
+  };
   if (lastEnd && lastEndAt > lastOpenAt) {
-    sum.status = (str(lastEnd.status) ?? 'incomplete') as RunSummary['status'];
-    sum.ended = str(lastEnd.time);
-    if (typeof lastEnd.exit_code === 'number') sum.exit_code = lastEnd.exit_code;
+    takeEnd(lastEnd);
   } else if (lastOpen && lastOpen.controller === hostname() && typeof lastOpen.pid === 'number' && pidAlive(lastOpen.pid)) {
     sum.status = 'running?';
   } else if (lastEnd) {
     // A later process (e.g. an unlock) opened the journal without a run; keep the run's end.
     const laterRun = records.slice(lastEndAt + 1).some((r) => r.type === 'run-start' || r.type === 'host-start' || r.type === 'step-start' || r.type === 'rollback-start');
-    if (!laterRun) {
-      sum.status = (str(lastEnd.status) ?? 'incomplete') as RunSummary['status'];
-      sum.ended = str(lastEnd.time);
-      if (typeof lastEnd.exit_code === 'number') sum.exit_code = lastEnd.exit_code;
-    }
+    if (!laterRun) takeEnd(lastEnd);
   }
   for (const [, s] of hostStates(records)) {
     const k = s.finished ?? (s.started ? 'incomplete' : 'pending');
@@ -299,6 +292,3 @@ export async function listRuns(stateDir: string): Promise<RunSummary[]> {
 }
 
 /** The first run-start record (carries runbook_file, runbook_hash, inputs, plan). */
-export function runStartOf(records: JournalRecord[]): JournalRecord | undefined {
-  return records.find((r) => r.type === 'run-start');
-}

@@ -125,7 +125,6 @@ class Writer implements JournalWriter {
   readonly stats: JournalStats = { records: 0, syncs: 0, writes: 0, fsyncs: 0, bytes: 0 };
   private buf: string[] = [];
   /** Number of records handed to write() so far / made durable so far. */
-  private written = 0;
   private durable = 0;
   private inflight: Promise<void> | null = null;
   private failed: RunbookError | null = null;
@@ -147,13 +146,12 @@ class Writer implements JournalWriter {
       throw new RunbookError('E_JOURNAL', `cannot encode a journal record (${(err as Error).message}); this is a bug`);
     }
     this.buf.push(line + '\n');
-    this.written++;
     this.stats.records++;
   }
 
   async sync(): Promise<void> {
     this.stats.syncs++;
-    const target = this.written;
+    const target = this.stats.records;
     for (;;) {
       if (this.failed) throw this.failed;
       if (this.durable >= target) return;
@@ -170,7 +168,7 @@ class Writer implements JournalWriter {
   }
 
   private async flush(): Promise<void> {
-    const upto = this.written;
+    const upto = this.stats.records;
     const chunk = this.buf.join('');
     this.buf = [];
     try {

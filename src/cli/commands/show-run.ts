@@ -103,8 +103,7 @@ export async function run(argv: Args): Promise<number> {
     return 0;
   }
   const out: string[] = [];
-  const start = records.find((r) => r.type === 'run-start');
-  out.push(`Run ${sum.run_id}: ${sum.runbook ?? '?'}${start?.runbook_file ? ` (${String(start.runbook_file)})` : ''}`);
+  out.push(`Run ${sum.run_id}: ${sum.runbook ?? '?'}${sum.runbook_file ? ` (${sum.runbook_file})` : ''}`);
   out.push(`  started ${sum.started ?? '?'}${sum.ended ? `, ended ${sum.ended}` : ''}; status ${sum.status}${sum.exit_code !== undefined ? ` (exit ${sum.exit_code})` : ''}; hosts: ${hostsText(sum.hosts)}`);
   out.push(`  journal ${path}${torn ? ' (torn last line ignored: the controller died while writing it)' : ''}`);
   for (const v of views) {
