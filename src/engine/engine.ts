@@ -13,11 +13,10 @@ import { renderCommand, lookupPath } from '../plan/template.js';
 import { Redactor } from '../core/redact.js';
 import { RunbookError } from '../core/errors.js';
 import {
-  type EventInput, type EventSink, type HostStatus, type JournalSink, type RunEvent, type StepStatus, type RunStatus,
+  type EventInput, type EventSink, type HostStatus, type Registered, type JournalSink, type RunEvent, type StepStatus, type RunStatus,
   nullJournal, runStatusOf,
 } from './events.js';
 
-export interface Registered { stdout: string; stderr: string; code: number | null }
 
 /** What the journal says about a host of an earlier (dead) run. */
 export interface HostResumeState {

@@ -1,5 +1,8 @@
 /** Typed events from the engine. Renderers (src/report) and the journal subscribe. */
 export type StepStatus = 'skipped' | 'ok' | 'changed' | 'failed' | 'unknown';
+/** A step's output kept by `register:` (engine) and rebuilt from the journal (resume). */
+export interface Registered { stdout: string; stderr: string; code: number | null }
+
 export type HostStatus = 'ok' | 'changed' | 'failed' | 'rolled-back' | 'needs-attention' | 'unreachable' | 'skipped';
 export type RunStatus = 'ok' | 'failed' | 'needs-attention' | 'interrupted';
 export type Phase = 'preflight' | 'step';

@@ -5,7 +5,7 @@ import { promises as fsp } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { RunbookError } from '../core/errors.js';
-import type { HostStatus, RunStatus, StepStatus } from '../engine/events.js';
+import type { HostStatus, Registered, RunStatus, StepStatus } from '../engine/events.js';
 
 /** One journal line: a RunEvent (minus output) or a journal-only record (journal-open, lock-broken). */
 export type JournalRecord = Record<string, unknown> & { type: string };
@@ -67,7 +67,6 @@ export async function readJournal(path: string): Promise<JournalContents> {
 // ---------------------------------------------------------------------------------------
 // Per-host state
 
-export interface RegisterValue { stdout: string; stderr: string; code: number | null }
 
 export interface HostJournalState {
   /** A host-start was recorded. */
@@ -97,7 +96,7 @@ export interface HostJournalState {
   /** Rollbacks that ended failed (still in `ledger`). */
   rollbackFailed: Set<number>;
   /** Registered outputs, by variable name. */
-  registers: Record<string, RegisterValue>;
+  registers: Record<string, Registered>;
 }
 
 export interface StepInfo { index: number; rollback?: string; register?: string }
@@ -165,7 +164,7 @@ export function hostStates(records: JournalRecord[], opts: HostStatesOptions = {
       case 'step-end': {
         if (index === undefined) break;
         const status = str(r.status) as StepStatus | undefined;
-        const reg = r.register as Partial<RegisterValue> & { name?: string } | undefined;
+        const reg = r.register as Partial<Registered> & { name?: string } | undefined;
         if (reg && typeof reg === 'object') {
           const name = str(reg.name) ?? regName(phase, index);
           if (name) s.registers[name] = { stdout: str(reg.stdout) ?? '', stderr: str(reg.stderr) ?? '', code: typeof reg.code === 'number' ? reg.code : null };
