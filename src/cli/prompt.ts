@@ -55,6 +55,11 @@ function list(names: string[], max: number): string {
 }
 
 /** What the operator confirms: runbook, hosts, batches, failure budget, steps (with rollbacks). */
+/** confirmDestructive on this process's terminal (stdin + stderr), with --yes from the command line. */
+export function confirmOnTerminal(summaryText: string, yes: unknown, runbook: string): Promise<boolean> {
+  return confirmDestructive(summaryText, { yes: Boolean(yes), tty: Boolean(process.stdin.isTTY && process.stderr.isTTY), stdin: process.stdin, stderr: process.stderr, runbook });
+}
+
 export function planSummaryText(plan: Plan, opts: { window?: string } = {}): string {
   const rb = plan.runbook;
   const n = plan.hosts.length;

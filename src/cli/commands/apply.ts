@@ -12,7 +12,7 @@ import { transportsFrom } from '../transports.js';
 import { createRenderer, reportFormatOf } from '../../report/index.js';
 import { openJournal, newRunId, defaultStateDir } from '../../journal/writer.js';
 import { createHostLock, lockAccessFromHosts } from '../../engine/lock.js';
-import { confirmDestructive, planSummaryText } from '../prompt.js';
+import { confirmOnTerminal, planSummaryText } from '../prompt.js';
 import { windowGate } from '../window.js';
 
 export async function run(argv: Args): Promise<number> {
@@ -21,10 +21,7 @@ export async function run(argv: Args): Promise<number> {
   const gate = argv.window ? windowGate(String(argv.window)) : undefined;
   for (const f of argv.report ?? []) reportFormatOf(String(f)); // a bad report name fails before anything runs
   if (loaded.runbook.destructive) {
-    await confirmDestructive(planSummaryText(loaded.plan, { window: argv.window }), {
-      yes: Boolean(argv.yes), tty: Boolean(process.stdin.isTTY && process.stderr.isTTY), stdin: process.stdin, stderr: process.stderr,
-      runbook: loaded.runbook.name,
-    });
+    await confirmOnTerminal(planSummaryText(loaded.plan, { window: argv.window }), argv.yes, loaded.runbook.name);
   }
   return execute(argv, loaded, { mayStartHost: gate });
 }

@@ -13,7 +13,7 @@ import type { Args } from '../main.js';
 import { RunbookError } from '../../core/errors.js';
 import { loadPlan, type Loaded } from '../context.js';
 import { execute } from './apply.js';
-import { confirmDestructive, planSummaryText } from '../prompt.js';
+import { confirmOnTerminal, planSummaryText } from '../prompt.js';
 import type { HostResumeState } from '../../engine/engine.js';
 import { resolveStateDir, checkRunId, journalPath } from '../../journal/writer.js';
 import { readJournal, hostStates, summarizeRun, type HostJournalState, type JournalRecord } from '../../journal/reader.js';
@@ -147,14 +147,6 @@ export async function run(argv: Args): Promise<number> {
     const fin = rec.loaded.plan.hosts.length - remaining.length;
     process.stderr.write(`runbook: resuming run ${rec.runId} (${rec.loaded.runbook.name}): ${remaining.length} host${remaining.length === 1 ? '' : 's'} to continue, ${fin} already finished; journal ${rec.journal}${rec.torn ? ' (its torn last line was dropped)' : ''}\n`);
   }
-  if (rec.loaded.runbook.destructive) await confirm(argv, rec, planSummaryText(rec.loaded.plan));
+  if (rec.loaded.runbook.destructive) await confirmOnTerminal(planSummaryText(rec.loaded.plan), argv.yes, rec.loaded.runbook.name);
   return execute(rec.argv, rec.loaded, { resume, journalRunId: rec.runId });
-}
-
-/** Destructive runbooks: the same question apply asks (never asked with --yes; refused without a TTY). */
-export async function confirm(argv: Args, rec: RecordedRun, text: string): Promise<void> {
-  await confirmDestructive(text, {
-    yes: Boolean(argv.yes), tty: Boolean(process.stdin.isTTY && process.stderr.isTTY), stdin: process.stdin, stderr: process.stderr,
-    runbook: rec.loaded.runbook.name,
-  });
 }

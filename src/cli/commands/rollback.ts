@@ -10,7 +10,8 @@ import { rollbackRun, type EngineOptions } from '../../engine/engine.js';
 import { lockAccessFor, releaseLock } from '../../engine/lock.js';
 import type { Plan, PlannedHost } from '../../plan/types.js';
 import { execute } from './apply.js';
-import { loadRecordedRun, confirm } from './resume.js';
+import { loadRecordedRun } from './resume.js';
+import { confirmOnTerminal } from '../prompt.js';
 import type { HostJournalState } from '../../journal/reader.js';
 import type { Runbook } from '../../runbook/types.js';
 
@@ -36,7 +37,7 @@ export async function run(argv: Args): Promise<number> {
     lines.push(`  ${h.name}: ${idx.length ? [...idx].reverse().map((i) => runbook.steps[i].name).join(' <- ') : 'nothing to roll back'}`);
   }
   if (!argv.json) process.stderr.write(`runbook: ${lines.join('\n')}\n`);
-  if (runbook.destructive) await confirm(argv, rec, lines.join('\n'));
+  if (runbook.destructive) await confirmOnTerminal(lines.join('\n'), argv.yes, runbook.name);
   return execute(rec.argv, rec.loaded, {
     journalRunId: rec.runId,
     engine: async (opts) => {
