@@ -33,8 +33,6 @@ const RE = {
   hostname: new RegExp(String.raw`^${label}(?:\.${label})*$`, 'iu'),
 };
 
-export const IPV4_RE = RE.ipv4;
-export const IPV6_RE = RE.ipv6;
 
 /** parse_address(address, allow_ranges=True); undefined where Python raises. */
 export function parseAddress(address: string): { host: string; port?: number } | undefined {

@@ -23,9 +23,6 @@ export const TOP_KEYS = ['name', 'description', 'destructive', 'become', 'serial
 export const STEP_KEYS = ['name', 'when', 'unless', 'run', 'verify', 'rollback', 'timeout', 'register', 'local', 'become'] as const;
 export const VERIFY_KEYS = ['run', 'retries', 'delay'] as const;
 
-/** The command fields of a step that are shell templates, with their path suffixes. */
-export const COMMAND_FIELDS = ['when', 'unless', 'run', 'verify.run', 'rollback'] as const;
-
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const PERCENT = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/;
 
@@ -77,7 +74,8 @@ function isFile(p: string): boolean {
   try { return statSync(p).isFile(); } catch { return false; }
 }
 
-function displayPath(file: string, cwd: string): string {
+/** `file` relative to cwd when it lies below it, else as given. */
+export function displayPath(file: string, cwd: string): string {
   const rel = relative(resolve(cwd), file);
   return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : file;
 }
@@ -653,9 +651,4 @@ export function parseRunbook(source: string, file: string, opts: { cwd?: string;
   if (typeof d.description === 'string') rb.description = d.description;
   if (typeof d.hosts === 'string') rb.hosts = d.hosts;
   return rb;
-}
-
-/** Whether a file exists at `./runbooks/NAME.yml` etc. (for CLI hints). */
-export function runbookExists(nameOrPath: string, cwd: string): boolean {
-  try { resolveRunbookPath(nameOrPath, cwd); return true; } catch { return false; }
 }

@@ -1,7 +1,6 @@
 /** `runbook show NAME`: the steps as an SRE reads them: name, when/unless, run, verify, rollback. */
-import { relative, isAbsolute } from 'node:path';
 import type { Args } from '../main.js';
-import { loadRunbook } from '../../runbook/load.js';
+import { displayPath, loadRunbook } from '../../runbook/load.js';
 import { DEFAULT_STEP_TIMEOUT_MS, type Runbook, type StepSpec } from '../../runbook/types.js';
 import { formatDuration } from '../../core/duration.js';
 import { colorAllowed, COLORS, NO_COLORS, type Paint } from '../../report/text.js';
@@ -11,11 +10,6 @@ export async function run(argv: Args): Promise<number> {
   const p = colorAllowed(Boolean(process.stdout.isTTY)) ? COLORS : NO_COLORS;
   process.stdout.write(showText(rb, { paint: p, cwd: process.cwd() }));
   return 0;
-}
-
-function shortPath(file: string, cwd: string): string {
-  const rel = relative(cwd, file);
-  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : file;
 }
 
 function value(v: unknown): string {
@@ -54,7 +48,7 @@ export function showText(rb: Runbook, o: { paint?: Paint; cwd?: string } = {}): 
   const p = o.paint ?? NO_COLORS;
   const lines: string[] = [];
   lines.push(`${p.bold(rb.name)}${rb.destructive ? `  ${p.yellow('(destructive: asks before it runs, or needs --yes)')}` : ''}`);
-  lines.push(p.dim(shortPath(rb.file, o.cwd ?? process.cwd())));
+  lines.push(p.dim(displayPath(rb.file, o.cwd ?? process.cwd())));
   if (rb.description) lines.push(rb.description);
   const fleet = [
     `serial: ${rb.serial.length ? rb.serial.join(', ') : 'all hosts at once'}`,
