@@ -180,10 +180,6 @@ export const LOCALHOST_NAMES = ['127.0.0.1', 'localhost', '::1'];
 export class RInventory {
   groups = new Map<string, RGroup>();
   hosts = new Map<string, RHost>();
-  localhost: RHost | undefined;
-  /** inventory_file per host (first source that defined it). */
-  hostSource = new Map<string, string>();
-  currentSource: string | undefined;
 
   constructor() {
     this.addGroup('all');
@@ -206,8 +202,6 @@ export class RInventory {
     if (!h) {
       h = new RHost(name, port);
       this.hosts.set(name, h);
-      if (this.currentSource) this.hostSource.set(name, this.currentSource);
-      if (LOCALHOST_NAMES.includes(name) && !this.localhost) this.localhost = h;
     }
     if (g) g.addHost(h);
     return name;

@@ -5,11 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ValidationError } from '../core/errors.js';
-import { loadYaml, VaultValue, YamlSyntaxError } from './yaml.js';
-
-function isMapping(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof VaultValue);
-}
+import { isMapping, loadYaml, YamlSyntaxError } from './yaml.js';
 
 /** Ansible's split_args + parse_kv for one -e string: quote-aware split on spaces, then key=value. */
 export function parseKv(s: string): Record<string, string> {

@@ -41,29 +41,33 @@ function expandUser(p: string): string {
   return p === '~' ? homedir() : p.startsWith('~/') ? join(homedir(), p.slice(2)) : p;
 }
 
+/** Refuses Ansible Vault values anywhere in parsed inventory / vars data (naming the key and its line). */
+function findVault(file: string, text: string, data: unknown, path: string[] = []): void {
+  if (data instanceof VaultValue || (typeof data === 'string' && data.startsWith('$ANSIBLE_VAULT;'))) {
+    const key = path[path.length - 1] ?? '';
+    const line = lineOfKey(text, key);
+    throw new RunbookError('E_INVENTORY_VAULT', `${file}${line ? `:${line}` : ''}: '${path.join('.')}' is vault-encrypted; runbook does not decrypt Ansible Vault. Decrypt it or pass the secret another way (environment, -e @file outside the journal).`);
+  }
+  if (Array.isArray(data)) data.forEach((v, i) => findVault(file, text, v, [...path, String(i)]));
+  else if (data && typeof data === 'object') for (const [k, v] of Object.entries(data)) findVault(file, text, v, [...path, k]);
+}
+
 class Loader {
   inv = new RInventory();
   warnings: string[] = [];
-  constructor(readonly cwd: string) {}
 
   warn = (m: string) => { this.warnings.push(m); };
 
-  parseSource(source: string, top: boolean): void {
+  parseSource(source: string): void {
     const st = statSync(source);
     if (st.isDirectory()) {
       for (const name of readdirSync(source).sort()) {
         if (ignoredInDir(name)) continue;
-        this.parseSource(join(source, name), false);
+        this.parseSource(join(source, name));
       }
       return;
     }
-    void top;
-    this.inv.currentSource = source;
-    try {
-      this.parseFile(source, st.mode);
-    } finally {
-      this.inv.currentSource = undefined;
-    }
+    this.parseFile(source, st.mode);
   }
 
   parseFile(file: string, mode: number): void {
@@ -96,7 +100,7 @@ class Loader {
       if (parsed) {
         const why = yamlRejectReason(data);
         if (why === undefined) {
-          this.findVault(file, text, data);
+          findVault(file, text, data);
           // Work on a snapshot so a failed YAML parse leaves nothing half-added (then INI is tried).
           const snapshot = this.snapshot();
           try {
@@ -130,15 +134,6 @@ class Loader {
     }
   }
 
-  findVault(file: string, text: string, data: unknown, path: string[] = []): void {
-    if (data instanceof VaultValue || (typeof data === 'string' && data.startsWith('$ANSIBLE_VAULT;'))) {
-      const key = path[path.length - 1] ?? '';
-      throw new RunbookError('E_INVENTORY_VAULT', `${file}${lineOfKey(text, key) ? `:${lineOfKey(text, key)}` : ''}: '${path.join('.')}' is vault-encrypted; runbook does not decrypt Ansible Vault. Decrypt it or pass the secret another way (environment, -e @file outside the journal).`);
-    }
-    if (Array.isArray(data)) data.forEach((v, i) => this.findVault(file, text, v, [...path, String(i)]));
-    else if (data && typeof data === 'object') for (const [k, v] of Object.entries(data)) this.findVault(file, text, v, [...path, k]);
-  }
-
   // A cheap snapshot: parsing is rare and inventories are small; JSON-free structural copy.
   snapshot(): RInventory {
     const copy = new RInventory();
@@ -159,9 +154,6 @@ class Loader {
       ng.childGroups = g.childGroups.map((x) => gmap.get(x)!); ng.parentGroups = g.parentGroups.map((x) => gmap.get(x)!);
     }
     for (const [h, nh] of hmap) nh.groups = h.groups.map((g) => gmap.get(g)!);
-    copy.localhost = this.inv.localhost ? hmap.get(this.inv.localhost) : undefined;
-    copy.hostSource = new Map(this.inv.hostSource);
-    copy.currentSource = this.inv.currentSource;
     return copy;
   }
 
@@ -249,8 +241,7 @@ class VarsFiles {
       if (e instanceof YamlSyntaxError) throw new ValidationError([{ file: f, line: e.line, message: e.message }], 'E_INVENTORY_SYNTAX');
       throw e;
     }
-    const l = new Loader('/');
-    l.findVault(f, text, data);
+    findVault(f, text, data);
     if (!data) return undefined; // empty files are ignored, like Ansible
     if (typeof data !== 'object' || Array.isArray(data)) {
       throw new ValidationError([{ file: f, line: 1, message: `a variables file must be a mapping of names to values, found ${Array.isArray(data) ? 'a list' : typeof data}` }], 'E_INVENTORY_SYNTAX');
@@ -279,7 +270,7 @@ function varsBaseDirs(sources: string[]): string[] {
  */
 export function loadInventory(sources: string[], opts: LoadInventoryOptions = {}): Inventory {
   const cwd = opts.cwd ?? process.cwd();
-  const loader = new Loader(cwd);
+  const loader = new Loader();
   const resolved: string[] = [];
   for (const src of sources) {
     if (!src) continue;
@@ -294,7 +285,7 @@ export function loadInventory(sources: string[], opts: LoadInventoryOptions = {}
     }
     resolved.push(p);
     try {
-      loader.parseSource(p, true);
+      loader.parseSource(p);
     } catch (e) {
       if (e instanceof InventoryParseError) {
         throw new ValidationError([{ file: e.file, line: e.line, message: e.message }], e.code);

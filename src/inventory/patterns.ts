@@ -7,8 +7,8 @@ import { resolve } from 'node:path';
 import { didYouMean, ValidationError, type ValidationIssue } from '../core/errors.js';
 import type { Inventory, InventoryGroup, InventoryHost } from './types.js';
 import { parseAddress } from './hostpattern.js';
+import { LOCALHOST_NAMES } from './data.js';
 
-const LOCALHOST = ['127.0.0.1', 'localhost', '::1'];
 
 /** split_host_pattern(): commas, else colons outside brackets (unless the whole thing is an address). */
 export function splitHostPattern(pattern: string): string[] {
@@ -140,7 +140,7 @@ class Matcher {
     if (!matchingGroups.length || pattern[0] === '~' || ['.', '?', '*', '['].some((s) => pattern.includes(s))) {
       results.push(...this.matchList([...this.inv.hosts.keys()].filter((h) => !this.inv.hosts.get(h)?.implicit), pattern));
     }
-    if (!results.length && LOCALHOST.includes(pattern)) {
+    if (!results.length && LOCALHOST_NAMES.includes(pattern)) {
       const implicit = implicitLocalhost(this.inv, pattern);
       if (implicit) results.push(implicit);
     }

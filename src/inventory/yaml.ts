@@ -64,7 +64,8 @@ function normalizeDates(v: unknown): unknown {
   return v;
 }
 
-function isMapping(v: unknown): v is Record<string, unknown> {
+/** A plain mapping (not a list, not a vault value). */
+export function isMapping(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof VaultValue);
 }
 
@@ -90,13 +91,9 @@ export function lineOfKey(text: string, key: string, from = 0): number | undefin
  */
 export function yamlRejectReason(data: unknown): string | undefined {
   if (data === null || data === undefined || data === '' || (isMapping(data) && Object.keys(data).length === 0)) return 'empty YAML file';
-  if (!isMapping(data)) return `a YAML inventory is a mapping of groups, got ${typeTextOf(data)}`;
+  if (!isMapping(data)) return `a YAML inventory is a mapping of groups, got ${typeName(data)}`;
   if (data.plugin) return 'plugin';
   return undefined;
-}
-
-function typeTextOf(v: unknown): string {
-  return typeName(v);
 }
 
 export function parseYamlInventory(inv: RInventory, file: string, text: string, data: Record<string, unknown>, warn: (m: string) => void): void {
