@@ -8,9 +8,19 @@ const [nArg, dir] = process.argv.slice(2);
 const fleet = await startSshHosts(Number(nArg), { mode: 'local' });
 const hostVars = Object.fromEntries(fleet.hosts.map((h) => [h.name, { runbook_lock_path: join(dir, 'locks', h.name, 'lock') }]));
 await fleet.writeInventory(join(dir, 'inventory.yml'), { hostVars });
-writeFileSync(join(dir, 'fleet.json'), JSON.stringify({ key: fleet.clientKeyFile, knownHosts: fleet.knownHostsFile, hosts: fleet.hosts.map((h) => ({ name: h.name, address: h.address, port: h.port, user: h.user })) }));
+writeFileSync(
+  join(dir, 'fleet.json'),
+  JSON.stringify({
+    key: fleet.clientKeyFile,
+    knownHosts: fleet.knownHostsFile,
+    hosts: fleet.hosts.map((h) => ({ name: h.name, address: h.address, port: h.port, user: h.user })),
+  }),
+);
 process.stdout.write(`up ${fleet.hosts.length}\n`);
-const stop = async () => { await fleet.stop(); process.exit(0); };
+const stop = async () => {
+  await fleet.stop();
+  process.exit(0);
+};
 process.on('SIGINT', stop);
 process.on('SIGTERM', stop);
 setInterval(() => {}, 1 << 30);

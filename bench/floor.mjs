@@ -30,31 +30,47 @@ function exec(client, cmd) {
       if (err) return reject(err);
       let out = '';
       let code = null;
-      ch.on('data', (d) => { out += d; });
+      ch.on('data', (d) => {
+        out += d;
+      });
       ch.stderr.on('data', () => {});
-      ch.on('exit', (c) => { code = c; });
+      ch.on('exit', (c) => {
+        code = c;
+      });
       ch.on('close', () => resolve({ code, out }));
     });
   });
 }
 
 function openSession(client) {
-  return new Promise((resolve, reject) => client.exec('exec sh -s', (err, ch) => {
-    if (err) return reject(err);
-    let out = '';
-    let waiter;
-    ch.stderr.on('data', () => {});
-    ch.on('data', (d) => {
-      out += d;
-      const i = out.indexOf('\n<<end:');
-      const e = i >= 0 ? out.indexOf('>>\n', i) : -1;
-      if (e >= 0) { const w = waiter; waiter = undefined; const r = { out: out.slice(0, i), code: Number(out.slice(i + 7, e)) }; out = ''; w(r); }
-    });
-    resolve({
-      run: (cmd) => new Promise((r) => { waiter = r; ch.write(`${cmd}\nprintf '\\n<<end:%s>>\\n' $?\n`); }),
-      end: () => ch.end(),
-    });
-  }));
+  return new Promise((resolve, reject) =>
+    client.exec('exec sh -s', (err, ch) => {
+      if (err) return reject(err);
+      let out = '';
+      let waiter;
+      ch.stderr.on('data', () => {});
+      ch.on('data', (d) => {
+        out += d;
+        const i = out.indexOf('\n<<end:');
+        const e = i >= 0 ? out.indexOf('>>\n', i) : -1;
+        if (e >= 0) {
+          const w = waiter;
+          waiter = undefined;
+          const r = { out: out.slice(0, i), code: Number(out.slice(i + 7, e)) };
+          out = '';
+          w(r);
+        }
+      });
+      resolve({
+        run: (cmd) =>
+          new Promise((r) => {
+            waiter = r;
+            ch.write(`${cmd}\nprintf '\\n<<end:%s>>\\n' $?\n`);
+          }),
+        end: () => ch.end(),
+      });
+    }),
+  );
 }
 
 async function host(h) {
@@ -65,7 +81,10 @@ async function host(h) {
   await new Promise((resolve, reject) => {
     client.once('ready', resolve).once('error', reject);
     client.connect({
-      sock, username: h.user, privateKey: key, readyTimeout: 60_000,
+      sock,
+      username: h.user,
+      privateKey: key,
+      readyTimeout: 60_000,
       hostVerifier: (k) => known.has(entry) && known.get(entry).equals(k),
     });
   });
@@ -83,7 +102,9 @@ const connected = [];
 const results = await Promise.allSettled(spec.hosts.map(host));
 const tDone = performance.now();
 // Phases like the runbook ones in run.mjs: startup, connect (until the last host is connected), steps.
-process.stdout.write(`${JSON.stringify({ phases_ms: { startup: Math.round(tImported), connect: Math.round(Math.max(...connected) - tImported), steps: Math.round(tDone - Math.max(...connected)) } })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ phases_ms: { startup: Math.round(tImported), connect: Math.round(Math.max(...connected) - tImported), steps: Math.round(tDone - Math.max(...connected)) } })}\n`,
+);
 const bad = results.filter((r) => r.status === 'rejected');
 for (const r of bad) process.stderr.write(`floor: ${r.reason?.message ?? r.reason}\n`);
 process.exit(bad.length ? 1 : 0);

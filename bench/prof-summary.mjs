@@ -28,11 +28,11 @@ for (const [id, us] of cnt) {
   let cat = cats.find(([, pred]) => chain.some(pred))?.[0];
   if (!cat) {
     const ours = chain.find((f) => /\/dist\//.test(f.url) || /node_modules/.test(f.url));
-    cat = ours ? short(ours.url) : (chain[0].url ? short(chain[0].url) : chain[0].functionName);
+    cat = ours ? short(ours.url) : chain[0].url ? short(chain[0].url) : chain[0].functionName;
   }
   out.set(cat, (out.get(cat) ?? 0) + us);
 }
 console.log(`total ${(total / 1000).toFixed(0)} ms sampled`);
 for (const [k, v] of [...out].sort((a, b) => b[1] - a[1]).slice(0, Number(topArg ?? 25))) {
-  console.log(`${(v / 1000).toFixed(1).padStart(9)} ms  ${(100 * v / total).toFixed(1).padStart(5)}%  ${k}`);
+  console.log(`${(v / 1000).toFixed(1).padStart(9)} ms  ${((100 * v) / total).toFixed(1).padStart(5)}%  ${k}`);
 }

@@ -29,32 +29,73 @@ import { performance } from 'node:perf_hooks';
 
 const root = new URL('..', import.meta.url).pathname;
 
-
 // ------------------------------------------------------------------------------------------ options
 
 function parseArgs(argv) {
   const o = {
-    hosts: [20, 50, 200], steps: 10, runs: 3, ansibleRuns: undefined, ansibleMaxHosts: 50, skipAnsible: false,
-    startupRuns: 10, forks: undefined, out: undefined, keep: false, only: undefined, mode: process.env.RUNBOOK_TEST_SSH_MODE ?? 'local',
+    hosts: [20, 50, 200],
+    steps: 10,
+    runs: 3,
+    ansibleRuns: undefined,
+    ansibleMaxHosts: 50,
+    skipAnsible: false,
+    startupRuns: 10,
+    forks: undefined,
+    out: undefined,
+    keep: false,
+    only: undefined,
+    mode: process.env.RUNBOOK_TEST_SSH_MODE ?? 'local',
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    const val = () => { const v = argv[++i]; if (v === undefined) usage(`${a} needs a value`); return v; };
+    const val = () => {
+      const v = argv[++i];
+      if (v === undefined) usage(`${a} needs a value`);
+      return v;
+    };
     switch (a) {
-      case '--hosts': o.hosts = val().split(',').map(Number); break;
-      case '--steps': o.steps = Number(val()); break;
-      case '--runs': o.runs = Number(val()); break;
-      case '--ansible-runs': o.ansibleRuns = val().split(',').map(Number); break;
-      case '--ansible-max-hosts': o.ansibleMaxHosts = Number(val()); break;
-      case '--skip-ansible': o.skipAnsible = true; break;
-      case '--startup-runs': o.startupRuns = Number(val()); break;
-      case '--forks': o.forks = Number(val()); break;
-      case '--out': o.out = resolve(val()); break;
-      case '--only': o.only = val().split(','); break;
-      case '--mode': o.mode = val(); break;
-      case '--keep': o.keep = true; break;
-      case '-h': case '--help': usage(); break;
-      default: usage(`unknown option ${a}`);
+      case '--hosts':
+        o.hosts = val().split(',').map(Number);
+        break;
+      case '--steps':
+        o.steps = Number(val());
+        break;
+      case '--runs':
+        o.runs = Number(val());
+        break;
+      case '--ansible-runs':
+        o.ansibleRuns = val().split(',').map(Number);
+        break;
+      case '--ansible-max-hosts':
+        o.ansibleMaxHosts = Number(val());
+        break;
+      case '--skip-ansible':
+        o.skipAnsible = true;
+        break;
+      case '--startup-runs':
+        o.startupRuns = Number(val());
+        break;
+      case '--forks':
+        o.forks = Number(val());
+        break;
+      case '--out':
+        o.out = resolve(val());
+        break;
+      case '--only':
+        o.only = val().split(',');
+        break;
+      case '--mode':
+        o.mode = val();
+        break;
+      case '--keep':
+        o.keep = true;
+        break;
+      case '-h':
+      case '--help':
+        usage();
+        break;
+      default:
+        usage(`unknown option ${a}`);
     }
   }
   if (o.hosts.some((n) => !Number.isInteger(n) || n < 1)) usage('--hosts takes positive integers, e.g. 20,50,200');
@@ -80,11 +121,19 @@ function treeRssKiB(rootPid) {
   const kids = new Map();
   const rss = new Map();
   let names;
-  try { names = readdirSync('/proc'); } catch { return 0; }
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return 0;
+  }
   for (const n of names) {
     if (n.charCodeAt(0) > 57) continue;
     let stat;
-    try { stat = readFileSync(`/proc/${n}/stat`, 'latin1'); } catch { continue; }
+    try {
+      stat = readFileSync(`/proc/${n}/stat`, 'latin1');
+    } catch {
+      continue;
+    }
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const ppid = Number(f[1]);
     rss.set(Number(n), Number(f[21]) * 4);
@@ -119,7 +168,11 @@ async function measure(name, argv, { env, cwd, logDir, tree = false }) {
   closeSync(outFd);
   closeSync(errFd);
   let treePeak = 0;
-  const timer = tree ? setInterval(() => { treePeak = Math.max(treePeak, treeRssKiB(child.pid)); }, 100) : undefined;
+  const timer = tree
+    ? setInterval(() => {
+        treePeak = Math.max(treePeak, treeRssKiB(child.pid));
+      }, 100)
+    : undefined;
   const code = await new Promise((res) => child.on('exit', (c, s) => res(c ?? (s ? 128 : 1))));
   const wallMs = performance.now() - t0;
   if (timer) clearInterval(timer);
@@ -129,13 +182,25 @@ async function measure(name, argv, { env, cwd, logDir, tree = false }) {
     const [m, u, sy] = readFileSync(timeFile, 'utf8').trim().split('\n').pop().split(' ').map(Number);
     timeMax = m || 0;
     cpuMs = Math.round((u + sy) * 1000);
-  } catch { /* none */ }
+  } catch {
+    /* none */
+  }
   const result = { wallMs, rssKiB: Math.max(timeMax, treePeak), cpuMs, code, startedAt, endedAt: startedAt + wallMs };
   if (code !== 0) {
-    const tail = (f) => { try { return readFileSync(f, 'utf8').trim().split('\n').slice(-15).join('\n'); } catch { return ''; } };
+    const tail = (f) => {
+      try {
+        return readFileSync(f, 'utf8').trim().split('\n').slice(-15).join('\n');
+      } catch {
+        return '';
+      }
+    };
     result.error = `${name} exited ${code}\n--- stderr\n${tail(errFile)}\n--- stdout\n${tail(outFile)}`;
   } else {
-    try { result.stdout = readFileSync(outFile, 'utf8').slice(0, 4096); } catch { /* none */ }
+    try {
+      result.stdout = readFileSync(outFile, 'utf8').slice(0, 4096);
+    } catch {
+      /* none */
+    }
     rmSync(outFile, { force: true });
     rmSync(errFile, { force: true });
   }
@@ -161,7 +226,10 @@ function runPhases(stateDir, m) {
     const files = readdirSync(dir).filter((f) => f.endsWith('.ndjson'));
     const { statSync } = require_fs();
     files.sort((a, b) => statSync(join(dir, b)).mtimeMs - statSync(join(dir, a)).mtimeMs);
-    const ev = readFileSync(join(dir, files[0]), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const ev = readFileSync(join(dir, files[0]), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const t = (pred) => ev.filter(pred).map((e) => Date.parse(e.time));
     const open = t((e) => e.type === 'journal-open')[0];
     const runStart = t((e) => e.type === 'run-start')[0];
@@ -172,9 +240,13 @@ function runPhases(stateDir, m) {
     const first = Math.min(...hostStarts);
     const last = Math.max(...hostEnds);
     return { startup: open - m.startedAt, prepare: first - runStart, steps: last - first, teardown: Math.round(m.endedAt - last) };
-  } catch { return undefined; }
+  } catch {
+    return undefined;
+  }
 }
-function require_fs() { return fsAll; }
+function require_fs() {
+  return fsAll;
+}
 
 // ------------------------------------------------------------------------------------------ workloads
 
@@ -199,8 +271,18 @@ function killControlMasters(cpDir) {
   for (const n of readdirSync('/proc')) {
     if (n.charCodeAt(0) > 57) continue;
     let cmd;
-    try { cmd = readFileSync(`/proc/${n}/cmdline`, 'latin1'); } catch { continue; }
-    if (cmd.startsWith('ssh\0') && cmd.includes(cpDir)) { try { process.kill(Number(n), 'SIGTERM'); } catch { /* gone */ } }
+    try {
+      cmd = readFileSync(`/proc/${n}/cmdline`, 'latin1');
+    } catch {
+      continue;
+    }
+    if (cmd.startsWith('ssh\0') && cmd.includes(cpDir)) {
+      try {
+        process.kill(Number(n), 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+    }
   }
 }
 
@@ -221,13 +303,25 @@ async function main() {
   delete baseEnv.NODE_OPTIONS;
   const results = {
     machine: { cpus: (await import('node:os')).cpus().length, node: process.version, mode: o.mode, date: new Date().toISOString() },
-    options: { ...o, out: undefined, ansibleRunsFor: undefined }, startup: {}, fleets: [],
+    options: { ...o, out: undefined, ansibleRunsFor: undefined },
+    startup: {},
+    fleets: [],
   };
   const { startSshHosts } = await import('../test/harness/sshd.ts');
   let fleet;
-  const cleanup = async () => { if (fleet) { const f = fleet; fleet = undefined; await f.stop().catch(() => {}); } };
-  process.on('SIGINT', () => { void cleanup().then(() => process.exit(130)); });
-  process.on('SIGTERM', () => { void cleanup().then(() => process.exit(143)); });
+  const cleanup = async () => {
+    if (fleet) {
+      const f = fleet;
+      fleet = undefined;
+      await f.stop().catch(() => {});
+    }
+  };
+  process.on('SIGINT', () => {
+    void cleanup().then(() => process.exit(130));
+  });
+  process.on('SIGTERM', () => {
+    void cleanup().then(() => process.exit(143));
+  });
 
   try {
     // ---- startup costs (no fleet)
@@ -247,7 +341,13 @@ async function main() {
         }
       }
       for (const [k, ms] of Object.entries(samples)) {
-        results.startup[k] = { runs: ms.length, median_ms: median(ms.map((m) => m.wallMs)), median_cpu_ms: median(ms.map((m) => m.cpuMs)), peak_rss_mb: median(ms.map((m) => m.rssKiB)) / 1024, samples_ms: ms.map((m) => Math.round(m.wallMs)) };
+        results.startup[k] = {
+          runs: ms.length,
+          median_ms: median(ms.map((m) => m.wallMs)),
+          median_cpu_ms: median(ms.map((m) => m.cpuMs)),
+          peak_rss_mb: median(ms.map((m) => m.rssKiB)) / 1024,
+          samples_ms: ms.map((m) => Math.round(m.wallMs)),
+        };
       }
       printStartup(results.startup);
     }
@@ -260,7 +360,10 @@ async function main() {
       const t0 = performance.now();
       // On a loaded machine a few hundred sshd may not all come up within the harness's 10 s: retry.
       for (let attempt = 1; ; attempt++) {
-        try { fleet = await startSshHosts(n, { mode: o.mode }); break; } catch (e) {
+        try {
+          fleet = await startSshHosts(n, { mode: o.mode });
+          break;
+        } catch (e) {
           if (attempt >= 3) throw e;
           process.stderr.write(`bench: fleet start failed (${String(e.message).split('\n')[0].slice(0, 160)}); retrying\n`);
         }
@@ -274,7 +377,14 @@ async function main() {
       const pb = join(dir, 'bench-playbook.yml');
       writeFileSync(pb, playbookYaml(o.steps));
       const floorSpec = join(dir, 'floor.json');
-      writeFileSync(floorSpec, JSON.stringify({ key: fleet.clientKeyFile, knownHosts: fleet.knownHostsFile, hosts: fleet.hosts.map((h) => ({ name: h.name, address: h.address, port: h.port, user: h.user })) }));
+      writeFileSync(
+        floorSpec,
+        JSON.stringify({
+          key: fleet.clientKeyFile,
+          knownHosts: fleet.knownHostsFile,
+          hosts: fleet.hosts.map((h) => ({ name: h.name, address: h.address, port: h.port, user: h.user })),
+        }),
+      );
       const state = join(dir, 'state');
       const forks = o.forks ?? n;
       const rbArgs = ['apply', rb, '-i', inv, '--known-hosts', fleet.knownHostsFile, '--state-dir', state, '--forks', String(forks)];
@@ -287,18 +397,56 @@ async function main() {
         ANSIBLE_NOCOLOR: '1',
         ANSIBLE_RETRY_FILES_ENABLED: 'False',
         ANSIBLE_LOCAL_TEMP: join(cp, 'tmp'),
-        ...(tuned ? {
-          ANSIBLE_FORKS: String(n), ANSIBLE_PIPELINING: 'True', ANSIBLE_STRATEGY: 'free',
-          ANSIBLE_SSH_ARGS: '-C -o ControlMaster=auto -o ControlPersist=60s',
-        } : {}),
+        ...(tuned
+          ? {
+              ANSIBLE_FORKS: String(n),
+              ANSIBLE_PIPELINING: 'True',
+              ANSIBLE_STRATEGY: 'free',
+              ANSIBLE_SSH_ARGS: '-C -o ControlMaster=auto -o ControlPersist=60s',
+            }
+          : {}),
       });
       const contenders = [
-        want('runbook') && { key: 'runbook', label: 'runbook apply (journal fsync on)', argv: [process.execPath, bin, ...rbArgs], runs: o.runs },
-        want('runbook-nofsync') && { key: 'runbook-nofsync', label: 'runbook apply --no-fsync', argv: [process.execPath, bin, ...rbArgs, '--no-fsync'], runs: o.runs },
-        want('floor') && { key: 'floor', label: `ssh2 floor (connect all, ${o.steps} execs/conn)`, argv: [process.execPath, join(root, 'bench/floor.mjs'), floorSpec, String(o.steps)], runs: o.runs },
-        want('floor-session') && { key: 'floor-session', label: `ssh2 session floor (1 sh per conn, ${o.steps} cmds)`, argv: [process.execPath, join(root, 'bench/floor.mjs'), floorSpec, String(o.steps), 'session'], runs: o.runs },
-        ansible && n <= o.ansibleMaxHosts && want('ansible-default') && { key: 'ansible-default', label: 'ansible-playbook defaults (forks 5, linear)', ansible: 'default', runs: Math.min(o.runs, o.ansibleRunsFor(hi)) },
-        ansible && n <= o.ansibleMaxHosts && want('ansible-tuned') && { key: 'ansible-tuned', label: `ansible-playbook tuned (forks ${n}, pipelining, ControlPersist, free)`, ansible: 'tuned', runs: Math.min(o.runs, o.ansibleRunsFor(hi)) },
+        want('runbook') && {
+          key: 'runbook',
+          label: 'runbook apply (journal fsync on)',
+          argv: [process.execPath, bin, ...rbArgs],
+          runs: o.runs,
+        },
+        want('runbook-nofsync') && {
+          key: 'runbook-nofsync',
+          label: 'runbook apply --no-fsync',
+          argv: [process.execPath, bin, ...rbArgs, '--no-fsync'],
+          runs: o.runs,
+        },
+        want('floor') && {
+          key: 'floor',
+          label: `ssh2 floor (connect all, ${o.steps} execs/conn)`,
+          argv: [process.execPath, join(root, 'bench/floor.mjs'), floorSpec, String(o.steps)],
+          runs: o.runs,
+        },
+        want('floor-session') && {
+          key: 'floor-session',
+          label: `ssh2 session floor (1 sh per conn, ${o.steps} cmds)`,
+          argv: [process.execPath, join(root, 'bench/floor.mjs'), floorSpec, String(o.steps), 'session'],
+          runs: o.runs,
+        },
+        ansible &&
+          n <= o.ansibleMaxHosts &&
+          want('ansible-default') && {
+            key: 'ansible-default',
+            label: 'ansible-playbook defaults (forks 5, linear)',
+            ansible: 'default',
+            runs: Math.min(o.runs, o.ansibleRunsFor(hi)),
+          },
+        ansible &&
+          n <= o.ansibleMaxHosts &&
+          want('ansible-tuned') && {
+            key: 'ansible-tuned',
+            label: `ansible-playbook tuned (forks ${n}, pipelining, ControlPersist, free)`,
+            ansible: 'tuned',
+            runs: Math.min(o.runs, o.ansibleRunsFor(hi)),
+          },
       ].filter(Boolean);
       const fr = { hosts: n, steps: o.steps, forks, fleet_mode: fleet.mode, contenders: {} };
       if (ansible && n > o.ansibleMaxHosts) fr.ansible_skipped = `ansible skipped above ${o.ansibleMaxHosts} hosts (--ansible-max-hosts)`;
@@ -310,7 +458,12 @@ async function main() {
           const cp = mkdtempSync(join(work, 'cp-'));
           mkdirSync(join(cp, 'tmp'));
           try {
-            return await measure(c.key, ['ansible-playbook', '-i', inv, pb], { env: ansibleEnv(c.ansible === 'tuned', cp), cwd: dir, logDir, tree: true });
+            return await measure(c.key, ['ansible-playbook', '-i', inv, pb], {
+              env: ansibleEnv(c.ansible === 'tuned', cp),
+              cwd: dir,
+              logDir,
+              tree: true,
+            });
           } finally {
             killControlMasters(cp);
             rmSync(cp, { recursive: true, force: true });
@@ -318,7 +471,13 @@ async function main() {
         }
         const m = await measure(c.key, c.argv, { env: baseEnv, cwd: dir, logDir, tree: false });
         if (c.key.startsWith('runbook') && !m.error) m.phases = runPhases(state, m);
-        if (c.key.startsWith('floor') && !m.error) { try { m.phases = JSON.parse(m.stdout.trim().split('\n').pop()).phases_ms; } catch { /* none */ } }
+        if (c.key.startsWith('floor') && !m.error) {
+          try {
+            m.phases = JSON.parse(m.stdout.trim().split('\n').pop()).phases_ms;
+          } catch {
+            /* none */
+          }
+        }
         return m;
       };
       // warm-up (untimed): node contenders once
@@ -332,9 +491,17 @@ async function main() {
         for (const c of order) {
           if (fr.contenders[c.key].samples.length >= c.runs) continue;
           const m = await runOne(c);
-          process.stderr.write(`bench: ${n} hosts, run ${r + 1}: ${c.key.padEnd(16)} ${(m.wallMs / 1000).toFixed(2).padStart(7)} s  cpu ${(m.cpuMs / 1000).toFixed(2).padStart(6)} s  ${(m.rssKiB / 1024).toFixed(0).padStart(5)} MB  load ${loadavg()[0].toFixed(1)}${m.error ? '  FAILED' : ''}\n`);
+          process.stderr.write(
+            `bench: ${n} hosts, run ${r + 1}: ${c.key.padEnd(16)} ${(m.wallMs / 1000).toFixed(2).padStart(7)} s  cpu ${(m.cpuMs / 1000).toFixed(2).padStart(6)} s  ${(m.rssKiB / 1024).toFixed(0).padStart(5)} MB  load ${loadavg()[0].toFixed(1)}${m.error ? '  FAILED' : ''}\n`,
+          );
           if (m.error) throw new Error(m.error);
-          fr.contenders[c.key].samples.push({ wall_ms: Math.round(m.wallMs), cpu_ms: m.cpuMs, peak_rss_mb: Math.round(m.rssKiB / 102.4) / 10, load1: loadavg()[0], ...(m.phases ? { phases_ms: m.phases } : {}) });
+          fr.contenders[c.key].samples.push({
+            wall_ms: Math.round(m.wallMs),
+            cpu_ms: m.cpuMs,
+            peak_rss_mb: Math.round(m.rssKiB / 102.4) / 10,
+            load1: loadavg()[0],
+            ...(m.phases ? { phases_ms: m.phases } : {}),
+          });
         }
       }
       for (const c of Object.values(fr.contenders)) {
@@ -342,7 +509,9 @@ async function main() {
         c.median_ms = median(c.samples.map((s) => s.wall_ms));
         c.median_cpu_ms = median(c.samples.map((s) => s.cpu_ms));
         if (c.samples.every((s) => s.phases_ms)) {
-          c.median_phases_ms = Object.fromEntries(Object.keys(c.samples[0].phases_ms).map((k) => [k, median(c.samples.map((s) => s.phases_ms[k]))]));
+          c.median_phases_ms = Object.fromEntries(
+            Object.keys(c.samples[0].phases_ms).map((k) => [k, median(c.samples.map((s) => s.phases_ms[k]))]),
+          );
         }
         c.peak_rss_mb = Math.max(...c.samples.map((s) => s.peak_rss_mb));
       }
@@ -379,21 +548,44 @@ const x = (r) => (r === undefined ? '-' : `${r.toFixed(2)}x`);
 function printStartup(st) {
   const base = st['node -e 0']?.median_ms;
   const cbase = st['node -e 0']?.median_cpu_ms;
-  const rows = Object.entries(st).map(([k, v]) => [k, `${v.median_ms.toFixed(0)} ms`, base ? x(v.median_ms / base) : '-', `${v.median_cpu_ms} ms`, cbase ? x(v.median_cpu_ms / cbase) : '-', `${v.peak_rss_mb.toFixed(0)} MB`]);
+  const rows = Object.entries(st).map(([k, v]) => [
+    k,
+    `${v.median_ms.toFixed(0)} ms`,
+    base ? x(v.median_ms / base) : '-',
+    `${v.median_cpu_ms} ms`,
+    cbase ? x(v.median_cpu_ms / cbase) : '-',
+    `${v.peak_rss_mb.toFixed(0)} MB`,
+  ]);
   table(['startup', 'median wall', 'wall vs node -e 0', 'median CPU (user+sys)', 'CPU vs node -e 0', 'RSS'], rows);
 }
 
 function printFleet(fr) {
-  process.stdout.write(`\n${fr.hosts} hosts x ${fr.steps} steps (${fr.fleet_mode} sshd, runbook --forks ${fr.forks})${fr.ansible_skipped ? `; ${fr.ansible_skipped}` : ''}\n`);
+  process.stdout.write(
+    `\n${fr.hosts} hosts x ${fr.steps} steps (${fr.fleet_mode} sshd, runbook --forks ${fr.forks})${fr.ansible_skipped ? `; ${fr.ansible_skipped}` : ''}\n`,
+  );
   const fl = fr.contenders.floor;
-  const rows = Object.entries(fr.contenders).map(([, c]) => [c.label, `${c.runs}`, s(c.median_ms), fl ? x(c.median_ms / fl.median_ms) : '-',
-    s(c.median_cpu_ms), fl ? x(c.median_cpu_ms / fl.median_cpu_ms) : '-', `${c.peak_rss_mb.toFixed(0)} MB`]);
+  const rows = Object.entries(fr.contenders).map(([, c]) => [
+    c.label,
+    `${c.runs}`,
+    s(c.median_ms),
+    fl ? x(c.median_ms / fl.median_ms) : '-',
+    s(c.median_cpu_ms),
+    fl ? x(c.median_cpu_ms / fl.median_cpu_ms) : '-',
+    `${c.peak_rss_mb.toFixed(0)} MB`,
+  ]);
   table(['contender', 'runs', 'median wall', 'wall vs floor', 'controller CPU', 'CPU vs floor', 'peak RSS'], rows);
   for (const [k, c] of Object.entries(fr.contenders)) {
-    if (c.median_phases_ms) process.stdout.write(`  ${k} phases (median ms): ${Object.entries(c.median_phases_ms).map(([p, v]) => `${p} ${Math.round(v)}`).join(', ')}\n`);
+    if (c.median_phases_ms)
+      process.stdout.write(
+        `  ${k} phases (median ms): ${Object.entries(c.median_phases_ms)
+          .map(([p, v]) => `${p} ${Math.round(v)}`)
+          .join(', ')}\n`,
+      );
   }
   const r = fr.ratios;
-  process.stdout.write(`  runbook/floor ${x(r.runbook_over_floor)}  (session floor ${x(r.runbook_over_session_floor)}; no-fsync ${x(r.runbook_nofsync_over_floor)}), fsync overhead ${x(r.journal_fsync_overhead)}, ansible-default/runbook ${x(r.ansible_default_over_runbook)}, ansible-tuned/runbook ${x(r.ansible_tuned_over_runbook)}\n`);
+  process.stdout.write(
+    `  runbook/floor ${x(r.runbook_over_floor)}  (session floor ${x(r.runbook_over_session_floor)}; no-fsync ${x(r.runbook_nofsync_over_floor)}), fsync overhead ${x(r.journal_fsync_overhead)}, ansible-default/runbook ${x(r.ansible_default_over_runbook)}, ansible-tuned/runbook ${x(r.ansible_tuned_over_runbook)}\n`,
+  );
 }
 
 function printSummary(res) {
@@ -405,7 +597,12 @@ function printSummary(res) {
   for (const k of keys) {
     const any = res.fleets.find((f) => f.contenders[k]);
     if (!any) continue;
-    rows.push([any.contenders[k].label.replace(/ \(forks \d+, pipelining/, ' (forks N, pipelining'), ...res.fleets.map((f) => f.contenders[k] ? `${s(f.contenders[k].median_ms)} / ${f.contenders[k].peak_rss_mb.toFixed(0)} MB` : 'skipped')]);
+    rows.push([
+      any.contenders[k].label.replace(/ \(forks \d+, pipelining/, ' (forks N, pipelining'),
+      ...res.fleets.map((f) =>
+        f.contenders[k] ? `${s(f.contenders[k].median_ms)} / ${f.contenders[k].peak_rss_mb.toFixed(0)} MB` : 'skipped',
+      ),
+    ]);
   }
   rows.push(['runbook / floor', ...res.fleets.map((f) => x(f.ratios.runbook_over_floor))]);
   rows.push(['runbook / session floor', ...res.fleets.map((f) => x(f.ratios.runbook_over_session_floor))]);
@@ -417,7 +614,11 @@ function printSummary(res) {
     const a = fl[fl.length - 2];
     const b = fl[fl.length - 1];
     process.stdout.write('');
-    rows.push([`runbook time growth ${a.hosts}->${b.hosts} hosts`, `${(b.contenders.runbook.median_ms / a.contenders.runbook.median_ms).toFixed(2)}x for ${(b.hosts / a.hosts).toFixed(1)}x hosts`, ...Array(res.fleets.length - 1).fill('')]);
+    rows.push([
+      `runbook time growth ${a.hosts}->${b.hosts} hosts`,
+      `${(b.contenders.runbook.median_ms / a.contenders.runbook.median_ms).toFixed(2)}x for ${(b.hosts / a.hosts).toFixed(1)}x hosts`,
+      ...Array(res.fleets.length - 1).fill(''),
+    ]);
   }
   table(head, rows);
   printTargets(res);
@@ -447,7 +648,12 @@ function printTargets(res) {
   }
   const f200 = res.fleets.find((f) => f.hosts === 200 && f.contenders.runbook);
   const f50 = res.fleets.find((f) => f.hosts === 50 && f.contenders.runbook);
-  if (f200) out.push(['200 hosts: peak controller RSS <= 200 MB', `${f200.contenders.runbook.peak_rss_mb.toFixed(0)} MB`, f200.contenders.runbook.peak_rss_mb <= 200 ? 'met' : 'MISSED']);
+  if (f200)
+    out.push([
+      '200 hosts: peak controller RSS <= 200 MB',
+      `${f200.contenders.runbook.peak_rss_mb.toFixed(0)} MB`,
+      f200.contenders.runbook.peak_rss_mb <= 200 ? 'met' : 'MISSED',
+    ]);
   if (f200 && f50) {
     const g = f200.contenders.runbook.median_ms / f50.contenders.runbook.median_ms;
     out.push(['time 50 -> 200 hosts no worse than linear (<= 4x)', `${g.toFixed(2)}x`, g <= 4 ? 'met' : 'MISSED']);
@@ -469,7 +675,8 @@ function table(head, rows) {
 
 if (!process.env.RB_BENCH_CHILD) {
   const child = spawn(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, ...process.argv.slice(2)], {
-    stdio: 'inherit', env: { ...process.env, RB_BENCH_CHILD: '1' },
+    stdio: 'inherit',
+    env: { ...process.env, RB_BENCH_CHILD: '1' },
   });
   for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
   child.on('exit', (code, sig) => process.exit(code ?? (sig ? 130 : 1)));

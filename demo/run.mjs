@@ -25,7 +25,12 @@ if (process.getuid?.() !== 0) {
 
 // 1. Tools: check, and install what is missing with a clear line each (never silently).
 step(1, 'Checking what the sandbox needs');
-const TOOLS = [['systemd-nspawn', 'systemd-container'], ['debootstrap', 'debootstrap'], ['ip', 'iproute2'], ['ssh', 'openssh-client']];
+const TOOLS = [
+  ['systemd-nspawn', 'systemd-container'],
+  ['debootstrap', 'debootstrap'],
+  ['ip', 'iproute2'],
+  ['ssh', 'openssh-client'],
+];
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 const missing = TOOLS.filter(([cmd]) => !has(cmd));
 for (const [cmd, pkg] of TOOLS) say(`  ${has(cmd) ? 'ok     ' : 'MISSING'} ${cmd.padEnd(15)} (apt package ${pkg})`);
@@ -37,16 +42,28 @@ if (missing.length) {
   }
   for (const pkg of pkgs) {
     say(`  installing ${pkg}: apt-get install -y --no-install-recommends ${pkg}`);
-    let r = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', pkg], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    let r = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', pkg], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
     if (r.status !== 0) {
       say('  (apt-get update first)');
       spawnSync('apt-get', ['update'], { stdio: ['ignore', 'ignore', 'inherit'] });
-      r = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', pkg], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+      r = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', pkg], {
+        stdio: ['ignore', 'ignore', 'inherit'],
+        env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      });
     }
-    if (r.status !== 0) { console.error(`could not install ${pkg}; install it by hand and run the demo again`); process.exit(1); }
+    if (r.status !== 0) {
+      console.error(`could not install ${pkg}; install it by hand and run the demo again`);
+      process.exit(1);
+    }
   }
   const still = TOOLS.filter(([cmd]) => !has(cmd));
-  if (still.length) { console.error(`still missing after install: ${still.map(([c]) => c).join(', ')}`); process.exit(1); }
+  if (still.length) {
+    console.error(`still missing after install: ${still.map(([c]) => c).join(', ')}`);
+    process.exit(1);
+  }
 }
 if (spawnSync(BIN, ['--version'], { stdio: 'ignore' }).status !== 0) {
   console.error(`${BIN} does not run: build the project first (npm ci, or npm run build).`);
@@ -62,7 +79,9 @@ const { ensureImage, bootFleet } = await import('../test/harness/nspawn.ts');
 step(2, 'Node image (Debian 12 + systemd + containerd 1.6 + sshd, built once and cached)');
 let t = Date.now();
 const image = ensureImage();
-say(`  ${image.dir}  (${Date.now() - t > 5000 ? `built now in ${Math.round((Date.now() - t) / 1000)} s` : `cached; the build took ${image.buildSeconds} s`})`);
+say(
+  `  ${image.dir}  (${Date.now() - t > 5000 ? `built now in ${Math.round((Date.now() - t) / 1000)} s` : `cached; the build took ${image.buildSeconds} s`})`,
+);
 
 // 3. Boot.
 step(3, `Booting ${NODES.join(', ')} (systemd-nspawn, each in its own network namespace)`);
@@ -89,7 +108,10 @@ const onSignal = (sig) => {
   if (!child || child.exitCode !== null) void teardown().then(() => process.exit(130));
 };
 process.on('SIGINT', () => onSignal('SIGINT'));
-process.on('SIGTERM', () => { child?.kill('SIGTERM'); onSignal('SIGTERM'); });
+process.on('SIGTERM', () => {
+  child?.kill('SIGTERM');
+  onSignal('SIGTERM');
+});
 
 try {
   say(`  up in ${((Date.now() - t) / 1000).toFixed(1)} s: ${fleet.nodes.map((n) => `${n.name} ${n.ip}`).join(', ')}`);
@@ -112,8 +134,13 @@ try {
     child = spawn(BIN, args, { stdio: 'inherit', cwd: REPO });
     child.on('close', (c, s) => resolve(c ?? 128 + (s === 'SIGKILL' ? 9 : s === 'SIGTERM' ? 15 : 2)));
   });
-  say(`\n  runbook exited ${code}${code === 0 ? '' : code === 130 ? ' (interrupted; it rolled back what it was doing)' : ' (see its summary above)'}`);
-  if (interrupted) { await teardown(); process.exit(130); }
+  say(
+    `\n  runbook exited ${code}${code === 0 ? '' : code === 130 ? ' (interrupted; it rolled back what it was doing)' : ' (see its summary above)'}`,
+  );
+  if (interrupted) {
+    await teardown();
+    process.exit(130);
+  }
 
   // 6. After.
   step(6, 'After: containerd on each node, checked over SSH');
@@ -130,9 +157,13 @@ try {
 }
 
 async function table() {
-  say(`  ${'NODE'.padEnd(7)}${'CONTAINERD'.padEnd(13)}${'RESTARTS'.padEnd(10)}${'bolt'.padEnd(7)}${'overlayfs'.padEnd(11)}${'cri'.padEnd(7)}VERDICT`);
+  say(
+    `  ${'NODE'.padEnd(7)}${'CONTAINERD'.padEnd(13)}${'RESTARTS'.padEnd(10)}${'bolt'.padEnd(7)}${'overlayfs'.padEnd(11)}${'cri'.padEnd(7)}VERDICT`,
+  );
   for (const n of NODES) {
     const h = await fleet.health(n);
-    say(`  ${n.padEnd(7)}${h.active.padEnd(13)}${String(h.nRestarts).padEnd(10)}${(h.plugins.bolt || '-').padEnd(7)}${(h.plugins.overlayfs || '-').padEnd(11)}${(h.plugins.cri || '-').padEnd(7)}${h.healthy ? 'healthy' : 'BROKEN'}`);
+    say(
+      `  ${n.padEnd(7)}${h.active.padEnd(13)}${String(h.nRestarts).padEnd(10)}${(h.plugins.bolt || '-').padEnd(7)}${(h.plugins.overlayfs || '-').padEnd(11)}${(h.plugins.cri || '-').padEnd(7)}${h.healthy ? 'healthy' : 'BROKEN'}`,
+    );
   }
 }

@@ -35,7 +35,12 @@ const lazyStringWidth = {
   setup(b) {
     b.onResolve({ filter: /^string-width$/ }, async (args) => {
       if (args.pluginData?.real) return undefined;
-      const real = await b.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, pluginData: { real: true } });
+      const real = await b.resolve(args.path, {
+        kind: args.kind,
+        importer: args.importer,
+        resolveDir: args.resolveDir,
+        pluginData: { real: true },
+      });
       if (real.errors.length) return { errors: real.errors };
       return { path: relative(root, real.path), namespace: 'lazy-string-width' }; // relative: same output in any checkout
     });
@@ -99,12 +104,16 @@ function routeDynamicImports(text) {
     if (!EXTERNAL.includes(spec)) throw new Error(`build: unexpected dynamic import of "${spec}" in the bundle`);
     return `__runbookImport(${q}${spec}${q})`;
   });
-  if (/\bimport\(/.test(routed)) throw new Error('build: a dynamic import() the build cannot route through __runbookImport is left in the bundle');
+  if (/\bimport\(/.test(routed))
+    throw new Error('build: a dynamic import() the build cannot route through __runbookImport is left in the bundle');
   return routed;
 }
 
 mkdirSync(join(out, 'code-cache'), { recursive: true });
-for (const [result, patch] of [[main, routeDynamicImports], [ssh2, (t) => t]]) {
+for (const [result, patch] of [
+  [main, routeDynamicImports],
+  [ssh2, (t) => t],
+]) {
   const js = result.outputFiles.find((f) => f.path.endsWith('.js'));
   // The build id (a hash of the bundle) ties each code cache to the bundle it was made from.
   const id = createHash('sha256').update(js.contents).digest('hex').slice(0, 16);
@@ -119,24 +128,29 @@ const env = { ...process.env };
 delete env.NODE_OPTIONS;
 const tmp = mkdtempSync(join(tmpdir(), 'runbook-build-'));
 try {
-  writeFileSync(join(tmp, 'train.yml'), [
-    'name: train',
-    'vars: { greeting: hi }',
-    'preflight:',
-    '  - name: shell works',
-    '    run: "true"',
-    'steps:',
-    '  - name: greet',
-    '    unless: test "{{ greeting }}" = bye',
-    '    run: echo "{{ greeting }} {{ inventory_hostname }}"',
-    '    verify: "true"',
-    '    rollback: "true"',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    join(tmp, 'train.yml'),
+    [
+      'name: train',
+      'vars: { greeting: hi }',
+      'preflight:',
+      '  - name: shell works',
+      '    run: "true"',
+      'steps:',
+      '  - name: greet',
+      '    unless: test "{{ greeting }}" = bye',
+      '    run: echo "{{ greeting }} {{ inventory_hostname }}"',
+      '    verify: "true"',
+      '    rollback: "true"',
+      '',
+    ].join('\n'),
+  );
   writeFileSync(join(tmp, 'inv.yml'), 'all:\n  vars:\n    ansible_connection: local\n  hosts:\n    train1:\n    train2:\n');
   const train = (argv, cwd) => {
     const r = spawnSync(process.execPath, [bin, ...argv], {
-      cwd, encoding: 'utf8', env: { ...env, TMPDIR: tmp, NO_COLOR: '1', RUNBOOK_CODE_CACHE_TRAIN: join(out, 'code-cache') },
+      cwd,
+      encoding: 'utf8',
+      env: { ...env, TMPDIR: tmp, NO_COLOR: '1', RUNBOOK_CODE_CACHE_TRAIN: join(out, 'code-cache') },
     });
     if (r.status !== 0) throw new Error(`code cache training run \`runbook ${argv.join(' ')}\` failed with ${r.status}:\n${r.stderr}`);
   };

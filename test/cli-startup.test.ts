@@ -15,15 +15,28 @@ const ROOT = new URL('..', import.meta.url).pathname;
 const WORK = mkdtempSync(join(tmpdir(), 'runbook-startup-'));
 after(() => rmSync(WORK, { recursive: true, force: true }));
 
-interface Out { code: number | null; stdout: string; stderr: string }
+interface Out {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
 function run(root: string, args: string[], env: Record<string, string> = {}, cwd = ROOT): Out {
   const r = spawnSync(process.execPath, [join(root, 'bin/runbook'), ...args], {
-    cwd, encoding: 'utf8', timeout: 60_000, env: { ...process.env, NO_COLOR: '1', ...env },
+    cwd,
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, NO_COLOR: '1', ...env },
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 /** Output without the RUNBOOK_CODE_CACHE=debug lines. */
-const plain = (o: Out): Out => ({ ...o, stderr: o.stderr.split('\n').filter((l) => !l.startsWith('runbook: code cache ')).join('\n') });
+const plain = (o: Out): Out => ({
+  ...o,
+  stderr: o.stderr
+    .split('\n')
+    .filter((l) => !l.startsWith('runbook: code cache '))
+    .join('\n'),
+});
 
 /** A copy of the package (bin, dist, runbooks, package.json; node_modules linked) to break things in. */
 function copyPackage(): string {
@@ -34,11 +47,21 @@ function copyPackage(): string {
 }
 
 const GOOD = 'test/fixtures/runbooks/good/fleet.yml';
-const BAD = readdirSync(join(ROOT, 'test/fixtures/runbooks/bad')).filter((f) => f.endsWith('.yml')).slice(0, 4).map((f) => `test/fixtures/runbooks/bad/${f}`);
+const BAD = readdirSync(join(ROOT, 'test/fixtures/runbooks/bad'))
+  .filter((f) => f.endsWith('.yml'))
+  .slice(0, 4)
+  .map((f) => `test/fixtures/runbooks/bad/${f}`);
 const CASES: string[][] = [
-  ['validate', 'runbooks/hello.yml'], ['validate', 'hello'], ['validate', GOOD], ...BAD.map((f) => ['validate', f]),
-  ['validate', 'no-such-runbook'], ['validate', './nope.yml'], ['validate', 'runbooks'],
-  ['list'], ['show', 'hello'], ['validate', 'hello', '-i', 'inventory/local.yml'],
+  ['validate', 'runbooks/hello.yml'],
+  ['validate', 'hello'],
+  ['validate', GOOD],
+  ...BAD.map((f) => ['validate', f]),
+  ['validate', 'no-such-runbook'],
+  ['validate', './nope.yml'],
+  ['validate', 'runbooks'],
+  ['list'],
+  ['show', 'hello'],
+  ['validate', 'hello', '-i', 'inventory/local.yml'],
 ];
 
 test('after a build, both bundles load from their code caches', () => {
@@ -66,14 +89,20 @@ test('with the code cache off, the same output and exit codes', () => {
     const b = run(ROOT, args, { RUNBOOK_CODE_CACHE: '0' });
     assert.deepEqual(b, a, args.join(' '));
   }
-  assert.ok(run(ROOT, ['validate', BAD[0]]).code === 1 && run(ROOT, ['validate', 'hello']).code === 0, 'the cases include failures and successes');
+  assert.ok(
+    run(ROOT, ['validate', BAD[0]]).code === 1 && run(ROOT, ['validate', 'hello']).code === 0,
+    'the cases include failures and successes',
+  );
 });
 
 test('a cache that is missing, from another build or rejected by V8 is not used, and nothing else changes', () => {
   const pkg = copyPackage();
   const caches = join(pkg, 'dist/cli/code-cache');
   const expected = CASES.map((args) => run(pkg, args, { RUNBOOK_CODE_CACHE: '0' }));
-  assert.deepEqual(expected.map((o) => o.code), CASES.map((args) => run(ROOT, args).code));
+  assert.deepEqual(
+    expected.map((o) => o.code),
+    CASES.map((args) => run(ROOT, args).code),
+  );
   const check = (what: RegExp) => {
     CASES.forEach((args, i) => {
       const o = run(pkg, args, { RUNBOOK_CODE_CACHE: 'debug' });
@@ -114,9 +143,17 @@ test('validate FILE without yargs answers exactly as the yargs path', () => {
   writeFileSync(join(dir, 'runbooks/broken.yml'), 'name: broken\nsteps: [\n');
   const cases: Array<[string[], string]> = [
     ...CASES.filter((c) => c[0] === 'validate').map((c): [string[], string] => [c, ROOT]),
-    [['validate', 'local'], dir], [['validate', 'broken'], dir], [['validate', 'runbooks/broken.yml'], dir], [['validate', '0x10'], dir],
-    [['validate', 'a=b'], dir], [['validate', 'hello '], dir], [['validate', '-'], dir], [['validate', ''], dir], [['validate'], dir],
-    [['validate', 'a', 'b'], dir], [['validate', '--help'], dir],
+    [['validate', 'local'], dir],
+    [['validate', 'broken'], dir],
+    [['validate', 'runbooks/broken.yml'], dir],
+    [['validate', '0x10'], dir],
+    [['validate', 'a=b'], dir],
+    [['validate', 'hello '], dir],
+    [['validate', '-'], dir],
+    [['validate', ''], dir],
+    [['validate'], dir],
+    [['validate', 'a', 'b'], dir],
+    [['validate', '--help'], dir],
   ];
   for (const [args, cwd] of cases) {
     const fast = run(ROOT, args, {}, cwd);
@@ -126,19 +163,33 @@ test('validate FILE without yargs answers exactly as the yargs path', () => {
 });
 
 test('the ssh2 bundle loads ssh2 native parts from node_modules', () => {
-  const r = spawnSync(process.execPath, ['-e', `
+  const r = spawnSync(
+    process.execPath,
+    [
+      '-e',
+      `
     const m = require(${JSON.stringify(join(ROOT, 'dist/cli/ssh2.js'))});
     const native = Object.keys(require.cache).filter((k) => k.endsWith('.node')).map((k) => k.replace(/.*node_modules\\//, ''));
     console.log(JSON.stringify({ client: typeof m.Client, native }));
-  `], { encoding: 'utf8' });
+  `,
+    ],
+    { encoding: 'utf8' },
+  );
   assert.equal(r.status, 0, r.stderr);
   const out = JSON.parse(r.stdout);
   assert.equal(out.client, 'function');
   // The same addons ssh2 loads when required from node_modules (sshcrypto when it was built).
-  const ref = spawnSync(process.execPath, ['-e', `
+  const ref = spawnSync(
+    process.execPath,
+    [
+      '-e',
+      `
     require('ssh2');
     console.log(JSON.stringify(Object.keys(require.cache).filter((k) => k.endsWith('.node')).map((k) => k.replace(/.*node_modules\\//, ''))));
-  `], { encoding: 'utf8', cwd: ROOT });
+  `,
+    ],
+    { encoding: 'utf8', cwd: ROOT },
+  );
   assert.equal(ref.status, 0, ref.stderr);
   assert.deepEqual(out.native, JSON.parse(ref.stdout));
 });

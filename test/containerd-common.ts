@@ -34,8 +34,18 @@ export interface RunOpts {
 /** `bin/runbook <cmd> <runbook> -i INV --known-hosts KH --json ...` against the fleet. */
 export function runbook(fleet: Fleet, cmd: 'apply' | 'plan', book: string, o: RunOpts = {}): Promise<RunOutput> {
   const stateDir = mkdtempSync(join(tmpdir(), 'rb-ctd-state-'));
-  const args = [cmd, book, '-i', o.inventory ?? fleet.inventory, '--known-hosts', fleet.knownHosts, '--state-dir', stateDir,
-    ...(cmd === 'apply' ? ['--yes', '--json'] : []), ...(o.extra ?? [])];
+  const args = [
+    cmd,
+    book,
+    '-i',
+    o.inventory ?? fleet.inventory,
+    '--known-hosts',
+    fleet.knownHosts,
+    '--state-dir',
+    stateDir,
+    ...(cmd === 'apply' ? ['--yes', '--json'] : []),
+    ...(o.extra ?? []),
+  ];
   const t0 = Date.now();
   return new Promise((resolve, reject) => {
     const child = spawn(BIN, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -43,7 +53,10 @@ export function runbook(fleet: Fleet, cmd: 'apply' | 'plan', book: string, o: Ru
     let buf = '';
     let stderr = '';
     let raw = '';
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`runbook ${args.join(' ')} timed out; stderr: ${stderr}`)); }, o.timeoutMs ?? 300_000);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`runbook ${args.join(' ')} timed out; stderr: ${stderr}`));
+    }, o.timeoutMs ?? 300_000);
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       raw += d;
       if (cmd !== 'apply') return;
@@ -58,12 +71,21 @@ export function runbook(fleet: Fleet, cmd: 'apply' | 'plan', book: string, o: Ru
         o.onEvent?.(e, child);
       }
     });
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     child.on('close', (code) => {
       clearTimeout(timer);
       const end = events.find((e) => e.type === 'run-end');
       const start = events.find((e) => e.type === 'run-start');
-      resolve({ code, events, stderr: cmd === 'apply' ? stderr : raw + stderr, ms: Date.now() - t0, hosts: end?.hosts ?? {}, runId: start?.run_id ?? '' });
+      resolve({
+        code,
+        events,
+        stderr: cmd === 'apply' ? stderr : raw + stderr,
+        ms: Date.now() - t0,
+        hosts: end?.hosts ?? {},
+        runId: start?.run_id ?? '',
+      });
     });
   });
 }
@@ -80,7 +102,10 @@ export function stepsOf(out: RunOutput, host: string): string[] {
  */
 export async function treeFingerprint(fleet: Fleet, node: string, dir: string, o: { inodes?: boolean } = {}): Promise<string> {
   const i = o.inodes === false ? '' : ' %i';
-  return fleet.sh(node, `cd ${dir} && find . -xdev \\( -type d -printf '%p d${i}\\n' \\) -o -printf '%p %y %s${i} %T@\\n' | sort && find . -xdev -type f -exec md5sum {} + | sort -k2`);
+  return fleet.sh(
+    node,
+    `cd ${dir} && find . -xdev \\( -type d -printf '%p d${i}\\n' \\) -o -printf '%p %y %s${i} %T@\\n' | sort && find . -xdev -type f -exec md5sum {} + | sort -k2`,
+  );
 }
 
 /** Inode of a path on the node ('' when missing). */
@@ -90,10 +115,12 @@ export async function inode(fleet: Fleet, node: string, path: string): Promise<s
 
 /** Human-readable dump of a run for assertion messages. */
 export function explain(out: RunOutput): string {
-  return out.events
-    .filter((e) => ['step-end', 'rollback-end', 'host-end', 'run-end', 'warning'].includes(e.type))
-    .map((e) => JSON.stringify({ ...e, time: undefined, command: undefined }))
-    .join('\n') + `\nstderr: ${out.stderr.slice(-3000)}`;
+  return (
+    out.events
+      .filter((e) => ['step-end', 'rollback-end', 'host-end', 'run-end', 'warning'].includes(e.type))
+      .map((e) => JSON.stringify({ ...e, time: undefined, command: undefined }))
+      .join('\n') + `\nstderr: ${out.stderr.slice(-3000)}`
+  );
 }
 
 /**
@@ -102,7 +129,10 @@ export function explain(out: RunOutput): string {
  */
 export function useFleet(names: string[], use: (f: Fleet) => void): void {
   let fleet: Fleet | undefined;
-  before(async () => { fleet = await bootFleet(names); use(fleet); });
+  before(async () => {
+    fleet = await bootFleet(names);
+    use(fleet);
+  });
   after(async () => {
     if (!fleet) return;
     await fleet.destroy();

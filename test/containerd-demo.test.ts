@@ -10,17 +10,33 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from './containerd-common.js';
 
-interface DemoRun { code: number | null; out: string }
+interface DemoRun {
+  code: number | null;
+  out: string;
+}
 
 function demo(onOutput?: (all: string, child: ReturnType<typeof spawn>) => void, env: Record<string, string> = {}): Promise<DemoRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(REPO, 'demo/run.mjs')], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DEMO_NO_INSTALL: '1', ...env } });
+    const child = spawn(process.execPath, [join(REPO, 'demo/run.mjs')], {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, DEMO_NO_INSTALL: '1', ...env },
+    });
     let out = '';
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`demo timed out:\n${out}`)); }, 240_000);
-    const add = (d: Buffer) => { out += d.toString(); onOutput?.(out, child); };
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`demo timed out:\n${out}`));
+    }, 240_000);
+    const add = (d: Buffer) => {
+      out += d.toString();
+      onOutput?.(out, child);
+    };
     child.stdout!.on('data', add);
     child.stderr!.on('data', add);
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code, out }); });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
   });
 }
 
@@ -34,7 +50,11 @@ function leftovers(out: string): string[] {
   for (const ns of nets.trim().split(/\s+/)) if (existsSync(`/run/netns/${ns}`)) left.push(`netns ${ns}`);
   if (readFileSync('/proc/self/mountinfo', 'utf8').includes(dir)) left.push(`mounts under ${dir}`);
   for (const p of readdirProcs()) {
-    try { if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir)) left.push(`process ${p}`); } catch { /* gone */ }
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir)) left.push(`process ${p}`);
+    } catch {
+      /* gone */
+    }
   }
   return left;
 }
@@ -99,7 +119,9 @@ function findRunbookPid(out: string): number | undefined {
     try {
       const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8');
       if (cmd.includes('bin/runbook') && cmd.includes(m[1])) return Number(p);
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
   return undefined;
 }

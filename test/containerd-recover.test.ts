@@ -10,11 +10,22 @@ import assert from 'node:assert/strict';
 import { META_DB, ROOT, type Fleet } from './harness/nspawn.js';
 import { runbook, stepsOf, inode, explain, treeFingerprint, useFleet } from './containerd-common.js';
 
-const CHANGING = ['Cordon the node', 'Drain the node', 'Stop kubelet', 'Stop containerd and what it left behind', 'Back up the data root',
-  'Clean the state dir', 'Start containerd and prove it is healthy', 'Start kubelet', 'Uncordon the node'];
+const CHANGING = [
+  'Cordon the node',
+  'Drain the node',
+  'Stop kubelet',
+  'Stop containerd and what it left behind',
+  'Back up the data root',
+  'Clean the state dir',
+  'Start containerd and prove it is healthy',
+  'Start kubelet',
+  'Uncordon the node',
+];
 
 let fleet: Fleet;
-useFleet(['healthy1', 'panic2', 'silent3', 'locked4'], (f) => { fleet = f; });
+useFleet(['healthy1', 'panic2', 'silent3', 'locked4'], (f) => {
+  fleet = f;
+});
 
 test('three nodes, serial 1: the broken two are repaired and proven healthy, the healthy one is untouched', async () => {
   // A node with pods: a real shim + overlay mount that `systemctl stop containerd` leaves behind (KillMode=process).
@@ -32,10 +43,13 @@ test('three nodes, serial 1: the broken two are repaired and proven healthy, the
   const shimPid = (await fleet.sh('panic2', 'pgrep -f containerd-shim')).trim();
   assert.match(shimPid, /^\d+$/, 'the old shim survives the panic loop');
   const workPid = (await fleet.sh('panic2', `pgrep -P ${shimPid}`)).trim();
-  assert.match(workPid, /^\d+$/, 'the container\'s process runs under the old shim');
+  assert.match(workPid, /^\d+$/, "the container's process runs under the old shim");
 
   // plan --probe names the broken nodes and their signature, and changes nothing
-  const probe = await runbook(fleet, 'plan', 'containerd-recover', { extra: ['--probe'], inventory: fleet.writeInventory(`${fleet.dir}/three.yml`, ['healthy1', 'panic2', 'silent3']) });
+  const probe = await runbook(fleet, 'plan', 'containerd-recover', {
+    extra: ['--probe'],
+    inventory: fleet.writeInventory(`${fleet.dir}/three.yml`, ['healthy1', 'panic2', 'silent3']),
+  });
   assert.equal(probe.code, 0, probe.stderr);
   assert.match(probe.stderr, /healthy1[\s\S]*Diagnose containerd: healthy/);
   assert.match(probe.stderr, /panic2[\s\S]*broken: metadata database corrupt \(activating, \d+ restarts\): panic: invalid freelist page/);
@@ -51,16 +65,27 @@ test('three nodes, serial 1: the broken two are repaired and proven healthy, the
 
   // The healthy node: every changing step skipped, data dir not touched.
   for (const s of stepsOf(out, 'healthy1').filter((x) => CHANGING.includes(x.split('=')[0]))) assert.match(s, /=skipped$/, s);
-  assert.equal(await inode(fleet, 'healthy1', ROOT), inodeBefore, 'the healthy node\'s data dir is the same directory');
+  assert.equal(await inode(fleet, 'healthy1', ROOT), inodeBefore, "the healthy node's data dir is the same directory");
   assert.equal(await fleet.sh('healthy1', `md5sum ${META_DB}`), dbBefore);
   assert.equal((await fleet.exec('healthy1', `ls -d ${ROOT}.recover-* 2>/dev/null`)).stdout, '', 'no backup on the healthy node');
 
   // The repaired nodes, checked here over SSH.
   for (const n of ['panic2', 'silent3']) {
-    assert.deepEqual(stepsOf(out, n).filter((x) => CHANGING.includes(x.split('=')[0])), [
-      'Cordon the node=skipped', 'Drain the node=skipped', 'Stop kubelet=changed', 'Stop containerd and what it left behind=changed',
-      'Back up the data root=changed', 'Clean the state dir=changed', 'Start containerd and prove it is healthy=changed', 'Start kubelet=changed',
-      'Uncordon the node=skipped'], n);
+    assert.deepEqual(
+      stepsOf(out, n).filter((x) => CHANGING.includes(x.split('=')[0])),
+      [
+        'Cordon the node=skipped',
+        'Drain the node=skipped',
+        'Stop kubelet=changed',
+        'Stop containerd and what it left behind=changed',
+        'Back up the data root=changed',
+        'Clean the state dir=changed',
+        'Start containerd and prove it is healthy=changed',
+        'Start kubelet=changed',
+        'Uncordon the node=skipped',
+      ],
+      n,
+    );
     const h = await fleet.health(n);
     assert.equal(h.healthy, true, `${n}: ${JSON.stringify(h)}`);
     // still healthy a moment later (no restart loop)
@@ -71,15 +96,25 @@ test('three nodes, serial 1: the broken two are repaired and proven healthy, the
     assert.equal((await fleet.sh(n, 'systemctl is-active kubelet')).trim(), 'active');
     const bk = `${ROOT}.recover-${out.runId}`;
     // the backup is the old root (moved, same filesystem), with the evidence for a bug report next to it
-    await fleet.sh(n, `test -s ${bk}/io.containerd.metadata.v1.bolt/meta.db && test -s ${bk}.evidence/meta.db && test -s ${bk}.evidence/journal.txt && grep -q broken ${bk}.evidence/diagnosis.txt && grep -qx move ${bk}.evidence/method`);
+    await fleet.sh(
+      n,
+      `test -s ${bk}/io.containerd.metadata.v1.bolt/meta.db && test -s ${bk}.evidence/meta.db && test -s ${bk}.evidence/journal.txt && grep -q broken ${bk}.evidence/diagnosis.txt && grep -qx move ${bk}.evidence/method`,
+    );
     // the new root is fresh: its meta.db is not the corrupt one
     assert.notEqual(await fleet.sh(n, `md5sum < ${META_DB}`), await fleet.sh(n, `md5sum < ${bk}/io.containerd.metadata.v1.bolt/meta.db`));
     // a new ctr call works end to end (metadata written and read back)
-    await fleet.sh(n, 'ctr -n rbtest namespaces create rbtest-ok 2>/dev/null || ctr namespaces create rbtest-ok; ctr namespaces ls | grep -q rbtest-ok');
+    await fleet.sh(
+      n,
+      'ctr -n rbtest namespaces create rbtest-ok 2>/dev/null || ctr namespaces create rbtest-ok; ctr namespaces ls | grep -q rbtest-ok',
+    );
   }
   // The old shim and its container were stopped, and nothing of them is mounted any more.
   assert.equal((await fleet.exec('panic2', `kill -0 ${shimPid} 2>/dev/null && echo alive`)).stdout, '');
-  assert.equal((await fleet.exec('panic2', `kill -0 ${workPid} 2>/dev/null && echo alive`)).stdout, '', 'the orphaned container process was killed too');
+  assert.equal(
+    (await fleet.exec('panic2', `kill -0 ${workPid} 2>/dev/null && echo alive`)).stdout,
+    '',
+    'the orphaned container process was killed too',
+  );
   assert.equal((await fleet.exec('panic2', `findmnt -rn -o TARGET | grep -E '^(/run/containerd|${ROOT})/'`)).stdout, '');
   const journal = await fleet.sh('panic2', `grep -c 'panic: invalid freelist page' ${ROOT}.recover-${out.runId}.evidence/journal.txt`);
   assert.ok(Number(journal) >= 1, 'the journal excerpt has the panic');
@@ -94,12 +129,17 @@ test('bolt lock held by another process: preflight fails with the reason, nothin
   await fleet.break('locked4', 'bolt-lock');
   const before = await treeFingerprint(fleet, 'locked4', ROOT);
   const ino = await inode(fleet, 'locked4', ROOT);
-  const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/locked.yml`, ['locked4']) });
+  const out = await runbook(fleet, 'apply', 'containerd-recover', {
+    inventory: fleet.writeInventory(`${fleet.dir}/locked.yml`, ['locked4']),
+  });
   assert.equal(out.code, 2, explain(out));
   assert.deepEqual(out.hosts, { locked4: 'skipped' }, explain(out));
   const diag = out.events.find((e) => e.type === 'step-end' && e.step === 'Diagnose containerd');
   assert.equal(diag?.status, 'failed');
-  assert.match(diag?.stderr, /do not wipe: the bolt lock on \/var\/lib\/containerd\/io\.containerd\.metadata\.v1\.bolt\/meta\.db is held by PID \d+ \(flock\)/);
+  assert.match(
+    diag?.stderr,
+    /do not wipe: the bolt lock on \/var\/lib\/containerd\/io\.containerd\.metadata\.v1\.bolt\/meta\.db is held by PID \d+ \(flock\)/,
+  );
   const hostEnd = out.events.find((e) => e.type === 'host-end');
   assert.match(hostEnd?.message ?? '', /Diagnose containerd/);
   assert.equal(out.events.filter((e) => e.type === 'step-start' && e.phase === 'step').length, 0, 'no step started');

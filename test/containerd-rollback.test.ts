@@ -10,7 +10,9 @@ import { ROOT, type Fleet } from './harness/nspawn.js';
 import { runbook, inode, explain, treeFingerprint, stepsOf, useFleet } from './containerd-common.js';
 
 let fleet: Fleet;
-useFleet(['badcfg1', 'next2', 'sigint3'], (f) => { fleet = f; });
+useFleet(['badcfg1', 'next2', 'sigint3'], (f) => {
+  fleet = f;
+});
 
 test('containerd still fails after the clean: rolled back to exactly its former state, the next node is not started', async () => {
   await fleet.runContainer('badcfg1', 'web');
@@ -21,14 +23,25 @@ test('containerd still fails after the clean: rolled back to exactly its former 
   const ino1 = await inode(fleet, 'badcfg1', ROOT);
   const before2 = await treeFingerprint(fleet, 'next2', ROOT);
 
-  const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/two.yml`, ['badcfg1', 'next2']) });
+  const out = await runbook(fleet, 'apply', 'containerd-recover', {
+    inventory: fleet.writeInventory(`${fleet.dir}/two.yml`, ['badcfg1', 'next2']),
+  });
   assert.equal(out.code, 2, explain(out));
   assert.deepEqual(out.hosts, { badcfg1: 'rolled-back', next2: 'skipped' }, explain(out));
   const failed = out.events.find((e) => e.type === 'step-end' && e.host === 'badcfg1' && e.status === 'failed');
   assert.equal(failed?.step, 'Start containerd and prove it is healthy', explain(out));
   // rollbacks in reverse order, all ok
   const rb = out.events.filter((e) => e.type === 'rollback-end' && e.host === 'badcfg1').map((e) => `${e.step}=${e.status}`);
-  assert.deepEqual(rb, ['Start containerd and prove it is healthy=ok', 'Back up the data root=ok', 'Stop containerd and what it left behind=ok', 'Stop kubelet=ok'], explain(out));
+  assert.deepEqual(
+    rb,
+    [
+      'Start containerd and prove it is healthy=ok',
+      'Back up the data root=ok',
+      'Stop containerd and what it left behind=ok',
+      'Stop kubelet=ok',
+    ],
+    explain(out),
+  );
   // next2 was never contacted beyond its preflight
   assert.equal(out.events.filter((e) => e.type === 'step-start' && e.host === 'next2' && e.phase === 'step').length, 0);
 
@@ -53,7 +66,10 @@ test('SIGINT right after the clean step: the node is restored and the run exits 
   const out = await runbook(fleet, 'apply', 'containerd-recover', {
     inventory: fleet.writeInventory(`${fleet.dir}/sigint.yml`, ['sigint3']),
     onEvent: (e, child) => {
-      if (!sent && e.type === 'step-end' && e.step === 'Clean the state dir' && e.status === 'changed') { sent = true; child.kill('SIGINT'); }
+      if (!sent && e.type === 'step-end' && e.step === 'Clean the state dir' && e.status === 'changed') {
+        sent = true;
+        child.kill('SIGINT');
+      }
     },
   });
   assert.ok(sent, explain(out));

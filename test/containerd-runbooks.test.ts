@@ -16,7 +16,10 @@ import { ROOT, type Fleet } from './harness/nspawn.js';
 import { runbook, explain, inode, treeFingerprint, REPO, BIN, useFleet } from './containerd-common.js';
 
 const BOOKS = ['containerd-recover', 'containerd-health', 'containerd-prune-backups'];
-const load = (n: string) => ({ text: readFileSync(join(REPO, 'runbooks', `${n}.yml`), 'utf8'), doc: yaml.load(readFileSync(join(REPO, 'runbooks', `${n}.yml`), 'utf8')) as any });
+const load = (n: string) => ({
+  text: readFileSync(join(REPO, 'runbooks', `${n}.yml`), 'utf8'),
+  doc: yaml.load(readFileSync(join(REPO, 'runbooks', `${n}.yml`), 'utf8')) as any,
+});
 
 test('the runbook files: valid, promised defaults, a comment per step, one shared diagnosis', () => {
   for (const n of BOOKS) {
@@ -36,20 +39,33 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
   assert.equal(load('containerd-prune-backups').doc.vars.retention_days, 3);
   const pre = (doc: any, name: string) => doc.preflight.find((s: any) => s.name === name)?.run;
   for (const n of ['containerd-health', 'containerd-prune-backups']) {
-    assert.equal(pre(load(n).doc, 'Discover containerd paths'), pre(rec, 'Discover containerd paths'), `${n}: discovery differs from containerd-recover's`);
+    assert.equal(
+      pre(load(n).doc, 'Discover containerd paths'),
+      pre(rec, 'Discover containerd paths'),
+      `${n}: discovery differs from containerd-recover's`,
+    );
   }
-  assert.equal(pre(load('containerd-health').doc, 'Diagnose containerd'), pre(rec, 'Diagnose containerd'), 'containerd-health diagnoses differently');
+  assert.equal(
+    pre(load('containerd-health').doc, 'Diagnose containerd'),
+    pre(rec, 'Diagnose containerd'),
+    'containerd-health diagnoses differently',
+  );
   // every step that changes a node can be undone, or is a start/clean that needs none
   const noRollback = rec.steps.filter((s: any) => !s.rollback).map((s: any) => s.name);
   assert.deepEqual(noRollback, ['Drain the node', 'Clean the state dir', 'Start kubelet', 'Uncordon the node']);
 });
 
 let fleet: Fleet;
-useFleet(['ok1', 'cri2', 'lock3', 'flag4', 'mount5', 'sys6', 'mountrb7', 'ro8'], (f) => { fleet = f; });
+useFleet(['ok1', 'cri2', 'lock3', 'flag4', 'mount5', 'sys6', 'mountrb7', 'ro8'], (f) => {
+  fleet = f;
+});
 
 /** containerd's root on its own filesystem (a tmpfs here), as on nodes with a dedicated disk for it. */
 async function rootOnOwnMount(node: string): Promise<void> {
-  await fleet.sh(node, `systemctl stop containerd && mkdir -p /var/tmp/old && mv ${ROOT} /var/tmp/old/ && mkdir ${ROOT} && mount -t tmpfs -o size=256m ctd ${ROOT} && cp -a /var/tmp/old/containerd/. ${ROOT}/ && systemctl start containerd`);
+  await fleet.sh(
+    node,
+    `systemctl stop containerd && mkdir -p /var/tmp/old && mv ${ROOT} /var/tmp/old/ && mkdir ${ROOT} && mount -t tmpfs -o size=256m ctd ${ROOT} && cp -a /var/tmp/old/containerd/. ${ROOT}/ && systemctl start containerd`,
+  );
   await fleet.waitHealthy(node);
 }
 
@@ -57,23 +73,31 @@ test('containerd-health reports healthy, broken with the signature, and needs-a-
   await fleet.break('cri2', 'sandboxes-file');
   await fleet.break('lock3', 'bolt-lock');
   const fp = await treeFingerprint(fleet, 'cri2', ROOT);
-  const out = await runbook(fleet, 'apply', 'containerd-health', { inventory: fleet.writeInventory(`${fleet.dir}/health.yml`, ['ok1', 'cri2', 'lock3']) });
+  const out = await runbook(fleet, 'apply', 'containerd-health', {
+    inventory: fleet.writeInventory(`${fleet.dir}/health.yml`, ['ok1', 'cri2', 'lock3']),
+  });
   assert.equal(out.code, 2, explain(out));
   assert.deepEqual(out.hosts, { ok1: 'ok', cri2: 'failed', lock3: 'skipped' }, explain(out));
   const step = (h: string, s: string) => out.events.find((e) => e.type === 'step-end' && e.host === h && e.step === s);
-  assert.match(step('cri2', 'containerd is healthy')?.stderr, /broken: CRI state corrupt \((activating|failed), \d+ restarts\): .*failed to recover state/);
+  assert.match(
+    step('cri2', 'containerd is healthy')?.stderr,
+    /broken: CRI state corrupt \((activating|failed), \d+ restarts\): .*failed to recover state/,
+  );
   assert.match(step('lock3', 'Diagnose containerd')?.stderr, /do not wipe: the bolt lock .* is held by PID \d+ \(flock\)/);
   assert.equal(step('ok1', 'containerd is healthy')?.status, 'ok');
   assert.equal(await treeFingerprint(fleet, 'cri2', ROOT), fp);
   await fleet.sh('lock3', 'systemctl stop rb-boltlock');
 });
 
-test('the root given by the unit\'s --root flag is the one repaired (and config.toml\'s root is ignored)', async () => {
+test("the root given by the unit's --root flag is the one repaired (and config.toml's root is ignored)", async () => {
   const custom = '/var/lib/ctd-flag';
-  await fleet.sh('flag4', `mkdir -p /etc/systemd/system/containerd.service.d && printf '[Service]\\nExecStart=\\nExecStart=/usr/bin/containerd --root ${custom}\\n' > /etc/systemd/system/containerd.service.d/10-root.conf && systemctl daemon-reload && systemctl restart containerd`);
+  await fleet.sh(
+    'flag4',
+    `mkdir -p /etc/systemd/system/containerd.service.d && printf '[Service]\\nExecStart=\\nExecStart=/usr/bin/containerd --root ${custom}\\n' > /etc/systemd/system/containerd.service.d/10-root.conf && systemctl daemon-reload && systemctl restart containerd`,
+  );
   await fleet.waitHealthy('flag4');
   await fleet.break('flag4', 'panic', { root: custom });
-  const defaultIno = await inode(fleet, 'flag4', ROOT);  // the image's default root (unused now) must not be touched
+  const defaultIno = await inode(fleet, 'flag4', ROOT); // the image's default root (unused now) must not be touched
   const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/flag.yml`, ['flag4']) });
   assert.equal(out.code, 0, explain(out));
   assert.deepEqual(out.hosts, { flag4: 'changed' });
@@ -88,11 +112,16 @@ test('the root given by the unit\'s --root flag is the one repaired (and config.
 test('a data root that is its own mount is backed up by copy and emptied in place; the mount stays', async () => {
   await rootOnOwnMount('mount5');
   await fleet.break('mount5', 'sandboxes-file');
-  const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/mount.yml`, ['mount5']) });
+  const out = await runbook(fleet, 'apply', 'containerd-recover', {
+    inventory: fleet.writeInventory(`${fleet.dir}/mount.yml`, ['mount5']),
+  });
   assert.equal(out.code, 0, explain(out));
   assert.deepEqual(out.hosts, { mount5: 'changed' });
   const bk = `${ROOT}.recover-${out.runId}`;
-  await fleet.sh('mount5', `mountpoint -q ${ROOT} && ! mountpoint -q ${bk} && test -f ${bk}/io.containerd.grpc.v1.cri/sandboxes && grep -qx copy ${bk}.evidence/method`);
+  await fleet.sh(
+    'mount5',
+    `mountpoint -q ${ROOT} && ! mountpoint -q ${bk} && test -f ${bk}/io.containerd.grpc.v1.cri/sandboxes && grep -qx copy ${bk}.evidence/method`,
+  );
   await fleet.sh('mount5', `test -d ${ROOT}/io.containerd.metadata.v1.bolt && ! test -f ${ROOT}/io.containerd.grpc.v1.cri/sandboxes`);
   assert.equal((await fleet.health('mount5')).healthy, true);
 });
@@ -104,11 +133,16 @@ test('a data root on its own mount whose repair fails is restored by copy: same 
   // a copy gets new inodes: compare names, types, sizes, mtimes and contents
   const fp = () => treeFingerprint(fleet, 'mountrb7', ROOT, { inodes: false });
   const before = await fp();
-  const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/mountrb.yml`, ['mountrb7']) });
+  const out = await runbook(fleet, 'apply', 'containerd-recover', {
+    inventory: fleet.writeInventory(`${fleet.dir}/mountrb.yml`, ['mountrb7']),
+  });
   assert.equal(out.code, 2, explain(out));
   assert.deepEqual(out.hosts, { mountrb7: 'rolled-back' }, explain(out));
   assert.equal(await fp(), before);
-  await fleet.sh('mountrb7', `mountpoint -q ${ROOT} && ! test -e ${ROOT}.recover-${out.runId} && grep -qx copy ${ROOT}.recover-${out.runId}.evidence/method`);
+  await fleet.sh(
+    'mountrb7',
+    `mountpoint -q ${ROOT} && ! test -e ${ROOT}.recover-${out.runId} && grep -qx copy ${ROOT}.recover-${out.runId}.evidence/method`,
+  );
 });
 
 test('a data root on a read-only filesystem is not wiped: preflight fails with the reason', async () => {
@@ -121,7 +155,10 @@ test('a data root on a read-only filesystem is not wiped: preflight fails with t
   const diag = out.events.find((e) => e.type === 'step-end' && e.step === 'Diagnose containerd');
   assert.match(diag?.stderr, /do not wipe: \/var\/lib\/containerd is on a read-only filesystem/);
   assert.equal(await treeFingerprint(fleet, 'ro8', ROOT), before);
-  assert.match(await fleet.sh('ro8', `journalctl -u containerd -b -o cat | grep -i 'read-only file system' | tail -n1`), /read-only file system/);
+  assert.match(
+    await fleet.sh('ro8', `journalctl -u containerd -b -o cat | grep -i 'read-only file system' | tail -n1`),
+    /read-only file system/,
+  );
 });
 
 test('a system directory as data root is refused before anything changes', async () => {
@@ -151,7 +188,10 @@ test('containerd-prune-backups keeps young backups, removes expired ones, and no
   await fleet.sh('mount5', `mountpoint -q ${ROOT} && test -d /var/lib/containerd-notes && test -d ${ROOT}/io.containerd.metadata.v1.bolt`);
   assert.equal((await fleet.health('mount5')).healthy, true);
 
-  const bad = await runbook(fleet, 'apply', 'containerd-prune-backups', { inventory: inv, extra: ['-e', '{"retention_days": "0 -o 1; $(touch /tmp/pwned)"}'] });
+  const bad = await runbook(fleet, 'apply', 'containerd-prune-backups', {
+    inventory: inv,
+    extra: ['-e', '{"retention_days": "0 -o 1; $(touch /tmp/pwned)"}'],
+  });
   assert.equal(bad.code, 2, explain(bad));
   assert.deepEqual(bad.hosts, { mount5: 'skipped' }, explain(bad));
   assert.equal((await fleet.exec('mount5', 'ls /tmp/pwned 2>/dev/null')).stdout, '');

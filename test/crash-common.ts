@@ -51,7 +51,8 @@ steps:
 export const START_STATE = 'data=old\nsvc=running\n';
 export const END_STATE = 'data=new\ndata.bak=old\nsvc=running\n';
 /** Script printing a host's state: each file in the dir, name=content, sorted. */
-export const STATE_SCRIPT = (dir: string) => `cd ${dir} && for f in $(ls -A | LC_ALL=C sort); do printf '%s=%s\\n' "$f" "$(cat "$f")"; done`;
+export const STATE_SCRIPT = (dir: string) =>
+  `cd ${dir} && for f in $(ls -A | LC_ALL=C sort); do printf '%s=%s\\n' "$f" "$(cat "$f")"; done`;
 export const RESET_SCRIPT = (dir: string) => `rm -rf ${dir} && mkdir -p ${dir} && echo old > ${dir}/data && echo running > ${dir}/svc`;
 
 export interface TestFleet {
@@ -87,18 +88,25 @@ export function localFleet(n: number): TestFleet {
     return r.stdout;
   };
   return {
-    kind: 'local', names, args: [],
+    kind: 'local',
+    names,
+    args: [],
     async inventory(file, hostVars = {}) {
       const hosts: Record<string, unknown> = {};
-      for (const h of names) hosts[h] = { ansible_connection: 'local', dir: dirOf(h), runbook_lock_path: lockOf(h), ...(hostVars[h] ?? {}) };
+      for (const h of names)
+        hosts[h] = { ansible_connection: 'local', dir: dirOf(h), runbook_lock_path: lockOf(h), ...(hostVars[h] ?? {}) };
       writeFileSync(file, dump({ all: { hosts } }));
       return file;
     },
     async reset() {
       for (const h of names) await sh(`${RESET_SCRIPT(dirOf(h))}; rm -rf ${join(base, 'locks', h)}`);
     },
-    async state(h) { return sh(STATE_SCRIPT(dirOf(h))); },
-    async lock(h) { return existsSync(lockOf(h)) ? readFileSync(lockOf(h), 'utf8') : null; },
+    async state(h) {
+      return sh(STATE_SCRIPT(dirOf(h)));
+    },
+    async lock(h) {
+      return existsSync(lockOf(h)) ? readFileSync(lockOf(h), 'utf8') : null;
+    },
     async stop() {},
   };
 }
@@ -119,7 +127,8 @@ export async function sshFleet(n: number): Promise<TestFleet> {
     return r.stdout;
   };
   return {
-    kind: 'ssh', names,
+    kind: 'ssh',
+    names,
     args: ['--known-hosts', fleet.knownHostsFile, '--private-key', fleet.clientKeyFile],
     async inventory(file, hostVars = {}) {
       const hv: Record<string, Record<string, unknown>> = {};
@@ -129,26 +138,45 @@ export async function sshFleet(n: number): Promise<TestFleet> {
       await fleet.writeInventory(file, { hostVars: hv });
       return file;
     },
-    async reset() { for (const h of names) await sh(h, `${RESET_SCRIPT(dirOf(h))}; rm -f ${lockOf(h)}`); },
-    async state(h) { return sh(h, STATE_SCRIPT(dirOf(h))); },
+    async reset() {
+      for (const h of names) await sh(h, `${RESET_SCRIPT(dirOf(h))}; rm -f ${lockOf(h)}`);
+    },
+    async state(h) {
+      return sh(h, STATE_SCRIPT(dirOf(h)));
+    },
     async lock(h) {
       const r = await fleet.exec(h, `cat ${lockOf(h)}`);
       return r.code === 0 ? r.stdout : null;
     },
-    async stop() { await fleet.stop(); },
+    async stop() {
+      await fleet.stop();
+    },
   };
 }
 
-export interface Captured { code: number | null; signal: string | null; stdout: string; stderr: string }
+export interface Captured {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+}
 
-export function runCapture(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {}): Promise<Captured> {
+export function runCapture(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+): Promise<Captured> {
   return new Promise((res) => {
     const p = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
+    let stdout = '',
+      stderr = '';
     p.stdout!.on('data', (d) => (stdout += d));
     p.stderr!.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
-    p.on('close', (code, signal) => { clearTimeout(timer); res({ code, signal, stdout, stderr }); });
+    p.on('close', (code, signal) => {
+      clearTimeout(timer);
+      res({ code, signal, stdout, stderr });
+    });
   });
 }
 
@@ -158,9 +186,17 @@ export function runbook(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: s
 }
 
 /** bin/runbook started in the background, to be killed. */
-export function startRunbook(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): { child: ChildProcess; done: Promise<Captured> } {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: opts.cwd ?? ROOT, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '', stderr = '';
+export function startRunbook(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): { child: ChildProcess; done: Promise<Captured> } {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: opts.cwd ?? ROOT,
+    env: opts.env ?? process.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '',
+    stderr = '';
   child.stdout!.on('data', (d) => (stdout += d));
   child.stderr!.on('data', (d) => (stderr += d));
   const done = new Promise<Captured>((res) => child.on('close', (code, signal) => res({ code, signal, stdout, stderr })));
@@ -175,7 +211,11 @@ export function journalRecords(stateDir: string): Array<Record<string, any>> {
   for (const f of files) {
     for (const l of readFileSync(join(dir, f), 'utf8').split('\n')) {
       if (!l) continue;
-      try { out.push(JSON.parse(l)); } catch { /* torn */ }
+      try {
+        out.push(JSON.parse(l));
+      } catch {
+        /* torn */
+      }
     }
   }
   return out;
@@ -206,8 +246,10 @@ import assert from 'node:assert/strict';
 
 type Recs = Array<Record<string, any>>;
 const has = (recs: Recs, p: (r: Record<string, any>) => boolean) => recs.some(p);
-const stepStarted = (recs: Recs, host: string, index: number) => has(recs, (r) => r.type === 'step-start' && r.host === host && r.phase === 'step' && r.index === index);
-const stepEnded = (recs: Recs, host: string, index: number) => has(recs, (r) => r.type === 'step-end' && r.host === host && r.phase === 'step' && r.index === index);
+const stepStarted = (recs: Recs, host: string, index: number) =>
+  has(recs, (r) => r.type === 'step-start' && r.host === host && r.phase === 'step' && r.index === index);
+const stepEnded = (recs: Recs, host: string, index: number) =>
+  has(recs, (r) => r.type === 'step-end' && r.host === host && r.phase === 'step' && r.index === index);
 
 export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet>): void {
   let fleet: TestFleet;
@@ -217,13 +259,16 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
   const limit = ['-l', H.join(',')];
 
   before(async () => {
-    if (!existsSync(join(ROOT, 'dist', 'cli', 'main.js'))) throw new Error('dist/ is missing: run `npx tsc -p tsconfig.json` (npm test does)');
+    if (!existsSync(join(ROOT, 'dist', 'cli', 'main.js')))
+      throw new Error('dist/ is missing: run `npx tsc -p tsconfig.json` (npm test does)');
     fleet = await makeFleet();
     work = tmp(`rb-crash-${label}-`);
     rb = join(work, 'crashy.yml');
     writeFileSync(rb, RUNBOOK);
   });
-  after(async () => { await fleet?.stop(); });
+  after(async () => {
+    await fleet?.stop();
+  });
 
   const states = async (names = H) => Object.fromEntries(await Promise.all(names.map(async (h) => [h, await fleet.state(h)] as const)));
   const expectStates = async (want: Record<string, string>, why: string) => {
@@ -243,7 +288,11 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
   }
 
   /** apply in the background, SIGKILL it when `when` holds for the journal on disk. */
-  async function applyAndKill(hostVars: Record<string, Record<string, unknown>>, when: (r: Recs) => boolean | Promise<boolean>, graceMs = 300) {
+  async function applyAndKill(
+    hostVars: Record<string, Record<string, unknown>>,
+    when: (r: Recs) => boolean | Promise<boolean>,
+    graceMs = 300,
+  ) {
     const s = await setup(hostVars);
     const { child, done } = startRunbook(['apply', rb, '-i', s.inv, ...limit, ...s.base]);
     await waitFor('the kill point', () => when(journalRecords(s.stateDir)));
@@ -301,10 +350,15 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
   const midStep = { h1: { nap: 2 }, h2: { nap: 2 }, h3: { nap: 2 } };
   const allInRebuild = (recs: Recs) => H.every((h) => stepStarted(recs, h, 2));
   const MID_REBUILD_DONE = 'data=new\ndata.bak=old\nsvc=stopped\n';
-  const rebuildFinished = () => waitFor('the orphaned rebuild commands to finish on the hosts', async () => {
-    for (const h of H) if ((await fleet.state(h)) !== MID_REBUILD_DONE) return false;
-    return true;
-  }, 20_000);
+  const rebuildFinished = () =>
+    waitFor(
+      'the orphaned rebuild commands to finish on the hosts',
+      async () => {
+        for (const h of H) if ((await fleet.state(h)) !== MID_REBUILD_DONE) return false;
+        return true;
+      },
+      20_000,
+    );
 
   test(`${label}: kill -9 between intent and outcome of a changing step, torn last line, then resume -> same end state`, async () => {
     const s = await applyAndKill(midStep, allInRebuild);
@@ -357,13 +411,22 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
       const groups = childGroups(child.pid!);
       assert.ok(groups.length >= 3, `the rebuild commands run (${groups.length} groups)`);
       child.kill('SIGKILL');
-      for (const g of groups) { try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ } }
+      for (const g of groups) {
+        try {
+          process.kill(-g, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
       await done;
       const runId = onlyRunId(s.stateDir);
       await expectStates(all('data.bak=old\nsvc=stopped\n'), 'half-repaired: stopped, data moved aside, rebuild never finished');
       const r = await resume({ runId, base: s.base });
       assert.equal(r.code, 2, r.stderr);
-      await expectStates(all(START_STATE), 'the unknown step had not taken effect (verify): each host unwound to its start, never left half-done');
+      await expectStates(
+        all(START_STATE),
+        'the unknown step had not taken effect (verify): each host unwound to its start, never left half-done',
+      );
       const recs = journalRecords(s.stateDir);
       for (const h of H) assert.equal(recs.filter((x) => x.type === 'host-end' && x.host === h).pop()?.status, 'rolled-back');
       await noLocks();
@@ -373,8 +436,10 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
   // (c) killed during a rollback: h3 fails its last step and unwinds; rebuild's rollback sleeps.
   const failing = { h3: { fail_at: 3, rb_nap: 2 } };
   // h1 and h2 are done on the hosts (their host-end may not be durable yet: resume settles that).
-  const inRollback = async (recs: Recs) => has(recs, (r) => r.type === 'rollback-start' && r.host === 'h3' && r.index === 2)
-    && (await fleet.state('h1')) === END_STATE && (await fleet.state('h2')) === END_STATE;
+  const inRollback = async (recs: Recs) =>
+    has(recs, (r) => r.type === 'rollback-start' && r.host === 'h3' && r.index === 2) &&
+    (await fleet.state('h1')) === END_STATE &&
+    (await fleet.state('h2')) === END_STATE;
 
   test(`${label}: kill -9 during a rollback, then resume -> same end state as uninterrupted`, async () => {
     const s = await applyAndKill(failing, inRollback);
@@ -414,17 +479,30 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
     await fleet.reset();
     // h3 (the shared host) works 5 s, so the two runs overlap on it even on a loaded machine.
     const hv = Object.fromEntries(five.map((h) => [h, { nap: h === 'h3' ? 5 : 1 }]));
-    const dA = tmp('rb-conc-a-'), dB = tmp('rb-conc-b-');
+    const dA = tmp('rb-conc-a-'),
+      dB = tmp('rb-conc-b-');
     const inv = await fleet.inventory(join(dA, 'inv.yml'), hv);
     const A = startRunbook(['apply', rb, '-i', inv, '-l', 'h1,h2,h3', '--json', '--state-dir', dA, ...fleet.args]);
     const B = startRunbook(['apply', rb, '-i', inv, '-l', 'h3,h4,h5', '--json', '--state-dir', dB, ...fleet.args]);
     const [ra, rb2] = await Promise.all([A.done, B.done]);
-    const ev = (out: string) => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
-    const ea = ev(ra.stdout), eb = ev(rb2.stdout);
-    const idA = ea.find((e) => e.type === 'run-start').run_id, idB = eb.find((e) => e.type === 'run-start').run_id;
-    const h3a = ea.find((e) => e.type === 'host-end' && e.host === 'h3'), h3b = eb.find((e) => e.type === 'host-end' && e.host === 'h3');
+    const ev = (out: string) =>
+      out
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l));
+    const ea = ev(ra.stdout),
+      eb = ev(rb2.stdout);
+    const idA = ea.find((e) => e.type === 'run-start').run_id,
+      idB = eb.find((e) => e.type === 'run-start').run_id;
+    const h3a = ea.find((e) => e.type === 'host-end' && e.host === 'h3'),
+      h3b = eb.find((e) => e.type === 'host-end' && e.host === 'h3');
     const worked = [h3a, h3b].filter((e) => e.status === 'changed');
-    assert.equal(worked.length, 1, `exactly one run worked on h3: A ${h3a.status} ${h3a.message ?? ''}, B ${h3b.status} ${h3b.message ?? ''}`);
+    assert.equal(
+      worked.length,
+      1,
+      `exactly one run worked on h3: A ${h3a.status} ${h3a.message ?? ''}, B ${h3b.status} ${h3b.message ?? ''}`,
+    );
     const loser = h3a.status === 'changed' ? h3b : h3a;
     const winnerId = h3a.status === 'changed' ? idA : idB;
     assert.equal(loser.status, 'skipped');
@@ -443,7 +521,9 @@ export function childGroups(pid: number): number[] {
       const st = readFileSync(`/proc/${d}/stat`, 'utf8');
       const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
       if (Number(f[1]) === pid) out.add(Number(f[2]));
-    } catch { /* exited */ }
+    } catch {
+      /* exited */
+    }
   }
   out.delete(pid);
   return [...out];

@@ -31,7 +31,15 @@ steps:
 const mounts: string[] = [];
 after(() => {
   for (const m of mounts) {
-    try { execFileSync('umount', [m]); } catch { try { execFileSync('umount', ['-l', m]); } catch { /* gone */ } }
+    try {
+      execFileSync('umount', [m]);
+    } catch {
+      try {
+        execFileSync('umount', ['-l', m]);
+      } catch {
+        /* gone */
+      }
+    }
   }
 });
 
@@ -39,9 +47,16 @@ function fill(dir: string): number {
   const fd = openSync(join(dir, 'filler'), 'w');
   const chunk = Buffer.alloc(1024, 0x41);
   let n = 0;
-  try { for (;;) { writeSync(fd, chunk); n += chunk.length; } } catch (err) {
+  try {
+    for (;;) {
+      writeSync(fd, chunk);
+      n += chunk.length;
+    }
+  } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-  } finally { closeSync(fd); }
+  } finally {
+    closeSync(fd);
+  }
   return n;
 }
 
@@ -61,7 +76,9 @@ test('disk full for the journal: the run stops, rolls back the hosts in flight, 
 
   const { done } = startRunbook(['apply', rb, '-i', inv, '--state-dir', stateDir]);
   // All hosts are inside "aside" (sleeping): fill the disk under the journal now.
-  await waitFor('every host in step aside', () => ['h1', 'h2', 'h3'].every((h) => journalRecords(stateDir).some((r) => r.type === 'step-start' && r.host === h && r.index === 1)));
+  await waitFor('every host in step aside', () =>
+    ['h1', 'h2', 'h3'].every((h) => journalRecords(stateDir).some((r) => r.type === 'step-start' && r.host === h && r.index === 1)),
+  );
   const filled = fill(stateDir);
   assert.ok(filled > 0 && filled < 64 * 1024);
   const r = await done;

@@ -11,21 +11,31 @@ const root = new URL('..', import.meta.url).pathname;
 const bin = join(root, 'bin/runbook');
 const fx = (f: string) => join(root, 'test/fixtures/e2e', f);
 
-interface Run { code: number | null; stdout: string; stderr: string; events: any[] }
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  events: any[];
+}
 
 // A private TMPDIR: local hosts keep their run locks there, and hello writes its files there.
 const privateTmp = mkdtempSync(join(tmpdir(), 'rb-e2e-tmp-'));
 
 function runbook(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Run {
   const r = spawnSync(process.execPath, [bin, ...args], {
-    cwd: opts.cwd ?? root, encoding: 'utf8', timeout: 60_000,
+    cwd: opts.cwd ?? root,
+    encoding: 'utf8',
+    timeout: 60_000,
     env: { ...process.env, NO_COLOR: '1', TMPDIR: privateTmp, ...opts.env },
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, events: parseNdjson(r.stdout) };
 }
 
 function parseNdjson(s: string): any[] {
-  return s.split('\n').filter((l) => l.trim().startsWith('{')).map((l) => JSON.parse(l));
+  return s
+    .split('\n')
+    .filter((l) => l.trim().startsWith('{'))
+    .map((l) => JSON.parse(l));
 }
 
 function tmp(): string {
@@ -60,7 +70,10 @@ test('README commands: validate, plan, apply and --json on the shipped hello run
   assert.equal(end.type, 'run-end');
   assert.equal(end.exit_code, 0);
   // Second apply: everything already in place.
-  assert.ok(Object.values(end.hosts).every((s) => s === 'ok'), JSON.stringify(end.hosts));
+  assert.ok(
+    Object.values(end.hosts).every((s) => s === 'ok'),
+    JSON.stringify(end.hosts),
+  );
   assert.equal(readFileSync(join(privateTmp, 'runbook-hello-local3.txt'), 'utf8'), 'hi, world from local3\n');
 });
 
@@ -69,7 +82,14 @@ test('step 3 of 4 fails: rollbacks 3,2,1 in that order, rolled-back, exit 2', ()
   const r = apply('four.yml', dir, ['-e', 'fail_at=3', '--limit', 'h1']);
   assert.equal(r.code, 2, r.stderr);
   assert.deepEqual(hostEnds(r), { h1: 'rolled-back' });
-  assert.deepEqual(r.events.filter((e) => e.type === 'rollback-end').map((e) => [e.step, e.status]), [['three', 'ok'], ['two', 'ok'], ['one', 'ok']]);
+  assert.deepEqual(
+    r.events.filter((e) => e.type === 'rollback-end').map((e) => [e.step, e.status]),
+    [
+      ['three', 'ok'],
+      ['two', 'ok'],
+      ['one', 'ok'],
+    ],
+  );
   assert.equal(readFileSync(join(dir, 'h1.undo'), 'utf8'), '3\n2\n1\n');
   for (const i of [1, 2, 3, 4]) assert.ok(!existsSync(join(dir, `h1.${i}`)), `h1.${i} removed`);
   const failed = r.events.find((e) => e.type === 'step-end' && e.status === 'failed');
@@ -83,7 +103,15 @@ test('a failing rollback: unwind continues, host needs-attention, exit 3', () =>
   const r = apply('four.yml', dir, ['-e', 'fail_at=4', '-e', 'bad_rollback=2', '--limit', 'h1']);
   assert.equal(r.code, 3, r.stderr);
   assert.deepEqual(hostEnds(r), { h1: 'needs-attention' });
-  assert.deepEqual(r.events.filter((e) => e.type === 'rollback-end').map((e) => [e.step, e.status]), [['four', 'ok'], ['three', 'ok'], ['two', 'failed'], ['one', 'ok']]);
+  assert.deepEqual(
+    r.events.filter((e) => e.type === 'rollback-end').map((e) => [e.step, e.status]),
+    [
+      ['four', 'ok'],
+      ['three', 'ok'],
+      ['two', 'failed'],
+      ['one', 'ok'],
+    ],
+  );
   assert.ok(existsSync(join(dir, 'h1.2')), 'the failed rollback left its file');
 });
 
@@ -124,7 +152,26 @@ test('max_failed 0 with serial 1: the first failure stops new hosts (skipped), e
 
 test('SIGINT mid-run: the step in flight ends, the host rolls back, exit 130', async () => {
   const dir = tmp();
-  const child = spawn(process.execPath, [bin, 'apply', fx('slow.yml'), '-i', fx('inv3.yml'), '--limit', 'h1', '--json', '--state-dir', join(dir, 's'), '-e', `dir=${dir}`, '-e', 'nap=2'], { env: { ...process.env, NO_COLOR: '1' } });
+  const child = spawn(
+    process.execPath,
+    [
+      bin,
+      'apply',
+      fx('slow.yml'),
+      '-i',
+      fx('inv3.yml'),
+      '--limit',
+      'h1',
+      '--json',
+      '--state-dir',
+      join(dir, 's'),
+      '-e',
+      `dir=${dir}`,
+      '-e',
+      'nap=2',
+    ],
+    { env: { ...process.env, NO_COLOR: '1' } },
+  );
   let out = '';
   let sent = false;
   child.stdout.on('data', (d) => {
@@ -138,10 +185,16 @@ test('SIGINT mid-run: the step in flight ends, the host rolls back, exit 130', a
   assert.ok(sent, 'saw step two start');
   assert.equal(code, 130);
   const events = parseNdjson(out);
-  assert.deepEqual(events.filter((e) => e.type === 'rollback-end').map((e) => e.step), ['two', 'one']);
+  assert.deepEqual(
+    events.filter((e) => e.type === 'rollback-end').map((e) => e.step),
+    ['two', 'one'],
+  );
   assert.ok(!events.some((e) => e.type === 'step-start' && e.step === 'three'), 'no step starts after the interrupt');
   assert.deepEqual(hostEnds({ events } as Run), { h1: 'rolled-back' });
-  assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('h1.')), []);
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.startsWith('h1.')),
+    [],
+  );
 });
 
 test('values never run as code, in any shell context, through the CLI', () => {
@@ -151,7 +204,8 @@ test('values never run as code, in any shell context, through the CLI', () => {
     const r = apply('inject.yml', dir, ['-e', JSON.stringify({ v: value }), '--limit', 'h1']);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(!existsSync(join(dir, 'pwned')), `injection through ${JSON.stringify(v)}`);
-    for (const f of ['bare', 'double', 'single', 'assigned']) assert.equal(readFileSync(join(dir, f), 'utf8'), value + '\n', `${f} context keeps the value`);
+    for (const f of ['bare', 'double', 'single', 'assigned'])
+      assert.equal(readFileSync(join(dir, f), 'utf8'), value + '\n', `${f} context keeps the value`);
   }
 });
 
@@ -178,7 +232,20 @@ test('--help and --version: the fast path answers exactly what the full CLI woul
   const full = runbook(['--help'], { env: { RUNBOOK_HELP_CACHE: '0' } });
   assert.equal(fast.code, 0);
   assert.equal(fast.stdout, full.stdout);
-  for (const cmd of ['validate', 'plan', 'apply', 'list', 'show', 'inventory', 'runs', 'show-run', 'resume', 'rollback', 'unlock', 'completion']) {
+  for (const cmd of [
+    'validate',
+    'plan',
+    'apply',
+    'list',
+    'show',
+    'inventory',
+    'runs',
+    'show-run',
+    'resume',
+    'rollback',
+    'unlock',
+    'completion',
+  ]) {
     assert.match(fast.stdout, new RegExp(`runbook ${cmd}\\b`), cmd);
   }
   const v = runbook(['--version']);

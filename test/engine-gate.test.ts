@@ -16,10 +16,17 @@ class GatingFake implements Transport {
   readonly gates = true;
   started: string[] = [];
   gatesSeen = 0;
-  constructor(readonly host: string, private log: string[], private lostBeforeGate?: (s: string) => boolean) {}
+  constructor(
+    readonly host: string,
+    private log: string[],
+    private lostBeforeGate?: (s: string) => boolean,
+  ) {}
   async connect() {}
   async exec(script: string, o: ExecOptions = {}): Promise<ExecResult> {
-    if (o.gate) { this.gatesSeen++; o.gate.catch(() => undefined); }
+    if (o.gate) {
+      this.gatesSeen++;
+      o.gate.catch(() => undefined);
+    }
     await new Promise((r) => setTimeout(r, 5)); // "opening the channel"
     if (this.lostBeforeGate?.(script)) throw new TransportError('E_CONN_LOST', this.host, 'lost while opening');
     if (o.gate) await o.gate;
@@ -27,7 +34,9 @@ class GatingFake implements Transport {
     return { code: 0, signal: null, stdout: '', stderr: '', timedOut: false, durationMs: 1 };
   }
   async put() {}
-  async get() { return Buffer.alloc(0); }
+  async get() {
+    return Buffer.alloc(0);
+  }
   async reconnect() {}
   async close() {}
 }
@@ -36,14 +45,41 @@ function step(name: string, index: number): StepSpec {
   return { name, phase: 'step', index, run: `run ${name}`, rollback: `undo ${name}`, timeoutMs: 1000, local: false, become: false };
 }
 function runbook(steps: StepSpec[]): Runbook {
-  return { name: 't', destructive: false, become: false, serial: [], maxFailed: 0, preflightFailure: 'skip-host', vars: {}, secretVars: [], preflight: [], steps, file: '/x/t.yml', hash: 'h', source: '' } as Runbook;
+  return {
+    name: 't',
+    destructive: false,
+    become: false,
+    serial: [],
+    maxFailed: 0,
+    preflightFailure: 'skip-host',
+    vars: {},
+    secretVars: [],
+    preflight: [],
+    steps,
+    file: '/x/t.yml',
+    hash: 'h',
+    source: '',
+  } as Runbook;
 }
 async function go(rb: Runbook, journal: JournalSink, lost?: (s: string) => boolean) {
-  const plan = createPlan(rb, [{ name: 'h1', vars: {}, connection: { kind: 'local' as const, name: 'h1', address: 'localhost' } }], { runId: 'r1', forks: 1 });
+  const plan = createPlan(rb, [{ name: 'h1', vars: {}, connection: { kind: 'local' as const, name: 'h1', address: 'localhost' } }], {
+    runId: 'r1',
+    forks: 1,
+  });
   const events: RunEvent[] = [];
   const log: string[] = [];
   const fakes: GatingFake[] = [];
-  const result = await runPlan({ plan, transport: (h) => { const f = new GatingFake(h.name, log, lost); fakes.push(f); return f; }, localTransport: (h) => new GatingFake(h.name, log), emit: (e) => events.push(e), journal });
+  const result = await runPlan({
+    plan,
+    transport: (h) => {
+      const f = new GatingFake(h.name, log, lost);
+      fakes.push(f);
+      return f;
+    },
+    localTransport: (h) => new GatingFake(h.name, log),
+    emit: (e) => events.push(e),
+    journal,
+  });
   return { result, events, log, fakes };
 }
 
@@ -53,23 +89,51 @@ test('gate: the run is sent only after its intent is durable, and the sync overl
   let syncing = false;
   const overlapped: boolean[] = [];
   const checks: string[] = [];
-  const journal: JournalSink = { write: (r) => { written.push(r); }, sync: async () => { syncing = true; const n = written.length; await new Promise((r) => setTimeout(r, 20)); durable = n; syncing = false; } };
+  const journal: JournalSink = {
+    write: (r) => {
+      written.push(r);
+    },
+    sync: async () => {
+      syncing = true;
+      const n = written.length;
+      await new Promise((r) => setTimeout(r, 20));
+      durable = n;
+      syncing = false;
+    },
+  };
   const rb = runbook([step('s1', 0), step('s2', 1)]);
   const origPush = Array.prototype.push;
-  const { result, log, fakes } = await go(rb, journal, (s) => { if (s.startsWith('run ')) overlapped.push(syncing); return false; });
+  const { result, log, fakes } = await go(rb, journal, (s) => {
+    if (s.startsWith('run ')) overlapped.push(syncing);
+    return false;
+  });
   assert.equal(result.exit_code, 0);
   assert.deepEqual(log, ['h1:run s1', 'h1:run s2']);
   assert.equal(fakes[0].gatesSeen, 2);
   assert.deepEqual(overlapped, [true, true], 'exec was under way while the intent was being synced');
-  void origPush; void checks; void durable;
+  void origPush;
+  void checks;
+  void durable;
 });
 
 test('gate: at the moment a run is sent, its step-start is durable', async () => {
   const written: Array<Record<string, unknown>> = [];
   let durable = 0;
-  const journal: JournalSink = { write: (r) => { written.push(r); }, sync: async () => { const n = written.length; await new Promise((r) => setTimeout(r, 15)); durable = n; } };
+  const journal: JournalSink = {
+    write: (r) => {
+      written.push(r);
+    },
+    sync: async () => {
+      const n = written.length;
+      await new Promise((r) => setTimeout(r, 15));
+      durable = n;
+    },
+  };
   const rb = runbook([step('s1', 0), step('s2', 1)]);
-  const plan = createPlan(rb, [{ name: 'h1', vars: {}, connection: { kind: 'local' as const, name: 'h1', address: 'localhost' } }], { runId: 'r1', forks: 1 });
+  const plan = createPlan(rb, [{ name: 'h1', vars: {}, connection: { kind: 'local' as const, name: 'h1', address: 'localhost' } }], {
+    runId: 'r1',
+    forks: 1,
+  });
   class Checking extends GatingFake {
     override async exec(script: string, o: ExecOptions = {}) {
       const r = await super.exec(script, o);
@@ -81,14 +145,26 @@ test('gate: at the moment a run is sent, its step-start is durable', async () =>
     }
   }
   const log: string[] = [];
-  const result = await runPlan({ plan, transport: (h) => new Checking(h.name, log), localTransport: (h) => new Checking(h.name, log), emit: () => {}, journal });
+  const result = await runPlan({
+    plan,
+    transport: (h) => new Checking(h.name, log),
+    localTransport: (h) => new Checking(h.name, log),
+    emit: () => {},
+    journal,
+  });
   assert.equal(result.exit_code, 0);
   assert.deepEqual(log, ['h1:run s1', 'h1:run s2']);
 });
 
 test('gate: a journal failure at a step stops the host before the step runs; only earlier steps roll back (exit 4)', async () => {
   let syncs = 0;
-  const journal: JournalSink = { write() {}, sync: async () => { await new Promise((r) => setTimeout(r, 10)); if (++syncs > 3) throw new Error('ENOSPC: no space left on device'); } };
+  const journal: JournalSink = {
+    write() {},
+    sync: async () => {
+      await new Promise((r) => setTimeout(r, 10));
+      if (++syncs > 3) throw new Error('ENOSPC: no space left on device');
+    },
+  };
   const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
   const { result, log } = await go(rb, journal);
   assert.ok(log.includes('h1:run s1'));
@@ -102,11 +178,20 @@ test('gate: a journal failure at a step stops the host before the step runs; onl
 
 test('gate: a transport error before the gate still waits for the journal; journal failure wins', async () => {
   let syncs = 0;
-  const journal: JournalSink = { write() {}, sync: async () => { await new Promise((r) => setTimeout(r, 30)); if (++syncs > 3) throw new Error('EIO'); } };
+  const journal: JournalSink = {
+    write() {},
+    sync: async () => {
+      await new Promise((r) => setTimeout(r, 30));
+      if (++syncs > 3) throw new Error('EIO');
+    },
+  };
   const rb = runbook([step('s1', 0), step('s2', 1)]);
   const { result, log, events } = await go(rb, journal, (s) => s === 'run s2');
   // as when the sync ran before the exec: JournalStop, no step-end (no "unknown" outcome) for s2
-  assert.ok(!events.some((e) => e.type === 'step-end' && (e as { step?: string }).step === 's2'), JSON.stringify(events.filter((e) => e.type === 'step-end')));
+  assert.ok(
+    !events.some((e) => e.type === 'step-end' && (e as { step?: string }).step === 's2'),
+    JSON.stringify(events.filter((e) => e.type === 'step-end')),
+  );
   assert.ok(log.includes('h1:run s1'));
   assert.ok(!log.includes('h1:run s2'));
   assert.ok(!log.includes('h1:undo s2'));
@@ -119,7 +204,9 @@ test('gate on the real local transport: rejected gate -> nothing runs, the gate 
   const marker = join(dir, 'ran');
   const boom = new Error('journal broke');
   let reject!: (e: Error) => void;
-  const gate = new Promise<void>((_, rj) => { reject = rj; });
+  const gate = new Promise<void>((_, rj) => {
+    reject = rj;
+  });
   const p = t.exec(`touch ${marker}`, { gate });
   await new Promise((r) => setTimeout(r, 100));
   reject(boom);
@@ -137,14 +224,20 @@ test('gate on the real ssh transport: the channel opens, nothing runs until the 
   const { SshTransport } = await import('../src/transport/ssh.js');
   const fleet = await startSshHosts(1);
   const h = fleet.hosts[0];
-  const t = new SshTransport({ kind: 'ssh', name: h.name, address: h.address, port: h.port, user: h.user, privateKeyFile: fleet.clientKeyFile } as never,
-    { hostKeyChecking: 'strict', knownHostsFiles: [fleet.knownHostsFile], connectTimeoutMs: 5000, sshConfigFile: 'none', agent: false });
+  const t = new SshTransport(
+    { kind: 'ssh', name: h.name, address: h.address, port: h.port, user: h.user, privateKeyFile: fleet.clientKeyFile } as never,
+    { hostKeyChecking: 'strict', knownHostsFiles: [fleet.knownHostsFile], connectTimeoutMs: 5000, sshConfigFile: 'none', agent: false },
+  );
   try {
     const marker = `/tmp/rb-gate-${process.pid}`;
     await t.exec(`rm -f ${marker}`);
     const boom = new Error('journal broke');
     let reject!: (e: Error) => void;
-    const p = t.exec(`touch ${marker}`, { gate: new Promise<void>((_, rj) => { reject = rj; }) });
+    const p = t.exec(`touch ${marker}`, {
+      gate: new Promise<void>((_, rj) => {
+        reject = rj;
+      }),
+    });
     await new Promise((r) => setTimeout(r, 300));
     reject(boom);
     await assert.rejects(p, (e) => e === boom);

@@ -14,7 +14,12 @@ type Behaviour = (host: string, script: string, call: number) => Partial<ExecRes
 class FakeTransport implements Transport {
   calls: string[] = [];
   connected = false;
-  constructor(readonly host: string, private b: Behaviour, private log: string[], private opts: { unreachable?: boolean; reconnectFails?: boolean } = {}) {}
+  constructor(
+    readonly host: string,
+    private b: Behaviour,
+    private log: string[],
+    private opts: { unreachable?: boolean; reconnectFails?: boolean } = {},
+  ) {}
   async connect() {
     if (this.opts.unreachable) throw new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${this.host}`);
     this.connected = true;
@@ -27,27 +32,62 @@ class FakeTransport implements Transport {
     return { code: 0, signal: null, stdout: '', stderr: '', timedOut: false, durationMs: 1, ...r };
   }
   async put() {}
-  async get() { return Buffer.alloc(0); }
-  async reconnect() { if (this.opts.reconnectFails) throw new TransportError('E_UNREACHABLE', this.host, 'still down'); }
+  async get() {
+    return Buffer.alloc(0);
+  }
+  async reconnect() {
+    if (this.opts.reconnectFails) throw new TransportError('E_UNREACHABLE', this.host, 'still down');
+  }
   async close() {}
 }
 
 function step(name: string, index: number, extra: Partial<StepSpec> = {}): StepSpec {
-  return { name, phase: 'step', index, run: `run ${name}`, rollback: `undo ${name}`, timeoutMs: 1000, local: false, become: false, ...extra };
+  return {
+    name,
+    phase: 'step',
+    index,
+    run: `run ${name}`,
+    rollback: `undo ${name}`,
+    timeoutMs: 1000,
+    local: false,
+    become: false,
+    ...extra,
+  };
 }
 
 function runbook(steps: StepSpec[], extra: Partial<Runbook> = {}): Runbook {
   return {
-    name: 't', destructive: false, become: false, serial: [], maxFailed: 0, preflightFailure: 'skip-host', vars: {},
-    secretVars: [], preflight: [], steps, file: '/x/t.yml', hash: 'h', source: '', ...extra,
+    name: 't',
+    destructive: false,
+    become: false,
+    serial: [],
+    maxFailed: 0,
+    preflightFailure: 'skip-host',
+    vars: {},
+    secretVars: [],
+    preflight: [],
+    steps,
+    file: '/x/t.yml',
+    hash: 'h',
+    source: '',
+    ...extra,
   };
 }
 
 function hosts(n: number): Array<{ name: string; vars: Record<string, unknown>; connection: PlannedHost['connection'] }> {
-  return Array.from({ length: n }, (_, i) => ({ name: `h${i + 1}`, vars: {}, connection: { kind: 'local' as const, name: `h${i + 1}`, address: 'localhost' } }));
+  return Array.from({ length: n }, (_, i) => ({
+    name: `h${i + 1}`,
+    vars: {},
+    connection: { kind: 'local' as const, name: `h${i + 1}`, address: 'localhost' },
+  }));
 }
 
-async function go(rb: Runbook, n: number, b: Behaviour, extra: Partial<EngineOptions> & { fake?: Record<string, { unreachable?: boolean; reconnectFails?: boolean }> } = {}) {
+async function go(
+  rb: Runbook,
+  n: number,
+  b: Behaviour,
+  extra: Partial<EngineOptions> & { fake?: Record<string, { unreachable?: boolean; reconnectFails?: boolean }> } = {},
+) {
   const plan = createPlan(rb, hosts(n), { runId: 'r1', forks: extra.plan?.forks ?? 10 });
   const events: RunEvent[] = [];
   const log: string[] = [];
@@ -77,24 +117,39 @@ test('all steps succeed: changed, exit 0, events in contract order', async () =>
 test('step 3 of 4 fails: rollbacks 3,2,1 in that order, rolled-back, exit 2', async () => {
   const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2), step('s4', 3)]);
   const { result, log, events } = await go(rb, 1, (_h, s) => ({ code: s === 'run s3' ? 1 : 0 }));
-  assert.deepEqual(log.map((l) => l.split(':')[1]), ['run s1', 'run s2', 'run s3', 'undo s3', 'undo s2', 'undo s1']);
+  assert.deepEqual(
+    log.map((l) => l.split(':')[1]),
+    ['run s1', 'run s2', 'run s3', 'undo s3', 'undo s2', 'undo s1'],
+  );
   assert.equal(result.hosts.h1, 'rolled-back');
   assert.equal(result.exit_code, 2);
-  assert.deepEqual(events.filter((e) => e.type === 'rollback-end').map((e) => (e as any).step), ['s3', 's2', 's1']);
+  assert.deepEqual(
+    events.filter((e) => e.type === 'rollback-end').map((e) => (e as any).step),
+    ['s3', 's2', 's1'],
+  );
 });
 
 test('skipped and ok steps owe no rollback', async () => {
   const rb = runbook([step('s1', 0, { when: 'no' }), step('s2', 1, { unless: 'done' }), step('s3', 2), step('s4', 3)]);
   const { result, log, events } = await go(rb, 1, (_h, s) => ({ code: s === 'no' || s === 'run s4' ? 1 : 0 }));
-  assert.deepEqual(log.map((l) => l.split(':')[1]), ['no', 'done', 'run s3', 'run s4', 'undo s4', 'undo s3']);
-  assert.deepEqual(events.filter((e) => e.type === 'step-end').map((e) => (e as any).status), ['skipped', 'ok', 'changed', 'failed']);
+  assert.deepEqual(
+    log.map((l) => l.split(':')[1]),
+    ['no', 'done', 'run s3', 'run s4', 'undo s4', 'undo s3'],
+  );
+  assert.deepEqual(
+    events.filter((e) => e.type === 'step-end').map((e) => (e as any).status),
+    ['skipped', 'ok', 'changed', 'failed'],
+  );
   assert.equal(result.hosts.h1, 'rolled-back');
 });
 
 test('a failing rollback does not stop the unwind; host needs-attention, exit 3', async () => {
   const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
   const { result, log } = await go(rb, 1, (_h, s) => ({ code: s === 'run s3' || s === 'undo s2' ? 1 : 0 }));
-  assert.deepEqual(log.map((l) => l.split(':')[1]), ['run s1', 'run s2', 'run s3', 'undo s3', 'undo s2', 'undo s1']);
+  assert.deepEqual(
+    log.map((l) => l.split(':')[1]),
+    ['run s1', 'run s2', 'run s3', 'undo s3', 'undo s2', 'undo s1'],
+  );
   assert.equal(result.hosts.h1, 'needs-attention');
   assert.equal(result.exit_code, 3);
 });
@@ -144,12 +199,30 @@ test('max_failed is over the whole run, not per batch', async () => {
 
 test('planner: serial lists, percentages, budgets', () => {
   const names = Array.from({ length: 10 }, (_, i) => `n${i}`);
-  assert.deepEqual(splitBatches(names, []).map((b) => b.length), [10]);
-  assert.deepEqual(splitBatches(names, [0]).map((b) => b.length), [10]);
-  assert.deepEqual(splitBatches(names, [3]).map((b) => b.length), [3, 3, 3, 1]);
-  assert.deepEqual(splitBatches(names, [1, '30%']).map((b) => b.length), [1, 3, 3, 3]);
-  assert.deepEqual(splitBatches(names, [1, 2, 5]).map((b) => b.length), [1, 2, 5, 2]);
-  assert.deepEqual(splitBatches(names, ['5%']).map((b) => b.length), Array(10).fill(1));
+  assert.deepEqual(
+    splitBatches(names, []).map((b) => b.length),
+    [10],
+  );
+  assert.deepEqual(
+    splitBatches(names, [0]).map((b) => b.length),
+    [10],
+  );
+  assert.deepEqual(
+    splitBatches(names, [3]).map((b) => b.length),
+    [3, 3, 3, 1],
+  );
+  assert.deepEqual(
+    splitBatches(names, [1, '30%']).map((b) => b.length),
+    [1, 3, 3, 3],
+  );
+  assert.deepEqual(
+    splitBatches(names, [1, 2, 5]).map((b) => b.length),
+    [1, 2, 5, 2],
+  );
+  assert.deepEqual(
+    splitBatches(names, ['5%']).map((b) => b.length),
+    Array(10).fill(1),
+  );
   assert.equal(resolveCount('10%', 50), 5);
   assert.equal(resolveCount('10%', 5), 0);
   assert.equal(resolveCount(2, 5), 2);
@@ -158,10 +231,21 @@ test('planner: serial lists, percentages, budgets', () => {
 test('forks bounds concurrency', async () => {
   let active = 0;
   let peak = 0;
-  const slow: Behaviour = async () => { active++; peak = Math.max(peak, active); await new Promise((r) => setTimeout(r, 10)); active--; return { code: 0 }; };
+  const slow: Behaviour = async () => {
+    active++;
+    peak = Math.max(peak, active);
+    await new Promise((r) => setTimeout(r, 10));
+    active--;
+    return { code: 0 };
+  };
   const rb = runbook([step('s1', 0)]);
   const plan = createPlan(rb, hosts(8), { runId: 'r', forks: 3 });
-  await runPlan({ plan, transport: (h) => new FakeTransport(h.name, slow, []), localTransport: (h) => new FakeTransport(h.name, slow, []), emit: () => {} });
+  await runPlan({
+    plan,
+    transport: (h) => new FakeTransport(h.name, slow, []),
+    localTransport: (h) => new FakeTransport(h.name, slow, []),
+    emit: () => {},
+  });
   assert.equal(peak, 3);
 });
 
@@ -177,13 +261,19 @@ test('connection lost mid-step: outcome unknown, reconnect, roll back', async ()
   const rb = runbook([step('s1', 0), step('s2', 1)]);
   const { result, events, log } = await go(rb, 1, (_h, s) => (s === 'run s2' ? 'lost' : { code: 0 }));
   assert.equal((events.filter((e) => e.type === 'step-end')[1] as any).status, 'unknown');
-  assert.deepEqual(log.slice(-2).map((l) => l.split(':')[1]), ['undo s2', 'undo s1']);
+  assert.deepEqual(
+    log.slice(-2).map((l) => l.split(':')[1]),
+    ['undo s2', 'undo s1'],
+  );
   assert.equal(result.hosts.h1, 'rolled-back');
 });
 
 test('connection lost mid-step and cannot reconnect: needs-attention', async () => {
   const rb = runbook([step('s1', 0), step('s2', 1)]);
-  const { result } = await go(rb, 1, (_h, s) => (s === 'run s2' ? 'lost' : { code: 0 }), { fake: { h1: { reconnectFails: true } }, reconnectAttempts: 1 });
+  const { result } = await go(rb, 1, (_h, s) => (s === 'run s2' ? 'lost' : { code: 0 }), {
+    fake: { h1: { reconnectFails: true } },
+    reconnectAttempts: 1,
+  });
   assert.equal(result.hosts.h1, 'needs-attention');
   assert.equal(result.exit_code, 3);
 });
@@ -192,7 +282,10 @@ test('preflight runs on every host before any host changes; a failing preflight 
   const pf: StepSpec = { name: 'pf', phase: 'preflight', index: 0, run: 'check-pf', timeoutMs: 1000, local: false, become: false };
   const rb = runbook([step('s1', 0)], { preflight: [pf], serial: [1], maxFailed: 0 });
   const { result, log } = await go(rb, 3, (h, s) => ({ code: h === 'h2' && s === 'check-pf' ? 1 : 0 }));
-  assert.deepEqual(log.slice(0, 3).map((l) => l.split(':')[1]), ['check-pf', 'check-pf', 'check-pf']);
+  assert.deepEqual(
+    log.slice(0, 3).map((l) => l.split(':')[1]),
+    ['check-pf', 'check-pf', 'check-pf'],
+  );
   assert.deepEqual(result.hosts, { h1: 'changed', h2: 'skipped', h3: 'changed' });
   assert.ok(!log.includes('h2:run s1'));
 });
@@ -208,8 +301,19 @@ test('preflight_failure: abort stops the whole run before any change', async () 
 test('interrupt between steps: no new step, host rolls back, exit 130', async () => {
   const ac = new AbortController();
   const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
-  const { result, log } = await go(rb, 1, (_h, s) => { if (s === 'run s2') ac.abort(); return { code: 0 }; }, { signal: ac.signal });
-  assert.deepEqual(log.map((l) => l.split(':')[1]), ['run s1', 'run s2', 'undo s2', 'undo s1']);
+  const { result, log } = await go(
+    rb,
+    1,
+    (_h, s) => {
+      if (s === 'run s2') ac.abort();
+      return { code: 0 };
+    },
+    { signal: ac.signal },
+  );
+  assert.deepEqual(
+    log.map((l) => l.split(':')[1]),
+    ['run s1', 'run s2', 'undo s2', 'undo s1'],
+  );
   assert.equal(result.hosts.h1, 'rolled-back');
   assert.equal(result.exit_code, 130);
 });
@@ -217,7 +321,14 @@ test('interrupt between steps: no new step, host rolls back, exit 130', async ()
 test('write-ahead: a step intent is durable before its run starts', async () => {
   const written: Array<Record<string, unknown>> = [];
   let durable = 0;
-  const journal: JournalSink = { write: (r) => { written.push(r); }, sync: async () => { durable = written.length; } };
+  const journal: JournalSink = {
+    write: (r) => {
+      written.push(r);
+    },
+    sync: async () => {
+      durable = written.length;
+    },
+  };
   const rb = runbook([step('s1', 0), step('s2', 1)]);
   const b: Behaviour = (_h, s) => {
     if (s.startsWith('run ')) {
@@ -233,7 +344,12 @@ test('write-ahead: a step intent is durable before its run starts', async () => 
 
 test('journal cannot be written: no step runs after it, in-flight host rolls back, exit 4', async () => {
   let syncs = 0;
-  const journal: JournalSink = { write() {}, sync: async () => { if (++syncs > 3) throw new Error('ENOSPC: no space left on device'); } };
+  const journal: JournalSink = {
+    write() {},
+    sync: async () => {
+      if (++syncs > 3) throw new Error('ENOSPC: no space left on device');
+    },
+  };
   const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
   const { result, log } = await go(rb, 1, ok, { journal });
   assert.ok(!log.includes('h1:run s3'));
@@ -245,7 +361,10 @@ test('resume: durable steps are not repeated, an unknown step is settled by its 
   const rb = runbook([step('s1', 0), step('s2', 1, { verify: { run: 'check s2', retries: 0, delayMs: 0 } }), step('s3', 2)]);
   const resume = new Map<string, HostResumeState>([['h1', { done: new Map([[0, 'changed']]), unknown: 1, ledger: [0], registers: {} }]]);
   const { result, log } = await go(rb, 1, ok, { resume });
-  assert.deepEqual(log.map((l) => l.split(':')[1]), ['check s2', 'run s3']);
+  assert.deepEqual(
+    log.map((l) => l.split(':')[1]),
+    ['check s2', 'run s3'],
+  );
   assert.equal(result.hosts.h1, 'changed');
 });
 
@@ -253,7 +372,10 @@ test('resume: an unknown step that did not take effect rolls back the whole ledg
   const rb = runbook([step('s1', 0), step('s2', 1, { verify: { run: 'check s2', retries: 0, delayMs: 0 } }), step('s3', 2)]);
   const resume = new Map<string, HostResumeState>([['h1', { done: new Map([[0, 'changed']]), unknown: 1, ledger: [0], registers: {} }]]);
   const { result, log } = await go(rb, 1, (_h, s) => ({ code: s === 'check s2' ? 1 : 0 }), { resume });
-  assert.deepEqual(log.map((l) => l.split(':')[1]), ['check s2', 'undo s2', 'undo s1']);
+  assert.deepEqual(
+    log.map((l) => l.split(':')[1]),
+    ['check s2', 'undo s2', 'undo s1'],
+  );
   assert.equal(result.hosts.h1, 'rolled-back');
 });
 
@@ -262,8 +384,11 @@ test('rollbackRun unwinds a recorded ledger in reverse', async () => {
   const plan = createPlan(rb, hosts(2), { runId: 'r', forks: 5 });
   const log: string[] = [];
   const r = await rollbackRun({
-    plan, ledgers: new Map([['h1', [0, 2]]]), emit: () => {},
-    transport: (h) => new FakeTransport(h.name, ok, log), localTransport: (h) => new FakeTransport(h.name, ok, log),
+    plan,
+    ledgers: new Map([['h1', [0, 2]]]),
+    emit: () => {},
+    transport: (h) => new FakeTransport(h.name, ok, log),
+    localTransport: (h) => new FakeTransport(h.name, ok, log),
   });
   assert.deepEqual(log, ['h1:undo s3', 'h1:undo s1']);
   assert.deepEqual(r.hosts, { h1: 'rolled-back' });
@@ -271,7 +396,10 @@ test('rollbackRun unwinds a recorded ledger in reverse', async () => {
 });
 
 test('registered output is available to later steps; secrets are redacted in events', async () => {
-  const rb = runbook([step('s1', 0, { run: 'produce', register: 'out' }), step('s2', 1, { run: 'use {{ out.stdout }} {{ pw }}' })], { vars: { pw: 'hunter2' }, secretVars: ['pw'] });
+  const rb = runbook([step('s1', 0, { run: 'produce', register: 'out' }), step('s2', 1, { run: 'use {{ out.stdout }} {{ pw }}' })], {
+    vars: { pw: 'hunter2' },
+    secretVars: ['pw'],
+  });
   const { events, log } = await go(rb, 1, (_h, s) => ({ code: 0, stdout: s === 'produce' ? 'val' : 'said hunter2' }));
   assert.ok(log.includes('h1:use val hunter2'));
   const text = JSON.stringify(events);
@@ -283,18 +411,40 @@ test('probe never runs run or rollback', async () => {
   const rb = runbook([step('s1', 0, { when: 'w1' }), step('s2', 1, { unless: 'u2' }), step('s3', 2)]);
   const plan = createPlan(rb, hosts(1), { runId: 'r', forks: 5 });
   const log: string[] = [];
-  const res = await new Engine({ plan, emit: () => {}, transport: (h) => new FakeTransport(h.name, (_h, s) => ({ code: s === 'w1' ? 1 : 0 }), log), localTransport: (h) => new FakeTransport(h.name, ok, log) }).probe();
-  assert.deepEqual(log.map((l) => l.split(':')[1]), ['w1', 'u2']);
-  assert.deepEqual(res[0].steps.map((s) => s.verdict.split(' ')[0]), ['skip', 'ok', 'would']);
+  const res = await new Engine({
+    plan,
+    emit: () => {},
+    transport: (h) => new FakeTransport(h.name, (_h, s) => ({ code: s === 'w1' ? 1 : 0 }), log),
+    localTransport: (h) => new FakeTransport(h.name, ok, log),
+  }).probe();
+  assert.deepEqual(
+    log.map((l) => l.split(':')[1]),
+    ['w1', 'u2'],
+  );
+  assert.deepEqual(
+    res[0].steps.map((s) => s.verdict.split(' ')[0]),
+    ['skip', 'ok', 'would'],
+  );
 });
-
 
 test('host lost during the unwind: one reconnect try, the rest is marked not attempted, needs-attention', async () => {
   const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
-  const { result, log, events } = await go(rb, 1, (_h, s) => (s === 'run s3' ? { code: 1 } : s === 'undo s3' ? 'lost' : { code: 0 }), { fake: { h1: { reconnectFails: true } } });
-  assert.deepEqual(log.map((l) => l.split(':')[1]), ['run s1', 'run s2', 'run s3', 'undo s3']);
+  const { result, log, events } = await go(rb, 1, (_h, s) => (s === 'run s3' ? { code: 1 } : s === 'undo s3' ? 'lost' : { code: 0 }), {
+    fake: { h1: { reconnectFails: true } },
+  });
+  assert.deepEqual(
+    log.map((l) => l.split(':')[1]),
+    ['run s1', 'run s2', 'run s3', 'undo s3'],
+  );
   const ends = events.filter((e) => e.type === 'rollback-end') as any[];
-  assert.deepEqual(ends.map((e) => [e.step, e.status]), [['s3', 'failed'], ['s2', 'failed'], ['s1', 'failed']]);
+  assert.deepEqual(
+    ends.map((e) => [e.step, e.status]),
+    [
+      ['s3', 'failed'],
+      ['s2', 'failed'],
+      ['s1', 'failed'],
+    ],
+  );
   assert.match(ends[1].message, /not attempted/);
   assert.equal(result.hosts.h1, 'needs-attention');
 });

@@ -31,8 +31,13 @@ const ENV = {
   ANSIBLE_CONFIG: join(ansibleHome, 'none.cfg'),
 };
 
-interface Case { sources: string[]; limits: string[] }
-const names = readdirSync(FIX).filter((n) => !n.startsWith('_') && statSync(join(FIX, n)).isDirectory()).sort();
+interface Case {
+  sources: string[];
+  limits: string[];
+}
+const names = readdirSync(FIX)
+  .filter((n) => !n.startsWith('_') && statSync(join(FIX, n)).isDirectory())
+  .sort();
 const cases = names.map((n) => ({ name: n, dir: join(FIX, n), spec: JSON.parse(readFileSync(join(FIX, n, 'case.json'), 'utf8')) as Case }));
 
 function run(cmd: string, args: string[], cwd: string): Promise<string> {
@@ -47,9 +52,14 @@ function run(cmd: string, args: string[], cwd: string): Promise<string> {
 async function pool<T>(jobs: (() => Promise<T>)[], n: number): Promise<T[]> {
   const out: T[] = new Array(jobs.length);
   let next = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (next < jobs.length) { const i = next++; out[i] = await jobs[i](); }
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (next < jobs.length) {
+        const i = next++;
+        out[i] = await jobs[i]();
+      }
+    }),
+  );
   return out;
 }
 
@@ -63,7 +73,9 @@ const ansibleAnswers = (async () => {
     jobs.push(() => run('/usr/bin/python3', [PROBE, JSON.stringify(c.spec)], c.dir).then((s) => JSON.parse(s)));
   }
   const res = await pool(jobs, 4);
-  return new Map(cases.map((c, i) => [c.name, { list: res[2 * i] as object, limits: res[2 * i + 1] as Record<string, string[] | { error: string }> }]));
+  return new Map(
+    cases.map((c, i) => [c.name, { list: res[2 * i] as object, limits: res[2 * i + 1] as Record<string, string[] | { error: string }> }]),
+  );
 })();
 
 test('the corpus is big enough', () => {
@@ -95,15 +107,26 @@ for (const c of cases) {
 test('the probe is faithful: real `ansible all --list-hosts --limit` for a sample of pairs', async () => {
   const answers = await ansibleAnswers;
   const sample: [string, string][] = [
-    ['01-ini-basic', 'all:!web'], ['04-ranges', 'padded[3:5]'], ['06-yaml-nested', 'prod:!prod_db'],
-    ['16-kubespray-ini', 'kube_node:!node3'], ['18-kubespray-dir', 'etcd[0]'], ['01-ini-basic', '@limit.txt'],
+    ['01-ini-basic', 'all:!web'],
+    ['04-ranges', 'padded[3:5]'],
+    ['06-yaml-nested', 'prod:!prod_db'],
+    ['16-kubespray-ini', 'kube_node:!node3'],
+    ['18-kubespray-dir', 'etcd[0]'],
+    ['01-ini-basic', '@limit.txt'],
   ];
-  await pool(sample.map(([name, p]) => async () => {
-    const c = cases.find((x) => x.name === name)!;
-    const out = await run('ansible', ['all', ...srcArgs(c.spec), '--list-hosts', '--limit', p], c.dir);
-    const hosts = out.split('\n').slice(1).map((l) => l.trim()).filter(Boolean);
-    assert.deepStrictEqual(hosts, answers.get(name)!.limits[p], `${name} ${p}`);
-  }), 3);
+  await pool(
+    sample.map(([name, p]) => async () => {
+      const c = cases.find((x) => x.name === name)!;
+      const out = await run('ansible', ['all', ...srcArgs(c.spec), '--list-hosts', '--limit', p], c.dir);
+      const hosts = out
+        .split('\n')
+        .slice(1)
+        .map((l) => l.trim())
+        .filter(Boolean);
+      assert.deepStrictEqual(hosts, answers.get(name)!.limits[p], `${name} ${p}`);
+    }),
+    3,
+  );
 });
 
 test('--graph output equals ansible-inventory --graph (sample)', async () => {

@@ -17,7 +17,11 @@ const BAD = join(root, 'test/fixtures/inventories/_bad');
 
 function expectError(src: string, code: string, line: number | undefined, msg: RegExp) {
   let err: unknown;
-  try { loadInventory([src], { cwd: BAD }); } catch (e) { err = e; }
+  try {
+    loadInventory([src], { cwd: BAD });
+  } catch (e) {
+    err = e;
+  }
   assert.ok(err instanceof RunbookError, `${src}: expected an error, got ${String(err)}`);
   assert.equal(err.code, code, `${src}: ${err.message}`);
   assert.match(err.message, msg, src);
@@ -46,7 +50,10 @@ test('bad inventories: each fails with a code, the file and the line', () => {
   expectError('vault-file.yml', 'E_INVENTORY_VAULT', undefined, /Vault-encrypted/);
   expectError('script.sh', 'E_INVENTORY_SCRIPT', undefined, /inventory scripts are not supported/);
   expectError('plugin.yml', 'E_INVENTORY_PLUGIN', undefined, /not supported/);
-  assert.throws(() => loadInventory(['nope.yml'], { cwd: BAD }), (e: unknown) => e instanceof ValidationError && e.code === 'E_INVENTORY_NOT_FOUND' && /nope\.yml/.test(e.message));
+  assert.throws(
+    () => loadInventory(['nope.yml'], { cwd: BAD }),
+    (e: unknown) => e instanceof ValidationError && e.code === 'E_INVENTORY_NOT_FOUND' && /nope\.yml/.test(e.message),
+  );
 });
 
 function tmp(files: Record<string, string>): string {
@@ -66,10 +73,22 @@ test('patterns: unknown names are errors naming them; matches of empty groups ar
     assert.deepEqual(selectHosts(inv, 'empty'), []);
     assert.deepEqual(selectHosts(inv, 'db1,web'), ['web1', 'web2', 'db1'], 'limit keeps inventory order');
     assert.deepEqual(selectHosts(inv, undefined, { hosts: 'db1,web' }), ['db1', 'web1', 'web2'], 'a hosts: pattern keeps its own order');
-    assert.throws(() => selectHosts(inv, 'web,webb'), (e: unknown) => e instanceof ValidationError && e.code === 'E_PATTERN' && /'webb'/.test(e.message) && /did you mean 'web'/.test(e.message));
-    assert.throws(() => selectHosts(inv, 'web[5]'), (e: unknown) => e instanceof ValidationError && e.code === 'E_PATTERN' && /web\[5\]/.test(e.message));
-    assert.throws(() => selectHosts(inv, '@missing.txt', { cwd: d }), (e: unknown) => e instanceof ValidationError && e.code === 'E_PATTERN');
-  } finally { rmSync(d, { recursive: true, force: true }); }
+    assert.throws(
+      () => selectHosts(inv, 'web,webb'),
+      (e: unknown) =>
+        e instanceof ValidationError && e.code === 'E_PATTERN' && /'webb'/.test(e.message) && /did you mean 'web'/.test(e.message),
+    );
+    assert.throws(
+      () => selectHosts(inv, 'web[5]'),
+      (e: unknown) => e instanceof ValidationError && e.code === 'E_PATTERN' && /web\[5\]/.test(e.message),
+    );
+    assert.throws(
+      () => selectHosts(inv, '@missing.txt', { cwd: d }),
+      (e: unknown) => e instanceof ValidationError && e.code === 'E_PATTERN',
+    );
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
 });
 
 test('no inventory: empty, and localhost named explicitly is the implicit local host', () => {
@@ -89,7 +108,9 @@ test('implicit localhost takes group_vars/all and host_vars/localhost', () => {
     const inv = loadInventory(['inv/h.ini'], { cwd: d });
     assert.deepEqual(selectHosts(inv, 'localhost'), ['localhost']);
     assert.deepEqual(hostVarsJson(inv, 'localhost'), { a: 1, ansible_connection: 'local', b: 2 });
-  } finally { rmSync(d, { recursive: true, force: true }); }
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
 });
 
 test('extraVarDirs act like a playbook dir: after the inventory dir, per level', () => {
@@ -105,41 +126,99 @@ test('extraVarDirs act like a playbook dir: after the inventory dir, per level',
   try {
     const inv = loadInventory(['inv/h.ini'], { cwd: d, extraVarDirs: ['book'] });
     assert.deepEqual(inv.hosts.get('w1')!.vars, { v: 'inv_web', all_v: 'inv', v_all: 'book', w: 'book_web', h: 'book_host' });
-  } finally { rmSync(d, { recursive: true, force: true }); }
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
 });
 
 test('connectionFor: ansible_* variables, aliases, overrides, errors', () => {
   const host = (vars: Record<string, unknown>) => ({ name: 'n1', vars, groups: ['all'] });
   assert.deepEqual(connectionFor(host({})), { kind: 'ssh', name: 'n1', address: 'n1' });
-  assert.deepEqual(connectionFor(host({
-    ansible_host: '10.0.0.1', ansible_port: '2222', ansible_user: 'ops', ansible_connection: 'smart',
-    ansible_ssh_private_key_file: '/k', ansible_password: 'pw', ansible_become: 'yes', ansible_become_user: 'root',
-    ansible_become_pass: 'bp', ansible_ssh_common_args: '-o ProxyJump=bastion', ansible_ssh_extra_args: '-o Foo=bar',
-  })), {
-    kind: 'ssh', name: 'n1', address: '10.0.0.1', port: 2222, user: 'ops', privateKeyFile: '/k', password: 'pw',
-    become: true, becomeUser: 'root', becomePassword: 'bp', sshArgs: '-o ProxyJump=bastion -o Foo=bar',
+  assert.deepEqual(
+    connectionFor(
+      host({
+        ansible_host: '10.0.0.1',
+        ansible_port: '2222',
+        ansible_user: 'ops',
+        ansible_connection: 'smart',
+        ansible_ssh_private_key_file: '/k',
+        ansible_password: 'pw',
+        ansible_become: 'yes',
+        ansible_become_user: 'root',
+        ansible_become_pass: 'bp',
+        ansible_ssh_common_args: '-o ProxyJump=bastion',
+        ansible_ssh_extra_args: '-o Foo=bar',
+      }),
+    ),
+    {
+      kind: 'ssh',
+      name: 'n1',
+      address: '10.0.0.1',
+      port: 2222,
+      user: 'ops',
+      privateKeyFile: '/k',
+      password: 'pw',
+      become: true,
+      becomeUser: 'root',
+      becomePassword: 'bp',
+      sshArgs: '-o ProxyJump=bastion -o Foo=bar',
+    },
+  );
+  assert.deepEqual(
+    connectionFor(
+      host({ ansible_ssh_host: 'h', ansible_ssh_port: 22, ansible_ssh_user: 'u', ansible_ssh_pass: 'p', ansible_sudo_pass: 's' }),
+    ),
+    { kind: 'ssh', name: 'n1', address: 'h', port: 22, user: 'u', password: 'p', becomePassword: 's' },
+  );
+  assert.deepEqual(connectionFor(host({ ansible_user: 'inv' }), { user: 'cli', privateKeyFile: '/cli' }), {
+    kind: 'ssh',
+    name: 'n1',
+    address: 'n1',
+    user: 'inv',
+    privateKeyFile: '/cli',
   });
-  assert.deepEqual(connectionFor(host({ ansible_ssh_host: 'h', ansible_ssh_port: 22, ansible_ssh_user: 'u', ansible_ssh_pass: 'p', ansible_sudo_pass: 's' })),
-    { kind: 'ssh', name: 'n1', address: 'h', port: 22, user: 'u', password: 'p', becomePassword: 's' });
-  assert.deepEqual(connectionFor(host({ ansible_user: 'inv' }), { user: 'cli', privateKeyFile: '/cli' }),
-    { kind: 'ssh', name: 'n1', address: 'n1', user: 'inv', privateKeyFile: '/cli' });
   assert.equal(connectionFor(host({ ansible_connection: 'local' })).kind, 'local');
   assert.equal(connectionFor(host({ ansible_connection: 'paramiko' })).kind, 'ssh');
-  assert.throws(() => connectionFor(host({ ansible_connection: 'winrm' })), (e: unknown) => e instanceof RunbookError && e.code === 'E_CONNECTION' && /winrm/.test(e.message));
-  assert.throws(() => connectionFor(host({ ansible_port: 'abc' })), (e: unknown) => e instanceof RunbookError && /abc/.test(e.message));
+  assert.throws(
+    () => connectionFor(host({ ansible_connection: 'winrm' })),
+    (e: unknown) => e instanceof RunbookError && e.code === 'E_CONNECTION' && /winrm/.test(e.message),
+  );
+  assert.throws(
+    () => connectionFor(host({ ansible_port: 'abc' })),
+    (e: unknown) => e instanceof RunbookError && /abc/.test(e.message),
+  );
 });
 
 test('parseExtraVars: key=value strings, JSON/YAML objects, @file, later wins', () => {
   const d = tmp({ 'vars.yml': 'a: 1\nlist: [1, 2]\n', 'bad.yml': '- 1\n' });
   try {
-    assert.deepEqual(parseExtraVars(['a=1 b="two words" c=\'x=y\'', '{"d": {"e": true}}', '@vars.yml', 'a=last'], d),
-      { a: 'last', b: 'two words', c: 'x=y', d: { e: true }, list: [1, 2] });
+    assert.deepEqual(parseExtraVars(['a=1 b="two words" c=\'x=y\'', '{"d": {"e": true}}', '@vars.yml', 'a=last'], d), {
+      a: 'last',
+      b: 'two words',
+      c: 'x=y',
+      d: { e: true },
+      list: [1, 2],
+    });
     assert.deepEqual(parseExtraVars(['{x: yes}'], d), { x: true });
-    assert.throws(() => parseExtraVars(['novalue'], d), (e: unknown) => e instanceof ValidationError && e.code === 'E_EXTRA_VARS');
-    assert.throws(() => parseExtraVars(['@bad.yml'], d), (e: unknown) => e instanceof ValidationError && /mapping/.test(e.message));
-    assert.throws(() => parseExtraVars(['./vars.yml'], d), (e: unknown) => e instanceof ValidationError && /@/.test(e.message));
-    assert.throws(() => parseExtraVars(['@nope.yml'], d), (e: unknown) => e instanceof ValidationError && /not found/.test(e.message));
-  } finally { rmSync(d, { recursive: true, force: true }); }
+    assert.throws(
+      () => parseExtraVars(['novalue'], d),
+      (e: unknown) => e instanceof ValidationError && e.code === 'E_EXTRA_VARS',
+    );
+    assert.throws(
+      () => parseExtraVars(['@bad.yml'], d),
+      (e: unknown) => e instanceof ValidationError && /mapping/.test(e.message),
+    );
+    assert.throws(
+      () => parseExtraVars(['./vars.yml'], d),
+      (e: unknown) => e instanceof ValidationError && /@/.test(e.message),
+    );
+    assert.throws(
+      () => parseExtraVars(['@nope.yml'], d),
+      (e: unknown) => e instanceof ValidationError && /not found/.test(e.message),
+    );
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
 });
 
 test('python ports: literal_eval and shlex', () => {
@@ -148,11 +227,11 @@ test('python ports: literal_eval and shlex', () => {
   assert.equal(literalEval('true'), undefined);
   assert.equal(literalEval('0x1F')?.value, 31);
   assert.equal(literalEval('010'), undefined);
-  assert.equal(literalEval("'a' \"b\"")?.value, 'ab');
+  assert.equal(literalEval('\'a\' "b"')?.value, 'ab');
   assert.equal(literalEval('1e3')?.value, 1000);
   assert.equal(literalEval('-2')?.value, -2);
   assert.equal(literalEval('a b'), undefined);
-  assert.deepEqual(shlexSplit(`h1 a="x y" b='it''s' c=d#comment e=f`), ['h1', 'a=x y', "b=its", 'c=d']);
+  assert.deepEqual(shlexSplit(`h1 a="x y" b='it''s' c=d#comment e=f`), ['h1', 'a=x y', 'b=its', 'c=d']);
   assert.deepEqual(shlexSplit(`h a="q\\"q" b=\\$x`), ['h', 'a=q"q', 'b=$x']);
   assert.throws(() => shlexSplit('h a="x'), /No closing quotation/);
   assert.deepEqual(expandHostnameRange('n[01:03]'), ['n01', 'n02', 'n03']);

@@ -12,12 +12,18 @@ import { runbook, tmp, journalRecords, ROOT } from './crash-common.js';
 import { openJournal, newRunId } from '../src/journal/writer.js';
 import { existsSync } from 'node:fs';
 
-const HOSTS = 20, STEPS = 10, REPS = Number(process.env.RUNBOOK_BENCH_REPS ?? 3);
+const HOSTS = 20,
+  STEPS = 10,
+  REPS = Number(process.env.RUNBOOK_BENCH_REPS ?? 3);
 
 test(`journal overhead: ${HOSTS} hosts x ${STEPS} steps, fsync vs no fsync`, async () => {
   assert.ok(existsSync(join(ROOT, 'dist', 'cli', 'main.js')), 'dist/ is missing: build first');
   const work = tmp('rb-overhead-');
-  const steps = Array.from({ length: STEPS }, (_, i) => ({ name: `s${i}`, run: `touch {{ dir }}/s${i}`, rollback: `rm -f {{ dir }}/s${i}` }));
+  const steps = Array.from({ length: STEPS }, (_, i) => ({
+    name: `s${i}`,
+    run: `touch {{ dir }}/s${i}`,
+    rollback: `rm -f {{ dir }}/s${i}`,
+  }));
   writeFileSync(join(work, 'overhead.yml'), dump({ name: 'overhead', steps }));
   const hosts: Record<string, unknown> = {};
   for (let i = 1; i <= HOSTS; i++) {
@@ -33,7 +39,17 @@ test(`journal overhead: ${HOSTS} hosts x ${STEPS} steps, fsync vs no fsync`, asy
     for (const mode of rep % 2 ? ['no-fsync', 'fsync'] : ['fsync', 'no-fsync']) {
       const stateDir = join(work, `state-${mode}-${rep}`); // on the real disk (the repo's filesystem)
       const t0 = process.hrtime.bigint();
-      const r = await runbook(['apply', join(work, 'overhead.yml'), '-i', join(work, 'inv.yml'), '--forks', String(HOSTS), '--state-dir', stateDir, ...(mode === 'fsync' ? [] : ['--no-fsync'])]);
+      const r = await runbook([
+        'apply',
+        join(work, 'overhead.yml'),
+        '-i',
+        join(work, 'inv.yml'),
+        '--forks',
+        String(HOSTS),
+        '--state-dir',
+        stateDir,
+        ...(mode === 'fsync' ? [] : ['--no-fsync']),
+      ]);
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       assert.equal(r.code, 0, r.stderr);
       times[mode].push(ms);
@@ -43,17 +59,21 @@ test(`journal overhead: ${HOSTS} hosts x ${STEPS} steps, fsync vs no fsync`, asy
     }
   }
   const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
-  const line = `journal overhead (${HOSTS} hosts x ${STEPS} steps, local hosts, forks ${HOSTS}, ${REPS} runs each, median wall time of bin/runbook apply): ` +
+  const line =
+    `journal overhead (${HOSTS} hosts x ${STEPS} steps, local hosts, forks ${HOSTS}, ${REPS} runs each, median wall time of bin/runbook apply): ` +
     `fsync ${med(times.fsync).toFixed(0)} ms [${times.fsync.map((t) => t.toFixed(0)).join(', ')}], ` +
     `no-fsync ${med(times['no-fsync']).toFixed(0)} ms [${times['no-fsync'].map((t) => t.toFixed(0)).join(', ')}]; ` +
-    `overhead ${(med(times.fsync) - med(times['no-fsync'])).toFixed(0)} ms (${(((med(times.fsync) / med(times['no-fsync'])) - 1) * 100).toFixed(1)}%); ` +
+    `overhead ${(med(times.fsync) - med(times['no-fsync'])).toFixed(0)} ms (${((med(times.fsync) / med(times['no-fsync']) - 1) * 100).toFixed(1)}%); ` +
     `fsync run: ${stats.fsync.records} records, ${stats.fsync.syncs} sync() calls, ${stats.fsync.fsyncs} fsyncs (+1 at close), ${stats.fsync.bytes} bytes`;
   console.log(line);
   process.stdout.write(`# ${line}\n`);
   assert.equal(intents.fsync, HOSTS * (STEPS + 1), 'every host-start and step intent journaled');
   assert.equal(intents['no-fsync'], intents.fsync);
   assert.equal(stats['no-fsync'].fsyncs, 0);
-  assert.ok(stats.fsync.fsyncs > 0 && stats.fsync.fsyncs < stats.fsync.syncs, `group commit: ${stats.fsync.fsyncs} fsyncs for ${stats.fsync.syncs} syncs`);
+  assert.ok(
+    stats.fsync.fsyncs > 0 && stats.fsync.fsyncs < stats.fsync.syncs,
+    `group commit: ${stats.fsync.fsyncs} fsyncs for ${stats.fsync.syncs} syncs`,
+  );
 });
 
 test(`journal writer alone: ${HOSTS} concurrent hosts x ${STEPS} steps of intent+sync+outcome, fsync vs no fsync`, async () => {
@@ -62,14 +82,24 @@ test(`journal writer alone: ${HOSTS} concurrent hosts x ${STEPS} steps of intent
   for (const fsync of [true, false, true, false]) {
     const j = await openJournal(work, newRunId(), { fsync });
     const t0 = process.hrtime.bigint();
-    await Promise.all(Array.from({ length: HOSTS }, async (_, h) => {
-      for (let s = 0; s < STEPS; s++) {
-        j.write({ type: 'step-start', host: `n${h}`, index: s, phase: 'step', step: `s${s}`, time: new Date().toISOString() });
-        await j.sync();
-        await new Promise((r) => setTimeout(r, 1)); // the remote action
-        j.write({ type: 'step-end', host: `n${h}`, index: s, phase: 'step', step: `s${s}`, status: 'changed', time: new Date().toISOString() });
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: HOSTS }, async (_, h) => {
+        for (let s = 0; s < STEPS; s++) {
+          j.write({ type: 'step-start', host: `n${h}`, index: s, phase: 'step', step: `s${s}`, time: new Date().toISOString() });
+          await j.sync();
+          await new Promise((r) => setTimeout(r, 1)); // the remote action
+          j.write({
+            type: 'step-end',
+            host: `n${h}`,
+            index: s,
+            phase: 'step',
+            step: `s${s}`,
+            status: 'changed',
+            time: new Date().toISOString(),
+          });
+        }
+      }),
+    );
     await j.sync();
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     res[fsync ? 'fsync' : 'no-fsync'] = { ms, fsyncs: j.stats.fsyncs, syncs: j.stats.syncs };

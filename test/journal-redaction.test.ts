@@ -16,19 +16,39 @@ test('journal: secrets never reach the file; resume refuses to run with redacted
   const work = tmp('rb-redact-');
   const dir = join(work, 'h1');
   mkdirSync(dir);
-  writeFileSync(join(work, 'secretive.yml'), dump({
-    name: 'secretive',
-    secrets: ['token'],
-    vars: { token: 'unset' },
-    steps: [
-      { name: 'use', run: `echo "token is {{ token }}"; echo {{ token }} > ${dir}/token`, register: 'out', rollback: `rm -f ${dir}/token` },
-      { name: 'wait', run: 'sleep 2', rollback: 'true' },
-      { name: 'fail', run: 'echo "{{ out.stdout }}" >&2; exit 3', rollback: 'true' },
-    ],
-  }));
-  writeFileSync(join(work, 'inv.yml'), dump({ all: { hosts: { h1: { ansible_connection: 'local', runbook_lock_path: join(work, 'lock') } } } }));
+  writeFileSync(
+    join(work, 'secretive.yml'),
+    dump({
+      name: 'secretive',
+      secrets: ['token'],
+      vars: { token: 'unset' },
+      steps: [
+        {
+          name: 'use',
+          run: `echo "token is {{ token }}"; echo {{ token }} > ${dir}/token`,
+          register: 'out',
+          rollback: `rm -f ${dir}/token`,
+        },
+        { name: 'wait', run: 'sleep 2', rollback: 'true' },
+        { name: 'fail', run: 'echo "{{ out.stdout }}" >&2; exit 3', rollback: 'true' },
+      ],
+    }),
+  );
+  writeFileSync(
+    join(work, 'inv.yml'),
+    dump({ all: { hosts: { h1: { ansible_connection: 'local', runbook_lock_path: join(work, 'lock') } } } }),
+  );
   const state = join(work, 'state');
-  const { child, done } = startRunbook(['apply', join(work, 'secretive.yml'), '-i', join(work, 'inv.yml'), '-e', `token=${SECRET}`, '--state-dir', state]);
+  const { child, done } = startRunbook([
+    'apply',
+    join(work, 'secretive.yml'),
+    '-i',
+    join(work, 'inv.yml'),
+    '-e',
+    `token=${SECRET}`,
+    '--state-dir',
+    state,
+  ]);
   await waitFor('step wait started', () => journalRecords(state).some((r) => r.type === 'step-start' && r.index === 1));
   await sleep(200);
   child.kill('SIGKILL');

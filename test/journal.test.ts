@@ -8,7 +8,11 @@ import { parseJournal, readJournal, hostStates, listRuns, type JournalRecord } f
 import { RunbookError } from '../src/core/errors.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'rb-journal-'));
-const lines = (p: string) => readFileSync(p, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const lines = (p: string) =>
+  readFileSync(p, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
 
 test('writer: append-only NDJSON under runs/, file 0600, dirs 0700, journal-open first', async () => {
   const dir = join(tmp(), 'state');
@@ -20,7 +24,10 @@ test('writer: append-only NDJSON under runs/, file 0600, dirs 0700, journal-open
   j.write({ type: 'host-start', host: 'a', time: 't1' });
   await j.sync();
   const recs = lines(j.path);
-  assert.deepEqual(recs.map((r) => r.type), ['journal-open', 'run-start', 'host-start']);
+  assert.deepEqual(
+    recs.map((r) => r.type),
+    ['journal-open', 'run-start', 'host-start'],
+  );
   assert.equal(recs[0].pid, process.pid);
   assert.equal(statSync(j.path).mode & 0o777, 0o600);
   assert.equal(statSync(dir).mode & 0o777, 0o700);
@@ -29,7 +36,11 @@ test('writer: append-only NDJSON under runs/, file 0600, dirs 0700, journal-open
   await j.close();
   const all = lines(j.path);
   assert.deepEqual(all.map((r) => r.type).slice(3), ['run-end', 'journal-close'], 'close() flushes what is buffered, then says how');
-  assert.deepEqual(all[4].stats, { records: 5, syncs: 1, writes: 1, fsyncs: 1, bytes: all[4].stats.bytes }, 'counts before its own (final) commit');
+  assert.deepEqual(
+    all[4].stats,
+    { records: 5, syncs: 1, writes: 1, fsyncs: 1, bytes: all[4].stats.bytes },
+    'counts before its own (final) commit',
+  );
   await j.close(); // idempotent
 });
 
@@ -39,7 +50,10 @@ test('writer: records are not on disk before sync(), and are after it (the fsync
   let seenAtFsync: number[] = [];
   const j = await openJournal(dir, newRunId(), {
     fsync: true,
-    onFsync: () => { fsyncs++; seenAtFsync.push(readFileSync(j.path, 'utf8').split('\n').filter(Boolean).length); },
+    onFsync: () => {
+      fsyncs++;
+      seenAtFsync.push(readFileSync(j.path, 'utf8').split('\n').filter(Boolean).length);
+    },
   });
   j.write({ type: 'step-start', host: 'a', index: 0 });
   assert.equal(readFileSync(j.path, 'utf8'), '', 'write() only buffers');
@@ -55,18 +69,25 @@ test('writer: records are not on disk before sync(), and are after it (the fsync
 test('writer: group commit — 200 concurrent intents cost a handful of fsyncs, order and content intact', async () => {
   const dir = tmp();
   let fsyncs = 0;
-  const j = await openJournal(dir, newRunId(), { fsync: true, onFsync: () => { fsyncs++; } });
+  const j = await openJournal(dir, newRunId(), {
+    fsync: true,
+    onFsync: () => {
+      fsyncs++;
+    },
+  });
   await j.sync();
   const base = fsyncs;
   const N = 200;
   const done: Promise<void>[] = [];
   for (let i = 0; i < N; i++) {
     j.write({ type: 'step-start', host: `h${i}`, index: i });
-    done.push(j.sync().then(() => {
-      // When my sync resolves, my record is in the file.
-      const text = readFileSync(j.path, 'utf8');
-      assert.ok(text.includes(`"host":"h${i}"`), `record ${i} durable when its sync resolved`);
-    }));
+    done.push(
+      j.sync().then(() => {
+        // When my sync resolves, my record is in the file.
+        const text = readFileSync(j.path, 'utf8');
+        assert.ok(text.includes(`"host":"h${i}"`), `record ${i} durable when its sync resolved`);
+      }),
+    );
     if (i % 7 === 0) await new Promise((r) => setImmediate(r)); // arrivals spread over time
   }
   await Promise.all(done);
@@ -74,7 +95,11 @@ test('writer: group commit — 200 concurrent intents cost a handful of fsyncs, 
   assert.ok(used >= 1 && used < N / 4, `group commit: ${used} fsyncs for ${N} syncs`);
   assert.equal(j.stats.syncs, N + 1);
   const recs = lines(j.path).filter((r) => r.type === 'step-start');
-  assert.deepEqual(recs.map((r) => r.index), Array.from({ length: N }, (_, i) => i), 'records in write order');
+  assert.deepEqual(
+    recs.map((r) => r.index),
+    Array.from({ length: N }, (_, i) => i),
+    'records in write order',
+  );
   await j.close();
 });
 
@@ -92,7 +117,10 @@ test('writer: a sync() arriving during an fsync waits for the next fsync, which 
   await Promise.all([s1, s2, s3]);
   // 2 records in the first fsync (journal-open + a), b and c share the second.
   // (s1's callback may run before or after the second fsync starts; what matters is what each waited for.)
-  assert.deepEqual(order.filter((x) => x.startsWith('fsync')), ['fsync:2', 'fsync:4']);
+  assert.deepEqual(
+    order.filter((x) => x.startsWith('fsync')),
+    ['fsync:2', 'fsync:4'],
+  );
   assert.ok(order.indexOf('s1') > order.indexOf('fsync:2'));
   assert.ok(order.indexOf('s2') > order.indexOf('fsync:4') && order.indexOf('s3') > order.indexOf('fsync:4'));
   await j.close();
@@ -101,8 +129,16 @@ test('writer: a sync() arriving during an fsync waits for the next fsync, which 
 test('writer: fsync:false writes but never fsyncs', async () => {
   const dir = tmp();
   let fsyncs = 0;
-  const j = await openJournal(dir, newRunId(), { fsync: false, onFsync: () => { fsyncs++; } });
-  for (let i = 0; i < 10; i++) { j.write({ type: 'x', i }); await j.sync(); }
+  const j = await openJournal(dir, newRunId(), {
+    fsync: false,
+    onFsync: () => {
+      fsyncs++;
+    },
+  });
+  for (let i = 0; i < 10; i++) {
+    j.write({ type: 'x', i });
+    await j.sync();
+  }
   await j.close();
   assert.equal(fsyncs, 0);
   assert.equal(j.stats.fsyncs, 0);
@@ -119,7 +155,12 @@ test('writer: disk full -> sync() rejects with E_JOURNAL naming the file and the
   await assert.rejects(j.sync(), (err: unknown) => {
     assert.ok(err instanceof RunbookError);
     assert.equal(err.code, 'E_JOURNAL');
-    assert.match(err.message, new RegExp(`cannot write the run journal ${journalPath(dir, id).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: no space left on device \\(ENOSPC\\); the run stops changing hosts`));
+    assert.match(
+      err.message,
+      new RegExp(
+        `cannot write the run journal ${journalPath(dir, id).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: no space left on device \\(ENOSPC\\); the run stops changing hosts`,
+      ),
+    );
     return true;
   });
   await assert.rejects(j.sync(), /E_JOURNAL|cannot write the run journal/);
@@ -150,7 +191,10 @@ test('writer: reopening a journal appends; a torn tail left by a crash is cut of
   await j2.close();
   const { records, torn } = await readJournal(j2.path);
   assert.equal(torn, false);
-  assert.deepEqual(records.map((r) => r.type), ['journal-open', 'run-start', 'journal-close', 'journal-open', 'run-start', 'journal-close']);
+  assert.deepEqual(
+    records.map((r) => r.type),
+    ['journal-open', 'run-start', 'journal-close', 'journal-open', 'run-start', 'journal-close'],
+  );
   assert.equal(records[3].torn_bytes_dropped, 36);
 });
 
@@ -180,7 +224,10 @@ test('reader: a torn last line (no newline) is ignored and reported', () => {
   const text = J([{ type: 'run-start' }, { type: 'host-start', host: 'a' }]) + '{"type":"step-sta';
   const r = parseJournal(text, '/j.ndjson');
   assert.equal(r.torn, true);
-  assert.deepEqual(r.records.map((x) => x.type), ['run-start', 'host-start']);
+  assert.deepEqual(
+    r.records.map((x) => x.type),
+    ['run-start', 'host-start'],
+  );
 });
 
 test('reader: a last line that parses but lacks its newline is torn too (its sync never returned)', () => {
@@ -197,11 +244,14 @@ test('reader: an unparsable last line with a newline (zeros after power loss) is
 
 test('reader: a malformed line in the middle is E_JOURNAL_CORRUPT naming file and line', () => {
   const text = J([{ type: 'run-start' }]) + '{"type": oops}\n' + J([{ type: 'run-end' }]);
-  assert.throws(() => parseJournal(text, '/state/runs/x.ndjson'), (e: unknown) => {
-    assert.equal((e as RunbookError).code, 'E_JOURNAL_CORRUPT');
-    assert.match((e as Error).message, /run journal \/state\/runs\/x\.ndjson line 2 is not valid JSON/);
-    return true;
-  });
+  assert.throws(
+    () => parseJournal(text, '/state/runs/x.ndjson'),
+    (e: unknown) => {
+      assert.equal((e as RunbookError).code, 'E_JOURNAL_CORRUPT');
+      assert.match((e as Error).message, /run journal \/state\/runs\/x\.ndjson line 2 is not valid JSON/);
+      return true;
+    },
+  );
   assert.throws(() => parseJournal(J([{ type: 'a' }]) + '[1,2]\n' + J([{ type: 'b' }]), '/j'), /line 2 is not a journal record/);
   assert.throws(() => parseJournal(J([{ type: 'a' }]) + '\n' + J([{ type: 'b' }]), '/j'), /line 2 is not valid JSON/);
   assert.throws(() => parseJournal('{"notype":1}\n' + J([{ type: 'b' }]), '/j'), /line 1 is not a journal record/);
@@ -224,29 +274,59 @@ const steps = [
   { index: 4, rollback: 'undo4' },
 ];
 const ss = (host: string, index: number, phase = 'step') => ({ type: 'step-start', host, index, phase, step: `s${index}` });
-const se = (host: string, index: number, status: string, stage: string, extra: object = {}) =>
-  ({ type: 'step-end', host, index, phase: 'step', step: `s${index}`, status, stage, ...extra });
+const se = (host: string, index: number, status: string, stage: string, extra: object = {}) => ({
+  type: 'step-end',
+  host,
+  index,
+  phase: 'step',
+  step: `s${index}`,
+  status,
+  stage,
+  ...extra,
+});
 
 test('hostStates: done outcomes, the unknown step, ledger of started steps with a rollback, registers', () => {
   const recs = [
     { type: 'journal-open' },
     { type: 'run-start', hosts: ['a', 'b', 'c'] },
-    ss('a', 0, 'preflight'), { type: 'step-end', host: 'a', index: 0, phase: 'preflight', status: 'ok', stage: 'run', register: { stdout: 'pf', stderr: '', code: 0 } },
+    ss('a', 0, 'preflight'),
+    {
+      type: 'step-end',
+      host: 'a',
+      index: 0,
+      phase: 'preflight',
+      status: 'ok',
+      stage: 'run',
+      register: { stdout: 'pf', stderr: '', code: 0 },
+    },
     { type: 'host-start', host: 'a', batch: 0 },
-    ss('a', 0), se('a', 0, 'changed', 'verify'),
-    ss('a', 1), se('a', 1, 'changed', 'run'),
-    ss('a', 2), se('a', 2, 'changed', 'run', { register: { stdout: 'hello', stderr: 'w', code: 0 } }),
-    ss('a', 3), se('a', 3, 'skipped', 'when'),
+    ss('a', 0),
+    se('a', 0, 'changed', 'verify'),
+    ss('a', 1),
+    se('a', 1, 'changed', 'run'),
+    ss('a', 2),
+    se('a', 2, 'changed', 'run', { register: { stdout: 'hello', stderr: 'w', code: 0 } }),
+    ss('a', 3),
+    se('a', 3, 'skipped', 'when'),
     ss('a', 4), // intent, no outcome: controller died
     { type: 'host-start', host: 'b', batch: 0 },
-    ss('b', 0), se('b', 0, 'ok', 'unless'),
+    ss('b', 0),
+    se('b', 0, 'ok', 'unless'),
   ] as JournalRecord[];
   const st = hostStates(recs, { steps, preflight: [{ index: 0, register: 'pre' }] });
   const a = st.get('a')!;
   assert.equal(a.started, true);
   assert.equal(a.finished, undefined);
   assert.equal(a.preflightDone, true);
-  assert.deepEqual([...a.done.entries()], [[0, 'changed'], [1, 'changed'], [2, 'changed'], [3, 'skipped']]);
+  assert.deepEqual(
+    [...a.done.entries()],
+    [
+      [0, 'changed'],
+      [1, 'changed'],
+      [2, 'changed'],
+      [3, 'skipped'],
+    ],
+  );
   assert.equal(a.unknown, 4);
   assert.deepEqual(a.ledger, [0, 2], 'step 1 has no rollback, 3 was skipped, 4 is unknown');
   assert.deepEqual(a.registers, { pre: { stdout: 'pf', stderr: '', code: 0 }, out2: { stdout: 'hello', stderr: 'w', code: 0 } });
@@ -264,10 +344,14 @@ test('hostStates: rollbacks already done leave the ledger; an interrupted rollba
   const recs = [
     { type: 'run-start', hosts: ['a'] },
     { type: 'host-start', host: 'a' },
-    ss('a', 0), se('a', 0, 'changed', 'run'),
-    ss('a', 2), se('a', 2, 'changed', 'run'),
-    ss('a', 3), se('a', 3, 'failed', 'verify'),
-    { type: 'rollback-start', host: 'a', index: 3 }, { type: 'rollback-end', host: 'a', index: 3, status: 'ok' },
+    ss('a', 0),
+    se('a', 0, 'changed', 'run'),
+    ss('a', 2),
+    se('a', 2, 'changed', 'run'),
+    ss('a', 3),
+    se('a', 3, 'failed', 'verify'),
+    { type: 'rollback-start', host: 'a', index: 3 },
+    { type: 'rollback-end', host: 'a', index: 3, status: 'ok' },
     { type: 'rollback-start', host: 'a', index: 2 }, // died here
   ] as JournalRecord[];
   const a = hostStates(recs, { steps }).get('a')!;
@@ -277,10 +361,14 @@ test('hostStates: rollbacks already done leave the ledger; an interrupted rollba
   assert.equal(a.done.get(3), 'failed', 'a failed step stays failed after its rollback (the engine finishes the unwind)');
   assert.equal(a.done.get(2), 'changed', 'its rollback did not end: still done');
 
-  const more = [...recs,
-    { type: 'journal-open' }, { type: 'run-start', hosts: ['a'] },
-    { type: 'rollback-start', host: 'a', index: 2 }, { type: 'rollback-end', host: 'a', index: 2, status: 'ok' },
-    { type: 'rollback-start', host: 'a', index: 0 }, { type: 'rollback-end', host: 'a', index: 0, status: 'failed' },
+  const more = [
+    ...recs,
+    { type: 'journal-open' },
+    { type: 'run-start', hosts: ['a'] },
+    { type: 'rollback-start', host: 'a', index: 2 },
+    { type: 'rollback-end', host: 'a', index: 2, status: 'ok' },
+    { type: 'rollback-start', host: 'a', index: 0 },
+    { type: 'rollback-end', host: 'a', index: 0, status: 'failed' },
     { type: 'host-end', host: 'a', status: 'needs-attention' },
   ] as JournalRecord[];
   const a2 = hostStates(more, { steps }).get('a')!;
@@ -293,14 +381,20 @@ test('hostStates: rollbacks already done leave the ledger; an interrupted rollba
 });
 
 test('hostStates: a recorded unknown outcome (connection lost) stays unknown; a resumed outcome settles it', () => {
-  const recs = [
-    { type: 'host-start', host: 'a' },
-    ss('a', 0), se('a', 0, 'unknown', 'run'),
-  ] as JournalRecord[];
+  const recs = [{ type: 'host-start', host: 'a' }, ss('a', 0), se('a', 0, 'unknown', 'run')] as JournalRecord[];
   const a = hostStates(recs, { steps }).get('a')!;
   assert.equal(a.unknown, 0);
   assert.equal(a.done.has(0), false);
-  const resumed = hostStates([...recs, { type: 'host-start', host: 'a' }, ss('a', 0), se('a', 0, 'changed', 'verify'), { type: 'host-end', host: 'a', status: 'changed' }] as JournalRecord[], { steps }).get('a')!;
+  const resumed = hostStates(
+    [
+      ...recs,
+      { type: 'host-start', host: 'a' },
+      ss('a', 0),
+      se('a', 0, 'changed', 'verify'),
+      { type: 'host-end', host: 'a', status: 'changed' },
+    ] as JournalRecord[],
+    { steps },
+  ).get('a')!;
   assert.equal(resumed.unknown, undefined);
   assert.equal(resumed.done.get(0), 'changed');
   assert.deepEqual(resumed.ledger, [0]);
@@ -316,30 +410,45 @@ test('listRuns: newest first, status from run-end, incomplete, running? (live pi
   mkdirSync(runs, { recursive: true });
   const { hostname } = await import('node:os');
   const done = '20261101T000000Z-000001';
-  writeFileSync(join(runs, `${done}.ndjson`), J([
-    { type: 'journal-open', pid: 999999999, controller: hostname() },
-    { type: 'run-start', run_id: done, runbook: 'hello', time: '2026-11-01T00:00:00Z', hosts: ['a', 'b', 'c'] },
-    { type: 'host-start', host: 'a' }, { type: 'host-end', host: 'a', status: 'changed' },
-    { type: 'host-start', host: 'b' }, { type: 'host-end', host: 'b', status: 'failed' },
-    { type: 'host-start', host: 'c' }, { type: 'host-end', host: 'c', status: 'changed' },
-    { type: 'run-end', run_id: done, status: 'failed', exit_code: 2, time: '2026-11-01T00:01:00Z' },
-  ]));
+  writeFileSync(
+    join(runs, `${done}.ndjson`),
+    J([
+      { type: 'journal-open', pid: 999999999, controller: hostname() },
+      { type: 'run-start', run_id: done, runbook: 'hello', time: '2026-11-01T00:00:00Z', hosts: ['a', 'b', 'c'] },
+      { type: 'host-start', host: 'a' },
+      { type: 'host-end', host: 'a', status: 'changed' },
+      { type: 'host-start', host: 'b' },
+      { type: 'host-end', host: 'b', status: 'failed' },
+      { type: 'host-start', host: 'c' },
+      { type: 'host-end', host: 'c', status: 'changed' },
+      { type: 'run-end', run_id: done, status: 'failed', exit_code: 2, time: '2026-11-01T00:01:00Z' },
+    ]),
+  );
   const dead = '20261102T000000Z-000002';
-  writeFileSync(join(runs, `${dead}.ndjson`), J([
-    { type: 'journal-open', pid: 999999999, controller: hostname() },
-    { type: 'run-start', run_id: dead, runbook: 'hello', time: '2026-11-02T00:00:00Z', hosts: ['a', 'b'] },
-    { type: 'host-start', host: 'a' },
-  ]) + '{"type":"ste');
+  writeFileSync(
+    join(runs, `${dead}.ndjson`),
+    J([
+      { type: 'journal-open', pid: 999999999, controller: hostname() },
+      { type: 'run-start', run_id: dead, runbook: 'hello', time: '2026-11-02T00:00:00Z', hosts: ['a', 'b'] },
+      { type: 'host-start', host: 'a' },
+    ]) + '{"type":"ste',
+  );
   const live = '20261103T000000Z-000003';
-  writeFileSync(join(runs, `${live}.ndjson`), J([
-    { type: 'journal-open', pid: process.pid, controller: hostname() },
-    { type: 'run-start', run_id: live, runbook: 'fix', time: '2026-11-03T00:00:00Z', hosts: ['a'] },
-  ]));
+  writeFileSync(
+    join(runs, `${live}.ndjson`),
+    J([
+      { type: 'journal-open', pid: process.pid, controller: hostname() },
+      { type: 'run-start', run_id: live, runbook: 'fix', time: '2026-11-03T00:00:00Z', hosts: ['a'] },
+    ]),
+  );
   const bad = '20261104T000000Z-000004';
   writeFileSync(join(runs, `${bad}.ndjson`), 'garbage\n' + J([{ type: 'x' }]));
   writeFileSync(join(runs, 'notes.txt'), 'ignored');
   const list = await listRuns(dir);
-  assert.deepEqual(list.map((r) => r.run_id), [bad, live, dead, done]);
+  assert.deepEqual(
+    list.map((r) => r.run_id),
+    [bad, live, dead, done],
+  );
   assert.equal(list[0].status, 'corrupt');
   assert.match(list[0].error!, /line 1/);
   assert.equal(list[1].status, 'running?');

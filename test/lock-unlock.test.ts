@@ -7,7 +7,19 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { localFleet, startRunbook, runbook, waitFor, journalRecords, onlyRunId, tmp, RUNBOOK, START_STATE, END_STATE, sleep } from './crash-common.js';
+import {
+  localFleet,
+  startRunbook,
+  runbook,
+  waitFor,
+  journalRecords,
+  onlyRunId,
+  tmp,
+  RUNBOOK,
+  START_STATE,
+  END_STATE,
+  sleep,
+} from './crash-common.js';
 
 test("unlock: a dead run's lock refuses others; unlock needs the holder run id and is journaled", async () => {
   const fleet = localFleet(2);
@@ -29,11 +41,20 @@ test("unlock: a dead run's lock refuses others; unlock needs the holder run id a
   // A new run is refused on both hosts, with the holder's details; nothing changed.
   const other = join(work, 'other');
   const r = await runbook(['apply', rb, '-i', inv, '--state-dir', other, '--json']);
-  const ends = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'host-end');
+  const ends = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .filter((e) => e.type === 'host-end');
   assert.equal(ends.length, 2);
   for (const e of ends) {
     assert.equal(e.status, 'skipped');
-    assert.match(e.message, new RegExp(`${e.host} is locked by run ${deadId} \\(crashy\\), controller \\S+ pid ${held.pid}, since ${held.started.replace(/[.]/g, '\\.')}; .*runbook unlock ${e.host} -i INVENTORY --run ${deadId}`));
+    assert.match(
+      e.message,
+      new RegExp(
+        `${e.host} is locked by run ${deadId} \\(crashy\\), controller \\S+ pid ${held.pid}, since ${held.started.replace(/[.]/g, '\\.')}; .*runbook unlock ${e.host} -i INVENTORY --run ${deadId}`,
+      ),
+    );
   }
   for (const h of fleet.names) assert.equal(await fleet.state(h), START_STATE);
 
@@ -65,7 +86,14 @@ test("unlock: a dead run's lock refuses others; unlock needs the holder run id a
 
   // h1 is free again; h2 still held by the dead run.
   const r2 = await runbook(['apply', rb, '-i', inv, '--state-dir', other, '--json']);
-  const ends2 = Object.fromEntries(r2.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'host-end').map((e) => [e.host, e.status]));
+  const ends2 = Object.fromEntries(
+    r2.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.type === 'host-end')
+      .map((e) => [e.host, e.status]),
+  );
   assert.deepEqual(ends2, { h1: 'changed', h2: 'skipped' });
   assert.equal(await fleet.state('h1'), END_STATE);
   assert.equal(await fleet.state('h2'), START_STATE);

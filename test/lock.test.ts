@@ -9,21 +9,39 @@ import { mkdtempSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir, hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Transport, ExecResult, ExecOptions } from '../src/transport/types.js';
-import { acquireLock, releaseLock, breakLock, readLock, createHostLock, lockAccessFromHosts, DEFAULT_LOCK_PATH, type LockInfo } from '../src/engine/lock.js';
+import {
+  acquireLock,
+  releaseLock,
+  breakLock,
+  readLock,
+  createHostLock,
+  lockAccessFromHosts,
+  DEFAULT_LOCK_PATH,
+  type LockInfo,
+} from '../src/engine/lock.js';
 import { RunbookError } from '../src/core/errors.js';
 
 function shTransport(host: string): Transport & { scripts: string[] } {
   const scripts: string[] = [];
   return {
-    host, scripts,
-    async connect() {}, async reconnect() {}, async close() {},
-    async put() { throw new Error('unused'); }, async get() { throw new Error('unused'); },
+    host,
+    scripts,
+    async connect() {},
+    async reconnect() {},
+    async close() {},
+    async put() {
+      throw new Error('unused');
+    },
+    async get() {
+      throw new Error('unused');
+    },
     exec(script: string, _o?: ExecOptions): Promise<ExecResult> {
       scripts.push(script);
       const t0 = Date.now();
       return new Promise((resolve) => {
         const p = spawn('sh', ['-s'], { stdio: ['pipe', 'pipe', 'pipe'] });
-        let stdout = '', stderr = '';
+        let stdout = '',
+          stderr = '';
         p.stdout.on('data', (d) => (stdout += d));
         p.stderr.on('data', (d) => (stderr += d));
         p.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, timedOut: false, durationMs: Date.now() - t0 }));
@@ -33,7 +51,13 @@ function shTransport(host: string): Transport & { scripts: string[] } {
   };
 }
 
-const me = (run_id: string, pid = 4242): LockInfo => ({ run_id, controller: 'ctl-1', pid, started: '2026-11-26T19:50:12Z', runbook: 'hello' });
+const me = (run_id: string, pid = 4242): LockInfo => ({
+  run_id,
+  controller: 'ctl-1',
+  pid,
+  started: '2026-11-26T19:50:12Z',
+  runbook: 'hello',
+});
 const dir = () => mkdtempSync(join(tmpdir(), 'rb-lock-'));
 
 test('lock: acquire writes holder details atomically; a second run is refused with them', async () => {
@@ -71,7 +95,9 @@ test('lock: the same run id (resume) takes the lock over; release removes only o
 
 test('lock: 16 runs racing for one host -> exactly one gets it, the others see that one', async () => {
   const path = join(dir(), 'lock');
-  const results = await Promise.allSettled(Array.from({ length: 16 }, (_, i) => acquireLock(shTransport('n'), 'n', me(`RACE${i}`), { path })));
+  const results = await Promise.allSettled(
+    Array.from({ length: 16 }, (_, i) => acquireLock(shTransport('n'), 'n', me(`RACE${i}`), { path })),
+  );
   const won = results.map((r, i) => (r.status === 'fulfilled' ? i : -1)).filter((i) => i >= 0);
   assert.equal(won.length, 1);
   const holder = JSON.parse(readFileSync(path, 'utf8')).run_id;

@@ -16,15 +16,25 @@ import { renderMetrics } from '../src/report/metrics.js';
 
 const FIX = new URL('./fixtures/events/', import.meta.url).pathname;
 const load = (name: string): RunEvent[] =>
-  readFileSync(join(FIX, name), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as RunEvent);
+  readFileSync(join(FIX, name), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as RunEvent);
 const ANSI = /\u001b\[/;
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z /;
 
 function sink() {
   const s = new PassThrough();
   let text = '';
-  s.on('data', (d: Buffer) => { text += d.toString(); });
-  return { stream: s, get text() { return text; } };
+  s.on('data', (d: Buffer) => {
+    text += d.toString();
+  });
+  return {
+    stream: s,
+    get text() {
+      return text;
+    },
+  };
 }
 
 async function render(events: RunEvent[], o: Partial<RendererOptions>) {
@@ -38,8 +48,14 @@ async function render(events: RunEvent[], o: Partial<RendererOptions>) {
 }
 
 const dirs: string[] = [];
-const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'runbook-report-')); dirs.push(d); return d; };
-after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), 'runbook-report-'));
+  dirs.push(d);
+  return d;
+};
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 describe('NDJSON renderer', () => {
   test('stdout holds exactly the events, one JSON object a line, each with type and time; stderr stays empty', async () => {
@@ -127,9 +143,16 @@ describe('summarize', () => {
     assert.equal(s.runbook, 'containerd-recover');
     assert.equal(s.exit_code, 3);
     assert.equal(s.status, 'needs-attention');
-    assert.deepEqual(s.hosts.map((h) => [h.host, h.status]), [
-      ['node1', 'changed'], ['node2', 'rolled-back'], ['node3', 'needs-attention'], ['node4', 'unreachable'], ['node5', 'skipped'],
-    ]);
+    assert.deepEqual(
+      s.hosts.map((h) => [h.host, h.status]),
+      [
+        ['node1', 'changed'],
+        ['node2', 'rolled-back'],
+        ['node3', 'needs-attention'],
+        ['node4', 'unreachable'],
+        ['node5', 'skipped'],
+      ],
+    );
     assert.deepEqual(s.counts, { ok: 0, changed: 1, failed: 0, 'rolled-back': 1, 'needs-attention': 1, unreachable: 1, skipped: 1 });
     const n1 = s.hosts[0];
     assert.deepEqual(n1.changed_steps, ['Stop containerd', 'Move meta.db aside', 'Start containerd']);
@@ -138,7 +161,13 @@ describe('summarize', () => {
     assert.equal(n2.command, 'systemctl start containerd');
     assert.equal(n2.code, 1);
     assert.match(n2.stderr_tail!, /journalctl -xeu containerd.service/);
-    assert.deepEqual(n2.rollbacks.map((r) => [r.step, r.status]), [['Start containerd', 'ok'], ['Stop containerd', 'ok']]);
+    assert.deepEqual(
+      n2.rollbacks.map((r) => [r.step, r.status]),
+      [
+        ['Start containerd', 'ok'],
+        ['Stop containerd', 'ok'],
+      ],
+    );
     assert.equal(s.hosts[2].timed_out, true);
     assert.equal(s.duration_ms, 36600);
     assert.equal(s.started_at, '2026-11-27T02:00:00.000Z');
@@ -174,7 +203,11 @@ describe('report files', () => {
     assert.match(md, /\*\*What to do now:\*\*/);
 
     const xml = readFileSync(files[2], 'utf8');
-    const doc = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@', isArray: (n) => n === 'testcase' || n === 'testsuite' }).parse(xml);
+    const doc = new XMLParser({
+      ignoreAttributes: false,
+      attributeNamePrefix: '@',
+      isArray: (n) => n === 'testcase' || n === 'testsuite',
+    }).parse(xml);
     const suites = doc.testsuites.testsuite;
     assert.equal(suites.length, 1, 'one testsuite');
     const cases = suites[0].testcase;
@@ -197,7 +230,9 @@ describe('report files', () => {
     const dir = tmp();
     const events = load('mixed.ndjson').map((e) =>
       e.type === 'step-end' && e.host === 'node2' && e.status === 'failed'
-        ? { ...e, stderr: 'bad \u001b[31mred\u001b[0m </failure> & "q" \u0001\u0007 ]]>' } : e);
+        ? { ...e, stderr: 'bad \u001b[31mred\u001b[0m </failure> & "q" \u0001\u0007 ]]>' }
+        : e,
+    );
     await writeReports([join(dir, 'x.xml')], summarize(events));
     const xml = readFileSync(join(dir, 'x.xml'), 'utf8');
     const doc = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@' }).parse(xml);
@@ -207,11 +242,14 @@ describe('report files', () => {
 
   test('an unknown extension is a usage error and nothing is written', async () => {
     const dir = tmp();
-    await assert.rejects(writeReports([join(dir, 'a.json'), join(dir, 'r.txt')], summarize(load('ok.ndjson'))), (e: { code?: string; message: string }) => {
-      assert.equal(e.code, 'E_USAGE');
-      assert.match(e.message, /\.json.*\.md.*\.xml/);
-      return true;
-    });
+    await assert.rejects(
+      writeReports([join(dir, 'a.json'), join(dir, 'r.txt')], summarize(load('ok.ndjson'))),
+      (e: { code?: string; message: string }) => {
+        assert.equal(e.code, 'E_USAGE');
+        assert.match(e.message, /\.json.*\.md.*\.xml/);
+        return true;
+      },
+    );
     assert.deepEqual(readdirSync(dir), []);
   });
 });
@@ -224,9 +262,15 @@ function parseProm(text: string) {
   assert.ok(text.endsWith('\n'), 'file ends with a newline');
   for (const line of text.slice(0, -1).split('\n')) {
     let m = /^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) \S.*$/.exec(line);
-    if (m) { help.add(m[1]); continue; }
+    if (m) {
+      help.add(m[1]);
+      continue;
+    }
     m = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (gauge|counter|untyped|summary|histogram)$/.exec(line);
-    if (m) { type.set(m[1], m[2]); continue; }
+    if (m) {
+      type.set(m[1], m[2]);
+      continue;
+    }
     m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*)\} (-?[0-9.e+]+)$/.exec(line);
     assert.ok(m, `sample line "${line}" is name{labels} value`);
     const labels: Record<string, string> = {};
@@ -280,7 +324,10 @@ describe('metrics file', () => {
     assert.equal(p.get('runbook_last_run_exit_code', { runbook: 'containerd-recover' })[0].value, 3);
     // hello's series survive untouched
     assert.equal(p.get('runbook_last_run_exit_code', { runbook: 'hello' })[0].value, 0);
-    assert.equal(p.get('runbook_last_success_timestamp_seconds', { runbook: 'hello' })[0].value, Date.parse('2026-11-26T19:50:00.140Z') / 1000);
+    assert.equal(
+      p.get('runbook_last_success_timestamp_seconds', { runbook: 'hello' })[0].value,
+      Date.parse('2026-11-26T19:50:00.140Z') / 1000,
+    );
     assert.equal(p.get('runbook_last_run_hosts', { runbook: 'hello' }).length, 7);
     // exactly one series per (name, labels)
     const keys = p.samples.map((x) => x.name + JSON.stringify(x.labels));
@@ -305,11 +352,14 @@ describe('metrics file', () => {
       // root ignores directory permissions: write below a regular file instead.
       const dir = tmp();
       writeFileSync(join(dir, 'file'), '');
-      await assert.rejects(writeMetrics(join(dir, 'file', 'x.prom'), summarize(load('ok.ndjson'))), (e: { code?: string; message: string }) => {
-        assert.equal(e.code, 'E_REPORT');
-        assert.match(e.message, /^Cannot write the metrics file .*x\.prom: .*; check the directory exists and is writable\.$/);
-        return true;
-      });
+      await assert.rejects(
+        writeMetrics(join(dir, 'file', 'x.prom'), summarize(load('ok.ndjson'))),
+        (e: { code?: string; message: string }) => {
+          assert.equal(e.code, 'E_REPORT');
+          assert.match(e.message, /^Cannot write the metrics file .*x\.prom: .*; check the directory exists and is writable\.$/);
+          return true;
+        },
+      );
       return;
     }
     const dir = tmp();

@@ -17,10 +17,21 @@ const files = [];
 })(join(root, 'test'));
 const filters = process.argv.slice(2);
 const chosen = filters.length ? files.filter((f) => filters.some((x) => f.includes(x))) : files;
-if (chosen.length === 0) { console.error('no test files matched'); process.exit(1); }
+if (chosen.length === 0) {
+  console.error('no test files matched');
+  process.exit(1);
+}
 const concurrency = process.env.TEST_CONCURRENCY ?? '2';
 // Every temp file any test makes goes under one private TMPDIR, removed when the run ends.
 const tmp = mkdtempSync('/tmp/runbook-tests-');
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...chosen], { stdio: 'inherit', cwd: root, env: { ...process.env, TMPDIR: tmp } });
-try { rmSync(tmp, { recursive: true, force: true }); } catch (err) { console.error(`note: could not remove ${tmp}: ${err.message}`); }
+const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...chosen], {
+  stdio: 'inherit',
+  cwd: root,
+  env: { ...process.env, TMPDIR: tmp },
+});
+try {
+  rmSync(tmp, { recursive: true, force: true });
+} catch (err) {
+  console.error(`note: could not remove ${tmp}: ${err.message}`);
+}
 process.exit(r.status ?? 1);

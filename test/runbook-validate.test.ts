@@ -15,9 +15,12 @@ const GOOD = join(root, 'test/fixtures/runbooks/good');
 const EXPECT: Record<string, Array<[string | undefined, number, string]>> = {
   'yaml-syntax': [[undefined, 5, 'YAML syntax error']],
   'duplicate-key': [[undefined, 5, 'duplicated mapping key']],
-  'tabs': [[undefined, 4, 'tab characters']],
+  tabs: [[undefined, 4, 'tab characters']],
   'unknown-top-key': [['descripton', 2, 'unknown key "descripton" (did you mean "description"?)']],
-  'unknown-step-key': [['steps[1].run', 5, 'missing required key "run"'], ['steps[1].rn', 6, 'did you mean "run"?']],
+  'unknown-step-key': [
+    ['steps[1].run', 5, 'missing required key "run"'],
+    ['steps[1].rn', 6, 'did you mean "run"?'],
+  ],
   'unknown-verify-key': [['steps[0].verify.retry', 7, 'did you mean "retries"?']],
   'missing-name': [['name', 1, 'missing required key "name"']],
   'name-mismatch': [['name', 1, 'does not match the file name "name-mismatch.yml"']],
@@ -30,12 +33,21 @@ const EXPECT: Record<string, Array<[string | undefined, number, string]>> = {
   'duplicate-step-name': [['steps[1].name', 8, 'step name "Check" is already used by preflight[0]']],
   'bad-timeout': [['steps[1].timeout', 7, '"5 minutes" is not a duration (use 500ms, 30s, 5m, 1h)']],
   'timeout-number': [['steps[0].timeout', 5, 'a number needs a unit']],
-  'bad-verify-retries': [['steps[2].verify.retries', 11, '-1 is not a whole number >= 0'], ['steps[2].verify.delay', 12, '"soon" is not a duration']],
+  'bad-verify-retries': [
+    ['steps[2].verify.retries', 11, '-1 is not a whole number >= 0'],
+    ['steps[2].verify.delay', 12, '"soon" is not a duration'],
+  ],
   'verify-wrong-type': [['steps[0].verify', 5, 'is not a command or a mapping']],
   'when-not-string': [['steps[0].when', 4, 'true is not a string']],
-  'bad-booleans': [['destructive', 2, 'is not a boolean'], ['steps[0].local', 6, '"maybe" is not a boolean']],
+  'bad-booleans': [
+    ['destructive', 2, 'is not a boolean'],
+    ['steps[0].local', 6, '"maybe" is not a boolean'],
+  ],
   'bad-serial': [['serial', 2, 'between 1% and 100%']],
-  'bad-serial-list': [['serial[1]', 2, '0 is not a batch size'], ['serial[2]', 2, '"x%" is not a batch size']],
+  'bad-serial-list': [
+    ['serial[1]', 2, '0 is not a batch size'],
+    ['serial[2]', 2, '"x%" is not a batch size'],
+  ],
   'bad-max-failed': [['max_failed', 2, '-2 is not a failure budget']],
   'bad-max-failed-percent': [['max_failed', 2, '"ten percent" is not a failure budget']],
   'preflight-rollback': [['preflight[0].rollback', 5, 'may not have a rollback']],
@@ -49,14 +61,17 @@ const EXPECT: Record<string, Array<[string | undefined, number, string]>> = {
   'template-in-block': [['steps[0].run', 8, 'unknown filter "rwa" (did you mean "raw"?)']],
   'template-bad-context': [['steps[0].run', 6, 'inside ${...}']],
   'vars-not-mapping': [['vars', 2, 'is not a mapping']],
-  'bad-var-name': [['vars.my-var', 3, 'not a valid variable name'], ['vars.run_id', 4, 'built-in']],
+  'bad-var-name': [
+    ['vars.my-var', 3, 'not a valid variable name'],
+    ['vars.run_id', 4, 'built-in'],
+  ],
   'bad-secrets': [['secrets[1]', 4, 'is not a variable name']],
   'secret-raw': [['steps[0].run', 5, 'is secret and cannot be used with | raw']],
   'bad-preflight-failure': [['preflight_failure', 2, 'is not one of skip-host, abort']],
   'hosts-not-string': [['hosts', 2, 'is not a string']],
   'step-not-mapping': [['steps[0]', 3, 'is not a step']],
   'not-a-mapping': [[undefined, 1, 'not a runbook']],
-  'empty': [[undefined, 1, 'the file is empty']],
+  empty: [[undefined, 1, 'the file is empty']],
   'two-documents': [[undefined, 6, '2 YAML documents']],
   'many-problems': [
     ['serial', 2, '"lots" is not a batch size'],
@@ -75,7 +90,11 @@ for (const [name, expected] of Object.entries(EXPECT)) {
   test(`bad runbook ${name}: every problem with file, path and line`, () => {
     const file = join(BAD, `${name}.yml`);
     let err: unknown;
-    try { loadRunbook(file, root); } catch (e) { err = e; }
+    try {
+      loadRunbook(file, root);
+    } catch (e) {
+      err = e;
+    }
     assert.ok(err instanceof ValidationError, `expected a ValidationError, got ${String(err)}`);
     assert.equal(err.code, 'E_VALIDATION');
     const got = err.issues.map((i) => [i.path, i.line, i.message] as const);
@@ -109,13 +128,26 @@ test('the issue-2 example loads verbatim with normalized values', () => {
   assert.deepEqual(rb.vars, { greeting: 'hello' });
   assert.deepEqual(rb.secretVars, []);
   assert.equal(rb.hosts, undefined);
-  assert.deepEqual(rb.preflight, [{ name: 'Shell works', phase: 'preflight', index: 0, run: 'true', timeoutMs: 300_000, local: false, become: false, line: 10 }]);
-  assert.deepEqual(rb.steps, [{
-    name: 'Write greeting', phase: 'step', index: 0, line: 13,
-    when: 'test -d /tmp', unless: 'test -f /tmp/x', run: 'echo {{ greeting }} > /tmp/x',
-    verify: { run: 'grep -q hello /tmp/x', retries: 3, delayMs: 1000 },
-    rollback: 'rm -f /tmp/x', timeoutMs: 30_000, register: 'wrote', local: false, become: false,
-  }]);
+  assert.deepEqual(rb.preflight, [
+    { name: 'Shell works', phase: 'preflight', index: 0, run: 'true', timeoutMs: 300_000, local: false, become: false, line: 10 },
+  ]);
+  assert.deepEqual(rb.steps, [
+    {
+      name: 'Write greeting',
+      phase: 'step',
+      index: 0,
+      line: 13,
+      when: 'test -d /tmp',
+      unless: 'test -f /tmp/x',
+      run: 'echo {{ greeting }} > /tmp/x',
+      verify: { run: 'grep -q hello /tmp/x', retries: 3, delayMs: 1000 },
+      rollback: 'rm -f /tmp/x',
+      timeoutMs: 30_000,
+      register: 'wrote',
+      local: false,
+      become: false,
+    },
+  ]);
   assert.equal(rb.file, file);
   assert.equal(rb.hash, createHash('sha256').update(bytes).digest('hex'));
   assert.equal(rb.source, bytes.toString('utf8'));
@@ -123,12 +155,24 @@ test('the issue-2 example loads verbatim with normalized values', () => {
 
 test('good: minimal runbook gets every default', () => {
   const rb = loadRunbook(join(GOOD, 'minimal.yml'), root);
-  assert.deepEqual({ ...rb, source: undefined, hash: undefined, file: undefined }, {
-    name: 'minimal', destructive: false, become: false, serial: [], maxFailed: 0, preflightFailure: 'skip-host',
-    vars: {}, secretVars: [], preflight: [],
-    steps: [{ name: 'only', phase: 'step', index: 0, run: 'true', timeoutMs: 300_000, local: false, become: false, line: 3 }],
-    source: undefined, hash: undefined, file: undefined,
-  });
+  assert.deepEqual(
+    { ...rb, source: undefined, hash: undefined, file: undefined },
+    {
+      name: 'minimal',
+      destructive: false,
+      become: false,
+      serial: [],
+      maxFailed: 0,
+      preflightFailure: 'skip-host',
+      vars: {},
+      secretVars: [],
+      preflight: [],
+      steps: [{ name: 'only', phase: 'step', index: 0, run: 'true', timeoutMs: 300_000, local: false, become: false, line: 3 }],
+      source: undefined,
+      hash: undefined,
+      file: undefined,
+    },
+  );
 });
 
 test('good: fleet settings, runbook-level become, secrets, nested vars, preflight register', () => {
@@ -177,7 +221,10 @@ test('resolveRunbookPath: path, ./runbooks NAME.yml/.yaml, shipped, not found', 
   try {
     mkdirSync(join(dir, 'runbooks'));
     writeFileSync(join(dir, 'runbooks', 'mine.yaml'), 'name: mine\ndescription: local one\nsteps:\n  - name: a\n    run: "true"\n');
-    writeFileSync(join(dir, 'runbooks', 'hello.yml'), 'name: hello\ndescription: shadow\ndestructive: true\nsteps:\n  - name: a\n    run: "true"\n');
+    writeFileSync(
+      join(dir, 'runbooks', 'hello.yml'),
+      'name: hello\ndescription: shadow\ndestructive: true\nsteps:\n  - name: a\n    run: "true"\n',
+    );
     writeFileSync(join(dir, 'runbooks', 'broken.yml'), 'name: [\n');
     assert.equal(resolveRunbookPath('mine', dir), join(dir, 'runbooks', 'mine.yaml'));
     assert.equal(resolveRunbookPath('runbooks/mine.yaml', dir), join(dir, 'runbooks', 'mine.yaml'));
@@ -186,21 +233,51 @@ test('resolveRunbookPath: path, ./runbooks NAME.yml/.yaml, shipped, not found', 
     try {
       assert.equal(resolveRunbookPath('hello', empty), join(shippedRunbooksDir(), 'hello.yml'), 'falls back to shipped');
       assert.equal(loadRunbook('hello', empty).name, 'hello');
-    } finally { rmSync(empty, { recursive: true, force: true }); }
-    assert.throws(() => resolveRunbookPath('nope', dir), (e: unknown) => e instanceof RunbookError && e.code === 'E_RUNBOOK_NOT_FOUND'
-      && e.message.includes(join(dir, 'runbooks', 'nope.yml')) && e.message.includes(join(shippedRunbooksDir(), 'nope.yml')) && e.message.includes('runbook list'));
-    assert.throws(() => loadRunbook('./nope.yml', dir), (e: unknown) => e instanceof RunbookError && e.code === 'E_RUNBOOK_NOT_FOUND');
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+    assert.throws(
+      () => resolveRunbookPath('nope', dir),
+      (e: unknown) =>
+        e instanceof RunbookError &&
+        e.code === 'E_RUNBOOK_NOT_FOUND' &&
+        e.message.includes(join(dir, 'runbooks', 'nope.yml')) &&
+        e.message.includes(join(shippedRunbooksDir(), 'nope.yml')) &&
+        e.message.includes('runbook list'),
+    );
+    assert.throws(
+      () => loadRunbook('./nope.yml', dir),
+      (e: unknown) => e instanceof RunbookError && e.code === 'E_RUNBOOK_NOT_FOUND',
+    );
 
     const list = listRunbooks(dir);
     const byName = new Map(list.map((e) => [e.name, e]));
-    assert.deepEqual(byName.get('mine'), { name: 'mine', file: join(dir, 'runbooks', 'mine.yaml'), description: 'local one', destructive: false, shipped: false });
-    assert.deepEqual(byName.get('hello'), { name: 'hello', file: join(dir, 'runbooks', 'hello.yml'), description: 'shadow', destructive: true, shipped: false });
+    assert.deepEqual(byName.get('mine'), {
+      name: 'mine',
+      file: join(dir, 'runbooks', 'mine.yaml'),
+      description: 'local one',
+      destructive: false,
+      shipped: false,
+    });
+    assert.deepEqual(byName.get('hello'), {
+      name: 'hello',
+      file: join(dir, 'runbooks', 'hello.yml'),
+      description: 'shadow',
+      destructive: true,
+      shipped: false,
+    });
     assert.equal(byName.get('broken')?.shipped, false, 'an invalid runbook is still listed');
     assert.equal(list.filter((e) => e.name === 'hello').length, 1);
-    assert.deepEqual(list.slice(0, 3).map((e) => e.name), ['broken', 'hello', 'mine'], 'local ones first');
+    assert.deepEqual(
+      list.slice(0, 3).map((e) => e.name),
+      ['broken', 'hello', 'mine'],
+      'local ones first',
+    );
     // From the package root, the shipped directory is not listed twice.
     const fromRoot = listRunbooks(root);
     assert.equal(fromRoot.filter((e) => e.name === 'hello').length, 1);
     assert.equal(fromRoot.find((e) => e.name === 'hello')?.shipped, true);
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

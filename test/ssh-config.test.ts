@@ -21,11 +21,20 @@ const ALT_PORT = 2222;
 before(async () => {
   // every sshd also listens on ALT_PORT (netns: each host has its own address); local mode: one port each
   const names = ['web1', 'web2', 'db1', 'jump', 'inner'];
-  fleet = await startSshHosts(names.length, { names, prefix: 'rbc', sshdConfigExtra: canUseNamespaces() && process.env.RUNBOOK_TEST_SSH_MODE !== 'local' ? `Port ${ALT_PORT}` : '' });
+  fleet = await startSshHosts(names.length, {
+    names,
+    prefix: 'rbc',
+    sshdConfigExtra: canUseNamespaces() && process.env.RUNBOOK_TEST_SSH_MODE !== 'local' ? `Port ${ALT_PORT}` : '',
+  });
   console.log(`# ssh fleet mode: ${fleet.mode}`);
   dir = tmp('rb-ssh-config-');
   env = cleanEnv(join(dir, 'home'));
-  knownHosts = write(join(dir, 'known_hosts'), fleet.hosts.map((h) => `${h.address} ${h.hostKeyPublic}\n[${h.address}]:${h.port === 22 ? ALT_PORT : h.port} ${h.hostKeyPublic}\n`).join(''));
+  knownHosts = write(
+    join(dir, 'known_hosts'),
+    fleet.hosts
+      .map((h) => `${h.address} ${h.hostKeyPublic}\n[${h.address}]:${h.port === 22 ? ALT_PORT : h.port} ${h.hostKeyPublic}\n`)
+      .join(''),
+  );
 });
 after(async () => {
   await fleet?.stop();
@@ -36,7 +45,21 @@ const H = (n: string): SshHost => fleet.host(n);
 
 function apply(inv: Record<string, Record<string, unknown>>, extra: string[], name: string): Promise<CliRun> {
   const invFile = write(join(dir, `${name}.yml`), dump({ all: { hosts: inv } }));
-  return runbook(['apply', fixture('ssh-echo.yml'), '-i', invFile, '--json', '--state-dir', join(dir, `state-${name}`), '--known-hosts', knownHosts, ...extra], { env });
+  return runbook(
+    [
+      'apply',
+      fixture('ssh-echo.yml'),
+      '-i',
+      invFile,
+      '--json',
+      '--state-dir',
+      join(dir, `state-${name}`),
+      '--known-hosts',
+      knownHosts,
+      ...extra,
+    ],
+    { env },
+  );
 }
 
 /** The `who` step's output per host: "INVENTORY_NAME user@hostname". */
@@ -47,13 +70,17 @@ function whoOut(r: CliRun): Record<string, string> {
 test('Host patterns: aliases resolve through HostName/User/Port/IdentityFile; wildcards, negation, first match wins', async () => {
   const netns = fleet.mode === 'netns';
   const user = fleet.users.login;
-  const web1 = H('web1'), web2 = H('web2'), db1 = H('db1');
+  const web1 = H('web1'),
+    web2 = H('web2'),
+    db1 = H('db1');
   const web1Port = netns ? ALT_PORT : web1.port;
   // Expected: alias-web1 -> web1:ALT_PORT as root (User from "alias-*" comes before "*"; HostName/Port of the
   // first block win over the later 192.0.2.1/22); alias-web2 -> web2 as rbuser (negated out of "alias-*");
   // alias-db1 -> db1 through "alias-db?"; plain-db (ansible_host = db1's address) -> only "*".
   const other = netns ? 'rbuser' : user;
-  const config = write(join(dir, 'config-patterns'), `# test config
+  const config = write(
+    join(dir, 'config-patterns'),
+    `# test config
 Host alias-web1
   HostName ${web1.address}
   Port ${web1Port}
@@ -75,14 +102,21 @@ Host *
   IdentityFile "${fleet.clientKeyFile}"
   IdentitiesOnly yes
   Port ${db1.port}
-`);
+`,
+  );
   const lock = (n: string) => ({ runbook_lock_path: `/tmp/rb-lock-${n}` });
   const before = Object.fromEntries(fleet.hosts.map((h) => [h.name, fleet.connectionCount(h)]));
   // inventory: nothing but the alias (no address, user, port or key); plain-db has only ansible_host
-  const r = await apply({
-    'alias-web1': lock('alias-web1'), 'alias-web2': lock('alias-web2'), 'alias-db1': lock('alias-db1'),
-    'plain-db': { ansible_host: db1.address, ...lock('plain-db') },
-  }, ['--ssh-config', config], 'patterns');
+  const r = await apply(
+    {
+      'alias-web1': lock('alias-web1'),
+      'alias-web2': lock('alias-web2'),
+      'alias-db1': lock('alias-db1'),
+      'plain-db': { ansible_host: db1.address, ...lock('plain-db') },
+    },
+    ['--ssh-config', config],
+    'patterns',
+  );
   assert.equal(r.code, 0, why(r));
   const name = (h: SshHost): string => (netns ? h.name : execFileSync('hostname', { encoding: 'utf8' }).trim());
   assert.deepEqual(whoOut(r), {
@@ -94,7 +128,12 @@ Host *
   await new Promise((res) => setTimeout(res, 100));
   const delta = (h: SshHost): number => fleet.connectionCount(h) - before[h.name];
   assert.deepEqual([delta(web1), delta(web2), delta(db1), delta(H('jump'))], [1, 1, 2, 0]);
-  if (netns) assert.match(fleet.logText(web1), new RegExp(`Connection from \\S+ port \\d+ on ${web1.address.replace(/\./g, '\\.')} port ${ALT_PORT}`), 'web1 reached on the Port from the config');
+  if (netns)
+    assert.match(
+      fleet.logText(web1),
+      new RegExp(`Connection from \\S+ port \\d+ on ${web1.address.replace(/\./g, '\\.')} port ${ALT_PORT}`),
+      'web1 reached on the Port from the config',
+    );
   // the same aliases without the config file: nothing resolves
   const none = await apply({ 'alias-web1': lock('alias-web1') }, ['--ssh-config', 'none', '--connect-timeout', '3s'], 'patterns-none');
   assert.equal(none.code, 2, why(none));
@@ -102,19 +141,28 @@ Host *
 });
 
 test('ProxyJump: from the config (jump host resolved through the config too) and from ansible_ssh_common_args', async (t) => {
-  if (fleet.mode !== 'netns') { t.diagnostic('needs netns mode (a target only the jump host can reach)'); return; }
-  const jump = H('jump'), inner = H('inner');
+  if (fleet.mode !== 'netns') {
+    t.diagnostic('needs netns mode (a target only the jump host can reach)');
+    return;
+  }
+  const jump = H('jump'),
+    inner = H('inner');
   // inner drops every packet to the controller: only other hosts (the jump host) can talk to it
   execFileSync('ip', ['-n', inner.netns!, 'route', 'add', 'blackhole', `${fleet.network!.gateway}/32`]);
-  const direct = await apply({ 'inner-direct': { ansible_host: inner.address, ansible_user: 'root', ansible_ssh_private_key_file: fleet.clientKeyFile } },
-    ['--ssh-config', 'none', '--connect-timeout', '2s'], 'direct');
+  const direct = await apply(
+    { 'inner-direct': { ansible_host: inner.address, ansible_user: 'root', ansible_ssh_private_key_file: fleet.clientKeyFile } },
+    ['--ssh-config', 'none', '--connect-timeout', '2s'],
+    'direct',
+  );
   assert.equal(direct.code, 2, why(direct));
   assert.match(hostEnd(direct, 'inner-direct').message, /no SSH handshake within 2000 ms/);
 
   const fromJump = new RegExp(`^Connection from ${jump.address.replace(/\./g, '\\.')} port`, 'gm');
   const jumpBefore = fleet.connectionCount(jump);
   const viaJumpBefore = (fleet.logText(inner).match(fromJump) ?? []).length;
-  const config = write(join(dir, 'config-jump'), `Host inner-via-jump
+  const config = write(
+    join(dir, 'config-jump'),
+    `Host inner-via-jump
   HostName ${inner.address}
   ProxyJump jumpbox
 Host jumpbox
@@ -122,22 +170,37 @@ Host jumpbox
 Host *
   User root
   IdentityFile ${fleet.clientKeyFile}
-`);
-  const r = await apply({
-    'inner-via-jump': { runbook_lock_path: '/tmp/rb-lock-a' },
-    'inner-args': { ansible_host: inner.address, ansible_user: 'root', ansible_ssh_private_key_file: fleet.clientKeyFile, ansible_ssh_common_args: `-o ProxyJump=root@${jump.address} -o StrictHostKeyChecking=yes`, runbook_lock_path: '/tmp/rb-lock-b' },
-  }, ['--ssh-config', config, '--connect-timeout', '5s'], 'jump');
+`,
+  );
+  const r = await apply(
+    {
+      'inner-via-jump': { runbook_lock_path: '/tmp/rb-lock-a' },
+      'inner-args': {
+        ansible_host: inner.address,
+        ansible_user: 'root',
+        ansible_ssh_private_key_file: fleet.clientKeyFile,
+        ansible_ssh_common_args: `-o ProxyJump=root@${jump.address} -o StrictHostKeyChecking=yes`,
+        runbook_lock_path: '/tmp/rb-lock-b',
+      },
+    },
+    ['--ssh-config', config, '--connect-timeout', '5s'],
+    'jump',
+  );
   assert.equal(r.code, 0, why(r));
   assert.deepEqual(whoOut(r), { 'inner-via-jump': 'inner-via-jump root@inner', 'inner-args': 'inner-args root@inner' });
   // an OpenSSH option runbook does not apply is said, not silently dropped
-  assert.deepEqual(r.events.filter((e) => e.type === 'warning').map((e) => [e.host, e.message.replace(/ is not applied.*/, '')]), [['inner-args', 'StrictHostKeyChecking yes (ssh config / ansible_ssh_common_args)']]);
+  assert.deepEqual(
+    r.events.filter((e) => e.type === 'warning').map((e) => [e.host, e.message.replace(/ is not applied.*/, '')]),
+    [['inner-args', 'StrictHostKeyChecking yes (ssh config / ansible_ssh_common_args)']],
+  );
   await new Promise((res) => setTimeout(res, 100));
   assert.equal(fleet.connectionCount(jump) - jumpBefore, 2, 'one jump connection per target host');
   assert.equal((fleet.logText(inner).match(fromJump) ?? []).length - viaJumpBefore, 2, 'both reached inner from the jump host');
 });
 
 test('config parsing: patterns, negation, first value wins, IdentityFile accumulates, args before the file', () => {
-  const blocks = parseSshConfig(`User top
+  const blocks = parseSshConfig(
+    `User top
 Host a* !ab
   HostName one
   IdentityFile k1
@@ -150,8 +213,23 @@ Host *
   ProxyJump none
   IdentityFile "/keys/with space"
   User "quoted"
-`, 'cfg');
-  assert.deepEqual(resolveSshConfig(blocks, 'ax'), { hostName: 'one', user: 'top', port: 2200, identityFiles: ['k1', 'k2', '/keys/with space'], identitiesOnly: undefined, proxyJump: undefined, connectTimeoutSec: undefined, userKnownHostsFiles: undefined, strictHostKeyChecking: undefined, serverAliveIntervalSec: undefined, serverAliveCountMax: undefined, ignored: [] });
+`,
+    'cfg',
+  );
+  assert.deepEqual(resolveSshConfig(blocks, 'ax'), {
+    hostName: 'one',
+    user: 'top',
+    port: 2200,
+    identityFiles: ['k1', 'k2', '/keys/with space'],
+    identitiesOnly: undefined,
+    proxyJump: undefined,
+    connectTimeoutSec: undefined,
+    userKnownHostsFiles: undefined,
+    strictHostKeyChecking: undefined,
+    serverAliveIntervalSec: undefined,
+    serverAliveCountMax: undefined,
+    ignored: [],
+  });
   const ab = resolveSshConfig(blocks, 'ab');
   assert.deepEqual([ab.hostName, ab.port, ab.identityFiles], ['two', 2200, ['k2', '/keys/with space']]);
   const b = resolveSshConfig(blocks, 'bcd');

@@ -35,15 +35,30 @@ after(async () => {
 function inventory(name: string, hosts: SshHost[], vars: Record<string, Record<string, unknown>> = {}, f: SshFleet = fleet): string {
   const hs: Record<string, Record<string, unknown>> = {};
   for (const h of hosts) {
-    hs[h.name] = { ansible_host: h.address, ansible_port: h.port, ansible_user: h.user, ansible_ssh_private_key_file: f.clientKeyFile, ...(vars[h.name] ?? {}) };
+    hs[h.name] = {
+      ansible_host: h.address,
+      ansible_port: h.port,
+      ansible_user: h.user,
+      ansible_ssh_private_key_file: f.clientKeyFile,
+      ...(vars[h.name] ?? {}),
+    };
   }
   return write(join(dir, `${name}.yml`), dump({ all: { hosts: hs } }));
 }
 
 /** apply BOOK -i INV --json, isolated state dir per call unless given. */
-function apply(book: string, inv: string, extra: string[], o: { state?: string; onEvent?: (e: any) => void; timeoutMs?: number; json?: boolean } = {}): Promise<CliRun> {
+function apply(
+  book: string,
+  inv: string,
+  extra: string[],
+  o: { state?: string; onEvent?: (e: any) => void; timeoutMs?: number; json?: boolean } = {},
+): Promise<CliRun> {
   const state = o.state ?? tmp('rb-ssh-state-');
-  return runbook(['apply', fixture(book), '-i', inv, ...(o.json === false ? [] : ['--json']), '--state-dir', state, ...extra], { env, onEvent: o.onEvent, timeoutMs: o.timeoutMs });
+  return runbook(['apply', fixture(book), '-i', inv, ...(o.json === false ? [] : ['--json']), '--state-dir', state, ...extra], {
+    env,
+    onEvent: o.onEvent,
+    timeoutMs: o.timeoutMs,
+  });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -90,7 +105,10 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     const newKh = write(join(dir, 'kh-new'), '');
     const an = await apply('ssh-echo.yml', inv, ['--known-hosts', newKh, '--host-key-checking', 'accept-new']);
     assert.equal(an.code, 0, why(an));
-    assert.ok(an.events.some((e) => e.type === 'warning' && e.host === 'hk' && /added the host key/.test(e.message)), why(an));
+    assert.ok(
+      an.events.some((e) => e.type === 'warning' && e.host === 'hk' && /added the host key/.test(e.message)),
+      why(an),
+    );
     assert.equal(readFileSync(newKh, 'utf8'), `${entryName} ${h.hostKeyPublic}\n`);
     const strict = await apply('ssh-echo.yml', inv, ['--known-hosts', newKh]);
     assert.equal(strict.code, 0, why(strict));
@@ -99,7 +117,9 @@ describe('ssh end-to-end', { concurrency: true }, () => {
 
     // off: runs, warns in the NDJSON and in the journal
     const state = tmp('rb-ssh-state-');
-    const off = await apply('ssh-echo.yml', inv, ['--known-hosts', write(join(dir, 'kh-off'), ''), '--host-key-checking', 'off'], { state });
+    const off = await apply('ssh-echo.yml', inv, ['--known-hosts', write(join(dir, 'kh-off'), ''), '--host-key-checking', 'off'], {
+      state,
+    });
     assert.equal(off.code, 0, why(off));
     const w = off.events.find((e) => e.type === 'warning');
     assert.ok(w, why(off));
@@ -107,8 +127,14 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     assert.match(w.message, /host key checking is off: the identity of hk .*NOT verified/);
     const js = journals(state);
     assert.equal(js.length, 1);
-    const recs = js[0].trim().split('\n').map((l) => JSON.parse(l));
-    assert.ok(recs.some((r) => r.type === 'warning' && r.host === 'hk' && /host key checking is off/.test(r.message)), js[0]);
+    const recs = js[0]
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.ok(
+      recs.some((r) => r.type === 'warning' && r.host === 'hk' && /host key checking is off/.test(r.message)),
+      js[0],
+    );
     // 2 refused + 3 successful runs + the changed-key runs: one TCP connection each, nothing more
     assert.equal(fleet.connectionCount(h) - before, 6);
   });
@@ -120,7 +146,10 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     const cases: Array<[string, Record<string, unknown>]> = [['key', { ansible_ssh_private_key_file: wrongKey }]];
     const badPassword = `not-${TEST_PASSWORD}`;
     if (fleet.users.sudoUser) {
-      cases.push(['password', { ansible_user: TEST_USER, ansible_ssh_private_key_file: join(dir, 'no-such-key'), ansible_password: badPassword }]);
+      cases.push([
+        'password',
+        { ansible_user: TEST_USER, ansible_ssh_private_key_file: join(dir, 'no-such-key'), ansible_password: badPassword },
+      ]);
     }
     for (const [what, vars] of cases) {
       const before = fleet.connectionCount(h);
@@ -159,7 +188,14 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     const two = r.events.find((e) => e.type === 'step-end' && e.step === 'two');
     assert.equal(two.status, 'unknown', why(r));
     assert.match(two.message, /lost/);
-    assert.deepEqual(r.events.filter((e) => e.type === 'rollback-end').map((e) => [e.step, e.status]), [['two', 'ok'], ['one', 'ok']], why(r));
+    assert.deepEqual(
+      r.events.filter((e) => e.type === 'rollback-end').map((e) => [e.step, e.status]),
+      [
+        ['two', 'ok'],
+        ['one', 'ok'],
+      ],
+      why(r),
+    );
     const end = hostEnd(r, 'kr');
     assert.equal(end.status, 'rolled-back');
     assert.equal(end.failed_step, 'two');
@@ -174,11 +210,20 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     const h = fleet.host('kn');
     const d = '/var/lib/rbt';
     let killedAt = 0;
-    const r = await apply('ssh-nap.yml', inventory('kn', [h]), ['--known-hosts', fleet.knownHostsFile, '-e', `dir=${d}`, '--connect-timeout', '2s'], {
-      onEvent: (e) => {
-        if (e.type === 'step-start' && e.step === 'two') void sleep(500).then(async () => { await fleet.kill(h); killedAt = Date.now(); });
+    const r = await apply(
+      'ssh-nap.yml',
+      inventory('kn', [h]),
+      ['--known-hosts', fleet.knownHostsFile, '-e', `dir=${d}`, '--connect-timeout', '2s'],
+      {
+        onEvent: (e) => {
+          if (e.type === 'step-start' && e.step === 'two')
+            void sleep(500).then(async () => {
+              await fleet.kill(h);
+              killedAt = Date.now();
+            });
+        },
       },
-    });
+    );
     assert.ok(killedAt);
     assert.equal(r.code, 3, why(r));
     const two = r.events.find((e) => e.type === 'step-end' && e.step === 'two');
@@ -198,17 +243,29 @@ describe('ssh end-to-end', { concurrency: true }, () => {
   });
 
   test('link cut mid-step: detected by keepalive (no hang), needs-attention, exit 3', async (t) => {
-    if (!netns()) { t.diagnostic('link control needs netns mode (root)'); return; }
+    if (!netns()) {
+      t.diagnostic('link control needs netns mode (root)');
+      return;
+    }
     const h = fleet.host('lc');
     let cutAt = 0;
     let lostAt = 0;
-    const r = await apply('ssh-nap.yml', inventory('lc', [h]), ['--known-hosts', fleet.knownHostsFile, '-e', 'dir=/var/lib/rbt', '--connect-timeout', '2s'], {
-      onEvent: (e) => {
-        if (e.type === 'step-start' && e.step === 'two') void sleep(300).then(async () => { await fleet.linkDown(h); cutAt = Date.now(); });
-        if (e.type === 'step-end' && e.step === 'two') lostAt = Date.now();
+    const r = await apply(
+      'ssh-nap.yml',
+      inventory('lc', [h]),
+      ['--known-hosts', fleet.knownHostsFile, '-e', 'dir=/var/lib/rbt', '--connect-timeout', '2s'],
+      {
+        onEvent: (e) => {
+          if (e.type === 'step-start' && e.step === 'two')
+            void sleep(300).then(async () => {
+              await fleet.linkDown(h);
+              cutAt = Date.now();
+            });
+          if (e.type === 'step-end' && e.step === 'two') lostAt = Date.now();
+        },
+        timeoutMs: 90_000,
       },
-      timeoutMs: 90_000,
-    });
+    );
     try {
       assert.ok(cutAt);
       assert.equal(r.code, 3, why(r));
@@ -229,14 +286,26 @@ describe('ssh end-to-end', { concurrency: true }, () => {
   });
 
   test('link cut during preflight (before any change): detected, host unreachable, nothing changed, exit 2', async (t) => {
-    if (!netns()) { t.diagnostic('link control needs netns mode (root)'); return; }
+    if (!netns()) {
+      t.diagnostic('link control needs netns mode (root)');
+      return;
+    }
     const h = fleet.host('lp');
     let cutAt = 0;
-    const r = await apply('ssh-preflight-nap.yml', inventory('lp', [h]), ['--known-hosts', fleet.knownHostsFile, '-e', 'dir=/var/lib/rbt', '--connect-timeout', '2s'], {
-      onEvent: (e) => {
-        if (e.type === 'step-start' && e.step === 'look') void sleep(300).then(async () => { await fleet.linkDown(h); cutAt = Date.now(); });
+    const r = await apply(
+      'ssh-preflight-nap.yml',
+      inventory('lp', [h]),
+      ['--known-hosts', fleet.knownHostsFile, '-e', 'dir=/var/lib/rbt', '--connect-timeout', '2s'],
+      {
+        onEvent: (e) => {
+          if (e.type === 'step-start' && e.step === 'look')
+            void sleep(300).then(async () => {
+              await fleet.linkDown(h);
+              cutAt = Date.now();
+            });
+        },
       },
-    });
+    );
     try {
       assert.ok(cutAt);
       assert.equal(r.code, 2, why(r));
@@ -279,7 +348,10 @@ describe('ssh end-to-end', { concurrency: true }, () => {
   });
 
   test('become with a sudo password: runs as root; the password is nowhere (NDJSON, plain output, journal, ps on the host)', async (t) => {
-    if (!fleet.users.sudoUser) { t.diagnostic('needs netns mode (users with sudo)'); return; }
+    if (!fleet.users.sudoUser) {
+      t.diagnostic('needs netns mode (users with sudo)');
+      return;
+    }
     const h = fleet.host('bc');
     const inv = inventory('bc', [h], { bc: { ansible_user: TEST_USER, ansible_become: true, ansible_become_password: TEST_PASSWORD } });
     const state = tmp('rb-ssh-state-');
@@ -309,13 +381,21 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     assert.match(ps, /sleep 2/, 'ps was sampled while the step ran');
     assert.match(ps, /sudo -H -S -p/, 'the command ran through sudo');
     // a second run, plain output (not a TTY), verbose
-    const plain = await apply('ssh-become.yml', inv, ['--known-hosts', fleet.knownHostsFile, '-e', 'nap=0', '--verbose'], { state, json: false });
+    const plain = await apply('ssh-become.yml', inv, ['--known-hosts', fleet.knownHostsFile, '-e', 'nap=0', '--verbose'], {
+      state,
+      json: false,
+    });
     assert.equal(plain.code, 0, why(plain));
     assert.match(plain.stdout + plain.stderr, /bc/);
     const js = journals(state);
     assert.equal(js.length, 2);
     const pieces = [TEST_PASSWORD, ...TEST_PASSWORD.split(/\s+/).filter((p) => p.length >= 4)];
-    for (const [where, text] of [['NDJSON', r.stdout + r.stderr], ['plain output', plain.stdout + plain.stderr], ['journal', js.join('\n')], ['ps', ps]] as const) {
+    for (const [where, text] of [
+      ['NDJSON', r.stdout + r.stderr],
+      ['plain output', plain.stdout + plain.stderr],
+      ['journal', js.join('\n')],
+      ['ps', ps],
+    ] as const) {
       for (const p of pieces) assert.ok(!text.includes(p), `${where} contains ${JSON.stringify(p)}`);
     }
   });
@@ -330,14 +410,27 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     for (const h of big.hosts) {
       const n = h.name;
       const ends = r.events.filter((e) => e.type === 'step-end' && e.host === n);
-      assert.deepEqual(ends.map((e) => e.step), ['s0', 's1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9'], n);
+      assert.deepEqual(
+        ends.map((e) => e.step),
+        ['s0', 's1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9'],
+        n,
+      );
       for (const e of ends) {
         const i = Number(e.step.slice(1));
-        if (i === 4) { assert.deepEqual([e.status, e.stage, e.code], ['skipped', 'when', 3], n); continue; }
-        if (i === 6) { assert.deepEqual([e.status, e.stage, e.code], ['ok', 'unless', 0], n); continue; }
+        if (i === 4) {
+          assert.deepEqual([e.status, e.stage, e.code], ['skipped', 'when', 3], n);
+          continue;
+        }
+        if (i === 6) {
+          assert.deepEqual([e.status, e.stage, e.code], ['ok', 'unless', 0], n);
+          continue;
+        }
         assert.equal(e.status, 'changed', `${n} ${e.step}`);
         assert.equal(e.code, 0);
-        if (i === 9) { assert.equal(e.stdout, `last ${n}-0 ${n}-8\n`); continue; }
+        if (i === 9) {
+          assert.equal(e.stdout, `last ${n}-0 ${n}-8\n`);
+          continue;
+        }
         assert.equal(e.stdout, `${n}-${i}\n`, `${n} ${e.step}`);
         assert.equal(e.stderr, `err-${i}\n`, `${n} ${e.step}`);
       }
@@ -349,4 +442,3 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     big = undefined;
   });
 });
-

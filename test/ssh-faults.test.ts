@@ -18,14 +18,33 @@ before(async () => {
   console.log(`# ssh fleet mode: ${fleet.mode}`);
   dir = mkdtempSync(join(tmpdir(), 'rb-faults-'));
 });
-after(async () => { await fleet?.stop(); rmSync(dir, { recursive: true, force: true }); });
+after(async () => {
+  await fleet?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
 
 function tr(h: SshHost, extra: Partial<ConnectionSpec> = {}, o: Partial<SshOptions> = {}): SshTransport {
-  return new SshTransport({ kind: 'ssh', name: h.name, address: h.address, port: h.port, user: h.user, privateKeyFile: fleet.clientKeyFile, ...extra },
-    { hostKeyChecking: 'strict', knownHostsFiles: [fleet.knownHostsFile], connectTimeoutMs: 5000, sshConfigFile: 'none', agent: false, keepaliveIntervalMs: 1000, keepaliveCountMax: 2, ...o });
+  return new SshTransport(
+    { kind: 'ssh', name: h.name, address: h.address, port: h.port, user: h.user, privateKeyFile: fleet.clientKeyFile, ...extra },
+    {
+      hostKeyChecking: 'strict',
+      knownHostsFiles: [fleet.knownHostsFile],
+      connectTimeoutMs: 5000,
+      sshConfigFile: 'none',
+      agent: false,
+      keepaliveIntervalMs: 1000,
+      keepaliveCountMax: 2,
+      ...o,
+    },
+  );
 }
 async function rejection(p: Promise<unknown>): Promise<TransportError> {
-  try { await p; } catch (e) { assert.ok(e instanceof TransportError, `not a TransportError: ${e}`); return e; }
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof TransportError, `not a TransportError: ${e}`);
+    return e;
+  }
   assert.fail('expected a rejection');
 }
 
@@ -92,14 +111,19 @@ test('sshd killed mid-exec -> E_CONN_LOST; reconnect() after restart works', asy
   const e = await running;
   assert.equal(e.code, 'E_CONN_LOST');
   assert.ok(Date.now() - t0 < 5000);
-  setTimeout(() => { void fleet.restart(h); }, 400);
+  setTimeout(() => {
+    void fleet.restart(h);
+  }, 400);
   await t.reconnect();
   assert.equal((await t.exec('echo back')).stdout, 'back\n');
   await t.close();
 });
 
 test('link cut inside the namespace mid-exec -> E_CONN_LOST within keepalive limits, not a hang', async (t) => {
-  if (fleet.mode !== 'netns') { t.diagnostic('needs netns mode (root)'); return; }
+  if (fleet.mode !== 'netns') {
+    t.diagnostic('needs netns mode (root)');
+    return;
+  }
   const h = fleet.hosts[2];
   const tt = tr(h); // keepalive 1 s x 2
   await tt.connect();
@@ -124,15 +148,29 @@ function delayProxy(host: string, port: number, ms: number): Promise<{ port: num
     const socks = new Set<Socket>();
     const srv = createServer((a) => {
       const b = connect(port, host);
-      socks.add(a); socks.add(b);
+      socks.add(a);
+      socks.add(b);
       const pipeDelayed = (from: Socket, to: Socket): void => {
-        from.on('data', (d) => setTimeout(() => { if (!to.destroyed) to.write(d); }, ms));
+        from.on('data', (d) =>
+          setTimeout(() => {
+            if (!to.destroyed) to.write(d);
+          }, ms),
+        );
         from.on('end', () => setTimeout(() => to.end(), ms));
         from.on('error', () => to.destroy());
       };
-      pipeDelayed(a, b); pipeDelayed(b, a);
+      pipeDelayed(a, b);
+      pipeDelayed(b, a);
     });
-    srv.listen(0, '127.0.0.1', () => resolve({ port: (srv.address() as { port: number }).port, close: () => { for (const s of socks) s.destroy(); srv.close(); } }));
+    srv.listen(0, '127.0.0.1', () =>
+      resolve({
+        port: (srv.address() as { port: number }).port,
+        close: () => {
+          for (const s of socks) s.destroy();
+          srv.close();
+        },
+      }),
+    );
   });
 }
 
@@ -140,16 +178,28 @@ test('slow host (200 ms delay each way) still completes; output exact', async (t
   const h = fleet.hosts[2];
   let tt: SshTransport;
   let cleanup: () => Promise<void>;
-  const netem = fleet.mode === 'netns' && await fleet.setDelay(h, 200).then(() => true, (e) => { t.diagnostic(`netem unavailable (${String(e).slice(0, 80)}): using a delaying TCP proxy`); return false; });
+  const netem =
+    fleet.mode === 'netns' &&
+    (await fleet.setDelay(h, 200).then(
+      () => true,
+      (e) => {
+        t.diagnostic(`netem unavailable (${String(e).slice(0, 80)}): using a delaying TCP proxy`);
+        return false;
+      },
+    ));
   if (netem) {
     tt = tr(h);
-    cleanup = async () => { await fleet.setDelay(h, null); };
+    cleanup = async () => {
+      await fleet.setDelay(h, null);
+    };
   } else {
     const px = await delayProxy(h.address, h.port, 200);
     const kh = join(dir, 'kh-proxy');
     writeFileSync(kh, `[127.0.0.1]:${px.port} ${h.hostKeyPublic}\n`);
     tt = tr(h, { address: '127.0.0.1', port: px.port }, { knownHostsFiles: [kh] });
-    cleanup = async () => { px.close(); };
+    cleanup = async () => {
+      px.close();
+    };
   }
   try {
     const t0 = Date.now();
@@ -168,16 +218,29 @@ test('slow host (200 ms delay each way) still completes; output exact', async (t
 test('20 hosts x 10 execs: every result correct, exactly one TCP connection per host', async () => {
   const big = await startSshHosts(20, { prefix: 'rbf' });
   try {
-    const ts = big.hosts.map((h) => new SshTransport({ kind: 'ssh', name: h.name, address: h.address, port: h.port, user: h.user, privateKeyFile: big.clientKeyFile },
-      { hostKeyChecking: 'strict', knownHostsFiles: [big.knownHostsFile], connectTimeoutMs: 10000, sshConfigFile: 'none', agent: false }));
+    const ts = big.hosts.map(
+      (h) =>
+        new SshTransport(
+          { kind: 'ssh', name: h.name, address: h.address, port: h.port, user: h.user, privateKeyFile: big.clientKeyFile },
+          {
+            hostKeyChecking: 'strict',
+            knownHostsFiles: [big.knownHostsFile],
+            connectTimeoutMs: 10000,
+            sshConfigFile: 'none',
+            agent: false,
+          },
+        ),
+    );
     const before = big.hosts.map((h) => big.connectionCount(h));
-    await Promise.all(ts.map(async (t, i) => {
-      for (let s = 0; s < 10; s++) {
-        const r = await t.exec(`echo "${big.hosts[i].name}-${s}"; exit ${s % 3}`);
-        assert.equal(r.stdout, `${big.hosts[i].name}-${s}\n`);
-        assert.equal(r.code, s % 3);
-      }
-    }));
+    await Promise.all(
+      ts.map(async (t, i) => {
+        for (let s = 0; s < 10; s++) {
+          const r = await t.exec(`echo "${big.hosts[i].name}-${s}"; exit ${s % 3}`);
+          assert.equal(r.stdout, `${big.hosts[i].name}-${s}\n`);
+          assert.equal(r.code, s % 3);
+        }
+      }),
+    );
     await Promise.all(ts.map((t) => t.close()));
     await new Promise((r) => setTimeout(r, 100));
     big.hosts.forEach((h, i) => assert.equal(big.connectionCount(h) - before[i], 1, `${h.name} connections`));

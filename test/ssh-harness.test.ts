@@ -23,7 +23,10 @@ test('ssh fleet: hosts start, are reachable with the fleet key and known_hosts, 
     assert.equal(readFileSync(fleet.knownHostsFile, 'utf8').trim().split('\n').length, 3);
     assert.match(fleet.inventoryYaml(), /ansible_ssh_private_key_file: /);
     if (fleet.mode === 'netns') {
-      assert.deepEqual(fleet.hosts.map((h) => h.address), fleet.hosts.map((_, i) => `${fleet.network!.subnet.split('.').slice(0, 3).join('.')}.${i + 2}`));
+      assert.deepEqual(
+        fleet.hosts.map((h) => h.address),
+        fleet.hosts.map((_, i) => `${fleet.network!.subnet.split('.').slice(0, 3).join('.')}.${i + 2}`),
+      );
       // own hostname, own pid namespace, own /var/lib
       const [h1, h2] = fleet.hosts;
       assert.equal((await fleet.exec(h1, 'hostname')).stdout.trim(), 'h1');
@@ -56,7 +59,12 @@ test('ssh fleet: hosts start, are reachable with the fleet key and known_hosts, 
   } finally {
     await fleet.stop();
   }
-  for (const h of fleet.hosts) assert.equal(existsSync(`/proc/${h.pid}`) && !readFileSync(`/proc/${h.pid}/stat`, 'utf8').includes(') Z'), false, `sshd ${h.pid} still running`);
+  for (const h of fleet.hosts)
+    assert.equal(
+      existsSync(`/proc/${h.pid}`) && !readFileSync(`/proc/${h.pid}/stat`, 'utf8').includes(') Z'),
+      false,
+      `sshd ${h.pid} still running`,
+    );
   assert.equal(existsSync(fleet.dir), false);
   if (fleet.mode === 'netns') {
     const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
@@ -65,7 +73,9 @@ test('ssh fleet: hosts start, are reachable with the fleet key and known_hosts, 
   }
 });
 
-test('netns: two networks get distinct subnets and bridges; destroy kills processes in them', { skip: !canUseNamespaces() && 'needs root (namespaces)' }, async () => {
+test('netns: two networks get distinct subnets and bridges; destroy kills processes in them', {
+  skip: !canUseNamespaces() && 'needs root (namespaces)',
+}, async () => {
   const [a, b] = await Promise.all([createNetwork('rbt'), createNetwork('rbt')]);
   try {
     assert.notEqual(a.id, b.id);

@@ -27,7 +27,10 @@ before(async () => {
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'other')]);
   otherKey = readFileSync(join(dir, 'other.pub'), 'utf8').trim().split(' ').slice(0, 2).join(' ');
 });
-after(async () => { await fleet?.stop(); rmSync(dir, { recursive: true, force: true }); });
+after(async () => {
+  await fleet?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
 
 function khFile(name: string, text: string): string {
   const p = join(dir, name);
@@ -35,11 +38,19 @@ function khFile(name: string, text: string): string {
   return p;
 }
 function transport(file: string, policy: HostKeyPolicy = 'strict', port = h.port): SshTransport {
-  return new SshTransport({ kind: 'ssh', name: h.name, address: h.address, port, user: h.user, privateKeyFile: fleet.clientKeyFile },
-    { hostKeyChecking: policy, knownHostsFiles: [file], connectTimeoutMs: 5000, sshConfigFile: 'none', agent: false });
+  return new SshTransport(
+    { kind: 'ssh', name: h.name, address: h.address, port, user: h.user, privateKeyFile: fleet.clientKeyFile },
+    { hostKeyChecking: policy, knownHostsFiles: [file], connectTimeoutMs: 5000, sshConfigFile: 'none', agent: false },
+  );
 }
 async function connectErr(t: SshTransport): Promise<{ code: string; message: string }> {
-  try { await t.connect(); } catch (e) { return e as { code: string; message: string }; } finally { await t.close(); }
+  try {
+    await t.connect();
+  } catch (e) {
+    return e as { code: string; message: string };
+  } finally {
+    await t.close();
+  }
   assert.fail('connected, but should have been refused');
 }
 const entry = (port = h.port): string => (port === 22 ? h.address : `[${h.address}]:${port}`);

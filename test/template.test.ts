@@ -5,7 +5,14 @@ import { mkdtempSync, readdirSync, realpathSync, rmSync, existsSync } from 'node
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import {
-  analyzeTemplate, parseTemplate, rawRefs, renderCommand, renderText, templateRefs, TemplateError, varLookup,
+  analyzeTemplate,
+  parseTemplate,
+  rawRefs,
+  renderCommand,
+  renderText,
+  templateRefs,
+  TemplateError,
+  varLookup,
 } from '../src/plan/template.js';
 import { RunbookError } from '../src/core/errors.js';
 
@@ -14,7 +21,10 @@ const SHELLS = [...new Map(['/bin/sh', '/bin/bash', '/bin/dash'].filter((s) => e
 
 function sh(shell: string, cmd: string, cwd: string, env: Record<string, string> = {}) {
   const r = spawnSync(shell, ['-c', cmd], {
-    cwd, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, encoding: 'utf8', timeout: 10_000,
+    cwd,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+    encoding: 'utf8',
+    timeout: 10_000,
     // stdin not a socket: otherwise bash believes it runs under rshd and reads ~/.bashrc.
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -35,7 +45,7 @@ const EVIL = [
   `'; touch $T/pwned; '`,
   `"; touch $T/pwned; "`,
   '$(touch $T/pwned)\'$(touch $T/pwned)\'"`touch $T/pwned`"',
-  '\\\'; touch $T/pwned #',
+  "\\'; touch $T/pwned #",
   ')"; touch $T/pwned; echo "(',
   ' leading and trailing  ',
   '*',
@@ -52,18 +62,18 @@ const TEMPLATES: Array<[string, (v: string) => string | null]> = [
   ['printf %s "{{ v }}"', (v) => v],
   ["printf %s '{{ v }}'", (v) => v],
   ['printf %s "a$( printf %s {{ v }} )b"', (v) => `a${v.replace(/\n+$/, '')}b`],
-  ["X={{ v }} sh -c 'printf %s \"$X\"'", (v) => v],
+  ['X={{ v }} sh -c \'printf %s "$X"\'', (v) => v],
   ['printf %s pre{{ v }}post', (v) => `pre${v}post`],
   ['printf %s "[{{ v }}]" \'[{{ v }}]\' [{{ v }}]', (v) => `[${v}][${v}][${v}]`],
   ['X=`printf %s {{ v }}`; printf %s "$X"', (v) => v.replace(/\n+$/, '')],
   ['printf %s "`printf %s {{ v }}`"', (v) => v.replace(/\n+$/, '')],
-  ["printf %s \"$(printf %s '{{ v }}')\"", (v) => v.replace(/\n+$/, '')],
-  ["printf %s $(printf %s \"{{ v }}\" | od -An -c | tr -d ' \\n') >/dev/null; printf %s {{ v }}", (v) => v],
+  ['printf %s "$(printf %s \'{{ v }}\')"', (v) => v.replace(/\n+$/, '')],
+  ['printf %s $(printf %s "{{ v }}" | od -An -c | tr -d \' \\n\') >/dev/null; printf %s {{ v }}', (v) => v],
   ['printf %s "$(echo "$(printf %s {{ v }})")"', (v) => v.replace(/\n+$/, '')],
   ["# it's a comment with a quote\nprintf %s {{ v }}", (v) => v],
   ['( printf %s {{ v }} )', (v) => v],
   ['printf %s {{ v }} # trailing {{ v }}', (v) => v],
-  ['printf %s {{ v }} # {{ v }}{{ v }} \'{{ v }}', (v) => v],
+  ["printf %s {{ v }} # {{ v }}{{ v }} '{{ v }}", (v) => v],
   ['f() { printf %s "$1"; }; f {{ v }}', (v) => v],
 ];
 
@@ -76,9 +86,15 @@ test('parse: refs, dotted paths, filters, literals', () => {
     { name: 'g', path: 'g.0', raw: false },
   ]);
   assert.deepEqual(rawRefs('a {{ x | raw }} {{ y }} {{ z|raw }}'), ['x', 'z']);
-  assert.equal(renderText("docker inspect -f '{{ '{{' }}.State{{ '}}' }}'", () => undefined), "docker inspect -f '{{.State}}'");
-  assert.equal(renderText("{% raw %}{{ not a var }}{% endraw %} {{ a }}", varLookup({ a: 1 })), '{{ not a var }} 1');
-  assert.equal(renderText('no braces } { }}', () => undefined), 'no braces } { }}');
+  assert.equal(
+    renderText("docker inspect -f '{{ '{{' }}.State{{ '}}' }}'", () => undefined),
+    "docker inspect -f '{{.State}}'",
+  );
+  assert.equal(renderText('{% raw %}{{ not a var }}{% endraw %} {{ a }}', varLookup({ a: 1 })), '{{ not a var }} 1');
+  assert.equal(
+    renderText('no braces } { }}', () => undefined),
+    'no braces } { }}',
+  );
   assert.deepEqual(templateRefs('nothing'), []);
 });
 
@@ -95,17 +111,29 @@ test('parse errors carry the offset', () => {
     ['{% raw %} unterminated', /endraw/, 0],
   ];
   for (const [tpl, re, off] of cases) {
-    assert.throws(() => parseTemplate(tpl), (e: unknown) => e instanceof TemplateError && e.code === 'E_TEMPLATE' && re.test(e.message) && e.offset === off, tpl);
+    assert.throws(
+      () => parseTemplate(tpl),
+      (e: unknown) => e instanceof TemplateError && e.code === 'E_TEMPLATE' && re.test(e.message) && e.offset === off,
+      tpl,
+    );
   }
 });
 
 test('contexts are detected', () => {
-  const ctx = (t: string) => analyzeTemplate(t).map((c) => c.unsupported ? `!${c.context}` : `${c.context}${c.backticks ? `/bt${c.backticks}` : ''}`);
-  assert.deepEqual(ctx(`a {{ v }} "{{ v }}" '{{ v }}' $( {{ v }} ) "$( '{{ v }}' )" \`{{ v }}\` $(( {{ v }} + 1 ))`),
-    ['bare', 'double', 'single', 'bare', 'single', 'bare/bt1', 'arith']);
+  const ctx = (t: string) =>
+    analyzeTemplate(t).map((c) => (c.unsupported ? `!${c.context}` : `${c.context}${c.backticks ? `/bt${c.backticks}` : ''}`));
+  assert.deepEqual(ctx(`a {{ v }} "{{ v }}" '{{ v }}' $( {{ v }} ) "$( '{{ v }}' )" \`{{ v }}\` $(( {{ v }} + 1 ))`), [
+    'bare',
+    'double',
+    'single',
+    'bare',
+    'single',
+    'bare/bt1',
+    'arith',
+  ]);
   assert.deepEqual(ctx("# don't\n{{ v }}"), ['bare']);
   assert.deepEqual(ctx("echo a#b '{{ v }}'"), ['single']);
-  assert.deepEqual(ctx('echo \\\'{{ v }}'), ['bare'], 'escaped quote does not open a quote');
+  assert.deepEqual(ctx("echo \\'{{ v }}"), ['bare'], 'escaped quote does not open a quote');
   assert.deepEqual(ctx('cat <<EOF\n{{ v }}\nEOF\n{{ v }}'), ['heredoc', 'bare']);
   assert.deepEqual(ctx("cat <<'EOF'\nx {{ v }}\nEOF"), ['heredoc-literal']);
   assert.deepEqual(ctx('cat <<EOF\n{{ v }}\nEOF'), ['heredoc']);
@@ -117,13 +145,16 @@ test('contexts are detected', () => {
   assert.deepEqual(ctx('echo ${{ v }}'), ['!bare']);
   assert.equal(analyzeTemplate('cat <<EOF\nE{{ v }}\nEOF')[0].heredocLineRisk, true, 'a value could complete the delimiter line');
   assert.equal(analyzeTemplate('cat <<EOF\nx={{ v }}\nEOF')[0].heredocLineRisk, undefined);
-  assert.throws(() => renderCommand('cat <<EOF\nE{{ v }}\nEOF\necho {{ v }}', varLookup({ v: 'OF' })), (e: unknown) => e instanceof RunbookError && e.code === 'E_VAR_UNSAFE');
+  assert.throws(
+    () => renderCommand('cat <<EOF\nE{{ v }}\nEOF\necho {{ v }}', varLookup({ v: 'OF' })),
+    (e: unknown) => e instanceof RunbookError && e.code === 'E_VAR_UNSAFE',
+  );
   assert.equal(renderCommand('cat <<EOF\n{{ v }}\nEOF', varLookup({ v: 'fine' })), 'cat <<EOF\nfine\nEOF');
   assert.deepEqual(ctx('cat <<{{ v }}\nx\n'), ['!bare']);
 });
 
 test('values: numbers, booleans, objects, null, default, undefined', () => {
-  const vars = { n: 42, b: true, o: { k: 'v w' }, a: [1, 'two'], z: null, s: 'it\'s' };
+  const vars = { n: 42, b: true, o: { k: 'v w' }, a: [1, 'two'], z: null, s: "it's" };
   const r = (t: string) => renderCommand(t, varLookup(vars));
   assert.equal(r('echo {{ n }} {{ b }}'), 'echo 42 true');
   assert.equal(r('echo {{ o }}'), `echo '{"k":"v w"}'`);
@@ -132,13 +163,33 @@ test('values: numbers, booleans, objects, null, default, undefined', () => {
   assert.equal(r('echo x{{ z }}y'), `echo x''y`);
   assert.equal(r("echo {{ missing | default('d e') }}"), "echo 'd e'");
   assert.equal(r('echo {{ s }}'), `echo 'it'\\''s'`);
-  assert.throws(() => r('echo {{ missing }}'), (e: unknown) => e instanceof RunbookError && e.code === 'E_VAR_UNDEFINED' && e.message.includes('"missing"'));
-  assert.throws(() => r('echo {{ o.nope }}'), (e: unknown) => e instanceof RunbookError && e.code === 'E_VAR_UNDEFINED');
-  assert.throws(() => r('echo ${X:-{{ n }}}'), (e: unknown) => e instanceof RunbookError && e.code === 'E_TEMPLATE_CONTEXT');
+  assert.throws(
+    () => r('echo {{ missing }}'),
+    (e: unknown) => e instanceof RunbookError && e.code === 'E_VAR_UNDEFINED' && e.message.includes('"missing"'),
+  );
+  assert.throws(
+    () => r('echo {{ o.nope }}'),
+    (e: unknown) => e instanceof RunbookError && e.code === 'E_VAR_UNDEFINED',
+  );
+  assert.throws(
+    () => r('echo ${X:-{{ n }}}'),
+    (e: unknown) => e instanceof RunbookError && e.code === 'E_TEMPLATE_CONTEXT',
+  );
   assert.equal(r('echo $(( {{ n }} + 1 ))'), 'echo $(( 42 + 1 ))');
-  assert.throws(() => renderCommand('echo $(( {{ v }} ))', varLookup({ v: '1); touch x; ((1' })), (e: unknown) => e instanceof RunbookError && e.code === 'E_VAR_UNSAFE');
-  assert.throws(() => renderCommand('cat <<EOF\nx {{ v }}\nEOF', varLookup({ v: 'a\nEOF\ntouch x' })), (e: unknown) => e instanceof RunbookError && e.code === 'E_VAR_UNSAFE');
-  assert.equal(renderCommand('no vars {{ "{{" }}', () => { throw new Error('not called'); }), 'no vars {{');
+  assert.throws(
+    () => renderCommand('echo $(( {{ v }} ))', varLookup({ v: '1); touch x; ((1' })),
+    (e: unknown) => e instanceof RunbookError && e.code === 'E_VAR_UNSAFE',
+  );
+  assert.throws(
+    () => renderCommand('cat <<EOF\nx {{ v }}\nEOF', varLookup({ v: 'a\nEOF\ntouch x' })),
+    (e: unknown) => e instanceof RunbookError && e.code === 'E_VAR_UNSAFE',
+  );
+  assert.equal(
+    renderCommand('no vars {{ "{{" }}', () => {
+      throw new Error('not called');
+    }),
+    'no vars {{',
+  );
 });
 
 for (const shell of SHELLS) {
@@ -150,7 +201,11 @@ for (const shell of SHELLS) {
         for (const v of EVIL) {
           const cmd = renderCommand(tpl, varLookup({ v }));
           const r = sh(shell, cmd, T, { T });
-          assert.deepEqual(readdirSync(T), [], `something was created: template ${JSON.stringify(tpl)} value ${JSON.stringify(v)} -> ${JSON.stringify(cmd)}`);
+          assert.deepEqual(
+            readdirSync(T),
+            [],
+            `something was created: template ${JSON.stringify(tpl)} value ${JSON.stringify(v)} -> ${JSON.stringify(cmd)}`,
+          );
           assert.equal(r.code, 0, `exit ${r.code} for ${JSON.stringify(cmd)}: ${r.stderr}`);
           const want = expect(v);
           if (want !== null) {
@@ -160,7 +215,9 @@ for (const shell of SHELLS) {
         }
       }
       assert.ok(checked >= TEMPLATES.length * EVIL.length - 1);
-    } finally { rmSync(T, { recursive: true, force: true }); }
+    } finally {
+      rmSync(T, { recursive: true, force: true });
+    }
   });
 
   test(`here-documents carry values as data (${shell})`, () => {
@@ -174,7 +231,9 @@ for (const shell of SHELLS) {
           assert.equal(r.stdout, `[${v}]\n`, `${JSON.stringify(tpl)} ${JSON.stringify(v)} -> ${JSON.stringify(cmd)}`);
         }
       }
-    } finally { rmSync(T, { recursive: true, force: true }); }
+    } finally {
+      rmSync(T, { recursive: true, force: true });
+    }
   });
 
   test(`| raw inserts verbatim and runs as shell code (${shell})`, () => {
@@ -185,7 +244,9 @@ for (const shell of SHELLS) {
       const r = sh(shell, cmd, T, { T });
       assert.equal(r.stdout, 'start\n3\n');
       assert.deepEqual(readdirSync(T), ['made-by-raw']);
-    } finally { rmSync(T, { recursive: true, force: true }); }
+    } finally {
+      rmSync(T, { recursive: true, force: true });
+    }
   });
 
   test(`secret values go through the environment, never into the command (${shell})`, () => {
@@ -193,8 +254,11 @@ for (const shell of SHELLS) {
     try {
       const secret = `s3cr3t '"$(touch $T/pwned)`;
       const tpls: Array<[string, string]> = [
-        ['printf %s {{ pw }}', secret], ['printf %s "<{{ pw }}>"', `<${secret}>`], ["printf %s '<{{ pw }}>'", `<${secret}>`],
-        ['cat <<EOF\n<{{ pw }}>\nEOF', `<${secret}>\n`], ['X=`printf %s {{ pw }}`; printf %s "$X"', secret],
+        ['printf %s {{ pw }}', secret],
+        ['printf %s "<{{ pw }}>"', `<${secret}>`],
+        ["printf %s '<{{ pw }}>'", `<${secret}>`],
+        ['cat <<EOF\n<{{ pw }}>\nEOF', `<${secret}>\n`],
+        ['X=`printf %s {{ pw }}`; printf %s "$X"', secret],
       ];
       for (const [tpl, want] of tpls) {
         const cmd = renderCommand(tpl, varLookup({ pw: secret }), { secretEnv: (p) => (p === 'pw' ? 'RB_SECRET_PW' : undefined) });
@@ -203,7 +267,12 @@ for (const shell of SHELLS) {
         assert.equal(r.stdout, want, cmd);
         assert.deepEqual(readdirSync(T), []);
       }
-      assert.throws(() => renderCommand('x {{ pw | raw }}', varLookup({ pw: 'a' }), { secretEnv: () => 'RB_SECRET_PW' }), (e: unknown) => e instanceof RunbookError && e.code === 'E_TEMPLATE_SECRET_RAW');
-    } finally { rmSync(T, { recursive: true, force: true }); }
+      assert.throws(
+        () => renderCommand('x {{ pw | raw }}', varLookup({ pw: 'a' }), { secretEnv: () => 'RB_SECRET_PW' }),
+        (e: unknown) => e instanceof RunbookError && e.code === 'E_TEMPLATE_SECRET_RAW',
+      );
+    } finally {
+      rmSync(T, { recursive: true, force: true });
+    }
   });
 }

@@ -30,8 +30,15 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
   describe(`Transport contract: ${name}`, () => {
     let T: Target;
     let t: Transport;
-    before(async () => { T = await setup(); t = T.make(); await t.connect(); });
-    after(async () => { await t?.close(); await teardown(); });
+    before(async () => {
+      T = await setup();
+      t = T.make();
+      await t.connect();
+    });
+    after(async () => {
+      await t?.close();
+      await teardown();
+    });
 
     test('exit codes, stdout and stderr come back exactly', async () => {
       const r = await t.exec("printf 'a\\nb'; printf 'e1\\n' >&2; exit 7");
@@ -80,7 +87,13 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
 
     test('the script is not in argv (ps on the target never shows it)', async () => {
       const secret = `S3CRET-${Date.now()}`;
-      const seen = await Promise.all([t.exec(`: ${secret}; sleep 1`), (async () => { await new Promise((x) => setTimeout(x, 400)); return T.check('ps -eo args'); })()]);
+      const seen = await Promise.all([
+        t.exec(`: ${secret}; sleep 1`),
+        (async () => {
+          await new Promise((x) => setTimeout(x, 400));
+          return T.check('ps -eo args');
+        })(),
+      ]);
       assert.equal(seen[1].includes(secret), false, 'secret visible in ps');
     });
 
@@ -114,7 +127,7 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
       const closed = await t.exec('echo before; exec >&- 2>&-; sleep 0.1; exit 4');
       assert.equal(closed.code, 4);
       assert.equal(closed.stdout, 'before\n');
-      const fake = "<<rb-e-0123:0>>\n<<rb-s-x:1:2>>\n<<rb-ready-y:5>>\n<<rb-";
+      const fake = '<<rb-e-0123:0>>\n<<rb-s-x:1:2>>\n<<rb-ready-y:5>>\n<<rb-';
       const r = await t.exec(`printf '%s' '${fake}'; printf '%s' '${fake}' >&2`);
       assert.equal(r.code, 0);
       assert.equal(r.stdout, fake);
@@ -132,7 +145,7 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
         await new Promise((x) => setTimeout(x, 200));
         const left = await T.check(`ps -eo stat,args | grep 'sleep ${mark}' | grep -v grep | grep -v '^Z' || true`);
         assert.doesNotMatch(left, new RegExp(`sleep ${mark}\\.[89]`), `left on the target:\n${left}`);
-        assert.match(left, new RegExp(`sleep ${mark}\\.7`), 'the earlier command\'s background process was killed too');
+        assert.match(left, new RegExp(`sleep ${mark}\\.7`), "the earlier command's background process was killed too");
         const next = await t.exec('echo next');
         assert.equal(next.code, 0);
         assert.equal(next.stdout, 'next\n');
@@ -163,7 +176,9 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
         assert.equal(r.stdout, '0\nkept\n', r.stderr);
         const nob = await tb.exec('id -un', { become: true, becomeUser: 'nobody' });
         assert.equal(nob.stdout, 'nobody\n', nob.stderr);
-      } finally { if (tb !== t) await tb.close(); }
+      } finally {
+        if (tb !== t) await tb.close();
+      }
     });
 
     test('become with a password: sent only when sudo prompts, never in output', async () => {
@@ -182,15 +197,21 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
             assert.notEqual(w.code, 0);
             assert.match(w.stderr, /become password/);
             assert.equal(w.stdout, '');
-          } finally { await wrong.close(); }
+          } finally {
+            await wrong.close();
+          }
           const none = T.make({ ...(T.sudoUser ?? {}) });
           try {
             const n = await none.exec('id -u', { become: true });
             assert.notEqual(n.code, 0);
             assert.match(n.stderr, /password is required/);
-          } finally { await none.close(); }
+          } finally {
+            await none.close();
+          }
         }
-      } finally { await tb.close(); }
+      } finally {
+        await tb.close();
+      }
     });
 
     test('put/get round-trip with mode, binary content; get of a missing file fails clearly', async () => {
@@ -201,58 +222,106 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
       assert.equal((await T.check(`stat -c %a ${p}`)).trim(), '640');
       await t.put('replaced\n', p);
       assert.equal((await t.get(p)).toString(), 'replaced\n');
-      await assert.rejects(t.get(`${T.dir}/nope-${Date.now()}`), (e: Error & { code?: string }) => e.code === 'E_FILE' && /nope-/.test(e.message));
+      await assert.rejects(
+        t.get(`${T.dir}/nope-${Date.now()}`),
+        (e: Error & { code?: string }) => e.code === 'E_FILE' && /nope-/.test(e.message),
+      );
     });
 
     test('concurrent execs on one transport', async () => {
       const rs = await Promise.all(Array.from({ length: 20 }, (_, i) => t.exec(`sleep 0.0${i % 10}; echo ${i}; exit ${i % 4}`)));
-      rs.forEach((r, i) => { assert.equal(r.stdout, `${i}\n`); assert.equal(r.code, i % 4); });
+      rs.forEach((r, i) => {
+        assert.equal(r.stdout, `${i}\n`);
+        assert.equal(r.code, i % 4);
+      });
     });
   });
 }
 
 // ---- local
 let localDir = '';
-contract('local', async () => {
-  localDir = mkdtempSync(join(tmpdir(), 'rb-local-'));
-  return {
-    make: (extra = {}) => new LocalTransport({ kind: 'local', name: 'localhost', address: 'localhost', ...extra }),
-    check: async (cmd: string) => {
-      const { execFileSync } = await import('node:child_process');
-      return execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
-    },
-    dir: localDir,
-    // the controller runs as root in CI: sudo never prompts root, so the password must not be needed/sent
-    passwordPrompts: false,
-  };
-}, async () => { rmSync(localDir, { recursive: true, force: true }); });
+contract(
+  'local',
+  async () => {
+    localDir = mkdtempSync(join(tmpdir(), 'rb-local-'));
+    return {
+      make: (extra = {}) => new LocalTransport({ kind: 'local', name: 'localhost', address: 'localhost', ...extra }),
+      check: async (cmd: string) => {
+        const { execFileSync } = await import('node:child_process');
+        return execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
+      },
+      dir: localDir,
+      // the controller runs as root in CI: sudo never prompts root, so the password must not be needed/sent
+      passwordPrompts: false,
+    };
+  },
+  async () => {
+    rmSync(localDir, { recursive: true, force: true });
+  },
+);
 
 // ---- ssh
 let fleet: SshFleet;
-contract('ssh', async () => {
-  fleet = await startSshHosts(1);
-  console.log(`# ssh fleet mode: ${fleet.mode}`);
-  const h = fleet.hosts[0];
-  const base: ConnectionSpec = { kind: 'ssh', name: h.name, address: h.address, port: h.port, user: h.user, privateKeyFile: fleet.clientKeyFile };
-  const netns = fleet.mode === 'netns';
-  return {
-    make: (extra = {}) => new SshTransport({ ...base, ...extra }, { hostKeyChecking: 'strict', knownHostsFiles: [fleet.knownHostsFile], connectTimeoutMs: 5000, sshConfigFile: 'none', agent: false }),
-    check: async (cmd: string) => (await fleet.exec(h, cmd)).stdout,
-    dir: netns ? '/tmp' : mkdtempSync(join(tmpdir(), 'rb-sshput-')),
-    passwordPrompts: netns,
-    sudoUser: netns ? { user: fleet.users.sudoUser } : undefined,
-    nopasswdUser: netns ? { user: fleet.users.nopasswdUser } : undefined,
-    password: fleet.users.password,
-  };
-}, async () => { await fleet?.stop(); });
+contract(
+  'ssh',
+  async () => {
+    fleet = await startSshHosts(1);
+    console.log(`# ssh fleet mode: ${fleet.mode}`);
+    const h = fleet.hosts[0];
+    const base: ConnectionSpec = {
+      kind: 'ssh',
+      name: h.name,
+      address: h.address,
+      port: h.port,
+      user: h.user,
+      privateKeyFile: fleet.clientKeyFile,
+    };
+    const netns = fleet.mode === 'netns';
+    return {
+      make: (extra = {}) =>
+        new SshTransport(
+          { ...base, ...extra },
+          {
+            hostKeyChecking: 'strict',
+            knownHostsFiles: [fleet.knownHostsFile],
+            connectTimeoutMs: 5000,
+            sshConfigFile: 'none',
+            agent: false,
+          },
+        ),
+      check: async (cmd: string) => (await fleet.exec(h, cmd)).stdout,
+      dir: netns ? '/tmp' : mkdtempSync(join(tmpdir(), 'rb-sshput-')),
+      passwordPrompts: netns,
+      sudoUser: netns ? { user: fleet.users.sudoUser } : undefined,
+      nopasswdUser: netns ? { user: fleet.users.nopasswdUser } : undefined,
+      password: fleet.users.password,
+    };
+  },
+  async () => {
+    await fleet?.stop();
+  },
+);
 
-test('ssh: the become password is never in the host\'s ps output while sudo runs', async (t) => {
+test("ssh: the become password is never in the host's ps output while sudo runs", async (t) => {
   const f = await startSshHosts(1);
   try {
-    if (f.mode !== 'netns') { t.diagnostic('local mode: no sudo user with a password; checked in netns mode only'); return; }
+    if (f.mode !== 'netns') {
+      t.diagnostic('local mode: no sudo user with a password; checked in netns mode only');
+      return;
+    }
     const h = f.hosts[0];
-    const tr = new SshTransport({ kind: 'ssh', name: h.name, address: h.address, port: h.port, user: f.users.sudoUser, privateKeyFile: f.clientKeyFile, becomePassword: f.users.password },
-      { hostKeyChecking: 'strict', knownHostsFiles: [f.knownHostsFile], connectTimeoutMs: 5000, sshConfigFile: 'none', agent: false });
+    const tr = new SshTransport(
+      {
+        kind: 'ssh',
+        name: h.name,
+        address: h.address,
+        port: h.port,
+        user: f.users.sudoUser,
+        privateKeyFile: f.clientKeyFile,
+        becomePassword: f.users.password,
+      },
+      { hostKeyChecking: 'strict', knownHostsFiles: [f.knownHostsFile], connectTimeoutMs: 5000, sshConfigFile: 'none', agent: false },
+    );
     const run = tr.exec('sleep 1; id -u', { become: true });
     await new Promise((x) => setTimeout(x, 500));
     const ps = (await f.exec(h, 'ps -eo args')).stdout;

@@ -26,16 +26,24 @@ function project(hosts = 2) {
   mkdirSync(join(dir, 'runbooks'), { recursive: true });
   mkdirSync(out);
   const names = Array.from({ length: hosts }, (_, i) => `uxcli-${process.pid}-${k}-${i + 1}`);
-  writeFileSync(join(dir, 'inv.yml'), `all:\n  vars:\n    ansible_connection: local\n    out: ${out}\n  hosts:\n${names.map((n) => `    ${n}:\n`).join('')}`);
-  writeFileSync(join(dir, 'runbooks/danger.yml'), `name: danger
+  writeFileSync(
+    join(dir, 'inv.yml'),
+    `all:\n  vars:\n    ansible_connection: local\n    out: ${out}\n  hosts:\n${names.map((n) => `    ${n}:\n`).join('')}`,
+  );
+  writeFileSync(
+    join(dir, 'runbooks/danger.yml'),
+    `name: danger
 description: Touches a file per host (pretend destructive)
 destructive: true
 steps:
   - name: Touch
     run: touch {{ out }}/{{ inventory_hostname }}.done
     rollback: rm -f {{ out }}/{{ inventory_hostname }}.done
-`);
-  writeFileSync(join(dir, 'runbooks/failing.yml'), `name: failing
+`,
+  );
+  writeFileSync(
+    join(dir, 'runbooks/failing.yml'),
+    `name: failing
 description: The second host fails and is rolled back
 steps:
   - name: First
@@ -44,7 +52,8 @@ steps:
   - name: Boom
     when: test {{ inventory_hostname }} = ${names[names.length - 1]}
     run: echo "disk on fire" >&2; echo "last words" >&2; exit 7
-`);
+`,
+  );
   return { dir, out, names, state: join(dir, 'state') };
 }
 
@@ -104,7 +113,13 @@ describe('destructive prompt', () => {
   // A real terminal: tmux gives the process a pty for stdin and stderr.
   const SOCK = join(WORK, 'tmux.sock');
   const tmux = (...a: string[]) => execFileSync('tmux', ['-S', SOCK, ...a], { encoding: 'utf8' });
-  after(() => { try { tmux('kill-server'); } catch { /* not started or gone */ } });
+  after(() => {
+    try {
+      tmux('kill-server');
+    } catch {
+      /* not started or gone */
+    }
+  });
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   async function screenUntil(name: string, re: RegExp, ms = 30_000): Promise<string> {
     const end = Date.now() + ms;
@@ -118,10 +133,22 @@ describe('destructive prompt', () => {
   let started = false;
   async function onTerminal(answer: string) {
     const p = project();
-    if (!started) { tmux('new-session', '-d', '-s', 'keeper', 'sleep 600'); started = true; }
+    if (!started) {
+      tmux('new-session', '-d', '-s', 'keeper', 'sleep 600');
+      started = true;
+    }
     const name = `t${k}`;
-    tmux('new-session', '-d', '-s', name, '-x', '100', '-y', '40',
-      `cd ${p.dir} && env -u NO_COLOR ${BIN} apply danger -i inv.yml --state-dir ${p.state}; echo __EXIT__$?; sleep 60`);
+    tmux(
+      'new-session',
+      '-d',
+      '-s',
+      name,
+      '-x',
+      '100',
+      '-y',
+      '40',
+      `cd ${p.dir} && env -u NO_COLOR ${BIN} apply danger -i inv.yml --state-dir ${p.state}; echo __EXIT__$?; sleep 60`,
+    );
     try {
       const asked = await screenUntil(name, /\[y\/N\] *$/m);
       tmux('send-keys', '-t', name, answer, 'Enter');
@@ -175,8 +202,14 @@ describe('unattended output', () => {
     const p = project();
     const r = runbook(p.dir, ['apply', 'failing', '-i', 'inv.yml', '--state-dir', p.state, '--json']);
     assert.equal(r.code, 2, r.stderr);
-    const lines = r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l));
-    for (const e of lines) { assert.equal(typeof e.type, 'string'); assert.equal(typeof e.time, 'string'); }
+    const lines = r.stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    for (const e of lines) {
+      assert.equal(typeof e.type, 'string');
+      assert.equal(typeof e.time, 'string');
+    }
     assert.equal(lines[0].type, 'run-start');
     assert.equal(lines.at(-1).type, 'run-end');
     assert.equal(lines.at(-1).exit_code, 2);
@@ -192,19 +225,38 @@ describe('unattended output', () => {
     const p = project();
     const rep = join(p.dir, 'reports');
     const prom = join(p.dir, 'textfile/runbook.prom');
-    const r = runbook(p.dir, ['apply', 'failing', '-i', 'inv.yml', '--state-dir', p.state,
-      '--report', join(rep, 'r.json'), '--report', join(rep, 'r.md'), '--report', join(rep, 'r.xml'), '--metrics-file', prom]);
+    const r = runbook(p.dir, [
+      'apply',
+      'failing',
+      '-i',
+      'inv.yml',
+      '--state-dir',
+      p.state,
+      '--report',
+      join(rep, 'r.json'),
+      '--report',
+      join(rep, 'r.md'),
+      '--report',
+      join(rep, 'r.xml'),
+      '--metrics-file',
+      prom,
+    ]);
     assert.equal(r.code, 2, r.stderr);
     const j = JSON.parse(readFileSync(join(rep, 'r.json'), 'utf8'));
     assert.equal(j.runbook, 'failing');
     assert.equal(j.exit_code, 2);
-    assert.deepEqual(j.hosts.map((h: { status: string }) => h.status), ['changed', 'rolled-back']);
+    assert.deepEqual(
+      j.hosts.map((h: { status: string }) => h.status),
+      ['changed', 'rolled-back'],
+    );
     assert.equal(j.hosts[1].code, 7);
     assert.match(j.hosts[1].stderr_tail, /disk on fire\nlast words/);
     const md = readFileSync(join(rep, 'r.md'), 'utf8');
     assert.match(md, /^# runbook failing: FAILED \(exit 2\)/);
     assert.match(md, /Last lines of stderr/);
-    const xml = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@', isArray: (n) => n === 'testcase' }).parse(readFileSync(join(rep, 'r.xml'), 'utf8'));
+    const xml = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@', isArray: (n) => n === 'testcase' }).parse(
+      readFileSync(join(rep, 'r.xml'), 'utf8'),
+    );
     const suite = xml.testsuites.testsuite;
     assert.equal(suite.testcase.length, 2);
     assert.equal(suite['@failures'], '1');
@@ -228,7 +280,10 @@ describe('--window', () => {
     const spec = `${hhmm(new Date(now + 2 * 3600_000))}-${hhmm(new Date(now + 3 * 3600_000))}`;
     const r = runbook(p.dir, ['apply', 'danger', '-i', 'inv.yml', '--state-dir', p.state, '--yes', '--window', spec, '--json']);
     assert.equal(r.code, 2, r.stderr);
-    const events = r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l));
+    const events = r.stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const end = events.at(-1);
     assert.deepEqual(Object.values(end.hosts), ['skipped', 'skipped']);
     assert.ok(!events.some((e) => e.type === 'step-start' && e.phase === 'step'), 'no step started');

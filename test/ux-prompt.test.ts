@@ -10,25 +10,54 @@ function io(input?: string) {
   const stdin = new PassThrough();
   const stderr = new PassThrough();
   let err = '';
-  stderr.on('data', (d: Buffer) => { err += d.toString(); });
+  stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   if (input !== undefined) stdin.end(input);
-  return { stdin, stderr, get err() { return err; } };
+  return {
+    stdin,
+    stderr,
+    get err() {
+      return err;
+    },
+  };
 }
 
-const step = (name: string, index: number, rollback?: string): StepSpec =>
-  ({ name, phase: 'step', index, run: 'true', rollback, timeoutMs: 300_000, local: false, become: true });
+const step = (name: string, index: number, rollback?: string): StepSpec => ({
+  name,
+  phase: 'step',
+  index,
+  run: 'true',
+  rollback,
+  timeoutMs: 300_000,
+  local: false,
+  become: true,
+});
 
 function plan(hosts: number): Plan {
   const runbook: Runbook = {
-    name: 'containerd-recover', description: 'Repair containerd', destructive: true, become: true,
-    serial: [1, '25%'], maxFailed: 0, preflightFailure: 'skip-host', vars: {}, secretVars: [],
+    name: 'containerd-recover',
+    description: 'Repair containerd',
+    destructive: true,
+    become: true,
+    serial: [1, '25%'],
+    maxFailed: 0,
+    preflightFailure: 'skip-host',
+    vars: {},
+    secretVars: [],
     preflight: [{ ...step('Diagnose', 0), phase: 'preflight' }],
     steps: [step('Stop containerd', 0, 'systemctl start containerd'), step('Prune', 1)],
-    file: '/x/containerd-recover.yml', hash: 'h', source: '',
+    file: '/x/containerd-recover.yml',
+    hash: 'h',
+    source: '',
   };
   const names = Array.from({ length: hosts }, (_, i) => `node${i + 1}`);
   return {
-    runId: 'r1', runbook, forks: 50, maxFailed: 0, secrets: [],
+    runId: 'r1',
+    runbook,
+    forks: 50,
+    maxFailed: 0,
+    secrets: [],
     hosts: names.map((n) => ({ name: n, connection: { kind: 'ssh', name: n, address: n }, vars: {} })),
     batches: [names.slice(0, 1), names.slice(1)],
   };
@@ -42,11 +71,17 @@ test('--yes confirms without asking', async () => {
 
 test('without a terminal and without --yes: E_CONFIRM, nothing asked', async () => {
   const t = io('y\n');
-  await assert.rejects(confirmDestructive('summary', { yes: false, tty: false, stdin: t.stdin, stderr: t.stderr, runbook: 'containerd-recover' }), (e: { code?: string; message: string }) => {
-    assert.equal(e.code, 'E_CONFIRM');
-    assert.equal(e.message, 'runbook containerd-recover is destructive and there is no terminal to confirm; pass --yes to run it unattended.');
-    return true;
-  });
+  await assert.rejects(
+    confirmDestructive('summary', { yes: false, tty: false, stdin: t.stdin, stderr: t.stderr, runbook: 'containerd-recover' }),
+    (e: { code?: string; message: string }) => {
+      assert.equal(e.code, 'E_CONFIRM');
+      assert.equal(
+        e.message,
+        'runbook containerd-recover is destructive and there is no terminal to confirm; pass --yes to run it unattended.',
+      );
+      return true;
+    },
+  );
   assert.equal(t.err, '');
 });
 
@@ -61,11 +96,14 @@ test('on a terminal: asks once on stderr; "y" and "yes" confirm', async () => {
 test('on a terminal: anything else, an empty line or end of input refuses with E_CONFIRM', async () => {
   for (const answer of ['n\n', '\n', 'yep\n', '']) {
     const t = io(answer);
-    await assert.rejects(confirmDestructive('P', { yes: false, tty: true, stdin: t.stdin, stderr: t.stderr, runbook: 'rb' }), (e: { code?: string; message: string }) => {
-      assert.equal(e.code, 'E_CONFIRM');
-      assert.match(e.message, /Not confirmed: nothing was run/);
-      return true;
-    });
+    await assert.rejects(
+      confirmDestructive('P', { yes: false, tty: true, stdin: t.stdin, stderr: t.stderr, runbook: 'rb' }),
+      (e: { code?: string; message: string }) => {
+        assert.equal(e.code, 'E_CONFIRM');
+        assert.match(e.message, /Not confirmed: nothing was run/);
+        return true;
+      },
+    );
   }
 });
 

@@ -19,7 +19,11 @@ const tmux = (...args: string[]) => execFileSync('tmux', ['-S', SOCKET, ...args]
 // A keeper session holds our private server up between tests (the server exits with its last session).
 tmux('new-session', '-d', '-s', 'keeper', '-x', String(COLS), '-y', String(ROWS), 'sleep 600');
 after(() => {
-  try { tmux('kill-server'); } catch { /* already gone */ }
+  try {
+    tmux('kill-server');
+  } catch {
+    /* already gone */
+  }
   rmSync(WORK, { recursive: true, force: true });
 });
 
@@ -37,7 +41,9 @@ let n = 0;
 async function simulate(hosts: number, forks: number, env: Record<string, string> = {}, escapes = false) {
   const dir = mkdtempSync(join(WORK, 'sim-'));
   const name = `s${n++}`;
-  const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ');
+  const envArgs = Object.entries(env)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
   const cmd = `cd ${ROOT} && env -u NO_COLOR ${envArgs} TERM=xterm-256color node --import tsx test/fixtures/events/simulate.ts ${hosts} ${forks} ${dir}; echo __EXIT__$?; sleep 60`;
   tmux('new-session', '-d', '-s', name, '-x', String(COLS), '-y', String(ROWS), cmd);
   const capture = () => tmux('capture-pane', '-p', '-J', ...(escapes ? ['-e'] : []), '-t', name);
@@ -48,7 +54,10 @@ async function simulate(hosts: number, forks: number, env: Record<string, string
     writeFileSync(join(dir, 'go'), '');
     await waitFile(join(dir, 'done'));
     let final = '';
-    for (let i = 0; i < 50 && !final.includes('__EXIT__'); i++) { await sleep(100); final = capture(); }
+    for (let i = 0; i < 50 && !final.includes('__EXIT__'); i++) {
+      await sleep(100);
+      final = capture();
+    }
     return { live, final };
   } finally {
     tmux('kill-session', '-t', name);
@@ -83,7 +92,11 @@ test('5 hosts: one line per host in flight with its step; finished hosts become 
   assertFits(final);
   const l = nonBlank(live);
   assert.equal(l.length, 6, 'header + 5 hosts');
-  for (let i = 1; i <= 5; i++) assert.ok(l.some((x) => x.includes(HOST(i)) && /(step \d: |connecting)/.test(x)), `host ${i} in flight`);
+  for (let i = 1; i <= 5; i++)
+    assert.ok(
+      l.some((x) => x.includes(HOST(i)) && /(step \d: |connecting)/.test(x)),
+      `host ${i} in flight`,
+    );
   assert.match(final, /^Hosts: 1 ok, 3 changed, 1 rolled-back$/m);
   assert.match(final, /^worker-04\S+ rolled-back at step "Move the data root aside a/m);
   assert.match(final, /^  command: mv \/var\/lib\/containerd/m);
@@ -127,8 +140,19 @@ test('a terminal without a size (script(1), stdin at EOF): the live view runs an
   const state = mkdtempSync(join(WORK, 'nosize-'));
   // script gives bin/runbook a pty with 0 columns and 0 rows; ora used to divide by that width and loop forever.
   const started = Date.now();
-  const out = execFileSync('timeout', ['-s', 'KILL', '40', 'script', '-qec', `stty cols 0 rows 0 2>/dev/null; ${ROOT}bin/runbook apply hello -i ${ROOT}inventory/local.yml --state-dir ${state}`, '/dev/null'],
-    { encoding: 'utf8', input: '', cwd: ROOT, env: { ...process.env, TERM: 'xterm-256color' } });
+  const out = execFileSync(
+    'timeout',
+    [
+      '-s',
+      'KILL',
+      '40',
+      'script',
+      '-qec',
+      `stty cols 0 rows 0 2>/dev/null; ${ROOT}bin/runbook apply hello -i ${ROOT}inventory/local.yml --state-dir ${state}`,
+      '/dev/null',
+    ],
+    { encoding: 'utf8', input: '', cwd: ROOT, env: { ...process.env, TERM: 'xterm-256color' } },
+  );
   assert.ok(Date.now() - started < 30_000, 'ended promptly');
   assert.match(visible(out), /hello: ok \(exit 0\), 3 hosts/);
 });

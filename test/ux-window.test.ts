@@ -34,13 +34,27 @@ test('00:00-24:00 is the whole day; single-digit hours are accepted', () => {
 });
 
 test('bad specs are usage errors that say how to write one', () => {
-  for (const bad of ['', '22:00', '22-06', '25:00-06:00', '22:60-06:00', '22:00-06:00-07:00', 'aa:bb-cc:dd', '24:00-06:00', '10:00-10:00', '22:00-24:30']) {
-    assert.throws(() => parseWindow(bad), (e: { code?: string; message: string }) => {
-      assert.equal(e.code, 'E_USAGE', bad);
-      assert.match(e.message, /--window/);
-      assert.match(e.message, /HH:MM-HH:MM|00:00-24:00/);
-      return true;
-    });
+  for (const bad of [
+    '',
+    '22:00',
+    '22-06',
+    '25:00-06:00',
+    '22:60-06:00',
+    '22:00-06:00-07:00',
+    'aa:bb-cc:dd',
+    '24:00-06:00',
+    '10:00-10:00',
+    '22:00-24:30',
+  ]) {
+    assert.throws(
+      () => parseWindow(bad),
+      (e: { code?: string; message: string }) => {
+        assert.equal(e.code, 'E_USAGE', bad);
+        assert.match(e.message, /--window/);
+        assert.match(e.message, /HH:MM-HH:MM|00:00-24:00/);
+        return true;
+      },
+    );
   }
 });
 

@@ -39,9 +39,14 @@ export function loadPlan(argv: Args, runId: string, cwd = process.cwd()): Loaded
   });
   const plan = createPlan(runbook, hosts, { runId, forks: Number(argv.forks ?? 50), extraVars });
   return {
-    runbook, inventory, plan,
+    runbook,
+    inventory,
+    plan,
     inputs: {
-      inventory: sources, limit: argv.limit, extra_vars: argv['extra-vars'] ?? [], cwd,
+      inventory: sources,
+      limit: argv.limit,
+      extra_vars: argv['extra-vars'] ?? [],
+      cwd,
       options: { forks: plan.forks, user: argv.user, 'private-key': argv['private-key'] },
     },
   };

@@ -12,9 +12,12 @@ type Handler = (argv: Args) => Promise<number>;
 export function exitCodeFor(err: unknown): number {
   if (err instanceof RunbookError) {
     switch (err.code) {
-      case 'E_INTERRUPTED': return 130;
-      case 'E_JOURNAL': return 4;
-      default: return 1;
+      case 'E_INTERRUPTED':
+        return 130;
+      case 'E_JOURNAL':
+        return 4;
+      default:
+        return 1;
     }
   }
   return 1;
@@ -31,7 +34,12 @@ function inventoryOpts(y: Argv) {
   return y
     .option('inventory', { alias: 'i', type: 'string', array: true, describe: 'Inventory file or directory (YAML, INI); repeatable' })
     .option('limit', { alias: 'l', type: 'string', describe: "Host pattern: 'web*,db1', 'kube_node:!node3', '@file'" })
-    .option('extra-vars', { alias: 'e', type: 'string', array: true, describe: 'key=value, JSON/YAML object, or @file; highest precedence' });
+    .option('extra-vars', {
+      alias: 'e',
+      type: 'string',
+      array: true,
+      describe: 'key=value, JSON/YAML object, or @file; highest precedence',
+    });
 }
 
 function connectionOpts(y: Argv) {
@@ -41,7 +49,11 @@ function connectionOpts(y: Argv) {
     .option('private-key', { type: 'string', describe: 'SSH private key file' })
     .option('ssh-config', { type: 'string', describe: 'OpenSSH client config (default ~/.ssh/config)' })
     .option('known-hosts', { type: 'string', describe: 'known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)' })
-    .option('host-key-checking', { choices: ['strict', 'accept-new', 'off'] as const, default: 'strict', describe: 'Unknown host keys: refuse, add, or ignore (warned)' })
+    .option('host-key-checking', {
+      choices: ['strict', 'accept-new', 'off'] as const,
+      default: 'strict',
+      describe: 'Unknown host keys: refuse, add, or ignore (warned)',
+    })
     .option('connect-timeout', { type: 'string', default: '10s', describe: 'SSH connect timeout' });
 }
 
@@ -49,7 +61,10 @@ function outputOpts(y: Argv) {
   return y
     .option('json', { type: 'boolean', default: false, describe: 'NDJSON events on stdout, nothing else on stdout' })
     .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'Stream command output, prefixed by host' })
-    .option('state-dir', { type: 'string', describe: 'Where run journals live (default $XDG_STATE_HOME/runbook or ~/.local/state/runbook; env RUNBOOK_STATE_DIR)' });
+    .option('state-dir', {
+      type: 'string',
+      describe: 'Where run journals live (default $XDG_STATE_HOME/runbook or ~/.local/state/runbook; env RUNBOOK_STATE_DIR)',
+    });
 }
 
 export async function main(args: string[]): Promise<void> {
@@ -70,66 +85,132 @@ export async function main(args: string[]): Promise<void> {
   const { default: yargs } = await import('yargs');
   const cli = yargs(args)
     .scriptName('runbook')
-    .usage('$0 <command> [options]\n\nRemediation runbooks over SSH: a check before each step, a proof after it, rollback when something fails.')
-    .command('validate <runbook>', 'Validate a runbook (and, with -i, every variable for every host)', (y) =>
-      inventoryOpts(y.positional('runbook', { type: 'string', describe: 'Runbook name or path' }))
-        .example('$0 validate runbooks/hello.yml', 'Check the file')
-        .example('$0 validate containerd-recover -i prod.yml', 'Also resolve every variable for every host'),
-      lazy(() => import('./commands/validate.js')))
-    .command('plan <runbook>', 'Show per host the steps and their rendered commands', (y) =>
-      outputOpts(connectionOpts(inventoryOpts(y.positional('runbook', { type: 'string' }))))
-        .option('probe', { type: 'boolean', default: false, describe: 'Also run preflight, when and unless (read-only) to say which steps would run' })
-        .example('$0 plan hello -i inventory/local.yml', 'Rendered commands per host')
-        .example('$0 plan containerd-recover -i prod.yml --probe', 'Which nodes are broken'),
-      lazy(() => import('./commands/plan.js')))
-    .command('apply <runbook>', 'Run a runbook against the inventory', (y) =>
-      outputOpts(connectionOpts(inventoryOpts(y.positional('runbook', { type: 'string' }))))
-        .option('yes', { alias: 'y', type: 'boolean', default: false, describe: 'Do not ask before a destructive runbook' })
-        .option('rollback', { type: 'boolean', default: true, describe: 'Roll back hosts in flight on failure or interrupt (--no-rollback to keep state)' })
-        .option('report', { type: 'string', array: true, describe: 'Write a summary: FILE.json, FILE.md or FILE.xml (JUnit)' })
-        .option('metrics-file', { type: 'string', describe: 'node_exporter textfile (.prom), written atomically' })
-        .option('window', { type: 'string', describe: 'Maintenance window HH:MM-HH:MM (local time); no host starts outside it' })
-        .option('fsync', { type: 'boolean', default: true, describe: 'fsync the journal before every action (--no-fsync: faster, not crash-safe)' })
-        .example('$0 apply hello -i inventory/local.yml', 'Run on local hosts')
-        .example('$0 apply containerd-recover -i prod.yml --yes --report /var/log/runbook.md', 'Unattended'),
-      lazy(() => import('./commands/apply.js')))
-    .command('list', 'List the runbooks found', (y) => y.example('$0 list', 'Shipped and ./runbooks/ runbooks'),
-      lazy(() => import('./commands/list.js')))
-    .command('show <runbook>', 'Show the steps of a runbook as an SRE reads them', (y) =>
-      y.positional('runbook', { type: 'string' }).example('$0 show containerd-recover', 'Steps, predicates, rollbacks'),
-      lazy(() => import('./commands/show.js')))
-    .command('inventory [group]', 'Show an inventory as Ansible would', (y) =>
-      inventoryOpts(y)
-        .option('list', { type: 'boolean', describe: 'JSON like ansible-inventory --list' })
-        .option('graph', { type: 'boolean', describe: 'Group tree' })
-        .option('host', { type: 'string', describe: 'Merged variables of one host' })
-        .option('list-hosts', { type: 'boolean', describe: 'Selected host names, one a line' })
-        .example('$0 inventory -i inventory/ --limit "kube_node:!node3" --list-hosts', 'Which hosts a pattern selects'),
-      lazy(() => import('./commands/inventory.js')))
-    .command('runs', 'Recent runs from the journal', (y) => outputOpts(y).example('$0 runs', 'id, runbook, started, status'),
-      lazy(() => import('./commands/runs.js')))
-    .command('show-run <run_id>', 'Per host, per step: what a run did', (y) =>
-      outputOpts(y.positional('run_id', { type: 'string' })).example('$0 show-run 20261126-1950-ab12', 'From the journal'),
-      lazy(() => import('./commands/show-run.js')))
-    .command('resume <run_id>', 'Continue a run whose controller died', (y) =>
-      outputOpts(connectionOpts(y.positional('run_id', { type: 'string' })))
-        .option('extra-vars', { alias: 'e', type: 'string', array: true, describe: 'Give again the -e values the run had (secrets are not kept in the journal)' })
-        .option('force', { type: 'boolean', default: false, describe: 'Resume even if the runbook file changed' })
-        .option('yes', { alias: 'y', type: 'boolean', default: false })
-        .example('$0 resume 20261126-1950-ab12', 'Finish what the dead run started'),
-      lazy(() => import('./commands/resume.js')))
-    .command('rollback <run_id>', 'Unwind on every host what a run changed', (y) =>
-      outputOpts(connectionOpts(y.positional('run_id', { type: 'string' })))
-        .option('extra-vars', { alias: 'e', type: 'string', array: true, describe: 'Give again the -e values the run had (secrets are not kept in the journal)' })
-        .option('force', { type: 'boolean', default: false, describe: 'Roll back even if the runbook file changed' })
-        .option('yes', { alias: 'y', type: 'boolean', default: false })
-        .example('$0 rollback 20261126-1950-ab12', 'Put every host back'),
-      lazy(() => import('./commands/rollback.js')))
-    .command('unlock <host>', 'Break a stale host lock (journaled)', (y) =>
-      outputOpts(connectionOpts(inventoryOpts(y.positional('host', { type: 'string' }))))
-        .option('run', { type: 'string', demandOption: true, describe: 'Run id that holds the lock' })
-        .example('$0 unlock node3 -i prod.yml --run 20261126-1950-ab12', 'Remove the lock that run left'),
-      lazy(() => import('./commands/unlock.js')))
+    .usage(
+      '$0 <command> [options]\n\nRemediation runbooks over SSH: a check before each step, a proof after it, rollback when something fails.',
+    )
+    .command(
+      'validate <runbook>',
+      'Validate a runbook (and, with -i, every variable for every host)',
+      (y) =>
+        inventoryOpts(y.positional('runbook', { type: 'string', describe: 'Runbook name or path' }))
+          .example('$0 validate runbooks/hello.yml', 'Check the file')
+          .example('$0 validate containerd-recover -i prod.yml', 'Also resolve every variable for every host'),
+      lazy(() => import('./commands/validate.js')),
+    )
+    .command(
+      'plan <runbook>',
+      'Show per host the steps and their rendered commands',
+      (y) =>
+        outputOpts(connectionOpts(inventoryOpts(y.positional('runbook', { type: 'string' }))))
+          .option('probe', {
+            type: 'boolean',
+            default: false,
+            describe: 'Also run preflight, when and unless (read-only) to say which steps would run',
+          })
+          .example('$0 plan hello -i inventory/local.yml', 'Rendered commands per host')
+          .example('$0 plan containerd-recover -i prod.yml --probe', 'Which nodes are broken'),
+      lazy(() => import('./commands/plan.js')),
+    )
+    .command(
+      'apply <runbook>',
+      'Run a runbook against the inventory',
+      (y) =>
+        outputOpts(connectionOpts(inventoryOpts(y.positional('runbook', { type: 'string' }))))
+          .option('yes', { alias: 'y', type: 'boolean', default: false, describe: 'Do not ask before a destructive runbook' })
+          .option('rollback', {
+            type: 'boolean',
+            default: true,
+            describe: 'Roll back hosts in flight on failure or interrupt (--no-rollback to keep state)',
+          })
+          .option('report', { type: 'string', array: true, describe: 'Write a summary: FILE.json, FILE.md or FILE.xml (JUnit)' })
+          .option('metrics-file', { type: 'string', describe: 'node_exporter textfile (.prom), written atomically' })
+          .option('window', { type: 'string', describe: 'Maintenance window HH:MM-HH:MM (local time); no host starts outside it' })
+          .option('fsync', {
+            type: 'boolean',
+            default: true,
+            describe: 'fsync the journal before every action (--no-fsync: faster, not crash-safe)',
+          })
+          .example('$0 apply hello -i inventory/local.yml', 'Run on local hosts')
+          .example('$0 apply containerd-recover -i prod.yml --yes --report /var/log/runbook.md', 'Unattended'),
+      lazy(() => import('./commands/apply.js')),
+    )
+    .command(
+      'list',
+      'List the runbooks found',
+      (y) => y.example('$0 list', 'Shipped and ./runbooks/ runbooks'),
+      lazy(() => import('./commands/list.js')),
+    )
+    .command(
+      'show <runbook>',
+      'Show the steps of a runbook as an SRE reads them',
+      (y) => y.positional('runbook', { type: 'string' }).example('$0 show containerd-recover', 'Steps, predicates, rollbacks'),
+      lazy(() => import('./commands/show.js')),
+    )
+    .command(
+      'inventory [group]',
+      'Show an inventory as Ansible would',
+      (y) =>
+        inventoryOpts(y)
+          .option('list', { type: 'boolean', describe: 'JSON like ansible-inventory --list' })
+          .option('graph', { type: 'boolean', describe: 'Group tree' })
+          .option('host', { type: 'string', describe: 'Merged variables of one host' })
+          .option('list-hosts', { type: 'boolean', describe: 'Selected host names, one a line' })
+          .example('$0 inventory -i inventory/ --limit "kube_node:!node3" --list-hosts', 'Which hosts a pattern selects'),
+      lazy(() => import('./commands/inventory.js')),
+    )
+    .command(
+      'runs',
+      'Recent runs from the journal',
+      (y) => outputOpts(y).example('$0 runs', 'id, runbook, started, status'),
+      lazy(() => import('./commands/runs.js')),
+    )
+    .command(
+      'show-run <run_id>',
+      'Per host, per step: what a run did',
+      (y) => outputOpts(y.positional('run_id', { type: 'string' })).example('$0 show-run 20261126-1950-ab12', 'From the journal'),
+      lazy(() => import('./commands/show-run.js')),
+    )
+    .command(
+      'resume <run_id>',
+      'Continue a run whose controller died',
+      (y) =>
+        outputOpts(connectionOpts(y.positional('run_id', { type: 'string' })))
+          .option('extra-vars', {
+            alias: 'e',
+            type: 'string',
+            array: true,
+            describe: 'Give again the -e values the run had (secrets are not kept in the journal)',
+          })
+          .option('force', { type: 'boolean', default: false, describe: 'Resume even if the runbook file changed' })
+          .option('yes', { alias: 'y', type: 'boolean', default: false })
+          .example('$0 resume 20261126-1950-ab12', 'Finish what the dead run started'),
+      lazy(() => import('./commands/resume.js')),
+    )
+    .command(
+      'rollback <run_id>',
+      'Unwind on every host what a run changed',
+      (y) =>
+        outputOpts(connectionOpts(y.positional('run_id', { type: 'string' })))
+          .option('extra-vars', {
+            alias: 'e',
+            type: 'string',
+            array: true,
+            describe: 'Give again the -e values the run had (secrets are not kept in the journal)',
+          })
+          .option('force', { type: 'boolean', default: false, describe: 'Roll back even if the runbook file changed' })
+          .option('yes', { alias: 'y', type: 'boolean', default: false })
+          .example('$0 rollback 20261126-1950-ab12', 'Put every host back'),
+      lazy(() => import('./commands/rollback.js')),
+    )
+    .command(
+      'unlock <host>',
+      'Break a stale host lock (journaled)',
+      (y) =>
+        outputOpts(connectionOpts(inventoryOpts(y.positional('host', { type: 'string' }))))
+          .option('run', { type: 'string', demandOption: true, describe: 'Run id that holds the lock' })
+          .example('$0 unlock node3 -i prod.yml --run 20261126-1950-ab12', 'Remove the lock that run left'),
+      lazy(() => import('./commands/unlock.js')),
+    )
     .completion('completion', 'Print a shell completion script (bash/zsh)')
     .demandCommand(1, 'Name a command; see runbook --help.')
     .strict()
@@ -149,7 +230,8 @@ export async function main(args: string[]): Promise<void> {
   // ~225 to ~130 ms without it). Turned off through yargs' internal usage object
   // (when a yargs version lacks it, nothing changes but the time).
   const usage = (cli as unknown as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } })
-    .getInternalMethods?.().getUsageInstance?.();
+    .getInternalMethods?.()
+    .getUsageInstance?.();
   if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => {};
   await runHandler(() => cli.parseAsync());
 }
@@ -160,7 +242,7 @@ async function runHandler(run: () => Promise<unknown>): Promise<void> {
     await run();
   } catch (err) {
     const code = exitCodeFor(err);
-    const msg = err instanceof RunbookError ? err.message : (err as Error)?.stack ?? String(err);
+    const msg = err instanceof RunbookError ? err.message : ((err as Error)?.stack ?? String(err));
     process.stderr.write(`runbook: ${msg}\n`);
     process.exitCode = code;
   }

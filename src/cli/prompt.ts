@@ -25,7 +25,10 @@ export async function confirmDestructive(summaryText: string, o: ConfirmOptions)
   const name = o.runbook ?? 'this runbook';
   if (o.yes) return true;
   if (!o.tty) {
-    throw new RunbookError('E_CONFIRM', `runbook ${name} is destructive and there is no terminal to confirm; pass --yes to run it unattended.`);
+    throw new RunbookError(
+      'E_CONFIRM',
+      `runbook ${name} is destructive and there is no terminal to confirm; pass --yes to run it unattended.`,
+    );
   }
   o.stderr.write(summaryText.replace(/\n?$/, '\n'));
   o.stderr.write(`Run the destructive runbook ${name}? [y/N] `);
@@ -57,7 +60,13 @@ function list(names: string[], max: number): string {
 /** What the operator confirms: runbook, hosts, batches, failure budget, steps (with rollbacks). */
 /** confirmDestructive on this process's terminal (stdin + stderr), with --yes from the command line. */
 export function confirmOnTerminal(summaryText: string, yes: unknown, runbook: string): Promise<boolean> {
-  return confirmDestructive(summaryText, { yes: Boolean(yes), tty: Boolean(process.stdin.isTTY && process.stderr.isTTY), stdin: process.stdin, stderr: process.stderr, runbook });
+  return confirmDestructive(summaryText, {
+    yes: Boolean(yes),
+    tty: Boolean(process.stdin.isTTY && process.stderr.isTTY),
+    stdin: process.stdin,
+    stderr: process.stderr,
+    runbook,
+  });
 }
 
 export function planSummaryText(plan: Plan, opts: { window?: string } = {}): string {
@@ -65,10 +74,19 @@ export function planSummaryText(plan: Plan, opts: { window?: string } = {}): str
   const n = plan.hosts.length;
   const lines: string[] = [];
   lines.push(`Runbook ${rb.name}${rb.destructive ? ' (destructive)' : ''}${rb.description ? `: ${rb.description}` : ''}`);
-  lines.push(`  Hosts (${n}): ${list(plan.hosts.map((h) => h.name), 12)}`);
+  lines.push(
+    `  Hosts (${n}): ${list(
+      plan.hosts.map((h) => h.name),
+      12,
+    )}`,
+  );
   const sizes = plan.batches.map((b) => b.length);
-  lines.push(`  Batches: ${plan.batches.length}${plan.batches.length > 1 ? ` of ${list(sizes.map(String), 10)} hosts` : ''}, at most ${plan.forks} hosts at once`);
-  lines.push(`  Failure budget: ${plan.maxFailed === 0 ? 'no host starts after the first failure' : `no host starts after more than ${plan.maxFailed} failure${plan.maxFailed === 1 ? '' : 's'}`}`);
+  lines.push(
+    `  Batches: ${plan.batches.length}${plan.batches.length > 1 ? ` of ${list(sizes.map(String), 10)} hosts` : ''}, at most ${plan.forks} hosts at once`,
+  );
+  lines.push(
+    `  Failure budget: ${plan.maxFailed === 0 ? 'no host starts after the first failure' : `no host starts after more than ${plan.maxFailed} failure${plan.maxFailed === 1 ? '' : 's'}`}`,
+  );
   if (opts.window) lines.push(`  Window: hosts start only between ${opts.window.replace('-', ' and ')} (local time)`);
   if (rb.preflight.length) lines.push(`  Preflight (read-only, every host first): ${rb.preflight.map((s) => s.name).join(', ')}`);
   lines.push('  Steps:');

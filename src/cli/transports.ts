@@ -14,7 +14,10 @@ import type { Transport } from '../transport/types.js';
 export function sshOptionsFrom(argv: Args): SshOptions {
   const connectTimeoutMs = parseDuration(argv['connect-timeout'] ?? '10s');
   if (connectTimeoutMs === undefined) {
-    throw new ValidationError([{ path: '--connect-timeout', message: `"${argv['connect-timeout']}" is not a duration (use 500ms, 30s, 5m)` }], 'E_USAGE');
+    throw new ValidationError(
+      [{ path: '--connect-timeout', message: `"${argv['connect-timeout']}" is not a duration (use 500ms, 30s, 5m)` }],
+      'E_USAGE',
+    );
   }
   return {
     hostKeyChecking: argv['host-key-checking'] ?? 'strict',

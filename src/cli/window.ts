@@ -18,7 +18,10 @@ function minutes(part: string, spec: string, allow24: boolean): number {
   const min = m ? Number(m[2]) : NaN;
   const ok = m && min < 60 && (h < 24 || (allow24 && h === 24 && min === 0));
   if (!ok) {
-    throw new RunbookError('E_USAGE', `--window ${spec}: "${part}" is not a time; write the window as HH:MM-HH:MM in local time, e.g. 22:00-06:00.`);
+    throw new RunbookError(
+      'E_USAGE',
+      `--window ${spec}: "${part}" is not a time; write the window as HH:MM-HH:MM in local time, e.g. 22:00-06:00.`,
+    );
   }
   return h * 60 + min;
 }
@@ -32,7 +35,10 @@ export function parseWindow(spec: string): TimeWindow {
   const start = minutes(parts[0].trim(), s, false);
   const end = minutes(parts[1].trim(), s, true);
   if (start === end) {
-    throw new RunbookError('E_USAGE', `--window ${spec}: start and end are the same, so the window is empty; for the whole day use 00:00-24:00, or drop --window.`);
+    throw new RunbookError(
+      'E_USAGE',
+      `--window ${spec}: start and end are the same, so the window is empty; for the whole day use 00:00-24:00, or drop --window.`,
+    );
   }
   return { spec: s, start, end };
 }

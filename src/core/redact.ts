@@ -11,7 +11,9 @@ export class Redactor {
     this.secrets.push(s);
     this.secrets.sort((a, b) => b.length - a.length);
   }
-  get size(): number { return this.secrets.length; }
+  get size(): number {
+    return this.secrets.length;
+  }
   redact(text: string): string;
   redact(text: string | undefined): string | undefined;
   redact(text: string | undefined): string | undefined {

@@ -13,10 +13,17 @@ import { renderCommand, lookupPath } from '../plan/template.js';
 import { Redactor } from '../core/redact.js';
 import { RunbookError } from '../core/errors.js';
 import {
-  type EventInput, type EventSink, type HostStatus, type Registered, type JournalSink, type RunEvent, type StepStatus, type RunStatus,
-  nullJournal, runStatusOf,
+  type EventInput,
+  type EventSink,
+  type HostStatus,
+  type Registered,
+  type JournalSink,
+  type RunEvent,
+  type StepStatus,
+  type RunStatus,
+  nullJournal,
+  runStatusOf,
 } from './events.js';
-
 
 /** What the journal says about a host of an earlier (dead) run. */
 export interface HostResumeState {
@@ -91,7 +98,9 @@ class Limiter {
   }
 }
 
-interface LedgerEntry { step: StepSpec }
+interface LedgerEntry {
+  step: StepSpec;
+}
 
 /** One host's working state during a run. */
 interface HostCtx {
@@ -159,8 +168,14 @@ export class Engine {
   async run(): Promise<RunResult> {
     const { plan } = this;
     this.emit({
-      type: 'run-start', run_id: plan.runId, runbook: plan.runbook.name, hosts: plan.hosts.map((h) => h.name),
-      batches: plan.batches, max_failed: plan.maxFailed, forks: plan.forks, ...(this.opts.resume ? { mode: 'resume' } : {}),
+      type: 'run-start',
+      run_id: plan.runId,
+      runbook: plan.runbook.name,
+      hosts: plan.hosts.map((h) => h.name),
+      batches: plan.batches,
+      max_failed: plan.maxFailed,
+      forks: plan.forks,
+      ...(this.opts.resume ? { mode: 'resume' } : {}),
       ...(this.opts.journalRunInfo ?? {}),
     } as RunEvent);
     await this.sync().catch(() => undefined);
@@ -178,18 +193,27 @@ export class Engine {
     await Promise.all(todo.map((h) => limiter.run(() => this.prepareHost(h))));
     if (plan.runbook.preflightFailure === 'abort' && todo.some((h) => this.results.has(h.name))) {
       for (const h of todo) {
-        if (!this.results.has(h.name)) this.finishUnstarted(h.name, 'skipped', 'a preflight failed on another host and this runbook aborts the run then (preflight_failure: abort)');
+        if (!this.results.has(h.name))
+          this.finishUnstarted(
+            h.name,
+            'skipped',
+            'a preflight failed on another host and this runbook aborts the run then (preflight_failure: abort)',
+          );
       }
     }
 
     // Phase 2: batches, in order; the failure budget spans the whole run.
     for (const [bi, batch] of plan.batches.entries()) {
-      await Promise.all(batch.map((name) => limiter.run(async () => {
-        if (this.results.has(name)) return;
-        const why = this.whyNotStart();
-        if (why) return this.finishUnstarted(name, 'skipped', why);
-        await this.runHost(byName.get(name)!, bi);
-      })));
+      await Promise.all(
+        batch.map((name) =>
+          limiter.run(async () => {
+            if (this.results.has(name)) return;
+            const why = this.whyNotStart();
+            if (why) return this.finishUnstarted(name, 'skipped', why);
+            await this.runHost(byName.get(name)!, bi);
+          }),
+        ),
+      );
     }
 
     // Anything left (never started) is skipped; close what is still open.
@@ -208,32 +232,50 @@ export class Engine {
     const { plan } = this;
     const hosts = plan.hosts.filter((h) => (ledgers.get(h.name) ?? []).length > 0);
     this.emit({
-      type: 'run-start', run_id: plan.runId, runbook: plan.runbook.name, hosts: hosts.map((h) => h.name),
-      batches: [hosts.map((h) => h.name)], max_failed: plan.maxFailed, forks: plan.forks, mode: 'rollback', ...(this.opts.journalRunInfo ?? {}),
+      type: 'run-start',
+      run_id: plan.runId,
+      runbook: plan.runbook.name,
+      hosts: hosts.map((h) => h.name),
+      batches: [hosts.map((h) => h.name)],
+      max_failed: plan.maxFailed,
+      forks: plan.forks,
+      mode: 'rollback',
+      ...(this.opts.journalRunInfo ?? {}),
     } as RunEvent);
     const limiter = new Limiter(plan.forks);
-    await Promise.all(hosts.map((h) => limiter.run(async () => {
-      const c = this.newCtx(h);
-      c.ledger = ledgers.get(h.name)!.map((i) => ({ step: plan.runbook.steps[i] }));
-      this.emit({ type: 'host-start', host: h.name, batch: 0 });
-      try {
-        await this.connect(c);
-      } catch (err) {
-        return this.endHost(c, 'needs-attention', `cannot reach the host to roll back: ${errMessage(err)}; run runbook rollback ${plan.runId} again when it is back`);
-      }
-      if (this.opts.lock) {
-        try {
-          await this.opts.lock.acquire(c.t, h.name);
-          c.locked = true;
-        } catch (err) {
-          return this.endHost(c, 'skipped', errMessage(err));
-        }
-      }
-      const ok = await this.unwind(c);
-      await this.endHost(c, ok ? 'rolled-back' : 'needs-attention', ok ? undefined : 'a rollback failed; fix the host by hand');
-    })));
+    await Promise.all(
+      hosts.map((h) =>
+        limiter.run(async () => {
+          const c = this.newCtx(h);
+          c.ledger = ledgers.get(h.name)!.map((i) => ({ step: plan.runbook.steps[i] }));
+          this.emit({ type: 'host-start', host: h.name, batch: 0 });
+          try {
+            await this.connect(c);
+          } catch (err) {
+            return this.endHost(
+              c,
+              'needs-attention',
+              `cannot reach the host to roll back: ${errMessage(err)}; run runbook rollback ${plan.runId} again when it is back`,
+            );
+          }
+          if (this.opts.lock) {
+            try {
+              await this.opts.lock.acquire(c.t, h.name);
+              c.locked = true;
+            } catch (err) {
+              return this.endHost(c, 'skipped', errMessage(err));
+            }
+          }
+          const ok = await this.unwind(c);
+          await this.endHost(c, ok ? 'rolled-back' : 'needs-attention', ok ? undefined : 'a rollback failed; fix the host by hand');
+        }),
+      ),
+    );
     await Promise.all([...this.ctx.values()].map((c) => this.closeHost(c)));
-    return this.finishRun(hosts.map((h) => h.name), ['rolled-back']);
+    return this.finishRun(
+      hosts.map((h) => h.name),
+      ['rolled-back'],
+    );
   }
 
   /**
@@ -242,28 +284,40 @@ export class Engine {
    */
   async probe(): Promise<ProbeResult[]> {
     const limiter = new Limiter(this.plan.forks);
-    return Promise.all(this.plan.hosts.map((h) => limiter.run(async (): Promise<ProbeResult> => {
-      const c = this.newCtx(h);
-      const res: ProbeResult = { host: h.name, reachable: true, preflight: [], steps: [] };
-      try {
-        await this.connect(c);
-        for (const step of this.plan.runbook.preflight) {
-          const r = await this.stepBody(c, step);
-          if (step.register && !(step.register in c.registers)) c.registers[step.register] = { stdout: '', stderr: '', code: null };
-          res.preflight.push({ step: step.name, ok: r.status !== 'failed', output: this.redactor.redact(lastLines(r.result ? `${r.result.stdout}\n${r.result.stderr}` : '', 3)), reason: r.reason });
-          if (r.status === 'failed') { res.blocked = `preflight "${step.name}" failed: ${r.reason}`; break; }
-        }
-        if (!res.blocked) {
-          for (const step of this.plan.runbook.steps) res.steps.push({ step: step.name, verdict: await this.probeStep(c, step) });
-        }
-      } catch (err) {
-        res.reachable = false;
-        res.blocked = errMessage(err);
-      } finally {
-        await this.closeHost(c);
-      }
-      return res;
-    })));
+    return Promise.all(
+      this.plan.hosts.map((h) =>
+        limiter.run(async (): Promise<ProbeResult> => {
+          const c = this.newCtx(h);
+          const res: ProbeResult = { host: h.name, reachable: true, preflight: [], steps: [] };
+          try {
+            await this.connect(c);
+            for (const step of this.plan.runbook.preflight) {
+              const r = await this.stepBody(c, step);
+              if (step.register && !(step.register in c.registers)) c.registers[step.register] = { stdout: '', stderr: '', code: null };
+              res.preflight.push({
+                step: step.name,
+                ok: r.status !== 'failed',
+                output: this.redactor.redact(lastLines(r.result ? `${r.result.stdout}\n${r.result.stderr}` : '', 3)),
+                reason: r.reason,
+              });
+              if (r.status === 'failed') {
+                res.blocked = `preflight "${step.name}" failed: ${r.reason}`;
+                break;
+              }
+            }
+            if (!res.blocked) {
+              for (const step of this.plan.runbook.steps) res.steps.push({ step: step.name, verdict: await this.probeStep(c, step) });
+            }
+          } catch (err) {
+            res.reachable = false;
+            res.blocked = errMessage(err);
+          } finally {
+            await this.closeHost(c);
+          }
+          return res;
+        }),
+      ),
+    );
   }
 
   private async probeStep(c: HostCtx, step: StepSpec): Promise<string> {
@@ -287,14 +341,19 @@ export class Engine {
   private finishRun(names = this.plan.hosts.map((h) => h.name), success: HostStatus[] = []): RunResult {
     const hosts: Record<string, HostStatus> = {};
     for (const n of names) hosts[n] = this.results.get(n) ?? 'skipped';
-    const judged = Object.fromEntries(Object.entries(hosts).map(([n, st]) => [n, success.includes(st) ? 'changed' as const : st]));
+    const judged = Object.fromEntries(Object.entries(hosts).map(([n, st]) => [n, success.includes(st) ? ('changed' as const) : st]));
     let { status, exit_code } = runStatusOf(judged, this.interrupted);
     if (this.journalError !== undefined && exit_code !== 3) {
       status = 'failed';
       exit_code = 4;
     }
     this.emit({
-      type: 'run-end', run_id: this.plan.runId, status, exit_code, hosts, duration_ms: Date.now() - this.runStart,
+      type: 'run-end',
+      run_id: this.plan.runId,
+      status,
+      exit_code,
+      hosts,
+      duration_ms: Date.now() - this.runStart,
       ...(this.journalError ? { journal_error: this.journalError } : {}),
     } as RunEvent);
     return { runId: this.plan.runId, hosts, status, exit_code, journalError: this.journalError };
@@ -317,8 +376,13 @@ export class Engine {
 
   private newCtx(h: PlannedHost): HostCtx {
     const c: HostCtx = {
-      host: h, t: this.opts.transport(h), registers: {}, ledger: [], changed: [],
-      started: Date.now(), locked: false,
+      host: h,
+      t: this.opts.transport(h),
+      registers: {},
+      ledger: [],
+      changed: [],
+      started: Date.now(),
+      locked: false,
     };
     this.ctx.set(h.name, c);
     return c;
@@ -389,7 +453,12 @@ export class Engine {
         const failed = [...rs.done.entries()].find(([, st]) => st === 'failed' || st === 'unknown');
         if (failed) {
           for (const [i, st] of rs.done) if (st === 'changed') c.changed.push(steps[i].name);
-          return await this.failHost(c, steps[failed[0]], { status: 'failed', stage: 'run', code: null, reason: 'failed in the interrupted run' });
+          return await this.failHost(c, steps[failed[0]], {
+            status: 'failed',
+            stage: 'run',
+            code: null,
+            reason: 'failed in the interrupted run',
+          });
         }
       }
       for (const step of steps) {
@@ -420,7 +489,11 @@ export class Engine {
     const started = Date.now();
     this.emit({ type: 'step-start', host: c.host.name, step: step.name, phase: step.phase, index: step.index });
     if (step.rollback) c.ledger.push({ step });
-    const probe = step.verify ? { run: step.verify.run, stage: 'verify' as const } : step.unless ? { run: step.unless, stage: 'unless' as const } : undefined;
+    const probe = step.verify
+      ? { run: step.verify.run, stage: 'verify' as const }
+      : step.unless
+        ? { run: step.unless, stage: 'unless' as const }
+        : undefined;
     if (!probe) {
       const reason = 'the dead run started this step and it has no verify or unless to tell whether it took effect';
       this.endStep(c, step, { status: 'failed', stage: 'run', code: null, reason }, started);
@@ -428,9 +501,17 @@ export class Engine {
     }
     const cmd = this.render(c, probe.run);
     const res = await this.exec(c, step, cmd, step.timeoutMs);
-    const out: StepOutcome = res.code === 0
-      ? { status: 'changed', stage: probe.stage, code: 0, result: res, command: cmd }
-      : { status: 'failed', stage: probe.stage, code: res.code, result: res, command: cmd, reason: `the dead run's step did not take effect (${probe.stage} exit ${res.code})` };
+    const out: StepOutcome =
+      res.code === 0
+        ? { status: 'changed', stage: probe.stage, code: 0, result: res, command: cmd }
+        : {
+            status: 'failed',
+            stage: probe.stage,
+            code: res.code,
+            result: res,
+            command: cmd,
+            reason: `the dead run's step did not take effect (${probe.stage} exit ${res.code})`,
+          };
     this.endStep(c, step, out, started);
     return out;
   }
@@ -443,23 +524,47 @@ export class Engine {
       try {
         await this.reconnect(c);
       } catch (err) {
-        return this.endHost(c, 'needs-attention', `${why}; could not reconnect to roll back (${errMessage(err)}); check the host by hand, then run: runbook rollback ${this.plan.runId}`, step.name);
+        return this.endHost(
+          c,
+          'needs-attention',
+          `${why}; could not reconnect to roll back (${errMessage(err)}); check the host by hand, then run: runbook rollback ${this.plan.runId}`,
+          step.name,
+        );
       }
     }
     if (this.opts.rollbackOnFailure === false) {
-      return this.endHost(c, c.changed.length || c.ledger.length ? 'needs-attention' : 'failed', `${why}; rollback disabled (--no-rollback)`, step.name);
+      return this.endHost(
+        c,
+        c.changed.length || c.ledger.length ? 'needs-attention' : 'failed',
+        `${why}; rollback disabled (--no-rollback)`,
+        step.name,
+      );
     }
     if (c.ledger.length === 0) return this.endHost(c, 'failed', why, step.name);
     const ok = await this.unwind(c);
-    await this.endHost(c, ok ? 'rolled-back' : 'needs-attention', ok ? why : `${why}; a rollback failed too, the host needs a human`, step.name);
+    await this.endHost(
+      c,
+      ok ? 'rolled-back' : 'needs-attention',
+      ok ? why : `${why}; a rollback failed too, the host needs a human`,
+      step.name,
+    );
   }
 
   /** Interrupted or journal broken between steps: undo what this host changed. */
   private async abortHost(c: HostCtx, why: string): Promise<void> {
     if (this.opts.rollbackOnFailure === false) {
-      return this.endHost(c, c.changed.length ? 'needs-attention' : 'skipped', `${why}; rollback disabled (--no-rollback), host left as it is`);
+      return this.endHost(
+        c,
+        c.changed.length ? 'needs-attention' : 'skipped',
+        `${why}; rollback disabled (--no-rollback), host left as it is`,
+      );
     }
-    if (c.ledger.length === 0) return this.endHost(c, c.changed.length ? 'needs-attention' : 'skipped', c.changed.length ? `${why}; steps without rollback changed the host` : why);
+    if (c.ledger.length === 0)
+      return this.endHost(
+        c,
+        c.changed.length ? 'needs-attention' : 'skipped',
+        c.changed.length ? `${why}; steps without rollback changed the host` : why,
+      );
     const ok = await this.unwind(c);
     await this.endHost(c, ok ? 'rolled-back' : 'needs-attention', ok ? why : `${why}; a rollback failed, the host needs a human`);
   }
@@ -527,9 +632,17 @@ export class Engine {
       if (!ok) allOk = false;
       if (res && !ok) message = res.timedOut ? `timed out after ${step.timeoutMs} ms` : `exit ${res.code ?? res.signal}`;
       this.emit({
-        type: 'rollback-end', host: c.host.name, step: step.name, index: step.index, status: ok ? 'ok' : 'failed',
-        code: res?.code ?? null, duration_ms: Date.now() - started, stdout: tail(res?.stdout ?? ''), stderr: tail(res?.stderr ?? ''),
-        command: cmd, ...(message ? { message } : {}),
+        type: 'rollback-end',
+        host: c.host.name,
+        step: step.name,
+        index: step.index,
+        status: ok ? 'ok' : 'failed',
+        code: res?.code ?? null,
+        duration_ms: Date.now() - started,
+        stdout: tail(res?.stdout ?? ''),
+        stderr: tail(res?.stderr ?? ''),
+        command: cmd,
+        ...(message ? { message } : {}),
       });
     }
     return allOk;
@@ -539,8 +652,12 @@ export class Engine {
     if (this.results.has(c.host.name)) return;
     this.results.set(c.host.name, status);
     this.emit({
-      type: 'host-end', host: c.host.name, status, duration_ms: Date.now() - c.started,
-      ...(message ? { message } : {}), ...(failedStep ? { failed_step: failedStep } : {}),
+      type: 'host-end',
+      host: c.host.name,
+      status,
+      duration_ms: Date.now() - c.started,
+      ...(message ? { message } : {}),
+      ...(failedStep ? { failed_step: failedStep } : {}),
       ...(c.changed.length ? { changed_steps: c.changed } : {}),
     });
     await this.sync().catch(() => undefined); // the end is durable before the lock goes
@@ -582,7 +699,8 @@ export class Engine {
       gate = undefined;
     }
     const onOutput = this.opts.streamOutput
-      ? (stream: 'stdout' | 'stderr', data: string) => this.emit({ type: 'output', host: c.host.name, step: step.name, stream, data }, false)
+      ? (stream: 'stdout' | 'stderr', data: string) =>
+          this.emit({ type: 'output', host: c.host.name, step: step.name, stream, data }, false)
       : undefined;
     return t.exec(cmd, {
       timeoutMs,
@@ -622,7 +740,15 @@ export class Engine {
     if (step.when !== undefined) {
       const cmd = this.render(c, step.when);
       const r = await this.exec(c, step, cmd, step.timeoutMs);
-      if (r.timedOut) return { status: 'failed', stage: 'when', code: null, result: r, command: cmd, reason: `when timed out after ${step.timeoutMs} ms` };
+      if (r.timedOut)
+        return {
+          status: 'failed',
+          stage: 'when',
+          code: null,
+          result: r,
+          command: cmd,
+          reason: `when timed out after ${step.timeoutMs} ms`,
+        };
       if (r.code !== 0) return { status: 'skipped', stage: 'when', code: r.code, result: r, command: cmd };
     }
     if (step.unless !== undefined) {
@@ -635,8 +761,12 @@ export class Engine {
     // transport opens the channel meanwhile and sends the script only after it; the ledger entry comes first.
     let gate: Promise<void> | undefined;
     if (step.phase === 'step') {
-      gate = this.sync().then(() => { if (step.rollback) c.ledger.push({ step }); });
-      gate.catch(() => { /* awaited by the transport, or below */ });
+      gate = this.sync().then(() => {
+        if (step.rollback) c.ledger.push({ step });
+      });
+      gate.catch(() => {
+        /* awaited by the transport, or below */
+      });
     }
     let r: ExecResult;
     try {
@@ -651,8 +781,17 @@ export class Engine {
     if (step.register) {
       c.registers[step.register] = { stdout: r.stdout.slice(0, REGISTER_MAX), stderr: r.stderr.slice(0, REGISTER_MAX), code: r.code };
     }
-    if (r.timedOut) return { status: 'failed', stage: 'run', code: null, result: r, command: cmd, reason: `timed out after ${step.timeoutMs} ms and was killed` };
-    if (r.code !== 0) return { status: 'failed', stage: 'run', code: r.code, result: r, command: cmd, reason: `exit ${r.code ?? r.signal}${lastWords(r)}` };
+    if (r.timedOut)
+      return {
+        status: 'failed',
+        stage: 'run',
+        code: null,
+        result: r,
+        command: cmd,
+        reason: `timed out after ${step.timeoutMs} ms and was killed`,
+      };
+    if (r.code !== 0)
+      return { status: 'failed', stage: 'run', code: r.code, result: r, command: cmd, reason: `exit ${r.code ?? r.signal}${lastWords(r)}` };
     if (!step.verify) return { status: step.phase === 'preflight' ? 'ok' : 'changed', stage: 'run', code: 0, result: r, command: cmd };
 
     const vcmd = this.render(c, step.verify.run);
@@ -668,7 +807,14 @@ export class Engine {
         throw err;
       }
       if (last.code === 0 && !last.timedOut) {
-        return { status: step.phase === 'preflight' ? 'ok' : 'changed', stage: 'verify', code: 0, result: last, command: vcmd, attempts: i };
+        return {
+          status: step.phase === 'preflight' ? 'ok' : 'changed',
+          stage: 'verify',
+          code: 0,
+          result: last,
+          command: vcmd,
+          attempts: i,
+        };
       }
       if (i < attempts) {
         if (this.interrupted) break;
@@ -676,19 +822,32 @@ export class Engine {
       }
     }
     return {
-      status: 'failed', stage: 'verify', code: last?.code ?? null, result: last, command: vcmd, attempts,
-      reason: `verify did not hold after ${attempts} attempt${attempts > 1 ? 's' : ''} (last exit ${last?.timedOut ? 'timeout' : last?.code ?? last?.signal})${last ? lastWords(last) : ''}`,
+      status: 'failed',
+      stage: 'verify',
+      code: last?.code ?? null,
+      result: last,
+      command: vcmd,
+      attempts,
+      reason: `verify did not hold after ${attempts} attempt${attempts > 1 ? 's' : ''} (last exit ${last?.timedOut ? 'timeout' : (last?.code ?? last?.signal)})${last ? lastWords(last) : ''}`,
     };
   }
 
   private endStep(c: HostCtx, step: StepSpec, r: StepOutcome, started: number): void {
     const reg = step.register && c.registers[step.register];
     this.emit({
-      type: 'step-end', host: c.host.name, step: step.name, phase: step.phase, index: step.index,
-      status: r.status, code: r.code, duration_ms: Date.now() - started, stage: r.stage,
+      type: 'step-end',
+      host: c.host.name,
+      step: step.name,
+      phase: step.phase,
+      index: step.index,
+      status: r.status,
+      code: r.code,
+      duration_ms: Date.now() - started,
+      stage: r.stage,
       ...(r.attempts ? { attempts: r.attempts } : {}),
       ...(r.result?.timedOut ? { timed_out: true } : {}),
-      stdout: tail(r.result?.stdout ?? ''), stderr: tail(r.result?.stderr ?? ''),
+      stdout: tail(r.result?.stdout ?? ''),
+      stderr: tail(r.result?.stderr ?? ''),
       ...(r.command !== undefined ? { command: r.command } : {}),
       ...(r.reason ? { message: r.reason } : {}),
       ...(reg ? { register: reg } : {}),

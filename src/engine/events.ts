@@ -1,63 +1,135 @@
 /** Typed events from the engine. Renderers (src/report) and the journal subscribe. */
 export type StepStatus = 'skipped' | 'ok' | 'changed' | 'failed' | 'unknown';
 /** A step's output kept by `register:` (engine) and rebuilt from the journal (resume). */
-export interface Registered { stdout: string; stderr: string; code: number | null }
+export interface Registered {
+  stdout: string;
+  stderr: string;
+  code: number | null;
+}
 
 export type HostStatus = 'ok' | 'changed' | 'failed' | 'rolled-back' | 'needs-attention' | 'unreachable' | 'skipped';
 export type RunStatus = 'ok' | 'failed' | 'needs-attention' | 'interrupted';
 export type Phase = 'preflight' | 'step';
 
-interface Base { time: string }
+interface Base {
+  time: string;
+}
 
 export interface RunStartEvent extends Base {
-  type: 'run-start'; run_id: string; runbook: string; hosts: string[]; batches: string[][];
-  max_failed: number; forks: number; journal?: string;
+  type: 'run-start';
+  run_id: string;
+  runbook: string;
+  hosts: string[];
+  batches: string[][];
+  max_failed: number;
+  forks: number;
+  journal?: string;
   /** What kind of run: a plain apply (default), a resume, or a rollback of an earlier run. */
   mode?: 'apply' | 'resume' | 'rollback';
   /** Journal-only context for resume (absolute runbook path, sha256, inputs, plan). */
-  runbook_file?: string; runbook_hash?: string; inputs?: unknown; plan?: unknown;
+  runbook_file?: string;
+  runbook_hash?: string;
+  inputs?: unknown;
+  plan?: unknown;
 }
-export interface HostStartEvent extends Base { type: 'host-start'; host: string; batch: number }
-export interface StepStartEvent extends Base { type: 'step-start'; host: string; step: string; phase: Phase; index: number }
+export interface HostStartEvent extends Base {
+  type: 'host-start';
+  host: string;
+  batch: number;
+}
+export interface StepStartEvent extends Base {
+  type: 'step-start';
+  host: string;
+  step: string;
+  phase: Phase;
+  index: number;
+}
 export interface StepEndEvent extends Base {
-  type: 'step-end'; host: string; step: string; phase: Phase; index: number;
-  status: StepStatus; code: number | null; duration_ms: number;
+  type: 'step-end';
+  host: string;
+  step: string;
+  phase: Phase;
+  index: number;
+  status: StepStatus;
+  code: number | null;
+  duration_ms: number;
   /** Which part decided: when/unless/run/verify, and the attempt count for verify. */
   stage?: 'when' | 'unless' | 'run' | 'verify';
   attempts?: number;
   timed_out?: boolean;
   /** Bounded (tail), redacted. */
-  stdout?: string; stderr?: string;
+  stdout?: string;
+  stderr?: string;
   /** The rendered, redacted command that decided the status (for failure summaries). */
   command?: string;
   message?: string;
   /** The registered value (bounded, redacted) when the step has `register`. */
   register?: { stdout: string; stderr: string; code: number | null };
 }
-export interface RollbackStartEvent extends Base { type: 'rollback-start'; host: string; step: string; index: number }
+export interface RollbackStartEvent extends Base {
+  type: 'rollback-start';
+  host: string;
+  step: string;
+  index: number;
+}
 export interface RollbackEndEvent extends Base {
-  type: 'rollback-end'; host: string; step: string; index: number; status: 'ok' | 'failed';
-  code: number | null; duration_ms: number; stdout?: string; stderr?: string; command?: string; message?: string;
+  type: 'rollback-end';
+  host: string;
+  step: string;
+  index: number;
+  status: 'ok' | 'failed';
+  code: number | null;
+  duration_ms: number;
+  stdout?: string;
+  stderr?: string;
+  command?: string;
+  message?: string;
 }
 export interface HostEndEvent extends Base {
-  type: 'host-end'; host: string; status: HostStatus; duration_ms: number;
+  type: 'host-end';
+  host: string;
+  status: HostStatus;
+  duration_ms: number;
   /** Why, in one sentence, when not ok/changed. */
   message?: string;
   /** Name of the step that changed last / failed. */
   failed_step?: string;
   changed_steps?: string[];
 }
-export interface OutputEvent extends Base { type: 'output'; host: string; step: string; stream: 'stdout' | 'stderr'; data: string }
-export interface WarningEvent extends Base { type: 'warning'; host?: string; message: string }
+export interface OutputEvent extends Base {
+  type: 'output';
+  host: string;
+  step: string;
+  stream: 'stdout' | 'stderr';
+  data: string;
+}
+export interface WarningEvent extends Base {
+  type: 'warning';
+  host?: string;
+  message: string;
+}
 export interface RunEndEvent extends Base {
-  type: 'run-end'; run_id: string; status: RunStatus; exit_code: number; hosts: Record<string, HostStatus>; duration_ms: number;
+  type: 'run-end';
+  run_id: string;
+  status: RunStatus;
+  exit_code: number;
+  hosts: Record<string, HostStatus>;
+  duration_ms: number;
   /** Set when the run stopped because its journal could not be written. */
   journal_error?: string;
 }
 
 export type RunEvent =
-  | RunStartEvent | HostStartEvent | StepStartEvent | StepEndEvent | RollbackStartEvent | RollbackEndEvent
-  | HostEndEvent | OutputEvent | WarningEvent | RunEndEvent;
+  | RunStartEvent
+  | HostStartEvent
+  | StepStartEvent
+  | StepEndEvent
+  | RollbackStartEvent
+  | RollbackEndEvent
+  | HostEndEvent
+  | OutputEvent
+  | WarningEvent
+  | RunEndEvent;
 
 export type EventType = RunEvent['type'];
 export type EventOf<T extends EventType> = Extract<RunEvent, { type: T }>;
@@ -65,7 +137,9 @@ export type EventOf<T extends EventType> = Extract<RunEvent, { type: T }>;
 /** An event as the engine builds it, before the time stamp. */
 export type EventInput = { [K in EventType]: Omit<EventOf<K>, 'time'> }[EventType];
 
-export interface EventSink { (e: RunEvent): void }
+export interface EventSink {
+  (e: RunEvent): void;
+}
 
 /**
  * The engine's view of the write-ahead journal (src/journal implements it).

@@ -43,7 +43,11 @@ export interface HostLockOptions {
   timeoutMs?: number;
 }
 
-export interface LockAccess { path?: string; become?: boolean; timeoutMs?: number }
+export interface LockAccess {
+  path?: string;
+  become?: boolean;
+  timeoutMs?: number;
+}
 
 const HELD_EXIT = 10;
 const TMP_FAIL_EXIT = 11;
@@ -54,7 +58,10 @@ async function run(t: Transport, script: string, a: LockAccess): Promise<ExecRes
 
 function fail(host: string, what: string, r: ExecResult): RunbookError {
   const detail = (r.stderr || r.stdout).trim().split('\n').slice(-3).join(' ');
-  return new RunbookError('E_LOCK', `cannot ${what} the run lock on ${host}: ${r.timedOut ? 'timed out' : `exit ${r.code ?? r.signal}`}${detail ? ` (${detail})` : ''}; check that the lock directory is writable (become) on the host`);
+  return new RunbookError(
+    'E_LOCK',
+    `cannot ${what} the run lock on ${host}: ${r.timedOut ? 'timed out' : `exit ${r.code ?? r.signal}`}${detail ? ` (${detail})` : ''}; check that the lock directory is writable (become) on the host`,
+  );
 }
 
 /** Parses a lock file's text; undefined if it is not one of ours. */
@@ -62,9 +69,17 @@ export function parseLockInfo(text: string): LockInfo | undefined {
   try {
     const v = JSON.parse(text.trim()) as Partial<LockInfo>;
     if (v && typeof v.run_id === 'string' && typeof v.controller === 'string') {
-      return { run_id: v.run_id, controller: v.controller, pid: Number(v.pid), started: String(v.started ?? ''), ...(v.runbook ? { runbook: String(v.runbook) } : {}) };
+      return {
+        run_id: v.run_id,
+        controller: v.controller,
+        pid: Number(v.pid),
+        started: String(v.started ?? ''),
+        ...(v.runbook ? { runbook: String(v.runbook) } : {}),
+      };
     }
-  } catch { /* not ours */ }
+  } catch {
+    /* not ours */
+  }
   return undefined;
 }
 
@@ -83,10 +98,15 @@ export async function readLock(t: Transport, host: string, a: LockAccess = {}): 
 
 function lockedError(host: string, path: string, holder: LockInfo | undefined, raw: string): RunbookError {
   if (!holder) {
-    return new RunbookError('E_LOCKED', `${host} is locked by an unknown holder (${path} holds ${JSON.stringify(raw.trim().slice(0, 200))}); inspect and remove it by hand if no run is working there`);
+    return new RunbookError(
+      'E_LOCKED',
+      `${host} is locked by an unknown holder (${path} holds ${JSON.stringify(raw.trim().slice(0, 200))}); inspect and remove it by hand if no run is working there`,
+    );
   }
-  return new RunbookError('E_LOCKED',
-    `${host} is locked by ${describeHolder(holder)}; wait for that run to end, or if it is dead: runbook resume ${holder.run_id} (or rollback), or break the lock with: runbook unlock ${host} -i INVENTORY --run ${holder.run_id}`);
+  return new RunbookError(
+    'E_LOCKED',
+    `${host} is locked by ${describeHolder(holder)}; wait for that run to end, or if it is dead: runbook resume ${holder.run_id} (or rollback), or break the lock with: runbook unlock ${host} -i INVENTORY --run ${holder.run_id}`,
+  );
 }
 
 /** Takes the lock on one host, as `me`. Throws E_LOCKED (other holder) or E_LOCK (cannot write). */
@@ -96,19 +116,20 @@ export async function acquireLock(t: Transport, host: string, me: LockInfo, a: L
   const info = shQuote(JSON.stringify(me));
   const mine = shQuote(`"run_id":${JSON.stringify(me.run_id)},`);
   // link(2) is atomic and fails when the path exists: the lock appears complete or not at all.
-  const script = [
-    'umask 022',
-    `L=${p}`,
-    'D=${L%/*}; [ "$D" != "$L" ] || D=.; [ -n "$D" ] || D=/',
-    '[ -d "$D" ] || mkdir -p "$D" || exit ' + TMP_FAIL_EXIT,
-    'T="$L.$$.tmp"',
-    `printf '%s\\n' ${info} > "$T" || { rm -f "$T"; exit ${TMP_FAIL_EXIT}; }`,
-    'if ln "$T" "$L" 2>/dev/null; then rm -f "$T"; echo acquired; exit 0; fi',
-    // Held. Ours (same run id: a resume)? Take it over with our pid and controller.
-    `if grep -qF ${mine} "$L" 2>/dev/null; then mv -f "$T" "$L" && { echo taken-over; exit 0; }; fi`,
-    'rm -f "$T"',
-    `cat "$L" 2>/dev/null; exit ${HELD_EXIT}`,
-  ].join('\n') + '\n';
+  const script =
+    [
+      'umask 022',
+      `L=${p}`,
+      'D=${L%/*}; [ "$D" != "$L" ] || D=.; [ -n "$D" ] || D=/',
+      '[ -d "$D" ] || mkdir -p "$D" || exit ' + TMP_FAIL_EXIT,
+      'T="$L.$$.tmp"',
+      `printf '%s\\n' ${info} > "$T" || { rm -f "$T"; exit ${TMP_FAIL_EXIT}; }`,
+      'if ln "$T" "$L" 2>/dev/null; then rm -f "$T"; echo acquired; exit 0; fi',
+      // Held. Ours (same run id: a resume)? Take it over with our pid and controller.
+      `if grep -qF ${mine} "$L" 2>/dev/null; then mv -f "$T" "$L" && { echo taken-over; exit 0; }; fi`,
+      'rm -f "$T"',
+      `cat "$L" 2>/dev/null; exit ${HELD_EXIT}`,
+    ].join('\n') + '\n';
   const r = await run(t, script, a);
   if (r.code === 0) return r.stdout.includes('taken-over') ? 'taken-over' : 'acquired';
   if (r.code === HELD_EXIT) throw lockedError(host, path, parseLockInfo(r.stdout), r.stdout);
@@ -135,12 +156,23 @@ export async function breakLock(t: Transport, host: string, runId: string, a: Lo
   if (!cur) throw new RunbookError('E_NOT_LOCKED', `${host} has no run lock (${path}); nothing to unlock`);
   if (!cur.holder || cur.holder.run_id !== runId) {
     const who = cur.holder ? describeHolder(cur.holder) : `an unknown holder (${JSON.stringify(cur.raw.trim().slice(0, 200))})`;
-    throw new RunbookError('E_LOCK_HOLDER_MISMATCH', `${host} is locked by ${who}, not by run ${runId}; nothing was removed. Pass the holder's run id to --run if that run is dead`);
+    throw new RunbookError(
+      'E_LOCK_HOLDER_MISMATCH',
+      `${host} is locked by ${who}, not by run ${runId}; nothing was removed. Pass the holder's run id to --run if that run is dead`,
+    );
   }
   const p = shQuote(path);
   const mine = shQuote(`"run_id":${JSON.stringify(runId)},`);
-  const r = await run(t, `if grep -qF ${mine} ${p} 2>/dev/null; then rm -f ${p} || exit 1; echo removed; exit 0; fi; exit ${HELD_EXIT}\n`, a);
-  if (r.code === HELD_EXIT) throw new RunbookError('E_LOCK_HOLDER_MISMATCH', `the lock on ${host} changed while unlocking; nothing was removed, look again with runbook unlock`);
+  const r = await run(
+    t,
+    `if grep -qF ${mine} ${p} 2>/dev/null; then rm -f ${p} || exit 1; echo removed; exit 0; fi; exit ${HELD_EXIT}\n`,
+    a,
+  );
+  if (r.code === HELD_EXIT)
+    throw new RunbookError(
+      'E_LOCK_HOLDER_MISMATCH',
+      `the lock on ${host} changed while unlocking; nothing was removed, look again with runbook unlock`,
+    );
   if (r.code !== 0) throw fail(host, 'remove', r);
   return cur.holder;
 }
@@ -154,11 +186,19 @@ export function createHostLock(o: HostLockOptions): HostLock & { readonly info: 
     started: o.started ?? new Date().toISOString(),
     ...(o.runbook ? { runbook: o.runbook } : {}),
   };
-  const access = (host: string): LockAccess => ({ path: o.pathFor?.(host) ?? DEFAULT_LOCK_PATH, become: o.becomeFor?.(host) ?? false, timeoutMs: o.timeoutMs });
+  const access = (host: string): LockAccess => ({
+    path: o.pathFor?.(host) ?? DEFAULT_LOCK_PATH,
+    become: o.becomeFor?.(host) ?? false,
+    timeoutMs: o.timeoutMs,
+  });
   return {
     info,
-    async acquire(t, host) { await acquireLock(t, host, info, access(host)); },
-    async release(t, host) { await releaseLock(t, host, info.run_id, access(host)); },
+    async acquire(t, host) {
+      await acquireLock(t, host, info, access(host));
+    },
+    async release(t, host) {
+      await releaseLock(t, host, info.run_id, access(host));
+    },
   };
 }
 

@@ -60,7 +60,8 @@ export function connectionFor(host: InventoryHost, overrides: ConnectionOverride
   const bp = first(v, ['ansible_become_password', 'ansible_become_pass', 'ansible_sudo_pass', 'ansible_sudo_password']);
   if (bp !== undefined) spec.becomePassword = String(bp);
   const args = [first(v, ['ansible_ssh_common_args']), first(v, ['ansible_ssh_extra_args'])]
-    .filter((x) => x !== undefined && String(x).trim() !== '').map((x) => String(x).trim());
+    .filter((x) => x !== undefined && String(x).trim() !== '')
+    .map((x) => String(x).trim());
   if (args.length) spec.sshArgs = args.join(' ');
   return spec;
 }

@@ -5,7 +5,12 @@
  */
 
 export class GroupError extends Error {
-  constructor(message: string, readonly kind: 'cycle' | 'self' | 'unknown') { super(message); }
+  constructor(
+    message: string,
+    readonly kind: 'cycle' | 'self' | 'unknown',
+  ) {
+    super(message);
+  }
 }
 
 export class RGroup {
@@ -53,7 +58,10 @@ export class RGroup {
         let contributed = false;
         for (const k of g.childGroups) {
           next.push(k);
-          if (!seen.has(k)) { ordered.push(k); contributed = true; }
+          if (!seen.has(k)) {
+            ordered.push(k);
+            contributed = true;
+          }
         }
         if (contributed) contributors++;
       }
@@ -83,7 +91,10 @@ export class RGroup {
     if (this.childGroups.includes(group)) return false;
     const newAncestors = this.ancestors();
     if (newAncestors.has(group)) {
-      throw new GroupError(`adding group '${group.name}' as a child of '${this.name}' creates a loop (${group.name} is already above ${this.name})`, 'cycle');
+      throw new GroupError(
+        `adding group '${group.name}' as a child of '${this.name}' creates a loop (${group.name} is already above ${this.name})`,
+        'cycle',
+      );
     }
     const startAncestors = group.ancestors();
     newAncestors.add(this);
@@ -148,7 +159,10 @@ export class RHost {
   vars: Record<string, unknown> = {};
   groups: RGroup[] = [];
   implicit = false;
-  constructor(readonly name: string, port?: number) {
+  constructor(
+    readonly name: string,
+    port?: number,
+  ) {
     if (port) this.vars.ansible_port = port;
   }
 
@@ -209,9 +223,15 @@ export class RInventory {
 
   setVariable(entity: string, key: string, value: unknown): void {
     const g = this.groups.get(entity);
-    if (g) { g.setVariable(key, value); return; }
+    if (g) {
+      g.setVariable(key, value);
+      return;
+    }
     const h = this.hosts.get(entity);
-    if (h) { h.vars[key] = value; return; }
+    if (h) {
+      h.vars[key] = value;
+      return;
+    }
     throw new GroupError(`could not identify group or host named ${entity}`, 'unknown');
   }
 

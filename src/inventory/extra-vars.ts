@@ -15,19 +15,53 @@ export function parseKv(s: string): Record<string, string> {
   let has = false;
   for (let i = 0; i < s.length; i++) {
     const c = s[i];
-    if (c === '\\' && i + 1 < s.length) { cur += c + s[++i]; has = true; continue; }
-    if (quote) { cur += c; if (c === quote) quote = undefined; continue; }
-    if (c === '"' || c === "'") { quote = c; cur += c; has = true; continue; }
-    if (/\s/.test(c)) { if (has) { tokens.push(cur); cur = ''; has = false; } continue; }
-    cur += c; has = true;
+    if (c === '\\' && i + 1 < s.length) {
+      cur += c + s[++i];
+      has = true;
+      continue;
+    }
+    if (quote) {
+      cur += c;
+      if (c === quote) quote = undefined;
+      continue;
+    }
+    if (c === '"' || c === "'") {
+      quote = c;
+      cur += c;
+      has = true;
+      continue;
+    }
+    if (/\s/.test(c)) {
+      if (has) {
+        tokens.push(cur);
+        cur = '';
+        has = false;
+      }
+      continue;
+    }
+    cur += c;
+    has = true;
   }
   if (quote) throw new ValidationError([{ path: 'extra-vars', message: `unbalanced quotes in -e '${s}'` }], 'E_EXTRA_VARS');
   if (has) tokens.push(cur);
   const out: Record<string, string> = {};
   for (const t of tokens) {
     let eq = -1;
-    for (let i = 0; i < t.length; i++) { if (t[i] === '\\') { i++; continue; } if (t[i] === '=') { eq = i; break; } }
-    if (eq <= 0) throw new ValidationError([{ path: 'extra-vars', message: `'${t}' in -e is not key=value; use -e key=value, -e '{"key": ...}' or -e @file.yml` }], 'E_EXTRA_VARS');
+    for (let i = 0; i < t.length; i++) {
+      if (t[i] === '\\') {
+        i++;
+        continue;
+      }
+      if (t[i] === '=') {
+        eq = i;
+        break;
+      }
+    }
+    if (eq <= 0)
+      throw new ValidationError(
+        [{ path: 'extra-vars', message: `'${t}' in -e is not key=value; use -e key=value, -e '{"key": ...}' or -e @file.yml` }],
+        'E_EXTRA_VARS',
+      );
     const k = t.slice(0, eq).trim();
     let v = t.slice(eq + 1).trim();
     if (v.length >= 2 && (v[0] === '"' || v[0] === "'") && v[v.length - 1] === v[0] && v[v.length - 2] !== '\\') v = v.slice(1, -1);
@@ -43,28 +77,44 @@ export function parseExtraVars(values: string[], cwd: string): Record<string, un
     let data: unknown;
     if (raw.startsWith('@')) {
       const f = resolve(cwd, raw.slice(1));
-      if (!existsSync(f)) throw new ValidationError([{ file: raw.slice(1), path: 'extra-vars', message: `extra vars file not found: ${f}` }], 'E_EXTRA_VARS');
+      if (!existsSync(f))
+        throw new ValidationError([{ file: raw.slice(1), path: 'extra-vars', message: `extra vars file not found: ${f}` }], 'E_EXTRA_VARS');
       const text = readFileSync(f, 'utf8');
       if (text.trimStart().startsWith('$ANSIBLE_VAULT')) {
-        throw new ValidationError([{ file: f, path: 'extra-vars', message: 'the file is Ansible Vault-encrypted; runbook does not decrypt vault' }], 'E_INVENTORY_VAULT');
+        throw new ValidationError(
+          [{ file: f, path: 'extra-vars', message: 'the file is Ansible Vault-encrypted; runbook does not decrypt vault' }],
+          'E_INVENTORY_VAULT',
+        );
       }
-      try { data = loadYaml(text, f); } catch (e) {
-        if (e instanceof YamlSyntaxError) throw new ValidationError([{ file: f, line: e.line, path: 'extra-vars', message: e.message }], 'E_EXTRA_VARS');
+      try {
+        data = loadYaml(text, f);
+      } catch (e) {
+        if (e instanceof YamlSyntaxError)
+          throw new ValidationError([{ file: f, line: e.line, path: 'extra-vars', message: e.message }], 'E_EXTRA_VARS');
         throw e;
       }
       if (data === null) continue;
     } else if (raw[0] === '/' || raw[0] === '.') {
-      throw new ValidationError([{ path: 'extra-vars', message: `'${raw}' looks like a file name: prefix it with '@' (-e @${raw})` }], 'E_EXTRA_VARS');
+      throw new ValidationError(
+        [{ path: 'extra-vars', message: `'${raw}' looks like a file name: prefix it with '@' (-e @${raw})` }],
+        'E_EXTRA_VARS',
+      );
     } else if (raw[0] === '{' || raw[0] === '[') {
-      try { data = loadYaml(raw, '-e'); } catch (e) {
-        if (e instanceof YamlSyntaxError) throw new ValidationError([{ path: 'extra-vars', message: `-e '${raw}': ${e.message}` }], 'E_EXTRA_VARS');
+      try {
+        data = loadYaml(raw, '-e');
+      } catch (e) {
+        if (e instanceof YamlSyntaxError)
+          throw new ValidationError([{ path: 'extra-vars', message: `-e '${raw}': ${e.message}` }], 'E_EXTRA_VARS');
         throw e;
       }
     } else {
       data = parseKv(raw);
     }
     if (!isMapping(data)) {
-      throw new ValidationError([{ path: 'extra-vars', message: `-e '${raw}' does not give a mapping of names to values` }], 'E_EXTRA_VARS');
+      throw new ValidationError(
+        [{ path: 'extra-vars', message: `-e '${raw}' does not give a mapping of names to values` }],
+        'E_EXTRA_VARS',
+      );
     }
     vars = { ...vars, ...data };
   }

@@ -15,24 +15,28 @@ const RE = {
   bracketedHostport: /^\[(.+)\]:([0-9]+)$/,
   hostport: /^((?:[^:[\]]|\[[^\]]*\])*):([0-9]+)$/,
   ipv4: new RegExp(String.raw`^(?:${ipv4c}\.){3}${ipv4c}$`, 'i'),
-  ipv6: new RegExp('^(?:' + [
-    String.raw`(?:${c}:){7}${c}`,
-    String.raw`(?:${c}:){1,6}:`,
-    String.raw`(?:${c}:)(?::${c}){1,6}`,
-    String.raw`(?:${c}:){2}(?::${c}){1,5}`,
-    String.raw`(?:${c}:){3}(?::${c}){1,4}`,
-    String.raw`(?:${c}:){4}(?::${c}){1,3}`,
-    String.raw`(?:${c}:){5}(?::${c}){1,2}`,
-    String.raw`(?:${c}:){6}(?::${c})`,
-    String.raw`:(?::${c}){1,6}`,
-    String.raw`${c}?::`,
-    String.raw`(?:0:){6}(?:${c}\.){3}${c}`,
-    String.raw`::(?:ffff:)?(?:${c}\.){3}${c}`,
-    String.raw`(?:0:){5}ffff:(?:${c}\.){3}${c}`,
-  ].join('|') + ')$', 'i'),
+  ipv6: new RegExp(
+    '^(?:' +
+      [
+        String.raw`(?:${c}:){7}${c}`,
+        String.raw`(?:${c}:){1,6}:`,
+        String.raw`(?:${c}:)(?::${c}){1,6}`,
+        String.raw`(?:${c}:){2}(?::${c}){1,5}`,
+        String.raw`(?:${c}:){3}(?::${c}){1,4}`,
+        String.raw`(?:${c}:){4}(?::${c}){1,3}`,
+        String.raw`(?:${c}:){5}(?::${c}){1,2}`,
+        String.raw`(?:${c}:){6}(?::${c})`,
+        String.raw`:(?::${c}){1,6}`,
+        String.raw`${c}?::`,
+        String.raw`(?:0:){6}(?:${c}\.){3}${c}`,
+        String.raw`::(?:ffff:)?(?:${c}\.){3}${c}`,
+        String.raw`(?:0:){5}ffff:(?:${c}\.){3}${c}`,
+      ].join('|') +
+      ')$',
+    'i',
+  ),
   hostname: new RegExp(String.raw`^${label}(?:\.${label})*$`, 'iu'),
 };
-
 
 /** parse_address(address, allow_ranges=True); undefined where Python raises. */
 export function parseAddress(address: string): { host: string; port?: number } | undefined {
@@ -40,7 +44,10 @@ export function parseAddress(address: string): { host: string; port?: number } |
   let a = address;
   for (const re of [RE.bracketedHostport, RE.hostport]) {
     const m = re.exec(a);
-    if (m) { a = m[1]; port = parseInt(m[2], 10); }
+    if (m) {
+      a = m[1];
+      port = parseInt(m[2], 10);
+    }
   }
   if (RE.ipv4.test(a) || RE.ipv6.test(a) || RE.hostname.test(a)) return { host: a, port };
   return undefined;

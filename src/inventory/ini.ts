@@ -8,7 +8,12 @@ import { literalEval, shlexSplit } from './pysyntax.js';
 import { expandHostPattern, RangeError_ } from './hostpattern.js';
 
 export class InventoryParseError extends Error {
-  constructor(readonly file: string, readonly line: number | undefined, message: string, readonly code = 'E_INVENTORY_SYNTAX') {
+  constructor(
+    readonly file: string,
+    readonly line: number | undefined,
+    message: string,
+    readonly code = 'E_INVENTORY_SYNTAX',
+  ) {
     super(message);
   }
 }
@@ -30,9 +35,13 @@ export function parseIni(inv: RInventory, file: string, text: string): void {
   let groupname = 'ungrouped';
   let state = 'hosts';
   let lineno = 0;
-  const fail = (msg: string): never => { throw new InventoryParseError(file, lineno, msg); };
+  const fail = (msg: string): never => {
+    throw new InventoryParseError(file, lineno, msg);
+  };
   const guard = <T>(f: () => T): T => {
-    try { return f(); } catch (e) {
+    try {
+      return f();
+    } catch (e) {
       if (e instanceof GroupError || e instanceof RangeError_) return fail(e.message);
       throw e;
     }
@@ -60,7 +69,8 @@ export function parseIni(inv: RInventory, file: string, text: string): void {
         fail(`section [${m[1]}:${m[2]}] has unknown type '${m[2]}': use [${m[1]}], [${m[1]}:vars] or [${m[1]}:children]`);
       }
       if (!inv.groups.has(groupname)) {
-        if (state === 'vars' && !pending.has(groupname)) pending.set(groupname, { line: lineno, state: 'vars', name: groupname, parents: [] });
+        if (state === 'vars' && !pending.has(groupname))
+          pending.set(groupname, { line: lineno, state: 'vars', name: groupname, parents: [] });
         inv.addGroup(groupname);
       }
       const p = pending.get(groupname);
@@ -75,14 +85,19 @@ export function parseIni(inv: RInventory, file: string, text: string): void {
 
     if (state === 'hosts') {
       let tokens: string[];
-      try { tokens = shlexSplit(line); } catch (e) { return fail(`cannot parse host line '${line}': ${(e as Error).message}`); }
+      try {
+        tokens = shlexSplit(line);
+      } catch (e) {
+        return fail(`cannot parse host line '${line}': ${(e as Error).message}`);
+      }
       if (tokens.length === 0) continue;
       const hostpattern = tokens[0];
       const { names, port } = guard(() => expandHostPattern(hostpattern));
       if (hostpattern.trim().endsWith(':') && port === undefined) {
         fail(`invalid host pattern '${hostpattern}': a trailing ':' is reserved for a port number`);
       }
-      for (const n of names) if (n.trim() === '---') fail(`invalid host pattern '${hostpattern}': '---' looks like a YAML file; name it .yml`);
+      for (const n of names)
+        if (n.trim() === '---') fail(`invalid host pattern '${hostpattern}': '---' looks like a YAML file; name it .yml`);
       const vars: Record<string, unknown> = {};
       for (const t of tokens.slice(1)) {
         const eq = t.indexOf('=');
@@ -116,8 +131,16 @@ export function parseIni(inv: RInventory, file: string, text: string): void {
   }
   for (const p of pending.values()) {
     if (p.state === 'vars') {
-      throw new InventoryParseError(file, p.line, `section [${p.name}:vars] is for a group that is never declared: add a [${p.name}] section or remove it`);
+      throw new InventoryParseError(
+        file,
+        p.line,
+        `section [${p.name}:vars] is for a group that is never declared: add a [${p.name}] section or remove it`,
+      );
     }
-    throw new InventoryParseError(file, p.line, `section [${p.parents[p.parents.length - 1]}:children] names an undefined group '${p.name}': declare [${p.name}] (it may be empty)`);
+    throw new InventoryParseError(
+      file,
+      p.line,
+      `section [${p.parents[p.parents.length - 1]}:children] names an undefined group '${p.name}': declare [${p.name}] (it may be empty)`,
+    );
   }
 }

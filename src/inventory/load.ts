@@ -46,7 +46,10 @@ function findVault(file: string, text: string, data: unknown, path: string[] = [
   if (data instanceof VaultValue || (typeof data === 'string' && data.startsWith('$ANSIBLE_VAULT;'))) {
     const key = path[path.length - 1] ?? '';
     const line = lineOfKey(text, key);
-    throw new RunbookError('E_INVENTORY_VAULT', `${file}${line ? `:${line}` : ''}: '${path.join('.')}' is vault-encrypted; runbook does not decrypt Ansible Vault. Decrypt it or pass the secret another way (environment, -e @file outside the journal).`);
+    throw new RunbookError(
+      'E_INVENTORY_VAULT',
+      `${file}${line ? `:${line}` : ''}: '${path.join('.')}' is vault-encrypted; runbook does not decrypt Ansible Vault. Decrypt it or pass the secret another way (environment, -e @file outside the journal).`,
+    );
   }
   if (Array.isArray(data)) data.forEach((v, i) => findVault(file, text, v, [...path, String(i)]));
   else if (data && typeof data === 'object') for (const [k, v] of Object.entries(data)) findVault(file, text, v, [...path, k]);
@@ -56,7 +59,9 @@ class Loader {
   inv = new RInventory();
   warnings: string[] = [];
 
-  warn = (m: string) => { this.warnings.push(m); };
+  warn = (m: string) => {
+    this.warnings.push(m);
+  };
 
   parseSource(source: string): void {
     const st = statSync(source);
@@ -74,14 +79,25 @@ class Loader {
     const buf = readFileSync(file);
     const shebang = buf.subarray(0, 2).toString('latin1') === '#!';
     let executable = false;
-    try { accessSync(file, constants.X_OK); executable = (mode & 0o111) !== 0; } catch { executable = false; }
+    try {
+      accessSync(file, constants.X_OK);
+      executable = (mode & 0o111) !== 0;
+    } catch {
+      executable = false;
+    }
     const text = buf.toString('utf8');
     const notText = text.includes('\uFFFD') || buf.includes(0);
     if (shebang || (executable && notText)) {
-      throw new RunbookError('E_INVENTORY_SCRIPT', `${file}: inventory scripts are not supported (the file is ${shebang ? 'a script (#!)' : 'an executable'}); export its output to a YAML inventory, e.g. \`${file} --list > inventory.json\`, and pass that file with -i.`);
+      throw new RunbookError(
+        'E_INVENTORY_SCRIPT',
+        `${file}: inventory scripts are not supported (the file is ${shebang ? 'a script (#!)' : 'an executable'}); export its output to a YAML inventory, e.g. \`${file} --list > inventory.json\`, and pass that file with -i.`,
+      );
     }
     if (text.trimStart().startsWith('$ANSIBLE_VAULT')) {
-      throw new RunbookError('E_INVENTORY_VAULT', `${file}: the inventory file is Ansible Vault-encrypted; runbook does not decrypt vault. Decrypt it (ansible-vault decrypt) or keep secrets out of the inventory.`);
+      throw new RunbookError(
+        'E_INVENTORY_VAULT',
+        `${file}: the inventory file is Ansible Vault-encrypted; runbook does not decrypt vault. Decrypt it (ansible-vault decrypt) or keep secrets out of the inventory.`,
+      );
     }
     const ext = pyExt(file);
     if (ext === '.toml') throw new InventoryParseError(file, undefined, 'TOML inventories are not supported: convert it to YAML or INI');
@@ -112,7 +128,10 @@ class Loader {
             yamlError = e;
           }
         } else if (why === 'plugin') {
-          throw new RunbookError('E_INVENTORY_PLUGIN', `${file}: inventory plugins ('plugin: ${String((data as Record<string, unknown>).plugin)}') are not supported; write the hosts as a YAML or INI inventory.`);
+          throw new RunbookError(
+            'E_INVENTORY_PLUGIN',
+            `${file}: inventory plugins ('plugin: ${String((data as Record<string, unknown>).plugin)}') are not supported; write the hosts as a YAML or INI inventory.`,
+          );
         } else if (why !== 'empty YAML file') {
           yamlError = new InventoryParseError(file, 1, why);
         }
@@ -123,13 +142,18 @@ class Loader {
       parseIni(this.inv, file, text);
       if (text.includes('$ANSIBLE_VAULT')) {
         const i = text.split(/\r\n|\r|\n/).findIndex((l) => l.includes('$ANSIBLE_VAULT'));
-        throw new RunbookError('E_INVENTORY_VAULT', `${file}:${i + 1}: a vault-encrypted value; runbook does not decrypt Ansible Vault. Decrypt it or move the secret out of the inventory.`);
+        throw new RunbookError(
+          'E_INVENTORY_VAULT',
+          `${file}:${i + 1}: a vault-encrypted value; runbook does not decrypt Ansible Vault. Decrypt it or move the secret out of the inventory.`,
+        );
       }
     } catch (e) {
       if (!(e instanceof InventoryParseError)) throw e;
       this.restore(snapshot);
       // Which error to show: the YAML one for YAML-looking files, else the INI one.
-      const looksYaml = YAML_EXTS.includes(ext) || /^\s*(---|[\w.-]+\s*:(\s|$))/m.test(text.split('\n').find((l) => l.trim() && !l.trim().startsWith('#')) ?? '');
+      const looksYaml =
+        YAML_EXTS.includes(ext) ||
+        /^\s*(---|[\w.-]+\s*:(\s|$))/m.test(text.split('\n').find((l) => l.trim() && !l.trim().startsWith('#')) ?? '');
       throw looksYaml && yamlError ? yamlError : e;
     }
   }
@@ -142,16 +166,24 @@ class Loader {
     copy.groups = new Map();
     for (const [n, g] of this.inv.groups) {
       const ng = new RGroup(n);
-      ng.depth = g.depth; ng.priority = g.priority; ng.vars = { ...g.vars };
-      gmap.set(g, ng); copy.groups.set(n, ng);
+      ng.depth = g.depth;
+      ng.priority = g.priority;
+      ng.vars = { ...g.vars };
+      gmap.set(g, ng);
+      copy.groups.set(n, ng);
     }
     for (const [n, h] of this.inv.hosts) {
-      const nh = new RHost(n); nh.vars = { ...h.vars }; nh.implicit = h.implicit;
-      hmap.set(h, nh); copy.hosts.set(n, nh);
+      const nh = new RHost(n);
+      nh.vars = { ...h.vars };
+      nh.implicit = h.implicit;
+      hmap.set(h, nh);
+      copy.hosts.set(n, nh);
     }
     for (const [g, ng] of gmap) {
-      ng.hosts = g.hosts.map((h) => hmap.get(h)!); ng.hostNames = new Set(g.hostNames);
-      ng.childGroups = g.childGroups.map((x) => gmap.get(x)!); ng.parentGroups = g.parentGroups.map((x) => gmap.get(x)!);
+      ng.hosts = g.hosts.map((h) => hmap.get(h)!);
+      ng.hostNames = new Set(g.hostNames);
+      ng.childGroups = g.childGroups.map((x) => gmap.get(x)!);
+      ng.parentGroups = g.parentGroups.map((x) => gmap.get(x)!);
     }
     for (const [h, nh] of hmap) nh.groups = h.groups.map((g) => gmap.get(g)!);
     return copy;
@@ -169,7 +201,10 @@ class Loader {
       let host = h;
       let port: number | undefined;
       const pa = parseAddress(h);
-      if (pa && !pa.host.includes('[')) { host = pa.host; port = pa.port; }
+      if (pa && !pa.host.includes('[')) {
+        host = pa.host;
+        port = pa.port;
+      }
       if (!this.inv.hosts.has(host)) this.inv.addHost(host, 'ungrouped', port);
     }
   }
@@ -211,7 +246,11 @@ class VarsFiles {
     const dir = join(basedir, sub);
     let opath = this.real.get(dir);
     if (opath === undefined) {
-      try { opath = realpathSync(dir); } catch { opath = null; }
+      try {
+        opath = realpathSync(dir);
+      } catch {
+        opath = null;
+      }
       this.real.set(dir, opath);
     }
     if (opath === null) return {};
@@ -232,7 +271,10 @@ class VarsFiles {
   private loadFile(f: string): Record<string, unknown> | undefined {
     const text = readFileSync(f, 'utf8');
     if (text.trimStart().startsWith('$ANSIBLE_VAULT')) {
-      throw new RunbookError('E_INVENTORY_VAULT', `${f}: the variables file is Ansible Vault-encrypted; runbook does not decrypt vault. Decrypt it or keep the secret elsewhere.`);
+      throw new RunbookError(
+        'E_INVENTORY_VAULT',
+        `${f}: the variables file is Ansible Vault-encrypted; runbook does not decrypt vault. Decrypt it or keep the secret elsewhere.`,
+      );
     }
     let data: unknown;
     try {
@@ -244,7 +286,16 @@ class VarsFiles {
     findVault(f, text, data);
     if (!data) return undefined; // empty files are ignored, like Ansible
     if (typeof data !== 'object' || Array.isArray(data)) {
-      throw new ValidationError([{ file: f, line: 1, message: `a variables file must be a mapping of names to values, found ${Array.isArray(data) ? 'a list' : typeof data}` }], 'E_INVENTORY_SYNTAX');
+      throw new ValidationError(
+        [
+          {
+            file: f,
+            line: 1,
+            message: `a variables file must be a mapping of names to values, found ${Array.isArray(data) ? 'a list' : typeof data}`,
+          },
+        ],
+        'E_INVENTORY_SYNTAX',
+      );
     }
     if (Object.keys(data).length === 0) return undefined;
     return data as Record<string, unknown>;
@@ -281,7 +332,10 @@ export function loadInventory(sources: string[], opts: LoadInventoryOptions = {}
     }
     const p = resolve(cwd, expandUser(src));
     if (!existsSync(p)) {
-      throw new ValidationError([{ file: src, message: `inventory source not found (resolved to ${p}); pass an existing file or directory with -i` }], 'E_INVENTORY_NOT_FOUND');
+      throw new ValidationError(
+        [{ file: src, message: `inventory source not found (resolved to ${p}); pass an existing file or directory with -i` }],
+        'E_INVENTORY_NOT_FOUND',
+      );
     }
     resolved.push(p);
     try {

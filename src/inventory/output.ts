@@ -6,10 +6,27 @@ import type { Inventory, InventoryGroup } from './types.js';
 import { groupHosts } from './patterns.js';
 
 /** Variables ansible-inventory never prints (cli/inventory.py INTERNAL_VARS). */
-export const INTERNAL_VARS = new Set(['ansible_diff_mode', 'ansible_config_file', 'ansible_facts', 'ansible_forks',
-  'ansible_inventory_sources', 'ansible_limit', 'ansible_playbook_python', 'ansible_run_tags', 'ansible_skip_tags',
-  'ansible_verbosity', 'ansible_version', 'inventory_dir', 'inventory_file', 'inventory_hostname',
-  'inventory_hostname_short', 'groups', 'group_names', 'omit', 'playbook_dir']);
+export const INTERNAL_VARS = new Set([
+  'ansible_diff_mode',
+  'ansible_config_file',
+  'ansible_facts',
+  'ansible_forks',
+  'ansible_inventory_sources',
+  'ansible_limit',
+  'ansible_playbook_python',
+  'ansible_run_tags',
+  'ansible_skip_tags',
+  'ansible_verbosity',
+  'ansible_version',
+  'inventory_dir',
+  'inventory_file',
+  'inventory_hostname',
+  'inventory_hostname_short',
+  'groups',
+  'group_names',
+  'omit',
+  'playbook_dir',
+]);
 
 function visibleVars(vars: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -30,7 +47,10 @@ export function inventoryListJson(inv: Inventory): Record<string, unknown> {
     for (const c of g.children) {
       children.push(c);
       const cg = inv.groups.get(c);
-      if (cg && !seen.has(c)) { format(cg); seen.add(c); }
+      if (cg && !seen.has(c)) {
+        format(cg);
+        seen.add(c);
+      }
     }
     for (const k of ['hosts', 'vars', 'children']) {
       const v = entry[k];
@@ -58,7 +78,10 @@ export function inventoryGraph(inv: Inventory, group = 'all'): string {
   const lines: string[] = [];
   const walk = (g: InventoryGroup, depth: number) => {
     lines.push(name(`@${g.name}:`, depth));
-    for (const c of g.children) { const cg = inv.groups.get(c); if (cg) walk(cg, depth + 1); }
+    for (const c of g.children) {
+      const cg = inv.groups.get(c);
+      if (cg) walk(cg, depth + 1);
+    }
     if (g.name !== 'all') for (const h of g.hosts) if (!inv.hosts.get(h)?.implicit) lines.push(name(h, depth + 1));
   };
   walk(start, 0);

@@ -9,7 +9,6 @@ import type { Inventory, InventoryGroup, InventoryHost } from './types.js';
 import { parseAddress } from './hostpattern.js';
 import { LOCALHOST_NAMES } from './data.js';
 
-
 /** split_host_pattern(): commas, else colons outside brackets (unless the whole thing is an address). */
 export function splitHostPattern(pattern: string): string[] {
   let parts: string[];
@@ -40,8 +39,10 @@ export function fnmatchToRegExp(pat: string): RegExp {
   const n = pat.length;
   while (i < n) {
     const c = pat[i++];
-    if (c === '*') { while (pat[i] === '*') i++; res += '.*'; }
-    else if (c === '?') res += '.';
+    if (c === '*') {
+      while (pat[i] === '*') i++;
+      res += '.*';
+    } else if (c === '?') res += '.';
     else if (c === '[') {
       let j = i;
       if (j < n && pat[j] === '!') j++;
@@ -72,17 +73,22 @@ export function groupHosts(inv: Inventory, name: string): string[] {
   while (unprocessed.length) {
     for (const g of unprocessed) seen.add(g);
     const next: InventoryGroup[] = [];
-    for (const g of unprocessed) for (const k of childrenOf(inv, g)) { next.push(k); if (!seen.has(k)) ordered.push(k); }
+    for (const g of unprocessed)
+      for (const k of childrenOf(inv, g)) {
+        next.push(k);
+        if (!seen.has(k)) ordered.push(k);
+      }
     unprocessed = [...new Set(next.filter((g) => !seen.has(g)))];
   }
   const out: string[] = [];
   const done = new Set<string>();
-  for (const g of ordered) for (const h of g.hosts) {
-    if (done.has(h)) continue;
-    done.add(h);
-    if (name === 'all' && inv.hosts.get(h)?.implicit) continue;
-    out.push(h);
-  }
+  for (const g of ordered)
+    for (const h of g.hosts) {
+      if (done.has(h)) continue;
+      done.add(h);
+      if (name === 'all' && inv.hosts.get(h)?.implicit) continue;
+      out.push(h);
+    }
   return out;
 }
 
@@ -128,7 +134,10 @@ class Matcher {
       throw new ValidationError([{ path: 'limit', message: `invalid host pattern '${pat}': not a valid regular expression` }], 'E_PATTERN');
     }
     const out: string[] = [];
-    for (const it of items) { re.lastIndex = 0; if (re.test(it)) out.push(it); } // ~regex: re.match = anchored at start
+    for (const it of items) {
+      re.lastIndex = 0;
+      if (re.test(it)) out.push(it);
+    } // ~regex: re.match = anchored at start
     return out;
   }
 
@@ -138,7 +147,12 @@ class Matcher {
     const matchingGroups = this.matchList(groupNames, pattern);
     for (const g of matchingGroups) results.push(...groupHosts(this.inv, g));
     if (!matchingGroups.length || pattern[0] === '~' || ['.', '?', '*', '['].some((s) => pattern.includes(s))) {
-      results.push(...this.matchList([...this.inv.hosts.keys()].filter((h) => !this.inv.hosts.get(h)?.implicit), pattern));
+      results.push(
+        ...this.matchList(
+          [...this.inv.hosts.keys()].filter((h) => !this.inv.hosts.get(h)?.implicit),
+          pattern,
+        ),
+      );
     }
     if (!results.length && LOCALHOST_NAMES.includes(pattern)) {
       const implicit = implicitLocalhost(this.inv, pattern);
@@ -171,7 +185,15 @@ class Matcher {
       } else {
         const idx = start < 0 ? hosts.length + start : start;
         if (idx < 0 || idx >= hosts.length) {
-          throw new ValidationError([{ path: 'limit', message: `no hosts matched the subscripted pattern '${pattern}' (${expr} has ${hosts.length} host${hosts.length === 1 ? '' : 's'})` }], 'E_PATTERN');
+          throw new ValidationError(
+            [
+              {
+                path: 'limit',
+                message: `no hosts matched the subscripted pattern '${pattern}' (${expr} has ${hosts.length} host${hosts.length === 1 ? '' : 's'})`,
+              },
+            ],
+            'E_PATTERN',
+          );
         }
         hosts = [hosts[idx]];
       }
@@ -184,11 +206,21 @@ class Matcher {
   evaluate(patterns: string[]): string[] {
     let hosts: string[] = [];
     for (const p of orderPatterns(patterns)) {
-      if (this.inv.hosts.has(p) && !this.inv.hosts.get(p)!.implicit) { hosts.push(p); continue; }
+      if (this.inv.hosts.has(p) && !this.inv.hosts.get(p)!.implicit) {
+        hosts.push(p);
+        continue;
+      }
       const that = this.matchOne(p);
-      if (p[0] === '!') { const s = new Set(that); hosts = hosts.filter((h) => !s.has(h)); }
-      else if (p[0] === '&') { const s = new Set(that); hosts = hosts.filter((h) => s.has(h)); }
-      else { const have = new Set(hosts); hosts.push(...that.filter((h) => !have.has(h))); }
+      if (p[0] === '!') {
+        const s = new Set(that);
+        hosts = hosts.filter((h) => !s.has(h));
+      } else if (p[0] === '&') {
+        const s = new Set(that);
+        hosts = hosts.filter((h) => s.has(h));
+      } else {
+        const have = new Set(hosts);
+        hosts.push(...that.filter((h) => !have.has(h)));
+      }
     }
     return [...new Set(hosts)];
   }
@@ -214,9 +246,18 @@ export function expandLimit(limit: string, cwd: string): string[] {
   for (const x of splitHostPattern(limit)) {
     if (x[0] === '@') {
       const f = resolve(cwd, x.slice(1));
-      if (!existsSync(f)) throw new ValidationError([{ file: x.slice(1), path: 'limit', message: `limit file not found: ${f}` }], 'E_PATTERN');
-      if (!statSync(f).isFile()) throw new ValidationError([{ file: x.slice(1), path: 'limit', message: `a limit starting with '@' must be a file, not a directory: ${f}` }], 'E_PATTERN');
-      out.push(...readFileSync(f, 'utf8').split('\n').map((l) => l.trim()));
+      if (!existsSync(f))
+        throw new ValidationError([{ file: x.slice(1), path: 'limit', message: `limit file not found: ${f}` }], 'E_PATTERN');
+      if (!statSync(f).isFile())
+        throw new ValidationError(
+          [{ file: x.slice(1), path: 'limit', message: `a limit starting with '@' must be a file, not a directory: ${f}` }],
+          'E_PATTERN',
+        );
+      out.push(
+        ...readFileSync(f, 'utf8')
+          .split('\n')
+          .map((l) => l.trim()),
+      );
     } else out.push(x);
   }
   return out;

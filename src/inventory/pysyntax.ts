@@ -22,28 +22,65 @@ export function shlexSplit(s: string): string[] {
     const ch = i < s.length ? s[i++] : '';
     if (state === ' ') {
       if (!ch) break;
-      if (ws.includes(ch)) { if (token || quoted) emit(); continue; }
-      if (ch === '#') { const nl = s.indexOf('\n', i); i = nl < 0 ? s.length : nl + 1; continue; }
-      if (ch === '\\') { escapedState = 'a'; state = '\\'; continue; }
-      if (ch === '"' || ch === "'") { state = ch; continue; }
-      token = ch; state = 'a';
+      if (ws.includes(ch)) {
+        if (token || quoted) emit();
+        continue;
+      }
+      if (ch === '#') {
+        const nl = s.indexOf('\n', i);
+        i = nl < 0 ? s.length : nl + 1;
+        continue;
+      }
+      if (ch === '\\') {
+        escapedState = 'a';
+        state = '\\';
+        continue;
+      }
+      if (ch === '"' || ch === "'") {
+        state = ch;
+        continue;
+      }
+      token = ch;
+      state = 'a';
     } else if (state === '"' || state === "'") {
       quoted = true;
       if (!ch) throw new Error('No closing quotation');
       if (ch === state) state = 'a';
-      else if (ch === '\\' && state === '"') { escapedState = state as string; state = '\\'; }
-      else token += ch;
+      else if (ch === '\\' && state === '"') {
+        escapedState = state as string;
+        state = '\\';
+      } else token += ch;
     } else if (state === '\\') {
       if (!ch) throw new Error('No escaped character');
       if ((escapedState === '"' || escapedState === "'") && ch !== '\\' && ch !== escapedState) token += '\\';
       token += ch;
       state = escapedState as typeof state;
     } else if (state === 'a') {
-      if (!ch) { emit(); break; }
-      if (ws.includes(ch)) { state = ' '; emit(); continue; }
-      if (ch === '#') { const nl = s.indexOf('\n', i); i = nl < 0 ? s.length : nl + 1; state = ' '; emit(); continue; }
-      if (ch === '"' || ch === "'") { state = ch; continue; }
-      if (ch === '\\') { escapedState = 'a'; state = '\\'; continue; }
+      if (!ch) {
+        emit();
+        break;
+      }
+      if (ws.includes(ch)) {
+        state = ' ';
+        emit();
+        continue;
+      }
+      if (ch === '#') {
+        const nl = s.indexOf('\n', i);
+        i = nl < 0 ? s.length : nl + 1;
+        state = ' ';
+        emit();
+        continue;
+      }
+      if (ch === '"' || ch === "'") {
+        state = ch;
+        continue;
+      }
+      if (ch === '\\') {
+        escapedState = 'a';
+        state = '\\';
+        continue;
+      }
       token += ch;
     }
   }
@@ -80,15 +117,26 @@ class LitParser {
   depth = 0;
   constructor(readonly src: string) {}
 
-  fail(): never { throw new NotLiteral(); }
+  fail(): never {
+    throw new NotLiteral();
+  }
 
   skipWs(): void {
     // Inside brackets Python allows newlines; at top level a newline would end the statement (we only get one line).
     for (;;) {
       const c = this.src[this.pos];
-      if (c === ' ' || c === '\t' || c === '\f' || (this.depth > 0 && (c === '\n' || c === '\r'))) { this.pos++; continue; }
-      if (c === '\\' && this.src[this.pos + 1] === '\n') { this.pos += 2; continue; }
-      if (c === '#') { while (this.pos < this.src.length && this.src[this.pos] !== '\n') this.pos++; continue; }
+      if (c === ' ' || c === '\t' || c === '\f' || (this.depth > 0 && (c === '\n' || c === '\r'))) {
+        this.pos++;
+        continue;
+      }
+      if (c === '\\' && this.src[this.pos + 1] === '\n') {
+        this.pos += 2;
+        continue;
+      }
+      if (c === '#') {
+        while (this.pos < this.src.length && this.src[this.pos] !== '\n') this.pos++;
+        continue;
+      }
       break;
     }
   }
@@ -150,13 +198,18 @@ class LitParser {
     let sawComma = false;
     for (;;) {
       this.skipWs();
-      if (this.src[this.pos] === close) { this.pos++; break; }
+      if (this.src[this.pos] === close) {
+        this.pos++;
+        break;
+      }
       if (items.length > 0 && !sawComma) this.fail();
       items.push(this.parseExpr());
       this.skipWs();
       sawComma = false;
-      if (this.src[this.pos] === ',') { this.pos++; sawComma = true; }
-      else if (this.src[this.pos] !== close) this.fail();
+      if (this.src[this.pos] === ',') {
+        this.pos++;
+        sawComma = true;
+      } else if (this.src[this.pos] !== close) this.fail();
     }
     this.depth--;
     if (open === '(' && items.length === 1 && !sawComma) return items[0] as PyValue[]; // parenthesised expression
@@ -167,7 +220,11 @@ class LitParser {
     this.pos++;
     this.depth++;
     this.skipWs();
-    if (this.src[this.pos] === '}') { this.pos++; this.depth--; return {}; }
+    if (this.src[this.pos] === '}') {
+      this.pos++;
+      this.depth--;
+      return {};
+    }
     const first = this.parseExpr();
     this.skipWs();
     if (this.src[this.pos] === ':') {
@@ -179,9 +236,14 @@ class LitParser {
         if (typeof key === 'object' && key !== null) this.fail(); // unhashable
         obj[pyKeyString(key)] = val;
         this.skipWs();
-        if (this.src[this.pos] === ',') { this.pos++; this.skipWs(); }
-        else if (this.src[this.pos] !== '}') this.fail();
-        if (this.src[this.pos] === '}') { this.pos++; break; }
+        if (this.src[this.pos] === ',') {
+          this.pos++;
+          this.skipWs();
+        } else if (this.src[this.pos] !== '}') this.fail();
+        if (this.src[this.pos] === '}') {
+          this.pos++;
+          break;
+        }
         key = this.parseExpr();
         this.skipWs();
         if (this.src[this.pos] !== ':') this.fail();
@@ -193,8 +255,14 @@ class LitParser {
     const items = [first];
     for (;;) {
       this.skipWs();
-      if (this.src[this.pos] === ',') { this.pos++; this.skipWs(); }
-      if (this.src[this.pos] === '}') { this.pos++; break; }
+      if (this.src[this.pos] === ',') {
+        this.pos++;
+        this.skipWs();
+      }
+      if (this.src[this.pos] === '}') {
+        this.pos++;
+        break;
+      }
       items.push(this.parseExpr());
     }
     this.depth--;
@@ -218,36 +286,69 @@ class LitParser {
     let out = '';
     for (;;) {
       if (this.pos >= s.length) this.fail();
-      if (s.startsWith(delim, this.pos)) { this.pos += delim.length; return out; }
+      if (s.startsWith(delim, this.pos)) {
+        this.pos += delim.length;
+        return out;
+      }
       const ch = s[this.pos];
       if (!triple && ch === '\n') this.fail();
       if (ch === '\\') {
         const n = s[this.pos + 1];
         if (n === undefined) this.fail();
-        if (raw) { out += ch + n; this.pos += 2; continue; }
+        if (raw) {
+          out += ch + n;
+          this.pos += 2;
+          continue;
+        }
         this.pos += 2;
         switch (n) {
-          case '\n': break;
-          case '\\': out += '\\'; break;
-          case "'": out += "'"; break;
-          case '"': out += '"'; break;
-          case 'a': out += '\x07'; break;
-          case 'b': out += '\b'; break;
-          case 'f': out += '\f'; break;
-          case 'n': out += '\n'; break;
-          case 'r': out += '\r'; break;
-          case 't': out += '\t'; break;
-          case 'v': out += '\v'; break;
+          case '\n':
+            break;
+          case '\\':
+            out += '\\';
+            break;
+          case "'":
+            out += "'";
+            break;
+          case '"':
+            out += '"';
+            break;
+          case 'a':
+            out += '\x07';
+            break;
+          case 'b':
+            out += '\b';
+            break;
+          case 'f':
+            out += '\f';
+            break;
+          case 'n':
+            out += '\n';
+            break;
+          case 'r':
+            out += '\r';
+            break;
+          case 't':
+            out += '\t';
+            break;
+          case 'v':
+            out += '\v';
+            break;
           case 'x': {
             const h = s.slice(this.pos, this.pos + 2);
             if (!/^[0-9a-fA-F]{2}$/.test(h)) this.fail();
-            out += String.fromCharCode(parseInt(h, 16)); this.pos += 2; break;
+            out += String.fromCharCode(parseInt(h, 16));
+            this.pos += 2;
+            break;
           }
-          case 'u': case 'U': {
+          case 'u':
+          case 'U': {
             const len = n === 'u' ? 4 : 8;
             const h = s.slice(this.pos, this.pos + len);
             if (!new RegExp(`^[0-9a-fA-F]{${len}}$`).test(h)) this.fail();
-            out += String.fromCodePoint(parseInt(h, 16)); this.pos += len; break;
+            out += String.fromCodePoint(parseInt(h, 16));
+            this.pos += len;
+            break;
           }
           default:
             if (/[0-7]/.test(n)) {

@@ -13,13 +13,29 @@ export class VaultValue {
   constructor(readonly text: string) {}
 }
 
-const vaultTag = yaml.defineScalarTag<VaultValue>('!vault', { resolve: (s) => new VaultValue(s), identify: (d) => d instanceof VaultValue });
+const vaultTag = yaml.defineScalarTag<VaultValue>('!vault', {
+  resolve: (s) => new VaultValue(s),
+  identify: (d) => d instanceof VaultValue,
+});
 const vaultEncTag = yaml.defineScalarTag<VaultValue>('!vault-encrypted', { resolve: (s) => new VaultValue(s), identify: () => false });
 const unsafeTag = yaml.defineScalarTag<string>('!unsafe', { resolve: (s) => s, identify: () => false });
-const unsafeSeqTag = yaml.defineSequenceTag<unknown[]>('!unsafe', { create: () => [], addItem: (c, i) => { c.push(i); }, identify: () => false });
+const unsafeSeqTag = yaml.defineSequenceTag<unknown[]>('!unsafe', {
+  create: () => [],
+  addItem: (c, i) => {
+    c.push(i);
+  },
+  identify: () => false,
+});
 const unsafeMapTag = yaml.defineMappingTag<Record<string, unknown>>('!unsafe', {
-  create: () => ({}), addPair: (c, k, v) => { c[String(k)] = v; return ''; }, has: (c, k) => Object.hasOwn(c, String(k)),
-  keys: (r) => Object.keys(r), get: (r, k) => r[String(k)], identify: () => false,
+  create: () => ({}),
+  addPair: (c, k, v) => {
+    c[String(k)] = v;
+    return '';
+  },
+  has: (c, k) => Object.hasOwn(c, String(k)),
+  keys: (r) => Object.keys(r),
+  get: (r, k) => r[String(k)],
+  identify: () => false,
 });
 
 // PyYAML's YAML 1.1 booleans: yes/no/true/false/on/off in three casings, but not y/n.
@@ -32,10 +48,24 @@ const pyBoolTag = yaml.defineScalarTag<boolean>('tag:yaml.org,2002:bool', {
   identify: (d) => typeof d === 'boolean',
 });
 
-export const ANSIBLE_YAML_SCHEMA = yaml.YAML11_SCHEMA.withTags(pyBoolTag, yaml.mergeTag, vaultTag, vaultEncTag, unsafeTag, unsafeSeqTag, unsafeMapTag);
+export const ANSIBLE_YAML_SCHEMA = yaml.YAML11_SCHEMA.withTags(
+  pyBoolTag,
+  yaml.mergeTag,
+  vaultTag,
+  vaultEncTag,
+  unsafeTag,
+  unsafeSeqTag,
+  unsafeMapTag,
+);
 
 export class YamlSyntaxError extends Error {
-  constructor(readonly file: string, readonly line: number | undefined, message: string) { super(message); }
+  constructor(
+    readonly file: string,
+    readonly line: number | undefined,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 /** Load one YAML document like Ansible's loader (None for an empty document). Dates become ISO strings. */
@@ -96,10 +126,20 @@ export function yamlRejectReason(data: unknown): string | undefined {
   return undefined;
 }
 
-export function parseYamlInventory(inv: RInventory, file: string, text: string, data: Record<string, unknown>, warn: (m: string) => void): void {
-  const fail = (line: number | undefined, msg: string): never => { throw new InventoryParseError(file, line, msg); };
+export function parseYamlInventory(
+  inv: RInventory,
+  file: string,
+  text: string,
+  data: Record<string, unknown>,
+  warn: (m: string) => void,
+): void {
+  const fail = (line: number | undefined, msg: string): never => {
+    throw new InventoryParseError(file, line, msg);
+  };
   const guard = <T>(key: string, f: () => T): T => {
-    try { return f(); } catch (e) {
+    try {
+      return f();
+    } catch (e) {
       if (e instanceof GroupError || e instanceof RangeError_) return fail(lineOfKey(text, key), e.message);
       throw e;
     }
@@ -139,7 +179,8 @@ export function parseYamlInventory(inv: RInventory, file: string, text: string, 
         for (const hp of Object.keys(val)) {
           const { names, port } = guard(hp, () => expandHostPattern(hp));
           const hv = val[hp] ?? {};
-          if (!isMapping(hv)) fail(lineOfKey(text, hp), `host '${hp}' in group '${group}': its variables must be a mapping, found ${typeName(hv)}`);
+          if (!isMapping(hv))
+            fail(lineOfKey(text, hp), `host '${hp}' in group '${group}': its variables must be a mapping, found ${typeName(hv)}`);
           guard(hp, () => {
             for (const h of names) {
               inv.addHost(h, group, port);

@@ -41,10 +41,15 @@ export function parseJournal(text: string, path: string): JournalContents {
     // A torn last line (the controller died while appending: no newline, or not JSON) is
     // ignored; everything before it is intact. Its sync() never returned, so no action
     // depended on it.
-    if (isLast && (problem || !endsWithNl)) { torn = true; continue; }
+    if (isLast && (problem || !endsWithNl)) {
+      torn = true;
+      continue;
+    }
     if (problem) {
-      throw new RunbookError('E_JOURNAL_CORRUPT',
-        `run journal ${path} line ${i + 1} ${problem}; the file was damaged or edited. Only a torn last line is tolerated; move the file away to forget the run`);
+      throw new RunbookError(
+        'E_JOURNAL_CORRUPT',
+        `run journal ${path} line ${i + 1} ${problem}; the file was damaged or edited. Only a torn last line is tolerated; move the file away to forget the run`,
+      );
     }
     records.push(rec as JournalRecord);
   }
@@ -58,7 +63,11 @@ export async function readJournal(path: string): Promise<JournalContents> {
     text = await fsp.readFile(path, 'utf8');
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'ENOENT') throw new RunbookError('E_RUN_NOT_FOUND', `no run journal at ${path}; see \`runbook runs\` for the runs in this state directory (--state-dir)`);
+    if (e.code === 'ENOENT')
+      throw new RunbookError(
+        'E_RUN_NOT_FOUND',
+        `no run journal at ${path}; see \`runbook runs\` for the runs in this state directory (--state-dir)`,
+      );
     throw new RunbookError('E_JOURNAL_READ', `cannot read the run journal ${path}: ${e.message}`, { cause: err });
   }
   return parseJournal(text, path);
@@ -66,7 +75,6 @@ export async function readJournal(path: string): Promise<JournalContents> {
 
 // ---------------------------------------------------------------------------------------
 // Per-host state
-
 
 export interface HostJournalState {
   /** A host-start was recorded. */
@@ -99,7 +107,11 @@ export interface HostJournalState {
   registers: Record<string, Registered>;
 }
 
-export interface StepInfo { index: number; rollback?: string; register?: string }
+export interface StepInfo {
+  index: number;
+  rollback?: string;
+  register?: string;
+}
 
 export interface HostStatesOptions {
   /** The runbook's main-phase steps: only steps with a rollback enter the ledger; register names. */
@@ -109,7 +121,15 @@ export interface HostStatesOptions {
 }
 
 function emptyHost(): HostJournalState {
-  return { started: false, preflightDone: false, done: new Map(), ledger: [], rolledBack: new Set(), rollbackFailed: new Set(), registers: {} };
+  return {
+    started: false,
+    preflightDone: false,
+    done: new Map(),
+    ledger: [],
+    rolledBack: new Set(),
+    rollbackFailed: new Set(),
+    registers: {},
+  };
 }
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isInteger(v) ? v : undefined);
@@ -127,7 +147,11 @@ export function hostStates(records: JournalRecord[], opts: HostStatesOptions = {
   const runOrder = new Map<string, number[]>();
   const get = (h: string) => {
     let s = out.get(h);
-    if (!s) { s = emptyHost(); out.set(h, s); runOrder.set(h, []); }
+    if (!s) {
+      s = emptyHost();
+      out.set(h, s);
+      runOrder.set(h, []);
+    }
     return s;
   };
   const addLedger = (h: string, i: number) => {
@@ -164,19 +188,30 @@ export function hostStates(records: JournalRecord[], opts: HostStatesOptions = {
       case 'step-end': {
         if (index === undefined) break;
         const status = str(r.status) as StepStatus | undefined;
-        const reg = r.register as Partial<Registered> & { name?: string } | undefined;
+        const reg = r.register as (Partial<Registered> & { name?: string }) | undefined;
         if (reg && typeof reg === 'object') {
           const name = str(reg.name) ?? regName(phase, index);
-          if (name) s.registers[name] = { stdout: str(reg.stdout) ?? '', stderr: str(reg.stderr) ?? '', code: typeof reg.code === 'number' ? reg.code : null };
+          if (name)
+            s.registers[name] = {
+              stdout: str(reg.stdout) ?? '',
+              stderr: str(reg.stderr) ?? '',
+              code: typeof reg.code === 'number' ? reg.code : null,
+            };
         }
         if (phase !== 'step') break;
-        if (status === 'unknown' || status === undefined) { s.unknown = index; break; }
+        if (status === 'unknown' || status === undefined) {
+          s.unknown = index;
+          break;
+        }
         if (s.unknown === index) s.unknown = undefined;
         s.done.set(index, status);
         // The run started unless when/unless decided (skipped) before it.
         const stage = str(r.stage);
         const runStarted = stage === 'run' || stage === 'verify' || (stage === undefined && (status === 'changed' || status === 'failed'));
-        if (runStarted && hasRollback(index)) { addLedger(host, index); s.rolledBack.delete(index); }
+        if (runStarted && hasRollback(index)) {
+          addLedger(host, index);
+          s.rolledBack.delete(index);
+        }
         break;
       }
       case 'rollback-start':
@@ -185,8 +220,10 @@ export function hostStates(records: JournalRecord[], opts: HostStatesOptions = {
       case 'rollback-end':
         if (index === undefined) break;
         if (s.rollbackInFlight === index) s.rollbackInFlight = undefined;
-        if (r.status === 'ok') { s.rolledBack.add(index); s.rollbackFailed.delete(index); }
-        else s.rollbackFailed.add(index);
+        if (r.status === 'ok') {
+          s.rolledBack.add(index);
+          s.rollbackFailed.delete(index);
+        } else s.rollbackFailed.add(index);
         break;
     }
   }
@@ -222,7 +259,12 @@ export interface RunSummary {
 }
 
 function pidAlive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM'; }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Summarises one journal's records. */
@@ -233,14 +275,20 @@ export function summarizeRun(runId: string, path: string, records: JournalRecord
   let lastEndAt = -1;
   let lastEnd: JournalRecord | undefined;
   records.forEach((r, i) => {
-    if (r.type === 'journal-open') { lastOpen = r; lastOpenAt = i; }
+    if (r.type === 'journal-open') {
+      lastOpen = r;
+      lastOpenAt = i;
+    }
     if (r.type === 'run-start' && sum.started === undefined) {
       sum.started = str(r.time);
       sum.runbook = str(r.runbook);
       sum.runbook_file = str(r.runbook_file);
       if (typeof r.run_id === 'string') sum.run_id = r.run_id;
     }
-    if (r.type === 'run-end') { lastEnd = r; lastEndAt = i; }
+    if (r.type === 'run-end') {
+      lastEnd = r;
+      lastEndAt = i;
+    }
   });
   if (sum.started === undefined && records.length) sum.started = str(records[0].time);
   const takeEnd = (e: JournalRecord): void => {
@@ -254,7 +302,9 @@ export function summarizeRun(runId: string, path: string, records: JournalRecord
     sum.status = 'running?';
   } else if (lastEnd) {
     // A later process (e.g. an unlock) opened the journal without a run; keep the run's end.
-    const laterRun = records.slice(lastEndAt + 1).some((r) => r.type === 'run-start' || r.type === 'host-start' || r.type === 'step-start' || r.type === 'rollback-start');
+    const laterRun = records
+      .slice(lastEndAt + 1)
+      .some((r) => r.type === 'run-start' || r.type === 'host-start' || r.type === 'step-start' || r.type === 'rollback-start');
     if (!laterRun) takeEnd(lastEnd);
   }
   for (const [, s] of hostStates(records)) {

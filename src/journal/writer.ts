@@ -74,10 +74,16 @@ const RUN_ID_RE = /^\d{8}T\d{6}Z-[0-9a-f]{6}$/;
 export function newRunId(now: Date = new Date()): string {
   const iso = now.toISOString(); // 2026-11-26T19:50:12.345Z
   const stamp = `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}T${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}Z`;
-  if (stamp !== issuedStamp) { issuedStamp = stamp; issued.clear(); }
+  if (stamp !== issuedStamp) {
+    issuedStamp = stamp;
+    issued.clear();
+  }
   for (;;) {
     const id = `${stamp}-${randomBytes(3).toString('hex')}`;
-    if (!issued.has(id)) { issued.add(id); return id; }
+    if (!issued.has(id)) {
+      issued.add(id);
+      return id;
+    }
   }
 }
 // Ids issued by this process in the current second: never the same one twice. Two controllers
@@ -118,7 +124,9 @@ function ioReason(err: unknown): string {
 }
 
 function journalError(path: string, err: unknown): RunbookError {
-  return new RunbookError('E_JOURNAL', `cannot write the run journal ${path}: ${ioReason(err)}; the run stops changing hosts`, { cause: err });
+  return new RunbookError('E_JOURNAL', `cannot write the run journal ${path}: ${ioReason(err)}; the run stops changing hosts`, {
+    cause: err,
+  });
 }
 
 class Writer implements JournalWriter {
@@ -162,7 +170,9 @@ class Writer implements JournalWriter {
         await this.inflight.catch(() => {});
         continue;
       }
-      this.inflight = this.flush().finally(() => { this.inflight = null; });
+      this.inflight = this.flush().finally(() => {
+        this.inflight = null;
+      });
       await this.inflight.catch(() => {});
     }
   }
@@ -202,9 +212,14 @@ class Writer implements JournalWriter {
     try {
       if (!this.failed) {
         // The last record says how the journal was written (group commit effect, for benchmarks);
-          // its counts are those before its own, final, commit.
+        // its counts are those before its own, final, commit.
         if (!this.opts.noOpenRecord) {
-          this.write({ type: 'journal-close', time: new Date().toISOString(), pid: process.pid, stats: { ...this.stats, records: this.stats.records + 1 } });
+          this.write({
+            type: 'journal-close',
+            time: new Date().toISOString(),
+            pid: process.pid,
+            stats: { ...this.stats, records: this.stats.records + 1 },
+          });
         }
         await this.sync();
       }
@@ -234,7 +249,11 @@ async function cutTornTail(fh: FileHandle): Promise<number> {
     // (e.g. zeros after a power loss).
     const prevNl = tail.lastIndexOf(0x0a, tailLen - 2);
     const last = tail.subarray(prevNl + 1, tailLen - 1).toString('utf8');
-    try { JSON.parse(last); } catch { end = prevNl + 1; }
+    try {
+      JSON.parse(last);
+    } catch {
+      end = prevNl + 1;
+    }
   }
   if (end === tailLen) return 0;
   if (end === 0 && size > tailLen) {
@@ -260,7 +279,11 @@ export async function openJournal(stateDir: string, runId: string, opts: OpenJou
     await fsp.mkdir(runs, { recursive: true, mode: 0o700 });
     fh = await fsp.open(path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_APPEND, 0o600);
   } catch (err) {
-    throw new RunbookError('E_JOURNAL_OPEN', `cannot open the run journal ${path}: ${ioReason(err)}; nothing was changed. Fix the state directory (--state-dir or RUNBOOK_STATE_DIR) and retry`, { cause: err });
+    throw new RunbookError(
+      'E_JOURNAL_OPEN',
+      `cannot open the run journal ${path}: ${ioReason(err)}; nothing was changed. Fix the state directory (--state-dir or RUNBOOK_STATE_DIR) and retry`,
+      { cause: err },
+    );
   }
   try {
     cut = await cutTornTail(fh);
@@ -272,8 +295,12 @@ export async function openJournal(stateDir: string, runId: string, opts: OpenJou
   const w = new Writer(path, runId, fh, opts);
   if (!opts.noOpenRecord) {
     w.write({
-      type: 'journal-open', time: new Date().toISOString(), run_id: runId,
-      controller: hostname(), pid: process.pid, fsync: opts.fsync,
+      type: 'journal-open',
+      time: new Date().toISOString(),
+      run_id: runId,
+      controller: hostname(),
+      pid: process.pid,
+      fsync: opts.fsync,
       ...(cut > 0 ? { torn_bytes_dropped: cut } : {}),
     });
   }

@@ -28,9 +28,10 @@ const SECRET_VAR_NAMES = ['ansible_password', 'ansible_ssh_pass', 'ansible_becom
 export function createPlan(runbook: Runbook, hosts: HostInput[], opts: PlanOptions): Plan {
   const issues: ValidationIssue[] = [];
   if (hosts.length === 0) {
-    issues.push({ message: 'no hosts selected; check the inventory (-i) and --limit or the runbook\'s hosts: pattern' });
+    issues.push({ message: "no hosts selected; check the inventory (-i) and --limit or the runbook's hosts: pattern" });
   }
-  if (!Number.isInteger(opts.forks) || opts.forks < 1) issues.push({ path: '--forks', message: `--forks must be a whole number >= 1 (got ${opts.forks})` });
+  if (!Number.isInteger(opts.forks) || opts.forks < 1)
+    issues.push({ path: '--forks', message: `--forks must be a whole number >= 1 (got ${opts.forks})` });
 
   const planned: PlannedHost[] = hosts.map((h) => ({
     name: h.name,
@@ -56,9 +57,15 @@ export function createPlan(runbook: Runbook, hosts: HostInput[], opts: PlanOptio
     for (const v of [h.connection.password, h.connection.becomePassword]) if (v) secrets.add(v);
   }
 
-  const batches = hosts.length ? splitBatches(planned.map((h) => h.name), runbook.serial) : [];
+  const batches = hosts.length
+    ? splitBatches(
+        planned.map((h) => h.name),
+        runbook.serial,
+      )
+    : [];
   const maxFailed = resolveCount(runbook.maxFailed, hosts.length);
-  if (issues.length) throw new ValidationError(issues.map((i) => ({ file: i.file ?? (i.path?.startsWith('--') ? undefined : runbook.file), ...i })));
+  if (issues.length)
+    throw new ValidationError(issues.map((i) => ({ file: i.file ?? (i.path?.startsWith('--') ? undefined : runbook.file), ...i })));
   return { runId: opts.runId, runbook, hosts: planned, batches, maxFailed, forks: opts.forks, secrets: [...secrets] };
 }
 
@@ -68,8 +75,11 @@ function checkRefs(runbook: Runbook, host: PlannedHost, issues: ValidationIssue[
   const all: StepSpec[] = [...runbook.preflight, ...runbook.steps];
   for (const step of all) {
     const fields: Array<[string, string | undefined]> = [
-      ['when', step.when], ['unless', step.unless], ['run', step.run],
-      ['verify.run', step.verify?.run], ['rollback', step.rollback],
+      ['when', step.when],
+      ['unless', step.unless],
+      ['run', step.run],
+      ['verify.run', step.verify?.run],
+      ['rollback', step.rollback],
     ];
     for (const [field, tpl] of fields) {
       if (tpl === undefined) continue;

@@ -25,9 +25,7 @@ export interface TemplateRef {
   default?: string;
 }
 
-export type TemplatePart =
-  | { kind: 'text'; text: string; offset: number }
-  | ({ kind: 'var'; offset: number; source: string } & TemplateRef);
+export type TemplatePart = { kind: 'text'; text: string; offset: number } | ({ kind: 'var'; offset: number; source: string } & TemplateRef);
 
 /** A template that does not parse. `offset` is the index of the problem in the template text. */
 export class TemplateError extends RunbookError {
@@ -101,8 +99,14 @@ function findClose(tpl: string, from: number): number {
   let q: string | null = null;
   for (let j = from; j < tpl.length; j++) {
     const c = tpl[j];
-    if (q) { if (c === q) q = null; continue; }
-    if (c === "'" || c === '"') { q = c; continue; }
+    if (q) {
+      if (c === q) q = null;
+      continue;
+    }
+    if (c === "'" || c === '"') {
+      q = c;
+      continue;
+    }
     if (c === '}' && tpl[j + 1] === '}') return j;
     if (c === '{' && tpl[j + 1] === '{') return -1;
     if (c === '\n') return -1;
@@ -135,7 +139,10 @@ function parseExpression(inner: string, offset: number): TemplateRef {
       ref.default = am[1] ?? am[2] ?? am[3];
     } else {
       const close = didYouMeanFilter(fname);
-      throw new TemplateError(`unknown filter "${fname}"${close ? ` (did you mean "${close}"?)` : ''} (filters: ${FILTERS.join(', ')})`, offset);
+      throw new TemplateError(
+        `unknown filter "${fname}"${close ? ` (did you mean "${close}"?)` : ''} (filters: ${FILTERS.join(', ')})`,
+        offset,
+      );
     }
   }
   return ref;
@@ -144,8 +151,10 @@ function parseExpression(inner: string, offset: number): TemplateRef {
 function didYouMeanFilter(f: string): string | undefined {
   const l = f.toLowerCase();
   const sorted = (s: string) => [...s].sort().join('');
-  return FILTERS.find((x) => x === l || sorted(x) === sorted(l) || (l.length >= 3 && x.startsWith(l)) || l === 'safe' && x === 'raw')
-    ?? (didYouMean(l, FILTERS) as string | undefined);
+  return (
+    FILTERS.find((x) => x === l || sorted(x) === sorted(l) || (l.length >= 3 && x.startsWith(l)) || (l === 'safe' && x === 'raw')) ??
+    (didYouMean(l, FILTERS) as string | undefined)
+  );
 }
 
 /** Splits on `|` outside quotes. */
@@ -154,9 +163,21 @@ function splitFilters(s: string): string[] {
   let cur = '';
   let q: string | null = null;
   for (const c of s) {
-    if (q) { if (c === q) q = null; cur += c; continue; }
-    if (c === "'" || c === '"') { q = c; cur += c; continue; }
-    if (c === '|') { out.push(cur); cur = ''; continue; }
+    if (q) {
+      if (c === q) q = null;
+      cur += c;
+      continue;
+    }
+    if (c === "'" || c === '"') {
+      q = c;
+      cur += c;
+      continue;
+    }
+    if (c === '|') {
+      out.push(cur);
+      cur = '';
+      continue;
+    }
     cur += c;
   }
   out.push(cur);
@@ -165,12 +186,16 @@ function splitFilters(s: string): string[] {
 
 /** Every variable reference in a template, in order. Throws TemplateError if it does not parse. */
 export function templateRefs(tpl: string): TemplateRef[] {
-  return parseTemplate(tpl).flatMap((p) => (p.kind === 'var' ? [{ name: p.name, path: p.path, raw: p.raw, ...(p.default !== undefined ? { default: p.default } : {}) }] : []));
+  return parseTemplate(tpl).flatMap((p) =>
+    p.kind === 'var' ? [{ name: p.name, path: p.path, raw: p.raw, ...(p.default !== undefined ? { default: p.default } : {}) }] : [],
+  );
 }
 
 /** Paths used with `| raw` (shell code by the runbook author's choice): `plan` shows them. */
 export function rawRefs(tpl: string): string[] {
-  return templateRefs(tpl).filter((r) => r.raw).map((r) => r.path);
+  return templateRefs(tpl)
+    .filter((r) => r.raw)
+    .map((r) => r.path);
 }
 
 /** Resolves a dotted path (`a.b.0`) in a variable map; undefined when any step is missing. */
@@ -202,14 +227,19 @@ function resolve(ref: TemplateRef, lookup: (p: string) => unknown): string {
   const v = lookup(ref.path);
   if (v === undefined) {
     if (ref.default !== undefined) return ref.default;
-    throw new RunbookError('E_VAR_UNDEFINED', `variable "${ref.path}" is not defined (define it in the runbook's vars, the inventory, or with -e ${ref.name}=...)`);
+    throw new RunbookError(
+      'E_VAR_UNDEFINED',
+      `variable "${ref.path}" is not defined (define it in the runbook's vars, the inventory, or with -e ${ref.name}=...)`,
+    );
   }
   return valueToString(v);
 }
 
 /** Plain-text rendering (step names, messages): no quoting. */
 export function renderText(tpl: string, lookup: (dotted: string) => unknown): string {
-  return parseTemplate(tpl).map((p) => (p.kind === 'text' ? p.text : resolve(p, lookup))).join('');
+  return parseTemplate(tpl)
+    .map((p) => (p.kind === 'text' ? p.text : resolve(p, lookup)))
+    .join('');
 }
 
 // ---------------------------------------------------------------------------------------
@@ -244,7 +274,11 @@ type Frame =
   | { t: 'brace' } // ${ ... }
   | { t: 'arith'; depth: number }; // $(( ... ))
 
-interface PendingHeredoc { delim: string; literal: boolean; stripTabs: boolean }
+interface PendingHeredoc {
+  delim: string;
+  literal: boolean;
+  stripTabs: boolean;
+}
 
 const BREAK = /[\s;&|()<>]/;
 
@@ -279,7 +313,10 @@ export function analyzeTemplate(tpl: string): PlaceholderContext[] {
     const t = toks[k];
     return t && 'c' in t ? t.c : undefined;
   };
-  const isPh = (k: number) => { const t = toks[k]; return !!t && 'ph' in t; };
+  const isPh = (k: number) => {
+    const t = toks[k];
+    return !!t && 'ph' in t;
+  };
 
   for (let k = 0; k < toks.length; k++) {
     const tok = toks[k];
@@ -288,7 +325,12 @@ export function analyzeTemplate(tpl: string): PlaceholderContext[] {
       const base: PlaceholderContext = { ref: ph, offset: ph.offset, context: 'bare', backticks: btCount() };
       let ctx: PlaceholderContext;
       if (heredoc) {
-        ctx = { ...base, context: heredoc.literal ? 'heredoc-literal' : 'heredoc', heredocDelim: heredoc.delim, heredocStripTabs: heredoc.stripTabs };
+        ctx = {
+          ...base,
+          context: heredoc.literal ? 'heredoc-literal' : 'heredoc',
+          heredocDelim: heredoc.delim,
+          heredocStripTabs: heredoc.stripTabs,
+        };
         heredoc.line += '\u0000';
         heredoc.lineCtx.push(ctx);
       } else if (inComment) ctx = { ...base, context: 'comment' };
@@ -297,8 +339,16 @@ export function analyzeTemplate(tpl: string): PlaceholderContext[] {
         if (f.t === 'dq') ctx = { ...base, context: 'double' };
         else if (f.t === 'sq') ctx = { ...base, context: 'single' };
         else if (f.t === 'arith') ctx = { ...base, context: 'arith' };
-        else if (f.t === 'ansi') ctx = { ...base, unsupported: `{{ ${ph.path} }} is inside $'...', where a value cannot be quoted (use "..." or a bare {{ ${ph.path} }})` };
-        else if (f.t === 'brace') ctx = { ...base, unsupported: `{{ ${ph.path} }} is inside \${...}, where a value cannot be quoted (assign it first: X={{ ${ph.path} }}, then use \${X...})` };
+        else if (f.t === 'ansi')
+          ctx = {
+            ...base,
+            unsupported: `{{ ${ph.path} }} is inside $'...', where a value cannot be quoted (use "..." or a bare {{ ${ph.path} }})`,
+          };
+        else if (f.t === 'brace')
+          ctx = {
+            ...base,
+            unsupported: `{{ ${ph.path} }} is inside \${...}, where a value cannot be quoted (assign it first: X={{ ${ph.path} }}, then use \${X...})`,
+          };
         else ctx = base;
       }
       if (glued && !ctx.unsupported && ctx.context !== 'single' && ctx.context !== 'heredoc-literal' && ctx.context !== 'comment') {
@@ -319,13 +369,21 @@ export function analyzeTemplate(tpl: string): PlaceholderContext[] {
       }
       if (!heredoc.literal && (c === '\\' || c === '$')) {
         if (isPh(k + 1)) glued = c;
-        else if (c === '\\') { heredoc.line += c + (peek(k + 1) ?? ''); k++; continue; }
+        else if (c === '\\') {
+          heredoc.line += c + (peek(k + 1) ?? '');
+          k++;
+          continue;
+        }
       }
       heredoc.line += c;
       continue;
     }
     if (inComment) {
-      if (c === '\n') { inComment = false; wordStart = true; startHeredocIfPending(); }
+      if (c === '\n') {
+        inComment = false;
+        wordStart = true;
+        startHeredocIfPending();
+      }
       continue;
     }
     const f = top();
@@ -334,32 +392,82 @@ export function analyzeTemplate(tpl: string): PlaceholderContext[] {
         if (c === "'") stack.pop();
         continue;
       case 'ansi':
-        if (c === '\\') { if (!isPh(k + 1)) k++; continue; }
+        if (c === '\\') {
+          if (!isPh(k + 1)) k++;
+          continue;
+        }
         if (c === "'") stack.pop();
         continue;
       case 'dq':
-        if (c === '\\') { if (isPh(k + 1)) glued = c; else k++; continue; }
-        if (c === '"') { stack.pop(); continue; }
-        if (c === '`') { stack.push({ t: 'bt' }); continue; }
-        if (c === '$') { k = dollar(k); continue; }
-        continue;
-      case 'brace':
-        if (c === '\\') { if (isPh(k + 1)) glued = c; else k++; continue; }
-        if (c === '}') { stack.pop(); continue; }
-        if (c === "'" && !stack.some((x) => x.t === 'dq')) { stack.push({ t: 'sq' }); continue; }
-        if (c === '"') { stack.push({ t: 'dq' }); continue; }
-        if (c === '`') { stack.push({ t: 'bt' }); continue; }
-        if (c === '$') { k = dollar(k); continue; }
-        continue;
-      case 'arith':
-        if (c === '(') { f.depth++; continue; }
-        if (c === ')') {
-          if (f.depth > 0) { f.depth--; continue; }
-          if (peek(k + 1) === ')') { k++; stack.pop(); }
+        if (c === '\\') {
+          if (isPh(k + 1)) glued = c;
+          else k++;
           continue;
         }
-        if (c === '$') { k = dollar(k); continue; }
-        if (c === '`') { stack.push({ t: 'bt' }); continue; }
+        if (c === '"') {
+          stack.pop();
+          continue;
+        }
+        if (c === '`') {
+          stack.push({ t: 'bt' });
+          continue;
+        }
+        if (c === '$') {
+          k = dollar(k);
+          continue;
+        }
+        continue;
+      case 'brace':
+        if (c === '\\') {
+          if (isPh(k + 1)) glued = c;
+          else k++;
+          continue;
+        }
+        if (c === '}') {
+          stack.pop();
+          continue;
+        }
+        if (c === "'" && !stack.some((x) => x.t === 'dq')) {
+          stack.push({ t: 'sq' });
+          continue;
+        }
+        if (c === '"') {
+          stack.push({ t: 'dq' });
+          continue;
+        }
+        if (c === '`') {
+          stack.push({ t: 'bt' });
+          continue;
+        }
+        if (c === '$') {
+          k = dollar(k);
+          continue;
+        }
+        continue;
+      case 'arith':
+        if (c === '(') {
+          f.depth++;
+          continue;
+        }
+        if (c === ')') {
+          if (f.depth > 0) {
+            f.depth--;
+            continue;
+          }
+          if (peek(k + 1) === ')') {
+            k++;
+            stack.pop();
+          }
+          continue;
+        }
+        if (c === '$') {
+          k = dollar(k);
+          continue;
+        }
+        if (c === '`') {
+          stack.push({ t: 'bt' });
+          continue;
+        }
         continue;
       default:
         break;
@@ -372,16 +480,31 @@ export function analyzeTemplate(tpl: string): PlaceholderContext[] {
       else k++;
       continue;
     }
-    if (c === '#' && wasStart) { inComment = true; continue; }
-    if (c === "'") { stack.push({ t: 'sq' }); continue; }
-    if (c === '"') { stack.push({ t: 'dq' }); continue; }
+    if (c === '#' && wasStart) {
+      inComment = true;
+      continue;
+    }
+    if (c === "'") {
+      stack.push({ t: 'sq' });
+      continue;
+    }
+    if (c === '"') {
+      stack.push({ t: 'dq' });
+      continue;
+    }
     if (c === '`') {
       if (f.t === 'bt') stack.pop();
       else stack.push({ t: 'bt' });
       continue;
     }
-    if (c === '$') { k = dollar(k); continue; }
-    if (c === '(') { stack.push({ t: 'sub' }); continue; }
+    if (c === '$') {
+      k = dollar(k);
+      continue;
+    }
+    if (c === '(') {
+      stack.push({ t: 'sub' });
+      continue;
+    }
     if (c === ')') {
       if (f.t === 'cmd' || f.t === 'sub') stack.pop();
       continue;
@@ -403,7 +526,13 @@ export function analyzeTemplate(tpl: string): PlaceholderContext[] {
     const line = h.stripTabs ? h.line.replace(/^\t+/, '') : h.line;
     // A line with placeholders must not be able to become the delimiter line.
     if (h.lineCtx.length) {
-      const re = new RegExp(`^${line.split('\u0000').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 's');
+      const re = new RegExp(
+        `^${line
+          .split('\u0000')
+          .map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+          .join('.*')}$`,
+        's',
+      );
       if (re.test(h.delim)) {
         for (const ctx of h.lineCtx) ctx.heredocLineRisk = true;
       }
@@ -424,15 +553,27 @@ export function analyzeTemplate(tpl: string): PlaceholderContext[] {
 
   /** At a `$` (index k): pushes the frame it opens; returns the index of the last consumed char. */
   function dollar(k: number): number {
-    if (isPh(k + 1)) { glued = '$'; return k; }
+    if (isPh(k + 1)) {
+      glued = '$';
+      return k;
+    }
     const n = peek(k + 1);
     if (n === '(') {
-      if (peek(k + 2) === '(') { stack.push({ t: 'arith', depth: 0 }); return k + 2; }
+      if (peek(k + 2) === '(') {
+        stack.push({ t: 'arith', depth: 0 });
+        return k + 2;
+      }
       stack.push({ t: 'cmd' });
       return k + 1;
     }
-    if (n === '{') { stack.push({ t: 'brace' }); return k + 1; }
-    if (n === "'" && top().t !== 'dq') { stack.push({ t: 'ansi' }); return k + 1; }
+    if (n === '{') {
+      stack.push({ t: 'brace' });
+      return k + 1;
+    }
+    if (n === "'" && top().t !== 'dq') {
+      stack.push({ t: 'ansi' });
+      return k + 1;
+    }
     return k;
   }
 
@@ -440,7 +581,10 @@ export function analyzeTemplate(tpl: string): PlaceholderContext[] {
   function heredocOp(k: number): number {
     let j = k + 2;
     let stripTabs = false;
-    if (peek(j) === '-') { stripTabs = true; j++; }
+    if (peek(j) === '-') {
+      stripTabs = true;
+      j++;
+    }
     while (peek(j) === ' ' || peek(j) === '\t') j++;
     let delim = '';
     let literal = false;
@@ -448,14 +592,39 @@ export function analyzeTemplate(tpl: string): PlaceholderContext[] {
     for (; j < toks.length; j++) {
       const t = toks[j];
       if ('ph' in t) {
-        out.push({ ref: t.ph, offset: t.ph.offset, context: 'bare', backticks: btCount(), unsupported: `{{ ${t.ph.path} }} cannot be a here-document delimiter` });
+        out.push({
+          ref: t.ph,
+          offset: t.ph.offset,
+          context: 'bare',
+          backticks: btCount(),
+          unsupported: `{{ ${t.ph.path} }} cannot be a here-document delimiter`,
+        });
         delim += '\u0000';
         continue;
       }
       const ch = t.c;
-      if (q) { if (ch === q) { q = null; continue; } delim += ch; continue; }
-      if (ch === "'" || ch === '"') { q = ch; literal = true; continue; }
-      if (ch === '\\') { literal = true; const nx = peek(j + 1); if (nx !== undefined) { delim += nx; j++; } continue; }
+      if (q) {
+        if (ch === q) {
+          q = null;
+          continue;
+        }
+        delim += ch;
+        continue;
+      }
+      if (ch === "'" || ch === '"') {
+        q = ch;
+        literal = true;
+        continue;
+      }
+      if (ch === '\\') {
+        literal = true;
+        const nx = peek(j + 1);
+        if (nx !== undefined) {
+          delim += nx;
+          j++;
+        }
+        continue;
+      }
       if (BREAK.test(ch)) break;
       delim += ch;
     }
@@ -486,7 +655,10 @@ export function renderCommand(tpl: string, lookup: (dotted: string) => unknown, 
   let ci = 0;
   let out = '';
   for (const p of parts) {
-    if (p.kind === 'text') { out += p.text; continue; }
+    if (p.kind === 'text') {
+      out += p.text;
+      continue;
+    }
     const ctx = contexts[ci++];
     out += renderPlaceholder(ctx, lookup, opts);
   }
@@ -507,20 +679,40 @@ function renderPlaceholder(ctx: PlaceholderContext, lookup: (p: string) => unkno
     // The value must still resolve (undefined is an error either way).
     resolve(ref, lookup);
     switch (ctx.context) {
-      case 'bare': case 'comment': text = `"\${${env}}"`; break;
-      case 'double': case 'heredoc': case 'arith': text = `\${${env}}`; break;
-      case 'single': text = `'"\${${env}}"'`; break;
+      case 'bare':
+      case 'comment':
+        text = `"\${${env}}"`;
+        break;
+      case 'double':
+      case 'heredoc':
+      case 'arith':
+        text = `\${${env}}`;
+        break;
+      case 'single':
+        text = `'"\${${env}}"'`;
+        break;
       case 'heredoc-literal':
-        throw new RunbookError('E_TEMPLATE_CONTEXT', `secret "${ref.path}" cannot be used in a quoted here-document (use an unquoted delimiter: <<EOF)`);
+        throw new RunbookError(
+          'E_TEMPLATE_CONTEXT',
+          `secret "${ref.path}" cannot be used in a quoted here-document (use an unquoted delimiter: <<EOF)`,
+        );
     }
   } else {
     const v = resolve(ref, lookup);
     switch (ctx.context) {
-      case 'bare': text = shQuote(v); break;
+      case 'bare':
+        text = shQuote(v);
+        break;
       // A line break in a comment would end it: the rest of the value must not become code.
-      case 'comment': text = shQuote(v.replace(/[\r\n]/g, ' ')); break;
-      case 'double': text = shEscapeDouble(v); break;
-      case 'single': text = shEscapeSingle(v); break;
+      case 'comment':
+        text = shQuote(v.replace(/[\r\n]/g, ' '));
+        break;
+      case 'double':
+        text = shEscapeDouble(v);
+        break;
+      case 'single':
+        text = shEscapeSingle(v);
+        break;
       case 'arith':
         if (!/^-?\d+$/.test(v.trim())) {
           throw new RunbookError('E_VAR_UNSAFE', `"${ref.path}" is used inside $(( )) but its value is not an integer`);
@@ -530,10 +722,20 @@ function renderPlaceholder(ctx: PlaceholderContext, lookup: (p: string) => unkno
       case 'heredoc':
       case 'heredoc-literal':
         if (v.includes('\n')) {
-          throw new RunbookError('E_VAR_UNSAFE', `the value of "${ref.path}" has a line break and is used in a here-document, where it could end the document early (pipe it instead: printf '%s\\n' {{ ${ref.path} }} | ...)`);
+          throw new RunbookError(
+            'E_VAR_UNSAFE',
+            `the value of "${ref.path}" has a line break and is used in a here-document, where it could end the document early (pipe it instead: printf '%s\\n' {{ ${ref.path} }} | ...)`,
+          );
         }
-        if (ctx.heredocLineRisk && ctx.heredocDelim !== undefined && ctx.heredocDelim.includes(ctx.heredocStripTabs ? v.replace(/^\t+/, '') : v)) {
-          throw new RunbookError('E_VAR_UNSAFE', `the value of "${ref.path}" could end the here-document early (its line would read ${ctx.heredocDelim}); put other text on that line`);
+        if (
+          ctx.heredocLineRisk &&
+          ctx.heredocDelim !== undefined &&
+          ctx.heredocDelim.includes(ctx.heredocStripTabs ? v.replace(/^\t+/, '') : v)
+        ) {
+          throw new RunbookError(
+            'E_VAR_UNSAFE',
+            `the value of "${ref.path}" could end the here-document early (its line would read ${ctx.heredocDelim}); put other text on that line`,
+          );
         }
         text = ctx.context === 'heredoc' ? v.replace(/[\\$`]/g, (c) => `\\${c}`) : v;
         break;
@@ -542,4 +744,3 @@ function renderPlaceholder(ctx: PlaceholderContext, lookup: (p: string) => unkno
   for (let i = 0; i < ctx.backticks; i++) text = text.replace(/[\\`$]/g, (c) => `\\${c}`);
   return text;
 }
-

@@ -14,14 +14,20 @@ export function reportFormatOf(file: string): ReportFormat {
   if (ext === '.json') return 'json';
   if (ext === '.md' || ext === '.markdown') return 'md';
   if (ext === '.xml') return 'xml';
-  throw new RunbookError('E_USAGE', `--report ${file}: unknown report format "${ext || '(no extension)'}"; name the file .json (machine summary), .md (human summary) or .xml (JUnit).`);
+  throw new RunbookError(
+    'E_USAGE',
+    `--report ${file}: unknown report format "${ext || '(no extension)'}"; name the file .json (machine summary), .md (human summary) or .xml (JUnit).`,
+  );
 }
 
 export function renderReport(format: ReportFormat, s: RunSummary): string {
   switch (format) {
-    case 'json': return JSON.stringify({ schema: 'runbook-report/1', ...s }, null, 2) + '\n';
-    case 'md': return markdown(s);
-    case 'xml': return junit(s);
+    case 'json':
+      return JSON.stringify({ schema: 'runbook-report/1', ...s }, null, 2) + '\n';
+    case 'md':
+      return markdown(s);
+    case 'xml':
+      return junit(s);
   }
 }
 
@@ -47,13 +53,19 @@ export async function writeAtomic(file: string, text: string, what: string): Pro
     await rename(tmp, file);
   } catch (err) {
     await rm(tmp, { force: true }).catch(() => {});
-    throw new RunbookError('E_REPORT', `Cannot write the ${what} ${file}: ${(err as Error).message}; check the directory exists and is writable.`, { cause: err });
+    throw new RunbookError(
+      'E_REPORT',
+      `Cannot write the ${what} ${file}: ${(err as Error).message}; check the directory exists and is writable.`,
+      { cause: err },
+    );
   }
 }
 
 // ------------------------------------------------------------------ Markdown
 
-function mdCell(s: string): string { return s.replace(/\|/g, '\\|').replace(/\n/g, ' '); }
+function mdCell(s: string): string {
+  return s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+}
 
 function fence(text: string): string {
   const longest = Math.max(2, ...(text.match(/`+/g) ?? []).map((m) => m.length));
@@ -78,9 +90,12 @@ function markdown(s: RunSummary): string {
     out.push('', '## Hosts that need a look');
     for (const h of problems) {
       out.push('', `### ${h.host}: ${h.status}`, '');
-      if (h.failed_step) out.push(`- Failed ${h.failed_phase === 'preflight' ? 'preflight' : 'step'}: ${h.failed_step}${h.failed_stage ? ` (${h.failed_stage})` : ''}`);
+      if (h.failed_step)
+        out.push(
+          `- Failed ${h.failed_phase === 'preflight' ? 'preflight' : 'step'}: ${h.failed_step}${h.failed_stage ? ` (${h.failed_stage})` : ''}`,
+        );
       if (h.message) out.push(`- Why: ${h.message}`);
-      if (h.failed_step || h.code !== undefined) out.push(`- Exit code: ${h.timed_out ? 'timed out (killed)' : h.code ?? 'none'}`);
+      if (h.failed_step || h.code !== undefined) out.push(`- Exit code: ${h.timed_out ? 'timed out (killed)' : (h.code ?? 'none')}`);
       if (h.command) out.push('- Command:', '', fence(h.command), '');
       if (h.stderr_tail) out.push('- Last lines of stderr:', '', fence(h.stderr_tail), '');
       else if (h.stdout_tail) out.push('- Last lines of stdout:', '', fence(h.stdout_tail), '');
@@ -101,10 +116,16 @@ function markdown(s: RunSummary): string {
 
 /** Drops characters XML 1.0 forbids (control chars, ANSI escapes) and escapes the rest. */
 export function xmlEscape(s: string): string {
-  return stripAnsi(s)
-    // eslint-disable-next-line no-control-regex
-    .replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g, '')
-    .replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
+  return (
+    stripAnsi(s)
+      // eslint-disable-next-line no-control-regex
+      .replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g, '')
+      .replace(/&/g, '&amp;')
+      .replace(/</g, '&lt;')
+      .replace(/>/g, '&gt;')
+      .replace(/"/g, '&quot;')
+      .replace(/'/g, '&apos;')
+  );
 }
 
 const secs = (ms: number) => (ms / 1000).toFixed(3);
@@ -120,7 +141,13 @@ function junit(s: RunSummary): string {
   const suite = `runbook.${s.runbook}`;
   const a = (k: string, v: string | number) => `${k}="${xmlEscape(String(v))}"`;
   const out: string[] = ['<?xml version="1.0" encoding="UTF-8"?>'];
-  const counts = [a('tests', s.hosts.length), a('failures', failures), a('errors', errors), a('skipped', skipped), a('time', secs(s.duration_ms))].join(' ');
+  const counts = [
+    a('tests', s.hosts.length),
+    a('failures', failures),
+    a('errors', errors),
+    a('skipped', skipped),
+    a('time', secs(s.duration_ms)),
+  ].join(' ');
   out.push(`<testsuites ${a('name', 'runbook')} ${counts}>`);
   out.push(`  <testsuite ${a('name', suite)} ${counts} ${a('timestamp', s.started_at)}>`);
   out.push('    <properties>');
@@ -133,19 +160,32 @@ function junit(s: RunSummary): string {
     const open = `    <testcase ${a('name', h.host)} ${a('classname', suite)} ${a('time', secs(h.duration_ms))}`;
     const msg = `${h.status}${h.failed_step ? ` at "${h.failed_step}"` : ''}${h.message ? `: ${h.message}` : ''}`;
     switch (h.status) {
-      case 'ok': case 'changed':
+      case 'ok':
+      case 'changed':
         out.push(`${open}>`);
-        out.push(`      <system-out>${xmlEscape(`${h.status}${h.changed_steps.length ? `: ${h.changed_steps.join(', ')}` : ''}`)}</system-out>`);
+        out.push(
+          `      <system-out>${xmlEscape(`${h.status}${h.changed_steps.length ? `: ${h.changed_steps.join(', ')}` : ''}`)}</system-out>`,
+        );
         out.push('    </testcase>');
         break;
       case 'skipped':
         out.push(`${open}>`, `      <skipped ${a('message', h.message ?? 'not started')}/>`, '    </testcase>');
         break;
-      case 'failed': case 'rolled-back':
-        out.push(`${open}>`, `      <failure ${a('message', msg)} ${a('type', h.status)}>${xmlEscape(junitBody(h))}</failure>`, '    </testcase>');
+      case 'failed':
+      case 'rolled-back':
+        out.push(
+          `${open}>`,
+          `      <failure ${a('message', msg)} ${a('type', h.status)}>${xmlEscape(junitBody(h))}</failure>`,
+          '    </testcase>',
+        );
         break;
-      case 'unreachable': case 'needs-attention':
-        out.push(`${open}>`, `      <error ${a('message', msg)} ${a('type', h.status)}>${xmlEscape(junitBody(h))}</error>`, '    </testcase>');
+      case 'unreachable':
+      case 'needs-attention':
+        out.push(
+          `${open}>`,
+          `      <error ${a('message', msg)} ${a('type', h.status)}>${xmlEscape(junitBody(h))}</error>`,
+          '    </testcase>',
+        );
         break;
     }
   }

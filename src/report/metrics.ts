@@ -9,14 +9,24 @@ import type { HostStatus } from '../engine/events.js';
 import { writeAtomic } from './files.js';
 import { HOST_STATUSES, type RunSummary } from './summary.js';
 
-export interface PromSample { name: string; labels: Record<string, string>; value: string }
+export interface PromSample {
+  name: string;
+  labels: Record<string, string>;
+  value: string;
+}
 
-interface Family { help: string; type: string }
+interface Family {
+  help: string;
+  type: string;
+}
 
 export const METRIC_FAMILIES: Record<string, Family> = {
   runbook_last_run_timestamp_seconds: { help: 'Unix time the last run of this runbook ended.', type: 'gauge' },
   runbook_last_run_duration_seconds: { help: 'Wall-clock duration of the last run of this runbook.', type: 'gauge' },
-  runbook_last_run_exit_code: { help: 'Exit code of the last run (0 ok, 2 hosts failed, 3 needs attention, 130 interrupted).', type: 'gauge' },
+  runbook_last_run_exit_code: {
+    help: 'Exit code of the last run (0 ok, 2 hosts failed, 3 needs attention, 130 interrupted).',
+    type: 'gauge',
+  },
   runbook_last_run_hosts: { help: 'Hosts of the last run by final status.', type: 'gauge' },
   runbook_last_success_timestamp_seconds: { help: 'Unix time the last run with exit code 0 ended.', type: 'gauge' },
 };
@@ -33,7 +43,8 @@ export function parsePromText(text: string): { samples: PromSample[]; families: 
     const meta = /^#\s+(HELP|TYPE)\s+(\S+)\s*(.*)$/.exec(line);
     if (meta) {
       const f = families.get(meta[2]) ?? {};
-      if (meta[1] === 'HELP') f.help = meta[3]; else f.type = meta[3];
+      if (meta[1] === 'HELP') f.help = meta[3];
+      else f.type = meta[3];
       families.set(meta[2], f);
       continue;
     }
@@ -61,7 +72,9 @@ function parseLabels(s: string): Record<string, string> | undefined {
   return out;
 }
 
-function escapeLabel(v: string): string { return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n'); }
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
 
 function sampleLine(s: PromSample): string {
   const keys = Object.keys(s.labels);
@@ -81,7 +94,11 @@ export function renderMetrics(summary: RunSummary, previous = ''): string {
     { name: 'runbook_last_run_timestamp_seconds', labels: { runbook: rb }, value: num(endSec) },
     { name: 'runbook_last_run_duration_seconds', labels: { runbook: rb }, value: num(summary.duration_ms / 1000) },
     { name: 'runbook_last_run_exit_code', labels: { runbook: rb }, value: String(summary.exit_code) },
-    ...HOST_STATUSES.map((st: HostStatus) => ({ name: 'runbook_last_run_hosts', labels: { runbook: rb, status: st }, value: String(summary.counts[st]) })),
+    ...HOST_STATUSES.map((st: HostStatus) => ({
+      name: 'runbook_last_run_hosts',
+      labels: { runbook: rb, status: st },
+      value: String(summary.counts[st]),
+    })),
   ];
   if (summary.exit_code === 0) {
     fresh.push({ name: 'runbook_last_success_timestamp_seconds', labels: { runbook: rb }, value: num(endSec) });
@@ -101,8 +118,11 @@ export function renderMetrics(summary: RunSummary, previous = ''): string {
     const fam = METRIC_FAMILIES[name] ?? old.families.get(name) ?? {};
     if (fam.help) out.push(`# HELP ${name} ${fam.help}`);
     out.push(`# TYPE ${name} ${fam.type ?? 'untyped'}`);
-    ss.sort((a, b) => (a.labels.runbook ?? '').localeCompare(b.labels.runbook ?? '')
-      || HOST_STATUSES.indexOf(a.labels.status as HostStatus) - HOST_STATUSES.indexOf(b.labels.status as HostStatus));
+    ss.sort(
+      (a, b) =>
+        (a.labels.runbook ?? '').localeCompare(b.labels.runbook ?? '') ||
+        HOST_STATUSES.indexOf(a.labels.status as HostStatus) - HOST_STATUSES.indexOf(b.labels.status as HostStatus),
+    );
     for (const s of ss) out.push(sampleLine(s));
   }
   return out.join('\n') + '\n';
@@ -116,7 +136,9 @@ export async function writeMetrics(file: string, summary: RunSummary): Promise<v
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'ENOENT' && code !== 'ENOTDIR') {
-      throw new RunbookError('E_REPORT', `Cannot read the metrics file ${file}: ${(err as Error).message}; check its permissions.`, { cause: err });
+      throw new RunbookError('E_REPORT', `Cannot read the metrics file ${file}: ${(err as Error).message}; check its permissions.`, {
+        cause: err,
+      });
     }
   }
   await writeAtomic(file, renderMetrics(summary, previous), 'metrics file');

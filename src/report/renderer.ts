@@ -12,11 +12,25 @@ import type { Ora } from 'ora';
 let oraFactory: typeof import('ora').default | undefined;
 let oraLoading: Promise<void> | undefined;
 function loadOra(): Promise<void> {
-  return (oraLoading ??= import('ora').then((m) => { oraFactory = m.default; }));
+  return (oraLoading ??= import('ora').then((m) => {
+    oraFactory = m.default;
+  }));
 }
 import { formatDuration } from '../core/duration.js';
 import type { EventOf, EventType, HostStatus, RunEvent } from '../engine/events.js';
-import { COLORS, NO_COLORS, colorAllowed, countsText, formatElapsed, pad, statusColor, summaryText, truncate, width, type Paint } from './text.js';
+import {
+  COLORS,
+  NO_COLORS,
+  colorAllowed,
+  countsText,
+  formatElapsed,
+  pad,
+  statusColor,
+  summaryText,
+  truncate,
+  width,
+  type Paint,
+} from './text.js';
 import { HOST_STATUSES, emptyCounts, summarize } from './summary.js';
 
 export interface RendererOptions {
@@ -65,7 +79,9 @@ class JsonRenderer implements Renderer {
     const line = e.time ? e : { ...e, time: new Date().toISOString() };
     this.out.write(JSON.stringify(line) + '\n');
   }
-  async close(): Promise<void> { /* every line was written as its event came */ }
+  async close(): Promise<void> {
+    /* every line was written as its event came */
+  }
 }
 
 // ---------------------------------------------------------------- plain
@@ -76,13 +92,15 @@ const stepLabel = (phase: string, index: number, step: string) => `${phase === '
 
 /** One line per event (without timestamp). A mapped type: a new event kind without a line fails to compile. */
 export const PLAIN_LINES: LineOf = {
-  'run-start': (e) => `run ${e.run_id} start: runbook ${e.runbook}, ${e.hosts.length} host${e.hosts.length === 1 ? '' : 's'}, ${e.batches.length} batch${e.batches.length === 1 ? '' : 'es'}, forks ${e.forks}, max_failed ${e.max_failed}${e.journal ? `, journal ${e.journal}` : ''}`,
+  'run-start': (e) =>
+    `run ${e.run_id} start: runbook ${e.runbook}, ${e.hosts.length} host${e.hosts.length === 1 ? '' : 's'}, ${e.batches.length} batch${e.batches.length === 1 ? '' : 'es'}, forks ${e.forks}, max_failed ${e.max_failed}${e.journal ? `, journal ${e.journal}` : ''}`,
   'host-start': (e) => `${e.host} start (batch ${e.batch + 1})`,
   'step-start': (e) => `${e.host} ${stepLabel(e.phase, e.index, e.step)} start`,
   'step-end': (e) => {
     let s = `${e.host} ${stepLabel(e.phase, e.index, e.step)} ${e.status}`;
     const bits: string[] = [];
-    if (e.stage && (e.status === 'failed' || e.status === 'unknown' || e.stage === 'when' || e.stage === 'unless')) bits.push(`by ${e.stage}`);
+    if (e.stage && (e.status === 'failed' || e.status === 'unknown' || e.stage === 'when' || e.stage === 'unless'))
+      bits.push(`by ${e.stage}`);
     if (e.attempts !== undefined && e.attempts > 1) bits.push(`${e.attempts} attempts`);
     if (e.timed_out) bits.push('timed out');
     else if (e.code !== null && e.code !== 0) bits.push(`exit ${e.code}`);
@@ -92,14 +110,18 @@ export const PLAIN_LINES: LineOf = {
     return s;
   },
   'rollback-start': (e) => `${e.host} rollback "${e.step}" start`,
-  'rollback-end': (e) => `${e.host} rollback "${e.step}" ${e.status}${e.status === 'failed' ? ` (exit ${e.code ?? 'none'})` : ''}${e.message ? `: ${oneLine(e.message)}` : ''}`,
-  'host-end': (e) => `${e.host} ${e.status} (${formatDuration(e.duration_ms)})${e.failed_step ? ` at "${e.failed_step}"` : ''}${e.message ? `: ${oneLine(e.message)}` : ''}`,
+  'rollback-end': (e) =>
+    `${e.host} rollback "${e.step}" ${e.status}${e.status === 'failed' ? ` (exit ${e.code ?? 'none'})` : ''}${e.message ? `: ${oneLine(e.message)}` : ''}`,
+  'host-end': (e) =>
+    `${e.host} ${e.status} (${formatDuration(e.duration_ms)})${e.failed_step ? ` at "${e.failed_step}"` : ''}${e.message ? `: ${oneLine(e.message)}` : ''}`,
   output: () => undefined, // handled line by line (verbose only)
   warning: (e) => `WARNING ${e.host ? `${e.host}: ` : ''}${oneLine(e.message)}`,
   'run-end': (e) => `run ${e.run_id} end: ${e.status}, exit ${e.exit_code}, ${formatDuration(e.duration_ms)}`,
 };
 
-function oneLine(s: string): string { return s.replace(/\s*\n\s*/g, ' / ').trim(); }
+function oneLine(s: string): string {
+  return s.replace(/\s*\n\s*/g, ' / ').trim();
+}
 
 /** Splits streamed output into complete lines per (host, step, stream); flushes the rest at step-end. */
 class LineBuffer {
@@ -109,7 +131,8 @@ class LineBuffer {
     const text = (this.parts.get(key) ?? '') + e.data;
     const lines = text.split('\n');
     const rest = lines.pop() ?? '';
-    if (rest === '') this.parts.delete(key); else this.parts.set(key, rest);
+    if (rest === '') this.parts.delete(key);
+    else this.parts.set(key, rest);
     return lines.map((l) => l.replace(/\r$/, ''));
   }
   flush(host: string, step: string): Array<{ stream: string; line: string }> {
@@ -117,7 +140,10 @@ class LineBuffer {
     for (const stream of ['stdout', 'stderr']) {
       const key = `${host}\0${step}\0${stream}`;
       const rest = this.parts.get(key);
-      if (rest !== undefined) { out.push({ stream, line: rest }); this.parts.delete(key); }
+      if (rest !== undefined) {
+        out.push({ stream, line: rest });
+        this.parts.delete(key);
+      }
     }
     return out;
   }
@@ -130,7 +156,9 @@ class PlainRenderer implements Renderer {
   private buf = new LineBuffer();
   private closed = false;
   constructor(private opts: RendererOptions) {}
-  private line(time: string, text: string) { this.opts.stdout.write(`${time} ${text}\n`); }
+  private line(time: string, text: string) {
+    this.opts.stdout.write(`${time} ${text}\n`);
+  }
   onEvent(e: RunEvent): void {
     if (this.closed) return;
     if (e.type !== 'output') this.events.push(e);
@@ -154,7 +182,15 @@ class PlainRenderer implements Renderer {
 
 // ---------------------------------------------------------------- TTY
 
-interface InFlight { host: string; since: number; step?: string; phase?: string; index?: number; rollback?: boolean; stepSince: number }
+interface InFlight {
+  host: string;
+  since: number;
+  step?: string;
+  phase?: string;
+  index?: number;
+  rollback?: boolean;
+  stepSince: number;
+}
 
 class TtyRenderer implements Renderer {
   private events: RunEvent[] = [];
@@ -170,16 +206,25 @@ class TtyRenderer implements Renderer {
   private startedAt = Date.now();
   private closed = false;
 
-  constructor(private opts: RendererOptions, private paint: Paint) {}
+  constructor(
+    private opts: RendererOptions,
+    private paint: Paint,
+  ) {}
 
   // A terminal may report 0x0 (e.g. under script(1)): treat that as unknown, not as no room.
-  private get columns(): number { return (this.opts.columns ?? (this.opts.stderr as { columns?: number }).columns) || 80; }
-  private get rows(): number { return (this.opts.rows ?? (this.opts.stderr as { rows?: number }).rows) || 24; }
+  private get columns(): number {
+    return (this.opts.columns ?? (this.opts.stderr as { columns?: number }).columns) || 80;
+  }
+  private get rows(): number {
+    return (this.opts.rows ?? (this.opts.stderr as { rows?: number }).rows) || 24;
+  }
 
   private start(): void {
     if (this.spinner) return;
     if (!oraFactory) {
-      void loadOra().then(() => { if (!this.closed) this.start(); });
+      void loadOra().then(() => {
+        if (!this.closed) this.start();
+      });
       return;
     }
     const period = this.opts.refreshMs ?? 100;
@@ -204,7 +249,11 @@ class TtyRenderer implements Renderer {
 
   /** Writes a persistent line above the live block. */
   private above(text: string): void {
-    const lines = text.split('\n').map((l) => truncate(l, this.columns - 1)).join('\n') + '\n';
+    const lines =
+      text
+        .split('\n')
+        .map((l) => truncate(l, this.columns - 1))
+        .join('\n') + '\n';
     if (this.spinner?.isSpinning) {
       this.spinner.clear();
       this.opts.stderr.write(lines);
@@ -221,7 +270,9 @@ class TtyRenderer implements Renderer {
     const now = Date.now();
     switch (e.type) {
       case 'run-start':
-        this.total = e.hosts.length; this.runbook = e.runbook; this.startedAt = now;
+        this.total = e.hosts.length;
+        this.runbook = e.runbook;
+        this.startedAt = now;
         this.start();
         break;
       case 'host-start':
@@ -243,7 +294,8 @@ class TtyRenderer implements Renderer {
         if (e.status === 'failed') this.above(this.paint.red(`✖ ${e.host}: rollback "${e.step}" failed (exit ${e.code ?? 'none'})`));
         break;
       case 'step-end':
-        if (this.opts.verbose) for (const r of this.buf.flush(e.host, e.step)) this.above(this.paint.dim(outputPrefix(e.host, r.stream)) + r.line);
+        if (this.opts.verbose)
+          for (const r of this.buf.flush(e.host, e.step)) this.above(this.paint.dim(outputPrefix(e.host, r.stream)) + r.line);
         // After its preflight a host waits for its batch: it is not in flight until host-start.
         if (e.phase === 'preflight') this.inFlight.delete(e.host);
         break;
@@ -292,7 +344,10 @@ class TtyRenderer implements Renderer {
     const room = Math.max(1, Math.min(this.rows - 3, 30));
     const lines: string[] = [head];
     const elapsed = (t: number) => formatElapsed(now - t);
-    const doing = (h: InFlight) => (h.step === undefined ? 'connecting' : `${h.rollback ? 'rollback' : h.phase === 'preflight' ? 'preflight' : `step ${(h.index ?? 0) + 1}`}: ${h.step}`);
+    const doing = (h: InFlight) =>
+      h.step === undefined
+        ? 'connecting'
+        : `${h.rollback ? 'rollback' : h.phase === 'preflight' ? 'preflight' : `step ${(h.index ?? 0) + 1}`}: ${h.step}`;
     if (hosts.length <= room) {
       const hw = Math.min(Math.max(...hosts.map((h) => width(h.host)), 4), Math.max(8, cols - 1 - 4 - 7 - 24));
       for (const h of hosts) {
@@ -307,7 +362,7 @@ class TtyRenderer implements Renderer {
       const groups = new Map<string, { label: string; order: number; hosts: InFlight[] }>();
       for (const h of hosts) {
         const label = doing(h);
-        const order = h.step === undefined ? -2 : h.rollback ? 1e6 + (h.index ?? 0) : h.phase === 'preflight' ? -1 : h.index ?? 0;
+        const order = h.step === undefined ? -2 : h.rollback ? 1e6 + (h.index ?? 0) : h.phase === 'preflight' ? -1 : (h.index ?? 0);
         const g = groups.get(label) ?? { label, order, hosts: [] };
         g.hosts.push(h);
         groups.set(label, g);
@@ -321,9 +376,12 @@ class TtyRenderer implements Renderer {
         const right = `  longest ${oldest.host} ${elapsed(oldest.since)}`;
         const avail = cols - 1 - width(left);
         const label = truncate(g.label, avail);
-        const line = width(label) + width(right) <= avail
-          ? `${left}${pad(label, avail - width(right))}${p.dim(right)}`
-          : width(label) + 8 <= avail ? `${left}${pad(label, avail - 7)}${p.dim(` ${elapsed(oldest.since).padStart(6)}`)}` : `${left}${label}`;
+        const line =
+          width(label) + width(right) <= avail
+            ? `${left}${pad(label, avail - width(right))}${p.dim(right)}`
+            : width(label) + 8 <= avail
+              ? `${left}${pad(label, avail - 7)}${p.dim(` ${elapsed(oldest.since).padStart(6)}`)}`
+              : `${left}${label}`;
         lines.push(line);
       }
       if (shown.length < gs.length) {
@@ -344,7 +402,10 @@ class TtyRenderer implements Renderer {
     }
     if (this.events.length === 0) return;
     const text = summaryText(summarize(this.events), {
-      paint: this.paint, columns: this.columns, rows: this.rows, stderrLines: 6,
+      paint: this.paint,
+      columns: this.columns,
+      rows: this.rows,
+      stderrLines: 6,
     });
     await write(this.opts.stdout, '\n' + text);
   }

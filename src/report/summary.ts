@@ -105,12 +105,17 @@ export function summarize(events: RunEvent[]): RunSummary {
     endedAt = e.time;
     switch (e.type) {
       case 'run-start':
-        runId = e.run_id; runbook = e.runbook; startedAt = e.time; journal = e.journal; mode = e.mode;
+        runId = e.run_id;
+        runbook = e.runbook;
+        startedAt = e.time;
+        journal = e.journal;
+        mode = e.mode;
         for (const h of e.hosts) get(h);
         break;
       case 'host-start': {
         const h = get(e.host);
-        h.batch = e.batch; h.started_at = e.time;
+        h.batch = e.batch;
+        h.started_at = e.time;
         break;
       }
       case 'step-start':
@@ -120,23 +125,34 @@ export function summarize(events: RunEvent[]): RunSummary {
         const h = get(e.host);
         if (e.status === 'changed' && e.phase === 'step' && !h.changed_steps.includes(e.step)) h.changed_steps.push(e.step);
         if ((e.status === 'failed' || e.status === 'unknown') && h.failed_step === undefined) {
-          h.failed_step = e.step; h.failed_phase = e.phase; h.failed_stage = e.stage;
-          h.command = e.command; h.code = e.code; h.timed_out = e.timed_out;
-          h.stderr_tail = tailLines(e.stderr); h.stdout_tail = tailLines(e.stdout);
+          h.failed_step = e.step;
+          h.failed_phase = e.phase;
+          h.failed_stage = e.stage;
+          h.command = e.command;
+          h.code = e.code;
+          h.timed_out = e.timed_out;
+          h.stderr_tail = tailLines(e.stderr);
+          h.stdout_tail = tailLines(e.stdout);
           if (e.message) h.message ??= e.message;
         }
         break;
       }
       case 'rollback-end':
         get(e.host).rollbacks.push({
-          step: e.step, status: e.status, code: e.code, command: e.command,
-          stderr_tail: tailLines(e.stderr), message: e.message,
+          step: e.step,
+          status: e.status,
+          code: e.code,
+          command: e.command,
+          stderr_tail: tailLines(e.stderr),
+          message: e.message,
         });
         break;
       case 'host-end': {
         const h = get(e.host);
         ended.add(e.host);
-        h.status = e.status; h.ended_at = e.time; h.duration_ms = e.duration_ms;
+        h.status = e.status;
+        h.ended_at = e.time;
+        h.duration_ms = e.duration_ms;
         if (e.message) h.message = e.message;
         if (e.failed_step && h.failed_step === undefined) h.failed_step = e.failed_step;
         if (e.changed_steps) for (const s of e.changed_steps) if (!h.changed_steps.includes(s)) h.changed_steps.push(s);
@@ -146,7 +162,8 @@ export function summarize(events: RunEvent[]): RunSummary {
         warnings.push(e.host ? `${e.host}: ${e.message}` : e.message);
         break;
       case 'run-end':
-        end = e; runId ||= e.run_id;
+        end = e;
+        runId ||= e.run_id;
         for (const [name, st] of Object.entries(e.hosts)) get(name).status = st;
         break;
       case 'output':
@@ -164,7 +181,8 @@ export function summarize(events: RunEvent[]): RunSummary {
   let status: RunSummary['status'];
   let exitCode: number;
   if (end) {
-    status = end.status; exitCode = end.exit_code;
+    status = end.status;
+    exitCode = end.exit_code;
   } else {
     status = 'incomplete';
     exitCode = runStatusOf(statusMap, false).exit_code;
@@ -174,10 +192,19 @@ export function summarize(events: RunEvent[]): RunSummary {
   const t0 = startedAt ?? new Date(0).toISOString();
   const t1 = endedAt ?? t0;
   const summary: RunSummary = {
-    run_id: runId, runbook, status, exit_code: exitCode,
-    started_at: t0, ended_at: t1,
+    run_id: runId,
+    runbook,
+    status,
+    exit_code: exitCode,
+    started_at: t0,
+    ended_at: t1,
     duration_ms: end?.duration_ms ?? Math.max(0, Date.parse(t1) - Date.parse(t0)),
-    journal, ...(mode ? { mode } : {}), hosts: hostList, counts, warnings, next: '',
+    journal,
+    ...(mode ? { mode } : {}),
+    hosts: hostList,
+    counts,
+    warnings,
+    next: '',
   };
   summary.next = whatToDoNow(summary);
   return summary;
@@ -199,27 +226,35 @@ export function whatToDoNow(s: RunSummary, maxNames = 5): string {
   const unreachable = by('unreachable');
   const skipped = by('skipped');
   if (attention.length) {
-    parts.push(`check ${names(attention, maxNames)} by hand (a rollback failed or a step's outcome is unknown), see \`runbook show-run ${id}\``);
+    parts.push(
+      `check ${names(attention, maxNames)} by hand (a rollback failed or a step's outcome is unknown), see \`runbook show-run ${id}\``,
+    );
   }
   if (s.status === 'interrupted' || s.status === 'incomplete') {
     parts.push(`finish with \`runbook resume ${id}\` or unwind with \`runbook rollback ${id}\``);
   }
   if (failed.length) {
     const rolled = failed.every((h) => h.status === 'rolled-back');
-    parts.push(`fix what failed on ${names(failed, maxNames)} (${rolled ? 'rolled back' : 'failed'}; details above) and run \`runbook apply ${s.runbook || 'RUNBOOK'}\` again`);
+    parts.push(
+      `fix what failed on ${names(failed, maxNames)} (${rolled ? 'rolled back' : 'failed'}; details above) and run \`runbook apply ${s.runbook || 'RUNBOOK'}\` again`,
+    );
   }
-  if (unreachable.length) parts.push(`check that ${names(unreachable, maxNames)} ${unreachable.length === 1 ? 'is' : 'are'} reachable over SSH`);
+  if (unreachable.length)
+    parts.push(`check that ${names(unreachable, maxNames)} ${unreachable.length === 1 ? 'is' : 'are'} reachable over SSH`);
   // A host its own preflight refused needs a person (the reason is above), not another run.
   const refused = skipped.filter((h) => h.failed_phase === 'preflight' || /^preflight /.test(h.message ?? ''));
   const notStarted = skipped.filter((h) => !refused.includes(h));
   if (refused.length) {
-    parts.push(`look at ${names(refused, maxNames)}: ${refused.length === 1 ? 'its' : 'their'} preflight refused the change (reason above); nothing was changed there`);
+    parts.push(
+      `look at ${names(refused, maxNames)}: ${refused.length === 1 ? 'its' : 'their'} preflight refused the change (reason above); nothing was changed there`,
+    );
   }
   if (notStarted.length && s.status !== 'interrupted' && s.status !== 'incomplete') {
     parts.push(`run again to cover the ${notStarted.length} host${notStarted.length === 1 ? '' : 's'} not started`);
   }
   if (parts.length === 0) {
-    if (s.mode === 'rollback') return `Nothing: ${s.counts['rolled-back']} host${s.counts['rolled-back'] === 1 ? ' is' : 's are'} back to where run ${id} found them.`;
+    if (s.mode === 'rollback')
+      return `Nothing: ${s.counts['rolled-back']} host${s.counts['rolled-back'] === 1 ? ' is' : 's are'} back to where run ${id} found them.`;
     return s.counts.changed > 0
       ? `Nothing: every host is ok (${s.counts.changed} changed). To undo this run: \`runbook rollback ${id}\`.`
       : 'Nothing: every host was already ok.';

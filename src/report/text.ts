@@ -4,13 +4,22 @@ import type { HostStatus } from '../engine/events.js';
 import { HOST_STATUSES, PROBLEM_STATUSES, stepColumn, whatToDoNow, type HostSummary, type RunSummary } from './summary.js';
 
 export interface Paint {
-  red(s: string): string; green(s: string): string; yellow(s: string): string;
-  cyan(s: string): string; dim(s: string): string; bold(s: string): string;
+  red(s: string): string;
+  green(s: string): string;
+  yellow(s: string): string;
+  cyan(s: string): string;
+  dim(s: string): string;
+  bold(s: string): string;
 }
 
 const wrap = (open: number, close: number) => (s: string) => `\u001b[${open}m${s}\u001b[${close}m`;
 export const COLORS: Paint = {
-  red: wrap(31, 39), green: wrap(32, 39), yellow: wrap(33, 39), cyan: wrap(36, 39), dim: wrap(2, 22), bold: wrap(1, 22),
+  red: wrap(31, 39),
+  green: wrap(32, 39),
+  yellow: wrap(33, 39),
+  cyan: wrap(36, 39),
+  dim: wrap(2, 22),
+  bold: wrap(1, 22),
 };
 const id = (s: string) => s;
 export const NO_COLORS: Paint = { red: id, green: id, yellow: id, cyan: id, dim: id, bold: id };
@@ -25,10 +34,14 @@ export function colorAllowed(tty: boolean, env: NodeJS.ProcessEnv = process.env)
 
 // eslint-disable-next-line no-control-regex
 const ANSI = /\u001b\[[0-9;?]*[A-Za-z]|\u001b\][^\u0007]*\u0007/g;
-export function stripAnsi(s: string): string { return s.replace(ANSI, ''); }
+export function stripAnsi(s: string): string {
+  return s.replace(ANSI, '');
+}
 
 /** Display width, counting code points (the names we print are ASCII in practice). */
-export function width(s: string): number { return [...stripAnsi(s)].length; }
+export function width(s: string): number {
+  return [...stripAnsi(s)].length;
+}
 
 /** Cuts plain text to at most `max` columns, ending with an ellipsis when cut. */
 export function truncate(s: string, max: number): string {
@@ -41,14 +54,23 @@ export function truncate(s: string, max: number): string {
   return max === 1 ? '…' : cps.slice(0, max - 1).join('') + '…';
 }
 
-export function pad(s: string, n: number): string { return s + ' '.repeat(Math.max(0, n - width(s))); }
+export function pad(s: string, n: number): string {
+  return s + ' '.repeat(Math.max(0, n - width(s)));
+}
 
 export function statusColor(st: HostStatus, p: Paint): (s: string) => string {
   switch (st) {
-    case 'ok': return p.green;
-    case 'changed': return p.yellow;
-    case 'skipped': return p.dim;
-    case 'failed': case 'rolled-back': case 'unreachable': case 'needs-attention': return p.red;
+    case 'ok':
+      return p.green;
+    case 'changed':
+      return p.yellow;
+    case 'skipped':
+      return p.dim;
+    case 'failed':
+    case 'rolled-back':
+    case 'unreachable':
+    case 'needs-attention':
+      return p.red;
   }
 }
 
@@ -67,7 +89,12 @@ export interface TableOptions {
 /** host x status x changed/failed step x duration. */
 export function hostTable(hosts: HostSummary[], o: TableOptions = {}): string[] {
   const p = o.paint ?? NO_COLORS;
-  const rows = hosts.map((h) => [h.host, h.status, stepColumn(h), h.started_at === undefined && h.duration_ms === 0 ? '-' : formatDuration(h.duration_ms)]);
+  const rows = hosts.map((h) => [
+    h.host,
+    h.status,
+    stepColumn(h),
+    h.started_at === undefined && h.duration_ms === 0 ? '-' : formatDuration(h.duration_ms),
+  ]);
   const head = ['HOST', 'STATUS', 'STEP', 'DURATION'];
   const w = head.map((t, i) => Math.max(width(t), ...rows.map((r) => width(r[i]))));
   if (o.columns !== undefined) {
@@ -109,11 +136,13 @@ export function hostDetail(h: HostSummary, o: SummaryOptions = {}): string[] {
   const n = o.stderrLines ?? 8;
   const cut = (s: string) => (o.columns !== undefined ? truncate(s, o.columns - 1) : s);
   const out: string[] = [];
-  const where = h.failed_step ? ` at ${h.failed_phase === 'preflight' ? 'preflight ' : 'step '}"${h.failed_step}"${h.failed_stage && h.failed_stage !== 'run' ? ` (${h.failed_stage})` : ''}` : '';
+  const where = h.failed_step
+    ? ` at ${h.failed_phase === 'preflight' ? 'preflight ' : 'step '}"${h.failed_step}"${h.failed_stage && h.failed_stage !== 'run' ? ` (${h.failed_stage})` : ''}`
+    : '';
   out.push(cut(`${p.bold(h.host)} ${statusColor(h.status, p)(h.status)}${where}${h.message ? `: ${h.message}` : ''}`));
   if (h.command !== undefined) out.push(...indent(h.command, '  command: ', o.columns).slice(0, 3));
   if (h.failed_step !== undefined || h.code !== undefined) {
-    out.push(`  exit code: ${h.timed_out ? 'timed out (killed)' : h.code ?? 'none (no exit status)'}`);
+    out.push(`  exit code: ${h.timed_out ? 'timed out (killed)' : (h.code ?? 'none (no exit status)')}`);
   }
   const err = h.stderr_tail ?? h.stdout_tail;
   if (err) {
@@ -143,14 +172,17 @@ export function summaryText(s: RunSummary, o: SummaryOptions = {}): string {
   const cut = (x: string) => (o.columns !== undefined ? truncate(x, o.columns - 1) : x);
   const tty = o.rows !== undefined;
   const verdict = s.exit_code === 0 ? p.green(s.status) : p.red(s.status);
-  const header = cut(`${p.bold(`Run ${s.run_id}`)} ${s.runbook}: ${verdict} (exit ${s.exit_code}), ${s.hosts.length} host${s.hosts.length === 1 ? '' : 's'}, ${formatDuration(s.duration_ms)}`);
+  const header = cut(
+    `${p.bold(`Run ${s.run_id}`)} ${s.runbook}: ${verdict} (exit ${s.exit_code}), ${s.hosts.length} host${s.hosts.length === 1 ? '' : 's'}, ${formatDuration(s.duration_ms)}`,
+  );
   const problems = s.hosts.filter((h) => PROBLEM_STATUSES.includes(h.status));
 
   // Tail: warnings, counts, what to do now.
   const tail: string[] = [];
   const maxWarn = tty ? 2 : Infinity;
   for (const w of s.warnings.slice(0, maxWarn)) tail.push(cut(p.yellow(`warning: ${w}`)));
-  if (s.warnings.length > maxWarn) tail.push(cut(p.yellow(`… ${s.warnings.length - maxWarn} more warnings (runbook show-run ${s.run_id})`)));
+  if (s.warnings.length > maxWarn)
+    tail.push(cut(p.yellow(`… ${s.warnings.length - maxWarn} more warnings (runbook show-run ${s.run_id})`)));
   tail.push('', cut(`Hosts: ${countsText(s.counts, p)}`));
   const nextText = `What to do now: ${tty && s.hosts.length > 3 ? whatToDoNow(s, 2) : s.next}`;
   const wrapped = o.columns !== undefined ? wrapWords(nextText, o.columns - 1) : [nextText];
@@ -174,9 +206,11 @@ export function summaryText(s: RunSummary, o: SummaryOptions = {}): string {
       if (rowsFor > room) rowsFor = Math.max(1, room - 1);
     }
     body.push(...hostTable(listed.slice(0, Math.max(1, rowsFor)), o));
-    if (listed.length > rowsFor) body.push(cut(`… and ${listed.length - rowsFor} more not ok (runbook show-run ${s.run_id}, or --report FILE.md)`));
+    if (listed.length > rowsFor)
+      body.push(cut(`… and ${listed.length - rowsFor} more not ok (runbook show-run ${s.run_id}, or --report FILE.md)`));
   }
-  if (fine && compact) body.push(cut(p.dim(`${fine} host${fine === 1 ? '' : 's'} ok or changed, not listed (--report FILE.md lists every host)`)));
+  if (fine && compact)
+    body.push(cut(p.dim(`${fine} host${fine === 1 ? '' : 's'} ok or changed, not listed (--report FILE.md lists every host)`)));
   budget -= body.length;
 
   // Detail blocks while they fit; the first one always (shortened if it must).
@@ -195,7 +229,15 @@ export function summaryText(s: RunSummary, o: SummaryOptions = {}): string {
     shown++;
   }
   if (problems.length > shown) {
-    body.push('', cut(`… ${problems.length - shown} more host${problems.length - shown === 1 ? '' : 's'} to look at: ${problems.slice(shown).map((h) => h.host).join(', ')} (runbook show-run ${s.run_id})`));
+    body.push(
+      '',
+      cut(
+        `… ${problems.length - shown} more host${problems.length - shown === 1 ? '' : 's'} to look at: ${problems
+          .slice(shown)
+          .map((h) => h.host)
+          .join(', ')} (runbook show-run ${s.run_id})`,
+      ),
+    );
   }
   return [header, ...body, ...tail].join('\n') + '\n';
 }
@@ -208,7 +250,10 @@ export function wrapWords(text: string, max: number): string[] {
     const limit = out.length === 0 ? max : max - 2;
     if (cur === '') cur = word;
     else if (width(cur) + 1 + width(word) <= limit) cur += ' ' + word;
-    else { out.push(cur); cur = word; }
+    else {
+      out.push(cur);
+      cur = word;
+    }
     while (width(cur) > (out.length === 0 ? max : max - 2)) {
       const l = out.length === 0 ? max : max - 2;
       out.push([...cur].slice(0, l).join(''));

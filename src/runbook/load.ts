@@ -19,7 +19,20 @@ import { DEFAULT_STEP_TIMEOUT_MS, type Runbook, type StepSpec, type VerifySpec }
 /** Variables every host has; runbook vars and registers may not shadow them. */
 export const BUILTIN_VARS = ['inventory_hostname', 'run_id'] as const;
 
-export const TOP_KEYS = ['name', 'description', 'destructive', 'become', 'serial', 'max_failed', 'vars', 'hosts', 'secrets', 'preflight_failure', 'preflight', 'steps'] as const;
+export const TOP_KEYS = [
+  'name',
+  'description',
+  'destructive',
+  'become',
+  'serial',
+  'max_failed',
+  'vars',
+  'hosts',
+  'secrets',
+  'preflight_failure',
+  'preflight',
+  'steps',
+] as const;
 export const STEP_KEYS = ['name', 'when', 'unless', 'run', 'verify', 'rollback', 'timeout', 'register', 'local', 'become'] as const;
 export const VERIFY_KEYS = ['run', 'retries', 'delay'] as const;
 
@@ -71,7 +84,11 @@ export function resolveRunbookPath(nameOrPath: string, cwd: string): string {
 }
 
 function isFile(p: string): boolean {
-  try { return statSync(p).isFile(); } catch { return false; }
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
 }
 
 /** `file` relative to cwd when it lies below it, else as given. */
@@ -95,10 +112,19 @@ export function listRunbooks(cwd: string = process.cwd()): RunbookListEntry[] {
   const same = realOrSelf(localDir) === realOrSelf(shippedDir);
   const out: RunbookListEntry[] = [];
   const seen = new Set<string>();
-  const dirs: Array<[string, boolean]> = same ? [[shippedDir, true]] : [[localDir, false], [shippedDir, true]];
+  const dirs: Array<[string, boolean]> = same
+    ? [[shippedDir, true]]
+    : [
+        [localDir, false],
+        [shippedDir, true],
+      ];
   for (const [dir, shipped] of dirs) {
     let names: string[];
-    try { names = readdirSync(dir).sort(); } catch { continue; }
+    try {
+      names = readdirSync(dir).sort();
+    } catch {
+      continue;
+    }
     for (const f of names) {
       if (!/\.ya?ml$/i.test(f)) continue;
       const file = join(dir, f);
@@ -115,7 +141,9 @@ export function listRunbooks(cwd: string = process.cwd()): RunbookListEntry[] {
           if (typeof d.description === 'string') entry.description = d.description;
           entry.destructive = d.destructive === true;
         }
-      } catch { /* listed anyway; `validate` explains what is wrong */ }
+      } catch {
+        /* listed anyway; `validate` explains what is wrong */
+      }
       out.push(entry);
     }
   }
@@ -123,13 +151,20 @@ export function listRunbooks(cwd: string = process.cwd()): RunbookListEntry[] {
 }
 
 function realOrSelf(p: string): string {
-  try { return realpathSync(p); } catch { return p; }
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
 }
 
 // ---------------------------------------------------------------------------------------
 // YAML with positions
 
-interface Pos { line: number; column: number } // 1-based
+interface Pos {
+  line: number;
+  column: number;
+} // 1-based
 interface NodeLoc {
   /** Where the key of a mapping entry is (undefined for sequence items and the root). */
   key?: Pos;
@@ -154,12 +189,17 @@ export class PositionMap {
     let hi = this.lineStarts.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
-      if (this.lineStarts[mid] <= offset) lo = mid; else hi = mid - 1;
+      if (this.lineStarts[mid] <= offset) lo = mid;
+      else hi = mid - 1;
     }
     return { line: lo + 1, column: offset - this.lineStarts[lo] + 1 };
   }
-  set(path: string, loc: NodeLoc): void { if (!this.locs.has(path)) this.locs.set(path, loc); }
-  get(path: string): NodeLoc | undefined { return this.locs.get(path); }
+  set(path: string, loc: NodeLoc): void {
+    if (!this.locs.has(path)) this.locs.set(path, loc);
+  }
+  get(path: string): NodeLoc | undefined {
+    return this.locs.get(path);
+  }
   /** Position for an issue at `path`: the key of a mapping entry, else the value; else the nearest ancestor. */
   find(path: string, prefer: 'key' | 'value' = 'key'): Pos | undefined {
     let p = path;
@@ -220,13 +260,18 @@ export function parseYamlWithPositions(source: string, filename: string): { docs
   };
   for (const e of events) {
     switch (e.type) {
-      case 1: docIndex++; break;
-      case 2: case 3: {
+      case 1:
+        docIndex++;
+        break;
+      case 2:
+      case 3: {
         const at = nodePath();
         if (at === 'key') {
           // A collection used as a key: give it an unmatchable name.
           const top = stack[stack.length - 1] as Extract<Frame, { kind: 'map' }>;
-          top.key = '<complex key>'; top.keyPos = positions.posOf(e.start); top.expectKey = false;
+          top.key = '<complex key>';
+          top.keyPos = positions.posOf(e.start);
+          top.expectKey = false;
           stack.push({ kind: 'map', path: '<complex key>', key: null, expectKey: true });
           // Keep the frame shape consistent for both kinds.
           if (e.type === 2) stack[stack.length - 1] = { kind: 'seq', path: '<complex key>', index: 0 };
@@ -244,20 +289,34 @@ export function parseYamlWithPositions(source: string, filename: string): { docs
           const top = stack[stack.length - 1] as Extract<Frame, { kind: 'map' }>;
           top.key = source.slice(e.valueStart, e.valueEnd);
           if (e.style !== 1) {
-            try { top.key = String(constructFromEvents([{ type: 1, explicitStart: false, explicitEnd: false, directives: [] }, e, { type: 6 }], { source })[0]); } catch { /* keep raw */ }
+            try {
+              top.key = String(
+                constructFromEvents([{ type: 1, explicitStart: false, explicitEnd: false, directives: [] }, e, { type: 6 }], { source })[0],
+              );
+            } catch {
+              /* keep raw */
+            }
           }
           top.keyPos = positions.posOf(off);
           top.expectKey = false;
           break;
         }
-        positions.set(at.path, { key: at.keyPos, value: positions.posOf(off), scalarStyle: e.style, valueStart: e.valueStart, valueEnd: e.valueEnd });
+        positions.set(at.path, {
+          key: at.keyPos,
+          value: positions.posOf(off),
+          scalarStyle: e.style,
+          valueStart: e.valueStart,
+          valueEnd: e.valueEnd,
+        });
         break;
       }
       case 5: {
         const at = nodePath();
         if (at === 'key') {
           const top = stack[stack.length - 1] as Extract<Frame, { kind: 'map' }>;
-          top.key = '<alias>'; top.expectKey = false; top.keyPos = positions.posOf(e.anchorStart);
+          top.key = '<alias>';
+          top.expectKey = false;
+          top.keyPos = positions.posOf(e.anchorStart);
           break;
         }
         positions.set(at.path, { key: at.keyPos, value: positions.posOf(Math.max(0, e.anchorStart - 1)) });
@@ -289,56 +348,73 @@ const MISSING = Symbol('missing');
 
 /** A leaf validated by a check function (custom, precise messages). */
 function leaf(check: Check, required: string | false = false) {
-  return unknown().check(superRefine((v, ctx) => {
-    if (v === undefined) {
-      if (required) ctx.addIssue({ code: 'custom', message: required, params: { missing: MISSING } });
-      return;
-    }
-    const msg = check(v);
-    if (msg) ctx.addIssue({ code: 'custom', message: msg });
-  }));
+  return unknown().check(
+    superRefine((v, ctx) => {
+      if (v === undefined) {
+        if (required) ctx.addIssue({ code: 'custom', message: required, params: { missing: MISSING } });
+        return;
+      }
+      const msg = check(v);
+      if (msg) ctx.addIssue({ code: 'custom', message: msg });
+    }),
+  );
 }
 
 const isString: Check = (v) => (typeof v === 'string' ? undefined : `${show(v)} is not a string (quote it: "...")`);
 const nonEmptyString: Check = (v) => isString(v) ?? ((v as string).trim() === '' ? 'is empty (give a shell command)' : undefined);
 const isBool: Check = (v) => (typeof v === 'boolean' ? undefined : `${show(v)} is not a boolean (use true or false)`);
-const isDuration = (positive: boolean): Check => (v) => {
-  const hint = '(use 500ms, 30s, 5m, 1h)';
-  if (typeof v !== 'string') return `${show(v)} is not a duration ${hint}${typeof v === 'number' ? ': a number needs a unit' : ''}`;
-  const ms = parseDuration(v);
-  if (ms === undefined) return `${show(v)} is not a duration ${hint}`;
-  if (positive && ms <= 0) return `${show(v)} must be longer than 0 ${hint}`;
-  return undefined;
-};
-const isIdent: Check = (v) => (typeof v === 'string' && IDENT.test(v) ? undefined : `${show(v)} is not a valid name (letters, digits and _, not starting with a digit)`);
-const isNonNegInt: Check = (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? undefined : `${show(v)} is not a whole number >= 0`);
+const isDuration =
+  (positive: boolean): Check =>
+  (v) => {
+    const hint = '(use 500ms, 30s, 5m, 1h)';
+    if (typeof v !== 'string') return `${show(v)} is not a duration ${hint}${typeof v === 'number' ? ': a number needs a unit' : ''}`;
+    const ms = parseDuration(v);
+    if (ms === undefined) return `${show(v)} is not a duration ${hint}`;
+    if (positive && ms <= 0) return `${show(v)} must be longer than 0 ${hint}`;
+    return undefined;
+  };
+const isIdent: Check = (v) =>
+  typeof v === 'string' && IDENT.test(v) ? undefined : `${show(v)} is not a valid name (letters, digits and _, not starting with a digit)`;
+const isNonNegInt: Check = (v) =>
+  typeof v === 'number' && Number.isInteger(v) && v >= 0 ? undefined : `${show(v)} is not a whole number >= 0`;
 const percentOk = (v: string): boolean => {
   const m = PERCENT.exec(v);
   if (!m) return false;
   const n = parseFloat(m[1]);
   return n >= 1 && n <= 100;
 };
-const serialItem = (allowZero: boolean): Check => (v) => {
-  if (typeof v === 'number') {
-    if (Number.isInteger(v) && (v > 0 || (allowZero && v === 0))) return undefined;
+const serialItem =
+  (allowZero: boolean): Check =>
+  (v) => {
+    if (typeof v === 'number') {
+      if (Number.isInteger(v) && (v > 0 || (allowZero && v === 0))) return undefined;
+      return `${show(v)} is not a batch size (use ${allowZero ? '0 for all hosts, ' : ''}a whole number >= 1, or a percentage like "25%")`;
+    }
+    if (typeof v === 'string') {
+      if (percentOk(v)) return undefined;
+      if (PERCENT.test(v)) return `${show(v)}: a percentage must be between 1% and 100%`;
+    }
     return `${show(v)} is not a batch size (use ${allowZero ? '0 for all hosts, ' : ''}a whole number >= 1, or a percentage like "25%")`;
-  }
-  if (typeof v === 'string') {
-    if (percentOk(v)) return undefined;
-    if (PERCENT.test(v)) return `${show(v)}: a percentage must be between 1% and 100%`;
-  }
-  return `${show(v)} is not a batch size (use ${allowZero ? '0 for all hosts, ' : ''}a whole number >= 1, or a percentage like "25%")`;
-};
-const isSerial: Check = (v) => (Array.isArray(v) ? (v.length === 0 ? 'is an empty list (give batch sizes, e.g. [1, "25%"], or 0 for all hosts)' : undefined) : serialItem(true)(v));
+  };
+const isSerial: Check = (v) =>
+  Array.isArray(v)
+    ? v.length === 0
+      ? 'is an empty list (give batch sizes, e.g. [1, "25%"], or 0 for all hosts)'
+      : undefined
+    : serialItem(true)(v);
 const isMaxFailed: Check = (v) => {
-  if (typeof v === 'number') return Number.isInteger(v) && v >= 0 ? undefined : `${show(v)} is not a failure budget (use a whole number >= 0 or a percentage like "10%")`;
+  if (typeof v === 'number')
+    return Number.isInteger(v) && v >= 0
+      ? undefined
+      : `${show(v)} is not a failure budget (use a whole number >= 0 or a percentage like "10%")`;
   if (typeof v === 'string') {
     const m = PERCENT.exec(v);
     if (m) return parseFloat(m[1]) <= 100 ? undefined : `${show(v)}: a percentage must be between 0% and 100%`;
   }
   return `${show(v)} is not a failure budget (use a whole number >= 0 or a percentage like "10%")`;
 };
-const isMapping: Check = (v) => (v !== null && typeof v === 'object' && !Array.isArray(v) ? undefined : `${show(v)} is not a mapping (write key: value lines)`);
+const isMapping: Check = (v) =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) ? undefined : `${show(v)} is not a mapping (write key: value lines)`;
 const isList: Check = (v) => (Array.isArray(v) ? undefined : `${show(v)} is not a list (write "- " items)`);
 const isPreflightFailure: Check = (v) => (v === 'skip-host' || v === 'abort' ? undefined : `${show(v)} is not one of skip-host, abort`);
 
@@ -348,18 +424,20 @@ const verifyObject = strictObject({
   delay: optional(leaf(isDuration(false))),
 });
 
-const verifySchema = unknown().check(superRefine((v, ctx) => {
-  if (v === undefined || typeof v === 'string') {
-    if (typeof v === 'string' && v.trim() === '') ctx.addIssue({ code: 'custom', message: 'is empty (give a shell command)' });
-    return;
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
-    ctx.addIssue({ code: 'custom', message: `${show(v)} is not a command or a mapping {run, retries, delay}` });
-    return;
-  }
-  const r = verifyObject.safeParse(v);
-  if (!r.success) for (const i of r.error.issues) ctx.addIssue({ ...i, path: i.path } as never);
-}));
+const verifySchema = unknown().check(
+  superRefine((v, ctx) => {
+    if (v === undefined || typeof v === 'string') {
+      if (typeof v === 'string' && v.trim() === '') ctx.addIssue({ code: 'custom', message: 'is empty (give a shell command)' });
+      return;
+    }
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+      ctx.addIssue({ code: 'custom', message: `${show(v)} is not a command or a mapping {run, retries, delay}` });
+      return;
+    }
+    const r = verifyObject.safeParse(v);
+    if (!r.success) for (const i of r.error.issues) ctx.addIssue({ ...i, path: i.path } as never);
+  }),
+);
 
 const stepSchema = strictObject({
   name: leaf(nonEmptyString, 'missing required key "name" (every step needs a unique name)'),
@@ -374,22 +452,32 @@ const stepSchema = strictObject({
   become: optional(leaf(isBool)),
 });
 
-const stepListSchema = (what: string, required: boolean) => unknown().check(superRefine((v, ctx) => {
-  if (v === undefined || v === null) {
-    if (required) ctx.addIssue({ code: 'custom', message: `missing required key "${what}" (a list of steps)`, params: { missing: MISSING } });
-    return;
-  }
-  if (!Array.isArray(v)) { ctx.addIssue({ code: 'custom', message: `${show(v)} is not a list of steps (write "- name: ..." items)` }); return; }
-  if (v.length === 0 && required) { ctx.addIssue({ code: 'custom', message: 'is empty (a runbook needs at least one step)' }); return; }
-  v.forEach((item, i) => {
-    if (item === null || typeof item !== 'object' || Array.isArray(item)) {
-      ctx.addIssue({ code: 'custom', message: `${show(item)} is not a step (a step is a mapping with name and run)`, path: [i] });
-      return;
-    }
-    const r = stepSchema.safeParse(item);
-    if (!r.success) for (const iss of r.error.issues) ctx.addIssue({ ...iss, path: [i, ...iss.path] } as never);
-  });
-}));
+const stepListSchema = (what: string, required: boolean) =>
+  unknown().check(
+    superRefine((v, ctx) => {
+      if (v === undefined || v === null) {
+        if (required)
+          ctx.addIssue({ code: 'custom', message: `missing required key "${what}" (a list of steps)`, params: { missing: MISSING } });
+        return;
+      }
+      if (!Array.isArray(v)) {
+        ctx.addIssue({ code: 'custom', message: `${show(v)} is not a list of steps (write "- name: ..." items)` });
+        return;
+      }
+      if (v.length === 0 && required) {
+        ctx.addIssue({ code: 'custom', message: 'is empty (a runbook needs at least one step)' });
+        return;
+      }
+      v.forEach((item, i) => {
+        if (item === null || typeof item !== 'object' || Array.isArray(item)) {
+          ctx.addIssue({ code: 'custom', message: `${show(item)} is not a step (a step is a mapping with name and run)`, path: [i] });
+          return;
+        }
+        const r = stepSchema.safeParse(item);
+        if (!r.success) for (const iss of r.error.issues) ctx.addIssue({ ...iss, path: [i, ...iss.path] } as never);
+      });
+    }),
+  );
 
 const runbookSchema = strictObject({
   name: leaf(nonEmptyString, 'missing required key "name" (it must equal the file name without .yml)'),
@@ -415,7 +503,11 @@ function zodPath(path: ReadonlyArray<PropertyKey>): string {
 /** didYouMean, plus a shared-prefix match (`retry` -> `retries`). */
 export function suggest(word: string, known: readonly string[]): string | undefined {
   const w = word.toLowerCase();
-  const common = (k: string) => { let n = 0; while (n < k.length && n < w.length && k[n] === w[n]) n++; return n; };
+  const common = (k: string) => {
+    let n = 0;
+    while (n < k.length && n < w.length && k[n] === w[n]) n++;
+    return n;
+  };
   return didYouMean(word, known) ?? known.find((k) => common(k.toLowerCase()) >= Math.min(4, k.length, w.length) && w.length >= 3);
 }
 
@@ -439,7 +531,9 @@ export function loadRunbook(nameOrPath: string, cwd: string = process.cwd()): Ru
   try {
     bytes = readFileSync(file);
   } catch (err) {
-    throw new RunbookError('E_RUNBOOK_READ', `cannot read runbook ${file}: ${(err as Error).message}; check the file's permissions.`, { cause: err });
+    throw new RunbookError('E_RUNBOOK_READ', `cannot read runbook ${file}: ${(err as Error).message}; check the file's permissions.`, {
+      cause: err,
+    });
   }
   return parseRunbook(bytes.toString('utf8'), file, { cwd, hash: createHash('sha256').update(bytes).digest('hex') });
 }
@@ -459,13 +553,24 @@ export function parseRunbook(source: string, file: string, opts: { cwd?: string;
   } catch (err) {
     if (err instanceof YAMLException) {
       const m = err.mark;
-      issues.push({ file: shown, line: m ? m.line + 1 : undefined, column: m ? m.column + 1 : undefined, message: `YAML syntax error: ${err.reason}` });
+      issues.push({
+        file: shown,
+        line: m ? m.line + 1 : undefined,
+        column: m ? m.column + 1 : undefined,
+        message: `YAML syntax error: ${err.reason}`,
+      });
       throw new ValidationError(issues);
     }
     throw err;
   }
   if (docs.length !== 1) {
-    add('', docs.length === 0 ? 'the file is empty (a runbook needs at least name and steps)' : `the file holds ${docs.length} YAML documents; a runbook is one document`, docs.length ? positions.find('#2') : { line: 1, column: 1 });
+    add(
+      '',
+      docs.length === 0
+        ? 'the file is empty (a runbook needs at least name and steps)'
+        : `the file holds ${docs.length} YAML documents; a runbook is one document`,
+      docs.length ? positions.find('#2') : { line: 1, column: 1 },
+    );
     throw new ValidationError(issues);
   }
   const doc = docs[0];
@@ -485,7 +590,11 @@ export function parseRunbook(source: string, file: string, opts: { cwd?: string;
         for (const key of iss.keys) {
           const kp = joinPath(path, key);
           const close = suggest(key, known);
-          add(kp, `unknown key "${key}"${close ? ` (did you mean "${close}"?)` : ''}; known keys: ${known.join(', ')}`, positions.find(kp, 'key'));
+          add(
+            kp,
+            `unknown key "${key}"${close ? ` (did you mean "${close}"?)` : ''}; known keys: ${known.join(', ')}`,
+            positions.find(kp, 'key'),
+          );
         }
         continue;
       }
@@ -497,20 +606,26 @@ export function parseRunbook(source: string, file: string, opts: { cwd?: string;
   // 2. Rules across fields (on whatever parts have the right shape).
   const base = basename(file, extname(file));
   if (typeof d.name === 'string' && d.name.trim() !== '' && d.name !== base) {
-    add('name', `"${d.name}" does not match the file name "${basename(file)}" (the name must be "${base}", or rename the file)`, positions.find('name', 'value'));
+    add(
+      'name',
+      `"${d.name}" does not match the file name "${basename(file)}" (the name must be "${base}", or rename the file)`,
+      positions.find('name', 'value'),
+    );
   }
   const vars = isMapping(d.vars) === undefined ? (d.vars as Record<string, unknown>) : {};
   for (const k of Object.keys(vars)) {
     const p = joinPath('vars', k);
     if (!IDENT.test(k)) add(p, `"${k}" is not a valid variable name (letters, digits and _, not starting with a digit)`, positions.find(p));
-    else if ((BUILTIN_VARS as readonly string[]).includes(k)) add(p, `"${k}" is a built-in variable and cannot be set here`, positions.find(p));
+    else if ((BUILTIN_VARS as readonly string[]).includes(k))
+      add(p, `"${k}" is a built-in variable and cannot be set here`, positions.find(p));
   }
   if (Array.isArray(d.secrets)) {
     const seen = new Set<string>();
     d.secrets.forEach((s, i) => {
       const p = `secrets[${i}]`;
       if (typeof s !== 'string' || !IDENT.test(s)) add(p, `${show(s)} is not a variable name`, positions.find(p));
-      else if ((BUILTIN_VARS as readonly string[]).includes(s)) add(p, `"${s}" is a built-in variable and cannot be secret`, positions.find(p));
+      else if ((BUILTIN_VARS as readonly string[]).includes(s))
+        add(p, `"${s}" is a built-in variable and cannot be secret`, positions.find(p));
       else if (seen.has(s)) add(p, `"${s}" is listed twice`, positions.find(p));
       seen.add(s);
     });
@@ -538,18 +653,34 @@ export function parseRunbook(source: string, file: string, opts: { cwd?: string;
       const st = s as Record<string, unknown>;
       if (typeof st.name === 'string' && st.name.trim() !== '') {
         const prev = names.get(st.name);
-        if (prev) add(`${sp}.name`, `step name "${st.name}" is already used by ${prev} (step names must be unique)`, positions.find(`${sp}.name`, 'value'));
+        if (prev)
+          add(
+            `${sp}.name`,
+            `step name "${st.name}" is already used by ${prev} (step names must be unique)`,
+            positions.find(`${sp}.name`, 'value'),
+          );
         else names.set(st.name, sp);
       }
       if (phase === 'preflight' && st.rollback !== undefined) {
-        add(`${sp}.rollback`, 'preflight steps are read-only and may not have a rollback (move the step to steps:)', positions.find(`${sp}.rollback`));
+        add(
+          `${sp}.rollback`,
+          'preflight steps are read-only and may not have a rollback (move the step to steps:)',
+          positions.find(`${sp}.rollback`),
+        );
       }
       if (typeof st.register === 'string' && IDENT.test(st.register)) {
         const p = `${sp}.register`;
         const reg = st.register;
-        if ((BUILTIN_VARS as readonly string[]).includes(reg)) add(p, `"${reg}" is a built-in variable; choose another register name`, positions.find(p, 'value'));
-        else if (Object.prototype.hasOwnProperty.call(vars, reg)) add(p, `"${reg}" would shadow the variable of the same name in vars; choose another register name`, positions.find(p, 'value'));
-        else if (registers.has(reg)) add(p, `"${reg}" is already registered by ${registers.get(reg)!.path}; register names must be unique`, positions.find(p, 'value'));
+        if ((BUILTIN_VARS as readonly string[]).includes(reg))
+          add(p, `"${reg}" is a built-in variable; choose another register name`, positions.find(p, 'value'));
+        else if (Object.prototype.hasOwnProperty.call(vars, reg))
+          add(p, `"${reg}" would shadow the variable of the same name in vars; choose another register name`, positions.find(p, 'value'));
+        else if (registers.has(reg))
+          add(
+            p,
+            `"${reg}" is already registered by ${registers.get(reg)!.path}; register names must be unique`,
+            positions.find(p, 'value'),
+          );
         else registers.set(reg, { path: sp, order: stepOrder.get(sp)! });
       }
     });
@@ -565,9 +696,15 @@ export function parseRunbook(source: string, file: string, opts: { cwd?: string;
       const myOrder = stepOrder.get(sp)!;
       const fields: Array<[string, unknown, boolean]> = [
         ['name', st.name, false],
-        ['when', st.when, true], ['unless', st.unless, true], ['run', st.run, true],
+        ['when', st.when, true],
+        ['unless', st.unless, true],
+        ['run', st.run, true],
         ['verify', typeof st.verify === 'string' ? st.verify : undefined, true],
-        ['verify.run', st.verify && typeof st.verify === 'object' && !Array.isArray(st.verify) ? (st.verify as Record<string, unknown>).run : undefined, true],
+        [
+          'verify.run',
+          st.verify && typeof st.verify === 'object' && !Array.isArray(st.verify) ? (st.verify as Record<string, unknown>).run : undefined,
+          true,
+        ],
         ['rollback', st.rollback, true],
       ];
       for (const [field, tpl, isCommand] of fields) {
@@ -582,16 +719,24 @@ export function parseRunbook(source: string, file: string, opts: { cwd?: string;
             }
           }
         } catch (err) {
-          if (err instanceof TemplateError) { add(p, `bad template: ${err.message}`, positions.findInScalar(p, err.offset, tpl)); continue; }
+          if (err instanceof TemplateError) {
+            add(p, `bad template: ${err.message}`, positions.findInScalar(p, err.offset, tpl));
+            continue;
+          }
           throw err;
         }
         for (const ref of refs) {
-          if (ref.raw && secretNames.has(ref.name)) add(p, `"${ref.name}" is secret and cannot be used with | raw (remove | raw)`, positions.find(p, 'value'));
+          if (ref.raw && secretNames.has(ref.name))
+            add(p, `"${ref.name}" is secret and cannot be used with | raw (remove | raw)`, positions.find(p, 'value'));
           const reg = registers.get(ref.name);
           if (!reg || Object.prototype.hasOwnProperty.call(vars, ref.name)) continue;
           const ownOk = reg.path === sp && (field === 'verify' || field === 'verify.run' || field === 'rollback');
           if (reg.order > myOrder || (reg.order === myOrder && !ownOk)) {
-            add(p, `"${ref.path}" is registered by ${reg.path === sp ? 'this step' : `a later step (${reg.path})`}; it is available only in later steps${reg.path === sp ? ' and in this step\'s verify and rollback' : ''}`, positions.find(p, 'value'));
+            add(
+              p,
+              `"${ref.path}" is registered by ${reg.path === sp ? 'this step' : `a later step (${reg.path})`}; it is available only in later steps${reg.path === sp ? " and in this step's verify and rollback" : ''}`,
+              positions.find(p, 'value'),
+            );
           }
         }
       }
@@ -610,7 +755,11 @@ export function parseRunbook(source: string, file: string, opts: { cwd?: string;
     if (typeof s.verify === 'string') verify = { run: s.verify, retries: 0, delayMs: 0 };
     else if (s.verify && typeof s.verify === 'object') {
       const v = s.verify as Record<string, unknown>;
-      verify = { run: v.run as string, retries: (v.retries as number | undefined) ?? 0, delayMs: v.delay !== undefined ? parseDuration(v.delay)! : 0 };
+      verify = {
+        run: v.run as string,
+        retries: (v.retries as number | undefined) ?? 0,
+        delayMs: v.delay !== undefined ? parseDuration(v.delay)! : 0,
+      };
     }
     const step: StepSpec = {
       name: s.name as string,
@@ -619,7 +768,7 @@ export function parseRunbook(source: string, file: string, opts: { cwd?: string;
       run: s.run as string,
       timeoutMs: s.timeout !== undefined ? parseDuration(s.timeout)! : DEFAULT_STEP_TIMEOUT_MS,
       local: (s.local as boolean | undefined) ?? false,
-      become: (s.become as boolean | undefined) ?? ((d.become as boolean | undefined) ?? false),
+      become: (s.become as boolean | undefined) ?? (d.become as boolean | undefined) ?? false,
       line: positions.find(sp, 'value')?.line,
     };
     if (s.when !== undefined) step.when = s.when as string;

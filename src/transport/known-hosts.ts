@@ -73,11 +73,20 @@ export function loadKnownHosts(files: string[]): KnownHostEntry[] {
     try {
       const st = statSync(f);
       sig = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
-    } catch { sigs.push('-'); continue; }
+    } catch {
+      sigs.push('-');
+      continue;
+    }
     let c = fileCache.get(f);
     if (!c || c.sig !== sig) {
       let text: string;
-      try { text = readFileSync(f, 'utf8'); } catch { fileCache.delete(f); sigs.push('-'); continue; }
+      try {
+        text = readFileSync(f, 'utf8');
+      } catch {
+        fileCache.delete(f);
+        sigs.push('-');
+        continue;
+      }
       c = { sig, entries: parseKnownHosts(text, f) };
       fileCache.set(f, c);
     }
@@ -106,7 +115,10 @@ export function hostEntryName(host: string, port: number): string {
 
 /** A shell-style glob (`*`, `?`) as regular-expression source. */
 export function globSource(pattern: string): string {
-  return pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return pattern
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
 }
 
 /** A compiled pattern list: exact names (lower case) in sets, wildcard patterns as one RegExp per side. */
@@ -134,10 +146,15 @@ function compileList(list: string): CompiledList {
     const isNeg = raw.startsWith('!');
     const p = isNeg ? raw.slice(1) : raw;
     const wild = /[*?]/.test(p);
-    if (isNeg) { if (wild) negGlobs.push(globSource(p)); else neg.add(p.toLowerCase()); } else if (wild) posGlobs.push(globSource(p)); else pos.add(p.toLowerCase());
+    if (isNeg) {
+      if (wild) negGlobs.push(globSource(p));
+      else neg.add(p.toLowerCase());
+    } else if (wild) posGlobs.push(globSource(p));
+    else pos.add(p.toLowerCase());
   }
   c = {
-    pos, neg,
+    pos,
+    neg,
     posRe: posGlobs.length ? new RegExp(`^(?:${posGlobs.join('|')})$`, 'i') : undefined,
     negRe: negGlobs.length ? new RegExp(`^(?:${negGlobs.join('|')})$`, 'i') : undefined,
     exactOnly: !posGlobs.length && !negGlobs.length && !neg.size,
@@ -182,13 +199,20 @@ function indexFor(entries: KnownHostEntry[]): EntryIndex {
   ix = { exact: new Map(), other: [], revoked: [], order: new Map(), byName: new Map() };
   entries.forEach((e, i) => {
     ix!.order.set(e, i);
-    if (e.marker === 'revoked') { ix!.revoked.push(e); return; }
+    if (e.marker === 'revoked') {
+      ix!.revoked.push(e);
+      return;
+    }
     if (e.marker !== undefined) return;
     const c = e.hosts.startsWith('|1|') ? undefined : compileList(e.hosts);
-    if (!c?.exactOnly) { ix!.other.push(e); return; }
+    if (!c?.exactOnly) {
+      ix!.other.push(e);
+      return;
+    }
     for (const n of c.pos) {
       const l = ix!.exact.get(n);
-      if (l) l.push(e); else ix!.exact.set(n, [e]);
+      if (l) l.push(e);
+      else ix!.exact.set(n, [e]);
     }
   });
   indexes.set(entries, ix);
@@ -273,7 +297,9 @@ export function appendKnownHost(file: string, name: string, blob: Buffer, opts: 
   try {
     const cur = readFileSync(file, 'utf8');
     if (cur.length && !cur.endsWith('\n')) prefix = '\n';
-  } catch { /* new file */ }
+  } catch {
+    /* new file */
+  }
   try {
     appendFileSync(file, `${prefix}${hostField} ${keyTypeOf(blob)} ${blob.toString('base64')}\n`, { mode: 0o600 });
   } finally {

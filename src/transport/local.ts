@@ -33,15 +33,24 @@ function childEnv(): NodeJS.ProcessEnv {
 /** Any live (non-zombie) process in the group? Reads /proc (Linux); elsewhere falls back to kill(-pgid, 0). */
 function groupAlive(pgid: number): boolean {
   let pids: string[];
-  try { pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d)); } catch {
-    try { process.kill(-pgid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+  try {
+    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    try {
+      process.kill(-pgid, 0);
+      return true;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
   }
   for (const pid of pids) {
     try {
       const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
       if (Number(f[2]) === pgid && f[0] !== 'Z' && f[0] !== 'X') return true;
-    } catch { /* exited meanwhile */ }
+    } catch {
+      /* exited meanwhile */
+    }
   }
   return false;
 }
@@ -56,17 +65,32 @@ export class LocalTransport implements Transport {
     this.host = conn.name;
   }
 
-  async connect(): Promise<void> { this.closed = false; }
-  async reconnect(): Promise<void> { this.closed = false; }
-  async close(): Promise<void> { this.closed = true; }
+  async connect(): Promise<void> {
+    this.closed = false;
+  }
+  async reconnect(): Promise<void> {
+    this.closed = false;
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+  }
 
   async exec(script: string, opts: ExecOptions = {}): Promise<ExecResult> {
-    opts.gate?.catch(() => { /* awaited below; a rejection before that must not be unhandled */ });
+    opts.gate?.catch(() => {
+      /* awaited below; a rejection before that must not be unhandled */
+    });
     if (this.closed) throw new TransportError('E_CONN_LOST', this.host, `transport for ${this.host} is closed; call connect() first`);
     const become = opts.become ?? this.conn.become ?? false;
     let prep;
     try {
-      prep = prepareRun({ script, env: opts.env, stdin: opts.stdin, become, becomeUser: opts.becomeUser ?? this.conn.becomeUser, becomePassword: become ? this.conn.becomePassword : undefined });
+      prep = prepareRun({
+        script,
+        env: opts.env,
+        stdin: opts.stdin,
+        become,
+        becomeUser: opts.becomeUser ?? this.conn.becomeUser,
+        becomePassword: become ? this.conn.becomePassword : undefined,
+      });
     } catch (e) {
       throw new TransportError('E_INVALID', this.host, (e as Error).message);
     }
@@ -74,28 +98,54 @@ export class LocalTransport implements Transport {
     // zx is loaded on first use: a run with only SSH hosts never pays for it.
     const { $ } = await (zx ??= import('zx'));
     const p = $({
-      shell: '/bin/sh', prefix: '', postfix: '', quote: (s: string) => s, detached: true,
-      quiet: true, verbose: false, nothrow: true, env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'],
+      shell: '/bin/sh',
+      prefix: '',
+      postfix: '',
+      quote: (s: string) => s,
+      detached: true,
+      quiet: true,
+      verbose: false,
+      nothrow: true,
+      env: childEnv(),
+      stdio: ['pipe', 'pipe', 'pipe'],
     })`${prep.command}`;
     const child = p.child!;
     const exited = new Promise<{ code: number | null; signal: string | null }>((resolve, reject) => {
-      child.once('error', (e) => reject(new TransportError('E_UNREACHABLE', this.host, `cannot start /bin/sh on the controller: ${e.message}`, { cause: e })));
+      child.once('error', (e) =>
+        reject(new TransportError('E_UNREACHABLE', this.host, `cannot start /bin/sh on the controller: ${e.message}`, { cause: e })),
+      );
       child.once('close', (code, signal) => resolve({ code, signal }));
     });
     p.catch(() => undefined); // outcome comes from `exited`; zx must not report an unhandled rejection
     const killGroup = async (pgid: number | undefined): Promise<void> => {
       const groups = [...new Set([child.pid!, ...(pgid ? [pgid] : [])])];
-      for (const g of groups) { try { process.kill(-g, 'SIGTERM'); } catch { /* gone or not ours */ } }
+      for (const g of groups) {
+        try {
+          process.kill(-g, 'SIGTERM');
+        } catch {
+          /* gone or not ours */
+        }
+      }
       const deadline = Date.now() + KILL_GRACE_MS;
       while (Date.now() < deadline && groups.some(groupAlive)) await sleep(50);
-      for (const g of groups) { try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ } }
+      for (const g of groups) {
+        try {
+          process.kill(-g, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
     };
     if (opts.gate) {
       // The shell waits on its stdin: nothing runs until the wrapper is written after the gate.
       try {
         await opts.gate;
       } catch (e) {
-        try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* not started or gone */ }
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          /* not started or gone */
+        }
         await exited.catch(() => undefined);
         throw e;
       }

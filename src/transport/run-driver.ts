@@ -34,16 +34,24 @@ export function driveRun(io: RunIO, prep: PreparedRun, opts: ExecOptions): Promi
   let killed: 'timeout' | 'abort' | undefined;
   let killing: Promise<void> | undefined;
 
-  io.stdin.on('error', () => { /* EPIPE when the command does not read its stdin: fine */ });
+  io.stdin.on('error', () => {
+    /* EPIPE when the command does not read its stdin: fine */
+  });
   const emit = (stream: 'stdout' | 'stderr', b: Buffer, dec: StringDecoder): void => {
     if (!opts.onOutput || b.length === 0) return;
     const s = dec.write(b);
     if (s) opts.onOutput(stream, s);
   };
-  io.stdout.on('data', (b: Buffer) => { out.push(b); emit('stdout', b, decOut); });
+  io.stdout.on('data', (b: Buffer) => {
+    out.push(b);
+    emit('stdout', b, decOut);
+  });
   io.stderr.on('data', (chunk: Buffer) => {
     const { out: b, events } = filter.push(chunk);
-    if (b.length) { err.push(b); emit('stderr', b, decErr); }
+    if (b.length) {
+      err.push(b);
+      emit('stderr', b, decErr);
+    }
     for (const ev of events) {
       pgid = Number.isInteger(ev.pgid) && ev.pgid > 1 ? ev.pgid : undefined;
       if (prep.waitForReady) io.stdin.end(prep.wrapper);
@@ -54,7 +62,9 @@ export function driveRun(io: RunIO, prep: PreparedRun, opts: ExecOptions): Promi
   const kill = (why: 'timeout' | 'abort'): void => {
     if (killed) return;
     killed = why;
-    killing = io.killGroup(pgid).catch(() => { /* the exit/loss path reports */ });
+    killing = io.killGroup(pgid).catch(() => {
+      /* the exit/loss path reports */
+    });
   };
   const timer = opts.timeoutMs !== undefined && opts.timeoutMs > 0 ? setTimeout(() => kill('timeout'), opts.timeoutMs) : undefined;
   const onAbort = (): void => kill('abort');
@@ -63,25 +73,31 @@ export function driveRun(io: RunIO, prep: PreparedRun, opts: ExecOptions): Promi
     else opts.signal.addEventListener('abort', onAbort, { once: true });
   }
 
-  return io.exited.then(async ({ code, signal }) => {
-    if (timer) clearTimeout(timer);
-    opts.signal?.removeEventListener('abort', onAbort);
-    if (killing) await killing;
-    const rest = filter.flush();
-    if (rest.length) { err.push(rest); emit('stderr', rest, decErr); }
-    if (filter.rejected) err.push(Buffer.from(BECOME_REJECTED));
-    const sig = normalizeSignal(signal);
-    return {
-      code: killed ? null : code,
-      signal: killed ? (sig ?? 'SIGKILL') : sig,
-      stdout: Buffer.concat(out).toString('utf8'),
-      stderr: Buffer.concat(err).toString('utf8'),
-      timedOut: killed === 'timeout',
-      durationMs: Date.now() - started,
-    };
-  }, (e) => {
-    if (timer) clearTimeout(timer);
-    opts.signal?.removeEventListener('abort', onAbort);
-    throw e;
-  });
+  return io.exited.then(
+    async ({ code, signal }) => {
+      if (timer) clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (killing) await killing;
+      const rest = filter.flush();
+      if (rest.length) {
+        err.push(rest);
+        emit('stderr', rest, decErr);
+      }
+      if (filter.rejected) err.push(Buffer.from(BECOME_REJECTED));
+      const sig = normalizeSignal(signal);
+      return {
+        code: killed ? null : code,
+        signal: killed ? (sig ?? 'SIGKILL') : sig,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+        timedOut: killed === 'timeout',
+        durationMs: Date.now() - started,
+      };
+    },
+    (e) => {
+      if (timer) clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      throw e;
+    },
+  );
 }

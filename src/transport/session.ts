@@ -38,10 +38,17 @@ const LOOSE_MAX = 16 * 1024;
 export class StepStream {
   private state: 'before' | 'in' | 'done' = 'before';
   private pending: Buffer = Buffer.alloc(0);
-  constructor(private readonly start: string, private readonly end: string) {}
+  constructor(
+    private readonly start: string,
+    private readonly end: string,
+  ) {}
 
-  get done(): boolean { return this.state === 'done'; }
-  get started(): boolean { return this.state !== 'before'; }
+  get done(): boolean {
+    return this.state === 'done';
+  }
+  get started(): boolean {
+    return this.state !== 'before';
+  }
 
   push(chunk: Buffer): { out: Buffer; dropped: Buffer; start?: string; end?: string } {
     let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
@@ -50,7 +57,10 @@ export class StepStream {
     if (this.state === 'before') {
       const m = scan(buf, this.start);
       res.dropped = m.before;
-      if (m.payload === undefined) { this.pending = m.held; return res; }
+      if (m.payload === undefined) {
+        this.pending = m.held;
+        return res;
+      }
       res.start = m.payload;
       buf = m.rest;
       this.state = 'in';
@@ -58,7 +68,10 @@ export class StepStream {
     if (this.state === 'in') {
       const m = scan(buf, this.end);
       res.out = m.before;
-      if (m.payload === undefined) { this.pending = m.held; return res; }
+      if (m.payload === undefined) {
+        this.pending = m.held;
+        return res;
+      }
       res.end = m.payload;
       this.state = 'done';
     }
@@ -122,10 +135,18 @@ export class ShellSession {
   private markDead!: () => void;
   private broken = false;
 
-  constructor(private readonly io: SessionIO, private readonly launch: SessionLaunch, private readonly killGraceMs = 2000) {
+  constructor(
+    private readonly io: SessionIO,
+    private readonly launch: SessionLaunch,
+    private readonly killGraceMs = 2000,
+  ) {
     this.filter = new StderrMarkerFilter(launch, io.stdin);
-    this.death = new Promise<void>((r) => { this.markDead = r; });
-    io.stdin.on('error', () => { /* the shell went away; `exited` reports it */ });
+    this.death = new Promise<void>((r) => {
+      this.markDead = r;
+    });
+    io.stdin.on('error', () => {
+      /* the shell went away; `exited` reports it */
+    });
     io.stdout.on('data', (b: Buffer) => this.onData('stdout', b));
     io.stderr.on('data', (chunk: Buffer) => {
       const { out, events } = this.filter.push(chunk);
@@ -136,12 +157,17 @@ export class ShellSession {
       }
       if (out.length) this.onData('stderr', out);
     });
-    io.exited.then((st) => this.die(st), (error) => this.die({ error }));
+    io.exited.then(
+      (st) => this.die(st),
+      (error) => this.die({ error }),
+    );
     if (!launch.waitForReady) io.stdin.write(launch.init);
   }
 
   /** Can take another command. */
-  get usable(): boolean { return !this.dead && !this.broken && !this.active; }
+  get usable(): boolean {
+    return !this.dead && !this.broken && !this.active;
+  }
 
   private die(d: NonNullable<ShellSession['dead']>): void {
     if (this.dead) return;
@@ -154,7 +180,10 @@ export class ShellSession {
 
   private onData(stream: 'stdout' | 'stderr', b: Buffer): void {
     const a = this.active;
-    if (!a) { this.keepLoose(stream, b); return; }
+    if (!a) {
+      this.keepLoose(stream, b);
+      return;
+    }
     const r = (stream === 'stdout' ? a.out : a.err).push(b);
     if (r.dropped.length) this.keepLoose(stream, r.dropped);
     if (r.start !== undefined && stream === 'stderr') a.onStart(r.start);
@@ -190,16 +219,23 @@ export class ShellSession {
     let killed: 'timeout' | 'abort' | undefined;
     let killing: Promise<void> | undefined;
     let ended!: () => void;
-    const endP = new Promise<void>((r) => { ended = r; });
+    const endP = new Promise<void>((r) => {
+      ended = r;
+    });
     let startedSub!: () => void;
-    const startP = new Promise<void>((r) => { startedSub = r; });
+    const startP = new Promise<void>((r) => {
+      startedSub = r;
+    });
     const deathP = this.death;
     this.active = {
       out: new StepStream(step.startMarker, step.endMarker),
       err: new StepStream(step.startMarker, step.endMarker),
       onOut: (stream, b) => {
         (stream === 'stdout' ? out : err).push(b);
-        if (opts.onOutput) { const s = (stream === 'stdout' ? decOut : decErr).write(b); if (s) opts.onOutput(stream, s); }
+        if (opts.onOutput) {
+          const s = (stream === 'stdout' ? decOut : decErr).write(b);
+          if (s) opts.onOutput(stream, s);
+        }
       },
       onStart: (payload) => {
         const [pid, ticks] = payload.split(':').map(Number);
@@ -212,7 +248,13 @@ export class ShellSession {
     const kill = (why: 'timeout' | 'abort'): void => {
       if (killed) return;
       killed = why;
-      killing = this.killStep(() => (a.out.done && a.err.done) || !!this.dead, () => sub, startP, endP, deathP);
+      killing = this.killStep(
+        () => (a.out.done && a.err.done) || !!this.dead,
+        () => sub,
+        startP,
+        endP,
+        deathP,
+      );
     };
     let timer: NodeJS.Timeout | undefined;
     const onAbort = (): void => kill('abort');
@@ -241,7 +283,13 @@ export class ShellSession {
     let signal: string | null = null;
     if (d) {
       // The shell ended before the command's END: its exit status is the command's (as for a shell of its own).
-      for (const [s, list] of [[a.out, out], [a.err, err]] as const) { const rest = s.flush(); if (rest.length) list.push(rest); }
+      for (const [s, list] of [
+        [a.out, out],
+        [a.err, err],
+      ] as const) {
+        const rest = s.flush();
+        if (rest.length) list.push(rest);
+      }
       if (!a.out.started) out.unshift(...this.looseOut.splice(0));
       if (!a.err.started) err.unshift(...this.looseErr.splice(0));
       code = d.code;
@@ -268,7 +316,13 @@ export class ShellSession {
   }
 
   /** TERM/KILL the running command through a second channel; if that cannot be done, end the whole session. */
-  private async killStep(isOver: () => boolean, sub: () => { pid: number; ticks: number } | undefined, startP: Promise<void>, endP: Promise<void>, deathP: Promise<void>): Promise<void> {
+  private async killStep(
+    isOver: () => boolean,
+    sub: () => { pid: number; ticks: number } | undefined,
+    startP: Promise<void>,
+    endP: Promise<void>,
+    deathP: Promise<void>,
+  ): Promise<void> {
     const grace = this.killGraceMs;
     // Killed right after it was sent: its subshell reports itself within a round trip.
     await Promise.race([startP, endP, deathP, sleep(2000)]);
@@ -278,7 +332,9 @@ export class ShellSession {
     if (s && g) {
       try {
         await this.io.runAside(sessionKillScript(g.pgid, s.pid, s.ticks, [g.pid, g.ppid], grace), grace + 10_000);
-      } catch { /* connection trouble: handled below */ }
+      } catch {
+        /* connection trouble: handled below */
+      }
       const done = await Promise.race([endP.then(() => true), deathP.then(() => true), sleep(3000).then(() => false)]);
       if (done) return;
     }

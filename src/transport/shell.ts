@@ -92,7 +92,8 @@ function launch(spec: Pick<ScriptRunSpec, 'become' | 'becomeUser' | 'becomePassw
   const waitForReady = promptMarker !== undefined;
   const user = spec.becomeUser || 'root';
   let command: string;
-  if (waitForReady) command = `exec sudo -H -S -p ${shQuote(promptMarker)} -u ${shQuote(user)} -- sh -c ${shQuote(`${report}; exec sh -s`)}`;
+  if (waitForReady)
+    command = `exec sudo -H -S -p ${shQuote(promptMarker)} -u ${shQuote(user)} -- sh -c ${shQuote(`${report}; exec sh -s`)}`;
   else if (spec.become) command = `exec sudo -H -n -u ${shQuote(user)} -- sh -s`;
   else command = 'exec sh -s';
   return { command, report, waitForReady, readyMarker, promptMarker };
@@ -188,7 +189,8 @@ export function prepareStep(spec: Pick<ScriptRunSpec, 'script' | 'env' | 'stdin'
   const startMarker = `<<rb-s-${tok}:`;
   const endMarker = `<<rb-e-${tok}:`;
   // /proc/self is the subshell (read is a builtin): pid = field 1, start time = field 22 (20th after "pid (comm) ").
-  const start = `read -r rb_s </proc/self/stat; rb_p=\${rb_s%% *}; rb_s=\${rb_s##*) }; set -- $rb_s; ` +
+  const start =
+    `read -r rb_s </proc/self/stat; rb_p=\${rb_s%% *}; rb_s=\${rb_s##*) }; set -- $rb_s; ` +
     `printf '%s%s:%s>>\\n' '${startMarker}' "$rb_p" "\${20}" >&2; printf '%s>>\\n' '${startMarker}'; set --; unset rb_s rb_p`;
   const inner = [start, ...exportLines(spec.env), 'eval "$rb_script"'].join('\n');
   const lines = [`rb_script=${shQuote(spec.script)}`];
@@ -208,16 +210,21 @@ export function sessionKillScript(pgid: number, sub: number, startTicks: number,
   for (const n of [pgid, sub, startTicks, ...keep]) if (!Number.isInteger(n) || n < 0) throw new Error(`bad process id ${n}`);
   if (pgid <= 1) throw new Error(`bad process group ${pgid}`);
   const rounds = Math.max(1, Math.ceil(graceMs / 100));
-  const skip = keep.filter((k) => k > 1).map((k) => `[ "$p" = ${k} ] && continue;`).join(' ');
-  return [
-    'rb_list() { L=; for d in /proc/[0-9]*; do read -r s <"$d/stat" 2>/dev/null || continue; p=${s%% *}; s=${s##*) }; set -- $s;',
-    `  [ "$3" = ${pgid} ] || continue; ${skip} [ "\${20}" -gt ${startTicks} ] || { [ "\${20}" -eq ${startTicks} ] && [ "$p" -ge ${sub} ]; } || continue; L="$L $p"; done; }`,
-    'rb_list; [ -n "$L" ] || exit 0',
-    'kill -TERM $L 2>/dev/null',
-    `i=0; while [ $i -lt ${rounds} ]; do a=; for p in $L; do kill -0 $p 2>/dev/null && a=1; done; [ -n "$a" ] || break; sleep 0.1; i=$((i+1)); done`,
-    'rb_list; [ -z "$L" ] || kill -KILL $L 2>/dev/null',
-    'exit 0',
-  ].join('\n') + '\n';
+  const skip = keep
+    .filter((k) => k > 1)
+    .map((k) => `[ "$p" = ${k} ] && continue;`)
+    .join(' ');
+  return (
+    [
+      'rb_list() { L=; for d in /proc/[0-9]*; do read -r s <"$d/stat" 2>/dev/null || continue; p=${s%% *}; s=${s##*) }; set -- $s;',
+      `  [ "$3" = ${pgid} ] || continue; ${skip} [ "\${20}" -gt ${startTicks} ] || { [ "\${20}" -eq ${startTicks} ] && [ "$p" -ge ${sub} ]; } || continue; L="$L $p"; done; }`,
+      'rb_list; [ -n "$L" ] || exit 0',
+      'kill -TERM $L 2>/dev/null',
+      `i=0; while [ $i -lt ${rounds} ]; do a=; for p in $L; do kill -0 $p 2>/dev/null && a=1; done; [ -n "$a" ] || break; sleep 0.1; i=$((i+1)); done`,
+      'rb_list; [ -z "$L" ] || kill -KILL $L 2>/dev/null',
+      'exit 0',
+    ].join('\n') + '\n'
+  );
 }
 
 /** READY: `pgid` is the first number of the marker's payload; `payload` is all of it (sessions: PGID:PID:PPID). */

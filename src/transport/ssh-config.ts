@@ -46,8 +46,50 @@ export interface ResolvedSshConfig {
   ignored: string[];
 }
 
-const USED = new Set(['hostname', 'user', 'port', 'identityfile', 'identitiesonly', 'proxyjump', 'connecttimeout', 'userknownhostsfile', 'stricthostkeychecking', 'serveraliveinterval', 'serveralivecountmax']);
-const HARMLESS = new Set(['host', 'match', 'include', 'addkeystoagent', 'forwardagent', 'compression', 'loglevel', 'controlmaster', 'controlpath', 'controlpersist', 'hashknownhosts', 'visualhostkey', 'preferredauthentications', 'pubkeyauthentication', 'passwordauthentication', 'usekeychain', 'sendenv', 'setenv', 'tcpkeepalive', 'requesttty', 'batchmode', 'globalknownhostsfile', 'checkhostip', 'updatehostkeys', 'forwardx11', 'forwardx11trusted', 'identityagent', 'canonicalizehostname', 'canonicaldomains']);
+const USED = new Set([
+  'hostname',
+  'user',
+  'port',
+  'identityfile',
+  'identitiesonly',
+  'proxyjump',
+  'connecttimeout',
+  'userknownhostsfile',
+  'stricthostkeychecking',
+  'serveraliveinterval',
+  'serveralivecountmax',
+]);
+const HARMLESS = new Set([
+  'host',
+  'match',
+  'include',
+  'addkeystoagent',
+  'forwardagent',
+  'compression',
+  'loglevel',
+  'controlmaster',
+  'controlpath',
+  'controlpersist',
+  'hashknownhosts',
+  'visualhostkey',
+  'preferredauthentications',
+  'pubkeyauthentication',
+  'passwordauthentication',
+  'usekeychain',
+  'sendenv',
+  'setenv',
+  'tcpkeepalive',
+  'requesttty',
+  'batchmode',
+  'globalknownhostsfile',
+  'checkhostip',
+  'updatehostkeys',
+  'forwardx11',
+  'forwardx11trusted',
+  'identityagent',
+  'canonicalizehostname',
+  'canonicaldomains',
+]);
 
 /** Splits a config line into key and value (handles `Key=Value`, `Key Value`, quotes). */
 function splitLine(line: string): { key: string; value: string } | undefined {
@@ -72,14 +114,24 @@ export function parseSshConfig(text: string, file: string, depth = 0): SshConfig
     if (!t || t.startsWith('#')) return;
     const kv = splitLine(t);
     if (!kv) return;
-    if (kv.key === 'host') { blocks.push({ patterns: words(kv.value), lines: [] }); return; }
-    if (kv.key === 'match') { blocks.push({ patterns: [], match: true, lines: [] }); return; }
+    if (kv.key === 'host') {
+      blocks.push({ patterns: words(kv.value), lines: [] });
+      return;
+    }
+    if (kv.key === 'match') {
+      blocks.push({ patterns: [], match: true, lines: [] });
+      return;
+    }
     if (kv.key === 'include' && depth < 8) {
       const cur = blocks[blocks.length - 1];
       for (const pat of words(kv.value)) {
         for (const f of expandInclude(pat)) {
           let sub: string;
-          try { sub = readFileSync(f, 'utf8'); } catch { continue; }
+          try {
+            sub = readFileSync(f, 'utf8');
+          } catch {
+            continue;
+          }
           const inc = parseSshConfig(sub, f, depth + 1);
           // lines before the first Host of the included file belong to the current block
           cur.lines.push(...inc[0].lines);
@@ -105,12 +157,23 @@ function expandInclude(pattern: string): string[] {
   const base = basename(p);
   if (!/[*?]/.test(base)) return [p];
   const re = new RegExp(`^${globSource(base)}$`);
-  try { return readdirSync(dirname(p)).filter((f) => re.test(f)).sort().map((f) => join(dirname(p), f)); } catch { return []; }
+  try {
+    return readdirSync(dirname(p))
+      .filter((f) => re.test(f))
+      .sort()
+      .map((f) => join(dirname(p), f));
+  } catch {
+    return [];
+  }
 }
 
 export function loadSshConfig(file: string): SshConfigBlock[] {
   let text: string;
-  try { text = readFileSync(file, 'utf8'); } catch { return []; }
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
   return parseSshConfig(text, file);
 }
 
@@ -119,8 +182,9 @@ function blockMatches(b: SshConfigBlock, host: string): boolean {
   if (b.patterns.length === 0) return true;
   let positive = false;
   for (const p of b.patterns) {
-    if (p.startsWith('!')) { if (matchPatternList(p.slice(1), host)) return false; }
-    else if (matchPatternList(p, host)) positive = true;
+    if (p.startsWith('!')) {
+      if (matchPatternList(p.slice(1), host)) return false;
+    } else if (matchPatternList(p, host)) positive = true;
   }
   return positive;
 }
@@ -129,13 +193,20 @@ function blockMatches(b: SshConfigBlock, host: string): boolean {
 export function expandTokens(value: string, t: { host: string; port: number; user: string }): string {
   const v = value.replace(/%([hpruLd%])/g, (_, c: string) => {
     switch (c) {
-      case 'h': return t.host;
-      case 'p': return String(t.port);
-      case 'r': return t.user;
-      case 'u': return userInfo().username;
-      case 'd': return homedir();
-      case '%': return '%';
-      default: return `%${c}`;
+      case 'h':
+        return t.host;
+      case 'p':
+        return String(t.port);
+      case 'r':
+        return t.user;
+      case 'u':
+        return userInfo().username;
+      case 'd':
+        return homedir();
+      case '%':
+        return '%';
+      default:
+        return `%${c}`;
     }
   });
   return expandTilde(v);
@@ -147,20 +218,24 @@ export function parseSshArgs(args: string | undefined): { lines: SshConfigLine[]
   const unknown: string[] = [];
   if (!args) return { lines, unknown };
   const w = shellWords(args);
-  const add = (key: string, value: string): void => { lines.push({ key: key.toLowerCase(), value, file: 'ansible_ssh_common_args', line: 0 }); };
+  const add = (key: string, value: string): void => {
+    lines.push({ key: key.toLowerCase(), value, file: 'ansible_ssh_common_args', line: 0 });
+  };
   for (let i = 0; i < w.length; i++) {
     const a = w[i];
     const next = (): string => w[++i] ?? '';
     if (a === '-o' || a.startsWith('-o')) {
       const opt = a === '-o' ? next() : a.slice(2);
       const kv = splitLine(opt);
-      if (kv) add(kv.key, kv.value); else unknown.push(opt);
+      if (kv) add(kv.key, kv.value);
+      else unknown.push(opt);
     } else if (a === '-J' || (a.startsWith('-J') && a.length > 2)) add('proxyjump', a === '-J' ? next() : a.slice(2));
     else if (a === '-p') add('port', next());
     else if (a === '-l') add('user', next());
     else if (a === '-i') add('identityfile', next());
-    else if (/^-[46AaCfGgKkMNnqsTtVvXxYy]+$/.test(a)) { /* flags without effect here */ }
-    else unknown.push(a);
+    else if (/^-[46AaCfGgKkMNnqsTtVvXxYy]+$/.test(a)) {
+      /* flags without effect here */
+    } else unknown.push(a);
   }
   return { lines, unknown };
 }
@@ -172,11 +247,33 @@ export function shellWords(s: string): string[] {
   let inWord = false;
   for (let i = 0; i < s.length; i++) {
     const c = s[i];
-    if (c === "'") { const j = s.indexOf("'", i + 1); cur += s.slice(i + 1, j < 0 ? s.length : j); i = j < 0 ? s.length : j; inWord = true; }
-    else if (c === '"') { let j = i + 1; while (j < s.length && s[j] !== '"') { if (s[j] === '\\' && j + 1 < s.length) j++; cur += s[j]; j++; } i = j; inWord = true; }
-    else if (c === '\\' && i + 1 < s.length) { cur += s[++i]; inWord = true; }
-    else if (/\s/.test(c)) { if (inWord) { out.push(cur); cur = ''; inWord = false; } }
-    else { cur += c; inWord = true; }
+    if (c === "'") {
+      const j = s.indexOf("'", i + 1);
+      cur += s.slice(i + 1, j < 0 ? s.length : j);
+      i = j < 0 ? s.length : j;
+      inWord = true;
+    } else if (c === '"') {
+      let j = i + 1;
+      while (j < s.length && s[j] !== '"') {
+        if (s[j] === '\\' && j + 1 < s.length) j++;
+        cur += s[j];
+        j++;
+      }
+      i = j;
+      inWord = true;
+    } else if (c === '\\' && i + 1 < s.length) {
+      cur += s[++i];
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) {
+        out.push(cur);
+        cur = '';
+        inWord = false;
+      }
+    } else {
+      cur += c;
+      inWord = true;
+    }
   }
   if (inWord) out.push(cur);
   return out;
@@ -193,8 +290,14 @@ export function resolveSshConfig(blocks: SshConfigBlock[], host: string, extra: 
   // Values may be quoted ("/path with spaces"); UserKnownHostsFile is a list, split by words() below.
   const unquote = (l: SshConfigLine): string => (l.key === 'userknownhostsfile' ? l.value : (words(l.value)[0] ?? ''));
   const take = (l: SshConfigLine): void => {
-    if (l.key === 'identityfile') { identity.push(unquote(l)); return; }
-    if (!USED.has(l.key)) { if (!HARMLESS.has(l.key)) ignored.add(l.key); return; }
+    if (l.key === 'identityfile') {
+      identity.push(unquote(l));
+      return;
+    }
+    if (!USED.has(l.key)) {
+      if (!HARMLESS.has(l.key)) ignored.add(l.key);
+      return;
+    }
     if (!first.has(l.key)) first.set(l.key, unquote(l));
   };
   for (const l of extra) take(l);
@@ -228,9 +331,15 @@ export function parseJumpHop(hop: string): { user?: string; host: string; port?:
   let h = hop.trim().replace(/^ssh:\/\//, '');
   let user: string | undefined;
   const at = h.lastIndexOf('@');
-  if (at >= 0) { user = h.slice(0, at); h = h.slice(at + 1); }
+  if (at >= 0) {
+    user = h.slice(0, at);
+    h = h.slice(at + 1);
+  }
   let port: number | undefined;
   const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(h) ?? /^([^:]+)(?::(\d+))?$/.exec(h);
-  if (m) { h = m[1]; if (m[2]) port = Number(m[2]); }
+  if (m) {
+    h = m[1];
+    if (m[2]) port = Number(m[2]);
+  }
   return { user, host: h, port };
 }

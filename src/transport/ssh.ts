@@ -44,10 +44,26 @@ import { ShellSession } from './session.js';
 import { driveRun } from './run-driver.js';
 import { TransportError, type ExecOptions, type ExecResult, type Transport } from './types.js';
 import {
-  algorithmsForKeyTypes, appendKnownHost, checkHostKey, fingerprint, hostEntryName, keyTypeOf, knownKeyTypes, loadKnownHosts,
-  type HostKeyPolicy, type HostKeyVerdict,
+  algorithmsForKeyTypes,
+  appendKnownHost,
+  checkHostKey,
+  fingerprint,
+  hostEntryName,
+  keyTypeOf,
+  knownKeyTypes,
+  loadKnownHosts,
+  type HostKeyPolicy,
+  type HostKeyVerdict,
 } from './known-hosts.js';
-import { expandTokens, loadSshConfig, parseJumpHop, parseSshArgs, resolveSshConfig, type SshConfigBlock, type SshConfigLine } from './ssh-config.js';
+import {
+  expandTokens,
+  loadSshConfig,
+  parseJumpHop,
+  parseSshArgs,
+  resolveSshConfig,
+  type SshConfigBlock,
+  type SshConfigLine,
+} from './ssh-config.js';
 
 const { Client, utils } = ssh2;
 
@@ -94,7 +110,15 @@ interface Hop {
   useAgent: boolean;
 }
 
-const DEFAULT_HOST_KEY_ALGOS = ['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'];
+const DEFAULT_HOST_KEY_ALGOS = [
+  'ssh-ed25519',
+  'ecdsa-sha2-nistp256',
+  'ecdsa-sha2-nistp384',
+  'ecdsa-sha2-nistp521',
+  'rsa-sha2-512',
+  'rsa-sha2-256',
+  'ssh-rsa',
+];
 const passphraseCache = new Map<string, string>();
 /** Idle shell sessions kept per become user (the rest are closed). */
 const IDLE_SESSIONS = 2;
@@ -103,12 +127,16 @@ class Semaphore {
   private waiters: Array<() => void> = [];
   constructor(private free: number) {}
   async acquire(): Promise<void> {
-    if (this.free > 0) { this.free--; return; }
+    if (this.free > 0) {
+      this.free--;
+      return;
+    }
     await new Promise<void>((r) => this.waiters.push(r));
   }
   release(): void {
     const w = this.waiters.shift();
-    if (w) w(); else this.free++;
+    if (w) w();
+    else this.free++;
   }
 }
 
@@ -117,7 +145,12 @@ async function ttyPrompt(question: string): Promise<string | undefined> {
   const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
   const out = rl as unknown as { _writeToOutput: (s: string) => void; output: NodeJS.WriteStream };
   let asked = false;
-  out._writeToOutput = (s: string) => { if (!asked) { asked = true; process.stderr.write(s); } };
+  out._writeToOutput = (s: string) => {
+    if (!asked) {
+      asked = true;
+      process.stderr.write(s);
+    }
+  };
   try {
     return await new Promise<string>((resolve) => rl.question(question, resolve));
   } finally {
@@ -125,7 +158,6 @@ async function ttyPrompt(question: string): Promise<string | undefined> {
     rl.close();
   }
 }
-
 
 export class SshTransport implements Transport {
   readonly host: string;
@@ -140,9 +172,20 @@ export class SshTransport implements Transport {
   private sftpP?: Promise<SFTPWrapper>;
   private readonly sem: Semaphore;
   private readonly idle = new Map<string, ShellSession[]>();
-  private resolved?: { target: Hop; jumps: Hop[]; knownHostsFiles: string[]; acceptNewFile: string; keepaliveMs: number; keepaliveCount: number; notes: string[] };
+  private resolved?: {
+    target: Hop;
+    jumps: Hop[];
+    knownHostsFiles: string[];
+    acceptNewFile: string;
+    keepaliveMs: number;
+    keepaliveCount: number;
+    notes: string[];
+  };
 
-  constructor(private readonly conn: ConnectionSpec, private readonly opts: SshOptions) {
+  constructor(
+    private readonly conn: ConnectionSpec,
+    private readonly opts: SshOptions,
+  ) {
     this.host = conn.name;
     this.sem = new Semaphore(opts.maxChannels ?? 8);
   }
@@ -169,7 +212,9 @@ export class SshTransport implements Transport {
     const useAgent = o.agent !== false && !cfg.identitiesOnly;
     const target: Hop = {
       label: `${this.host} (${user}@${hostName}:${port})`,
-      host: hostName, port, user,
+      host: hostName,
+      port,
+      user,
       identityFiles: identityFiles.length ? identityFiles : defaults,
       explicitIdentity: explicit,
       password: this.conn.password,
@@ -187,20 +232,34 @@ export class SshTransport implements Transport {
         const ids = hc.identityFiles.map((f) => expandTokens(f, hTok));
         jumps.push({
           label: `jump host ${hUser}@${hHost}:${hPort} (for ${this.host})`,
-          host: hHost, port: hPort, user: hUser,
+          host: hHost,
+          port: hPort,
+          user: hUser,
           identityFiles: [...ids, ...identityFiles, ...(ids.length || identityFiles.length ? [] : defaults)],
           useAgent: o.agent !== false && !hc.identitiesOnly,
         });
       }
     }
-    const userFiles = cfg.userKnownHostsFiles?.map((f) => expandTokens(f, tok)) ?? [join(homedir(), '.ssh', 'known_hosts'), join(homedir(), '.ssh', 'known_hosts2')];
+    const userFiles = cfg.userKnownHostsFiles?.map((f) => expandTokens(f, tok)) ?? [
+      join(homedir(), '.ssh', 'known_hosts'),
+      join(homedir(), '.ssh', 'known_hosts2'),
+    ];
     const knownHostsFiles = o.knownHostsFiles ?? [...userFiles, '/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2'];
     const acceptNewFile = o.knownHostsFiles?.[0] ?? userFiles[0];
     if (cfg.ignored.length) notes.push(`ssh config options not supported by runbook (ignored) for ${this.host}: ${cfg.ignored.join(', ')}`);
-    if (cfg.strictHostKeyChecking !== undefined) notes.push(`StrictHostKeyChecking ${cfg.strictHostKeyChecking} (ssh config / ansible_ssh_common_args) is not applied to ${this.host}: runbook uses --host-key-checking (${o.hostKeyChecking})`);
-    if (cfg.connectTimeoutSec !== undefined) notes.push(`ConnectTimeout ${cfg.connectTimeoutSec} (ssh config / ansible_ssh_common_args) is not applied to ${this.host}: runbook uses --connect-timeout (${o.connectTimeoutMs} ms)`);
+    if (cfg.strictHostKeyChecking !== undefined)
+      notes.push(
+        `StrictHostKeyChecking ${cfg.strictHostKeyChecking} (ssh config / ansible_ssh_common_args) is not applied to ${this.host}: runbook uses --host-key-checking (${o.hostKeyChecking})`,
+      );
+    if (cfg.connectTimeoutSec !== undefined)
+      notes.push(
+        `ConnectTimeout ${cfg.connectTimeoutSec} (ssh config / ansible_ssh_common_args) is not applied to ${this.host}: runbook uses --connect-timeout (${o.connectTimeoutMs} ms)`,
+      );
     this.resolved = {
-      target, jumps, knownHostsFiles, acceptNewFile,
+      target,
+      jumps,
+      knownHostsFiles,
+      acceptNewFile,
       keepaliveMs: o.keepaliveIntervalMs ?? (cfg.serverAliveIntervalSec ? cfg.serverAliveIntervalSec * 1000 : 5000),
       keepaliveCount: o.keepaliveCountMax ?? cfg.serverAliveCountMax ?? 2,
       notes,
@@ -214,7 +273,9 @@ export class SshTransport implements Transport {
     if (this.ready) return;
     if (this.connecting) return this.connecting;
     this.closed = false;
-    this.connecting = this.doConnect().finally(() => { this.connecting = undefined; });
+    this.connecting = this.doConnect().finally(() => {
+      this.connecting = undefined;
+    });
     return this.connecting;
   }
 
@@ -230,7 +291,12 @@ export class SshTransport implements Transport {
         const next = i + 1 < s.jumps.length ? s.jumps[i + 1] : s.target;
         sock = await new Promise<Duplex>((resolve, reject) => {
           c.forwardOut('127.0.0.1', 0, next.host, next.port, (err, ch) => {
-            if (err) reject(new TransportError('E_UNREACHABLE', this.host, `${hop.label} cannot reach ${next.host}:${next.port}: ${err.message}`, { cause: err }));
+            if (err)
+              reject(
+                new TransportError('E_UNREACHABLE', this.host, `${hop.label} cannot reach ${next.host}:${next.port}: ${err.message}`, {
+                  cause: err,
+                }),
+              );
             else resolve(ch);
           });
         });
@@ -247,14 +313,24 @@ export class SshTransport implements Transport {
         this.ready = false;
         this.client = undefined;
         this.sftpP = undefined;
-        const err = new TransportError('E_CONN_LOST', this.host, `connection to ${s.target.label} lost (${why}); the effect of a running command is unknown`);
+        const err = new TransportError(
+          'E_CONN_LOST',
+          this.host,
+          `connection to ${s.target.label} lost (${why}); the effect of a running command is unknown`,
+        );
         for (const w of [...this.lostWaiters]) w(err);
         for (const j of this.jumpClients) j.end();
       };
       let lastErr = 'closed';
-      client.on('error', (e: Error) => { lastErr = e.message; });
+      client.on('error', (e: Error) => {
+        lastErr = e.message;
+      });
       client.on('close', () => onGone(lastErr));
-      for (const j of opened) j.on('close', () => { if (this.client === client) client.end(); onGone('jump host connection closed'); });
+      for (const j of opened)
+        j.on('close', () => {
+          if (this.client === client) client.end();
+          onGone('jump host connection closed');
+        });
     } catch (e) {
       for (const c of opened) c.end();
       throw e;
@@ -268,8 +344,11 @@ export class SshTransport implements Transport {
     if (hop.useAgent && agent) methods.push({ type: 'agent', username: hop.user, agent });
     for (const file of [...new Set(hop.identityFiles)]) {
       let data: Buffer;
-      try { data = readFileSync(file); } catch (e) {
-        if (file === hop.explicitIdentity || existsSync(file)) notes.push(`cannot read key ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      try {
+        data = readFileSync(file);
+      } catch (e) {
+        if (file === hop.explicitIdentity || existsSync(file))
+          notes.push(`cannot read key ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
         continue;
       }
       let parsed = utils.parseKey(data);
@@ -278,20 +357,34 @@ export class SshTransport implements Transport {
         passphrase = this.opts.passphrase ?? process.env.RUNBOOK_KEY_PASSPHRASE ?? passphraseCache.get(file);
         if (passphrase === undefined) {
           passphrase = await (this.opts.promptPassphrase ?? ((f: string) => ttyPrompt(`Enter passphrase for key '${f}': `)))(file);
-          if (passphrase === undefined) { notes.push(`key ${file} is encrypted: set RUNBOOK_KEY_PASSPHRASE or run from a terminal`); continue; }
+          if (passphrase === undefined) {
+            notes.push(`key ${file} is encrypted: set RUNBOOK_KEY_PASSPHRASE or run from a terminal`);
+            continue;
+          }
         }
         parsed = utils.parseKey(data, passphrase);
-        if (parsed instanceof Error) { notes.push(`key ${file}: wrong passphrase (${parsed.message})`); continue; }
+        if (parsed instanceof Error) {
+          notes.push(`key ${file}: wrong passphrase (${parsed.message})`);
+          continue;
+        }
         passphraseCache.set(file, passphrase);
       }
-      if (parsed instanceof Error) { notes.push(`key ${file} unusable: ${parsed.message}`); continue; }
+      if (parsed instanceof Error) {
+        notes.push(`key ${file} unusable: ${parsed.message}`);
+        continue;
+      }
       methods.push({ type: 'publickey', username: hop.user, key: data, passphrase } as AnyAuthMethod);
     }
-    if (!methods.length && !notes.length) notes.push(`no private key found (looked for ${[...new Set(hop.identityFiles)].join(', ')}) and no ssh-agent or password`);
+    if (!methods.length && !notes.length)
+      notes.push(`no private key found (looked for ${[...new Set(hop.identityFiles)].join(', ')}) and no ssh-agent or password`);
     if (hop.password !== undefined) {
       const password = hop.password;
       methods.push({ type: 'password', username: hop.user, password });
-      methods.push({ type: 'keyboard-interactive', username: hop.user, prompt: (_n, _i, _l, prompts, finish) => finish(prompts.map(() => password)) });
+      methods.push({
+        type: 'keyboard-interactive',
+        username: hop.user,
+        prompt: (_n, _i, _l, prompts, finish) => finish(prompts.map(() => password)),
+      });
     }
     return { methods, notes };
   }
@@ -346,7 +439,9 @@ export class SshTransport implements Transport {
         if (verdict.status === 'ok') return true;
         if (verdict.status === 'revoked') return false;
         if (policy === 'off') {
-          this.warnings.push(`host key checking is off: the identity of ${hop.label} (${keyTypeOf(key)} ${fingerprint(key)}) was NOT verified${verdict.status === 'changed' ? `, and it DIFFERS from ${verdict.entry.file}:${verdict.entry.line}` : ''}`);
+          this.warnings.push(
+            `host key checking is off: the identity of ${hop.label} (${keyTypeOf(key)} ${fingerprint(key)}) was NOT verified${verdict.status === 'changed' ? `, and it DIFFERS from ${verdict.entry.file}:${verdict.entry.line}` : ''}`,
+          );
           return true;
         }
         if (verdict.status === 'unknown' && policy === 'accept-new') {
@@ -380,22 +475,53 @@ export class SshTransport implements Transport {
       });
       client.on('error', (err: Error & { level?: string; code?: string }) => {
         if (settled) return;
-        if (verdict && verdict.status !== 'ok' && offered && !(policy === 'off' && verdict.status !== 'revoked') && !(policy === 'accept-new' && verdict.status === 'unknown' && !notes.length)) {
+        if (
+          verdict &&
+          verdict.status !== 'ok' &&
+          offered &&
+          !(policy === 'off' && verdict.status !== 'revoked') &&
+          !(policy === 'accept-new' && verdict.status === 'unknown' && !notes.length)
+        ) {
           fail(this.hostKeyError(hop, verdict, offered, s.knownHostsFiles, notes));
           return;
         }
         if (err.level === 'client-authentication') {
-          fail(new TransportError('E_AUTH', this.host, `authentication failed for ${hop.label} (tried: ${tried.join(', ') || 'no usable method'}${notes.length ? `; ${notes.join('; ')}` : ''}). Check ansible_user, the private key (ansible_ssh_private_key_file / --private-key), ssh-agent, or ansible_password.`, { cause: err }));
+          fail(
+            new TransportError(
+              'E_AUTH',
+              this.host,
+              `authentication failed for ${hop.label} (tried: ${tried.join(', ') || 'no usable method'}${notes.length ? `; ${notes.join('; ')}` : ''}). Check ansible_user, the private key (ansible_ssh_private_key_file / --private-key), ssh-agent, or ansible_password.`,
+              { cause: err },
+            ),
+          );
           return;
         }
         if (err.level === 'client-timeout') {
-          fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: no SSH handshake within ${this.opts.connectTimeoutMs} ms (--connect-timeout). Check the address, port and firewall.`, { cause: err }));
+          fail(
+            new TransportError(
+              'E_UNREACHABLE',
+              this.host,
+              `cannot connect to ${hop.label}: no SSH handshake within ${this.opts.connectTimeoutMs} ms (--connect-timeout). Check the address, port and firewall.`,
+              { cause: err },
+            ),
+          );
           return;
         }
-        fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: ${err.code ? `${err.code} ` : ''}${err.message}`, { cause: err }));
+        fail(
+          new TransportError(
+            'E_UNREACHABLE',
+            this.host,
+            `cannot connect to ${hop.label}: ${err.code ? `${err.code} ` : ''}${err.message}`,
+            { cause: err },
+          ),
+        );
       });
-      client.on('close', () => fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: connection closed during the handshake`)));
-      try { client.connect(cfg); } catch (e) {
+      client.on('close', () =>
+        fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: connection closed during the handshake`)),
+      );
+      try {
+        client.connect(cfg);
+      } catch (e) {
         own?.destroy();
         fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: ${(e as Error).message}`, { cause: e }));
       }
@@ -407,18 +533,28 @@ export class SshTransport implements Transport {
     const fp = fingerprint(key);
     const name = hostEntryName(hop.host, hop.port);
     if (v.status === 'revoked') {
-      return new TransportError('E_HOSTKEY_REVOKED', this.host, `the host key of ${hop.label} (${type} ${fp}) is marked @revoked in ${v.entry.file}:${v.entry.line}; refusing to connect. Replace the host's key.`);
+      return new TransportError(
+        'E_HOSTKEY_REVOKED',
+        this.host,
+        `the host key of ${hop.label} (${type} ${fp}) is marked @revoked in ${v.entry.file}:${v.entry.line}; refusing to connect. Replace the host's key.`,
+      );
     }
     if (v.status === 'changed') {
-      return new TransportError('E_HOSTKEY_CHANGED', this.host,
+      return new TransportError(
+        'E_HOSTKEY_CHANGED',
+        this.host,
         `WARNING: THE HOST KEY OF ${hop.label} HAS CHANGED. It now offers ${type} ${fp}, which differs from ${v.entry.file}:${v.entry.line}. ` +
-        `This can be a man-in-the-middle attack, or the host was reinstalled. Refusing to connect. If the change is expected, ` +
-        `remove the old key (ssh-keygen -R '${name}' -f ${v.entry.file}) and add the verified new one.`);
+          `This can be a man-in-the-middle attack, or the host was reinstalled. Refusing to connect. If the change is expected, ` +
+          `remove the old key (ssh-keygen -R '${name}' -f ${v.entry.file}) and add the verified new one.`,
+      );
     }
-    return new TransportError('E_HOSTKEY_UNKNOWN', this.host,
+    return new TransportError(
+      'E_HOSTKEY_UNKNOWN',
+      this.host,
       `the host key of ${hop.label} (${type} ${fp}) is not in known_hosts (${files.join(', ')}). ` +
-      `Verify the fingerprint, then add it: ssh-keyscan -p ${hop.port} -t ${type} ${hop.host} >> ${files[0] ?? '~/.ssh/known_hosts'} ` +
-      `(or run once with --host-key-checking accept-new).${notes.length ? ` ${notes.join('; ')}` : ''}`);
+        `Verify the fingerprint, then add it: ssh-keyscan -p ${hop.port} -t ${type} ${hop.host} >> ${files[0] ?? '~/.ssh/known_hosts'} ` +
+        `(or run once with --host-key-checking accept-new).${notes.length ? ` ${notes.join('; ')}` : ''}`,
+    );
   }
 
   async reconnect(): Promise<void> {
@@ -433,7 +569,10 @@ export class SshTransport implements Transport {
       } catch (e) {
         last = e;
         if (e instanceof TransportError && (e.code === 'E_AUTH' || e.code.startsWith('E_HOSTKEY'))) throw e;
-        if (i + 1 < attempts) { await sleep(delay); delay = Math.min(delay * 2, 4000); }
+        if (i + 1 < attempts) {
+          await sleep(delay);
+          delay = Math.min(delay * 2, 4000);
+        }
       }
     }
     if (last instanceof TransportError) {
@@ -449,7 +588,11 @@ export class SshTransport implements Transport {
     this.sftpP = undefined;
     this.idle.clear(); // their shells end with the connection (no packets to send per session)
     if (c) {
-      const err = new TransportError('E_CONN_LOST', this.host, `connection to ${this.host} was closed while a command was running; its effect is unknown`);
+      const err = new TransportError(
+        'E_CONN_LOST',
+        this.host,
+        `connection to ${this.host} was closed while a command was running; its effect is unknown`,
+      );
       for (const w of [...this.lostWaiters]) w(err);
       c.end();
     }
@@ -471,7 +614,9 @@ export class SshTransport implements Transport {
   }
 
   async exec(script: string, opts: ExecOptions = {}): Promise<ExecResult> {
-    opts.gate?.catch(() => { /* awaited below; a rejection before that must not be unhandled */ });
+    opts.gate?.catch(() => {
+      /* awaited below; a rejection before that must not be unhandled */
+    });
     const become = opts.become ?? this.conn.become ?? false;
     const becomeUser = opts.becomeUser ?? this.conn.becomeUser;
     let step: PreparedStep;
@@ -485,10 +630,16 @@ export class SshTransport implements Transport {
     let session: ShellSession | undefined;
     try {
       const client = await this.ensure();
-      session = this.takeIdle(key) ?? await this.openSession(client, become, becomeUser);
+      session = this.takeIdle(key) ?? (await this.openSession(client, become, becomeUser));
       if (opts.gate) {
         // Nothing is written to the session before the gate settles: the command does not start if it rejects.
-        try { await opts.gate; } catch (e) { this.putIdle(key, session); session = undefined; throw e; }
+        try {
+          await opts.gate;
+        } catch (e) {
+          this.putIdle(key, session);
+          session = undefined;
+          throw e;
+        }
       }
       const r = await session.run(step, opts);
       this.putIdle(key, session);
@@ -513,9 +664,15 @@ export class SshTransport implements Transport {
   }
 
   private putIdle(key: string, s: ShellSession): void {
-    if (!s.usable || this.closed) { s.close(); return; }
+    if (!s.usable || this.closed) {
+      s.close();
+      return;
+    }
     const list = this.idle.get(key) ?? [];
-    if (list.length >= IDLE_SESSIONS) { s.close(); return; }
+    if (list.length >= IDLE_SESSIONS) {
+      s.close();
+      return;
+    }
     list.push(s);
     this.idle.set(key, list);
   }
@@ -535,40 +692,95 @@ export class SshTransport implements Transport {
       let signal: string | null = null;
       let gotExit = false;
       let settled = false;
-      onLost = (e) => { settled = true; this.lostWaiters.delete(onLost); reject(e); };
+      onLost = (e) => {
+        settled = true;
+        this.lostWaiters.delete(onLost);
+        reject(e);
+      };
       this.lostWaiters.add(onLost);
-      ch.on('exit', (c: number | null, sig?: string) => { gotExit = true; code = c ?? null; signal = sig ?? null; });
+      ch.on('exit', (c: number | null, sig?: string) => {
+        gotExit = true;
+        code = c ?? null;
+        signal = sig ?? null;
+      });
       ch.on('close', () => {
-        const done = (): void => { settled = true; this.lostWaiters.delete(onLost); resolve({ code, signal }); };
+        const done = (): void => {
+          settled = true;
+          this.lostWaiters.delete(onLost);
+          resolve({ code, signal });
+        };
         if (settled) return;
-        if (gotExit || destroyed) { done(); return; }
+        if (gotExit || destroyed) {
+          done();
+          return;
+        }
         // closed without an exit status: normally the connection is going away; give it a moment to say so
         setTimeout(() => {
-          if (!this.ready || this.client !== client) onLost(new TransportError('E_CONN_LOST', this.host, `connection to ${this.host} lost while a command was running; its effect is unknown`));
+          if (!this.ready || this.client !== client)
+            onLost(
+              new TransportError(
+                'E_CONN_LOST',
+                this.host,
+                `connection to ${this.host} lost while a command was running; its effect is unknown`,
+              ),
+            );
           else done();
         }, 200);
       });
     });
-    exited.catch(() => { /* reported by the session to a running command */ });
-    return new ShellSession({
-      stdin: ch, stdout: ch, stderr: ch.stderr, exited,
-      runAside: (script, timeoutMs) => this.runAside(client, script, become, becomeUser, timeoutMs),
-      destroy: () => {
-        if (destroyed) return;
-        destroyed = true;
-        try { ch.signal('KILL'); } catch { /* not supported / closed */ }
-        ch.close();
+    exited.catch(() => {
+      /* reported by the session to a running command */
+    });
+    return new ShellSession(
+      {
+        stdin: ch,
+        stdout: ch,
+        stderr: ch.stderr,
+        exited,
+        runAside: (script, timeoutMs) => this.runAside(client, script, become, becomeUser, timeoutMs),
+        destroy: () => {
+          if (destroyed) return;
+          destroyed = true;
+          try {
+            ch.signal('KILL');
+          } catch {
+            /* not supported / closed */
+          }
+          ch.close();
+        },
       },
-    }, launch, this.opts.killGraceMs ?? 2000);
+      launch,
+      this.opts.killGraceMs ?? 2000,
+    );
   }
 
   /** A one-off script on a channel of its own (the kill of a command), with the given become. */
-  private async runAside(client: ClientT, script: string, become: boolean, becomeUser: string | undefined, timeoutMs: number): Promise<void> {
+  private async runAside(
+    client: ClientT,
+    script: string,
+    become: boolean,
+    becomeUser: string | undefined,
+    timeoutMs: number,
+  ): Promise<void> {
     const prep = prepareRun({ script, become, becomeUser, becomePassword: become ? this.conn.becomePassword : undefined });
     const ch = await this.openChannelRetry(client, prep.command);
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => ch.on('close', () => resolve({ code: null, signal: null })));
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+      ch.on('close', () => resolve({ code: null, signal: null })),
+    );
     await Promise.race([
-      driveRun({ stdin: ch, stdout: ch, stderr: ch.stderr, exited, killGroup: async () => { ch.close(); } }, prep, { timeoutMs }),
+      driveRun(
+        {
+          stdin: ch,
+          stdout: ch,
+          stderr: ch.stderr,
+          exited,
+          killGroup: async () => {
+            ch.close();
+          },
+        },
+        prep,
+        { timeoutMs },
+      ),
       sleep(timeoutMs),
     ]);
   }
@@ -581,9 +793,18 @@ export class SshTransport implements Transport {
         client.exec(command, (err, ch) => {
           this.lostWaiters.delete(onLost);
           if (err) {
-            reject(this.ready && this.client === client
-              ? new TransportError('E_CHANNEL', this.host, `${this.host} refused a new command channel: ${err.message} (too many parallel commands? MaxSessions)`, { cause: err })
-              : new TransportError('E_CONN_LOST', this.host, `connection to ${this.host} lost while starting a command: ${err.message}`, { cause: err }));
+            reject(
+              this.ready && this.client === client
+                ? new TransportError(
+                    'E_CHANNEL',
+                    this.host,
+                    `${this.host} refused a new command channel: ${err.message} (too many parallel commands? MaxSessions)`,
+                    { cause: err },
+                  )
+                : new TransportError('E_CONN_LOST', this.host, `connection to ${this.host} lost while starting a command: ${err.message}`, {
+                    cause: err,
+                  }),
+            );
           } else resolve(ch);
         });
       } catch (e) {
@@ -610,27 +831,57 @@ export class SshTransport implements Transport {
 
   private sftp(): Promise<SFTPWrapper> {
     if (this.sftpP) return this.sftpP;
-    const p = this.ensure().then((client) => new Promise<SFTPWrapper>((resolve, reject) => {
-      client.sftp((err, sftp) => {
-        if (err) reject(new TransportError(this.ready ? 'E_FILE' : 'E_CONN_LOST', this.host, `cannot open SFTP on ${this.host}: ${err.message}`, { cause: err }));
-        else { sftp.on('close', () => { if (this.sftpP === p) this.sftpP = undefined; }); resolve(sftp); }
-      });
-    }));
+    const p = this.ensure().then(
+      (client) =>
+        new Promise<SFTPWrapper>((resolve, reject) => {
+          client.sftp((err, sftp) => {
+            if (err)
+              reject(
+                new TransportError(this.ready ? 'E_FILE' : 'E_CONN_LOST', this.host, `cannot open SFTP on ${this.host}: ${err.message}`, {
+                  cause: err,
+                }),
+              );
+            else {
+              sftp.on('close', () => {
+                if (this.sftpP === p) this.sftpP = undefined;
+              });
+              resolve(sftp);
+            }
+          });
+        }),
+    );
     this.sftpP = p;
-    p.catch(() => { if (this.sftpP === p) this.sftpP = undefined; });
+    p.catch(() => {
+      if (this.sftpP === p) this.sftpP = undefined;
+    });
     return p;
   }
 
-  private fileOp<T>(what: string, path: string, fn: (sftp: SFTPWrapper, cb: (err: Error | null | undefined, v?: T) => void) => void): Promise<T> {
-    return this.sftp().then((sftp) => new Promise<T>((resolve, reject) => {
-      const onLost = (e: TransportError): void => reject(e);
-      this.lostWaiters.add(onLost);
-      fn(sftp, (err, v) => {
-        this.lostWaiters.delete(onLost);
-        if (err) reject(new TransportError(this.ready ? 'E_FILE' : 'E_CONN_LOST', this.host, `cannot ${what} ${path} on ${this.host}: ${err.message}`, { cause: err }));
-        else resolve(v as T);
-      });
-    }));
+  private fileOp<T>(
+    what: string,
+    path: string,
+    fn: (sftp: SFTPWrapper, cb: (err: Error | null | undefined, v?: T) => void) => void,
+  ): Promise<T> {
+    return this.sftp().then(
+      (sftp) =>
+        new Promise<T>((resolve, reject) => {
+          const onLost = (e: TransportError): void => reject(e);
+          this.lostWaiters.add(onLost);
+          fn(sftp, (err, v) => {
+            this.lostWaiters.delete(onLost);
+            if (err)
+              reject(
+                new TransportError(
+                  this.ready ? 'E_FILE' : 'E_CONN_LOST',
+                  this.host,
+                  `cannot ${what} ${path} on ${this.host}: ${err.message}`,
+                  { cause: err },
+                ),
+              );
+            else resolve(v as T);
+          });
+        }),
+    );
   }
 
   async put(content: string | Buffer, remotePath: string, opts: { mode?: number } = {}): Promise<void> {

@@ -72,4 +72,3 @@ export interface Transport {
   /** true: exec honours ExecOptions.gate. A caller must await its gate itself before exec on other transports. */
   readonly gates?: boolean;
 }
-

@@ -78,7 +78,11 @@ let handlersInstalled = false;
 function runCleanups(): void {
   for (const fn of [...cleanups].reverse()) {
     cleanups.delete(fn);
-    try { fn(); } catch { /* best effort at exit */ }
+    try {
+      fn();
+    } catch {
+      /* best effort at exit */
+    }
   }
 }
 
@@ -90,12 +94,21 @@ export function registerCleanup(fn: () => void): () => void {
   if (!handlersInstalled) {
     handlersInstalled = true;
     process.on('exit', runCleanups);
-    for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
-      process.on(sig, () => { runCleanups(); process.exit(code); });
+    for (const [sig, code] of [
+      ['SIGINT', 130],
+      ['SIGTERM', 143],
+      ['SIGHUP', 129],
+    ] as const) {
+      process.on(sig, () => {
+        runCleanups();
+        process.exit(code);
+      });
     }
   }
   cleanups.add(fn);
-  return () => { cleanups.delete(fn); };
+  return () => {
+    cleanups.delete(fn);
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -134,7 +147,9 @@ function ownerAlive(dir: string): boolean {
     try {
       const age = Date.now() - Number(execFileSync('stat', ['-c', '%Y', dir], { encoding: 'utf8' }).trim()) * 1000;
       return age < 60_000;
-    } catch { return false; }
+    } catch {
+      return false;
+    }
   }
 }
 
@@ -156,10 +171,20 @@ function deleteNetnsSync(netns: string): void {
   for (let round = 0; round < 60; round++) {
     const pids = netnsPids(netns);
     if (pids.length === 0) break;
-    for (const pid of pids) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
     sleepSync(50);
   }
-  try { ipSync(['netns', 'del', netns]); } catch { /* already gone */ }
+  try {
+    ipSync(['netns', 'del', netns]);
+  } catch {
+    /* already gone */
+  }
 }
 
 function linkExists(name: string): boolean {
@@ -167,22 +192,50 @@ function linkExists(name: string): boolean {
 }
 
 function destroyDirSync(dir: string, id: number): void {
-  if (existsSync(join(dir, 'foreign'))) { rmSync(dir, { recursive: true, force: true }); return; }
+  if (existsSync(join(dir, 'foreign'))) {
+    rmSync(dir, { recursive: true, force: true });
+    return;
+  }
   let names: string[] = [];
-  try { names = readFileSync(join(dir, 'netns'), 'utf8').split('\n').filter(Boolean); } catch { /* none */ }
+  try {
+    names = readFileSync(join(dir, 'netns'), 'utf8').split('\n').filter(Boolean);
+  } catch {
+    /* none */
+  }
   for (const ns of names) deleteNetnsSync(ns);
   let veths: string[] = [];
-  try { veths = readFileSync(join(dir, 'veths'), 'utf8').split('\n').filter(Boolean); } catch { /* none */ }
-  for (const v of veths) if (linkExists(v)) { try { ipSync(['link', 'del', v]); } catch { /* gone with its peer */ } }
+  try {
+    veths = readFileSync(join(dir, 'veths'), 'utf8').split('\n').filter(Boolean);
+  } catch {
+    /* none */
+  }
+  for (const v of veths)
+    if (linkExists(v)) {
+      try {
+        ipSync(['link', 'del', v]);
+      } catch {
+        /* gone with its peer */
+      }
+    }
   const bridge = `rbbr${id}`;
-  if (linkExists(bridge)) { try { ipSync(['link', 'del', bridge]); } catch { /* gone */ } }
+  if (linkExists(bridge)) {
+    try {
+      ipSync(['link', 'del', bridge]);
+    } catch {
+      /* gone */
+    }
+  }
   rmSync(dir, { recursive: true, force: true });
 }
 
 /** Reclaim networks whose owner process is gone (a SIGKILLed test run). */
 function reclaimStale(): void {
   let entries: string[] = [];
-  try { entries = readdirSync(STATE_DIR); } catch { return; }
+  try {
+    entries = readdirSync(STATE_DIR);
+  } catch {
+    return;
+  }
   for (const e of entries) {
     const m = /^net-(\d+)$/.exec(e);
     if (!m) continue;
@@ -190,7 +243,11 @@ function reclaimStale(): void {
     if (!ownerAlive(dir)) {
       // take it over atomically-ish: rename so two reclaimers do not both work on it
       const tmp = `${dir}.reclaim-${process.pid}`;
-      try { execFileSync('mv', ['-T', dir, tmp], { stdio: 'ignore' }); } catch { continue; }
+      try {
+        execFileSync('mv', ['-T', dir, tmp], { stdio: 'ignore' });
+      } catch {
+        continue;
+      }
       destroyDirSync(tmp, Number(m[1]));
     }
   }
@@ -225,7 +282,11 @@ export async function createNetwork(prefix = 'rb'): Promise<Network> {
   let dir = '';
   for (let n = 1; n <= 250 && id === 0; n++) {
     const d = join(STATE_DIR, `net-${n}`);
-    try { mkdirSync(d); } catch { continue; }
+    try {
+      mkdirSync(d);
+    } catch {
+      continue;
+    }
     writeFileSync(join(d, 'owner'), `${process.pid} ${procStartTime(process.pid)}\n`);
     if (subnetInUse(n)) {
       // someone else (not through this harness) uses it: keep the marker so nobody retries it in this run
@@ -304,5 +365,7 @@ const foreignMarkers: string[] = [];
 registerCleanupLazy();
 function registerCleanupLazy(): void {
   // markers for subnets found in use by others are released at exit (they are only a per-run hint)
-  process.on('exit', () => { for (const d of foreignMarkers) rmSync(d, { recursive: true, force: true }); });
+  process.on('exit', () => {
+    for (const d of foreignMarkers) rmSync(d, { recursive: true, force: true });
+  });
 }

@@ -18,7 +18,19 @@
  * that /var/lib/containerd and its `.recover-*` backups share one filesystem (as on a real node).
  */
 import { spawn, spawnSync, execFile } from 'node:child_process';
-import { appendFileSync, rmdirSync, mkdtempSync, writeFileSync, readFileSync, readdirSync, rmSync, openSync, closeSync, existsSync, mkdirSync } from 'node:fs';
+import {
+  appendFileSync,
+  rmdirSync,
+  mkdtempSync,
+  writeFileSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  openSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+} from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNetwork, registerCleanup, type Network } from './netns.js';
@@ -51,7 +63,11 @@ export interface Node {
   bootMs: number;
 }
 
-export interface ExecResult { code: number | null; stdout: string; stderr: string }
+export interface ExecResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 export type BreakKind =
   /** Zeroed bolt data pages: `panic: invalid freelist page`, exit 2, restart loop. */
@@ -135,23 +151,36 @@ export function ensureImage(): Image {
 
 /** What a machine needs for this harness; returns the missing commands (empty = ready). */
 export function missingTools(): string[] {
-  const need: Array<[string, string]> = [['systemd-nspawn', 'systemd-container'], ['debootstrap', 'debootstrap'], ['ip', 'iproute2'], ['ssh', 'openssh-client']];
-  return need.filter(([cmd]) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status !== 0).map(([cmd, pkg]) => `${cmd} (apt package ${pkg})`);
+  const need: Array<[string, string]> = [
+    ['systemd-nspawn', 'systemd-container'],
+    ['debootstrap', 'debootstrap'],
+    ['ip', 'iproute2'],
+    ['ssh', 'openssh-client'],
+  ];
+  return need
+    .filter(([cmd]) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status !== 0)
+    .map(([cmd, pkg]) => `${cmd} (apt package ${pkg})`);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-function sleep(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, ms)); }
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
 
-function sleepSync(ms: number): void { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms); }
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
 
 /** Alive and not a zombie (our own exited children stay zombies until the event loop reaps them). */
 function alive(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch { return false; }
+  } catch {
+    return false;
+  }
 }
 
 function childrenOf(pid: number): number[] {
@@ -162,14 +191,23 @@ function childrenOf(pid: number): number[] {
       const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
       if (ppid === pid) out.push(Number(e));
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
   return out;
 }
 
 function killSync(n: { pid: number; leader: number }): void {
   // SIGKILL on the container's init kills its whole pid namespace; nspawn then exits and drops its mounts.
-  for (const p of [n.leader, n.pid]) if (p > 0) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+  for (const p of [n.leader, n.pid])
+    if (p > 0) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
   for (let i = 0; i < 100 && alive(n.pid); i++) sleepSync(50);
 }
 
@@ -192,10 +230,14 @@ function removeCgroup(dir: string): void {
   for (let round = 0; round < 100; round++) {
     let busy = false;
     for (const d of [...dirs].reverse()) {
-      try { if (existsSync(d)) rmdirSync(d); } catch { busy = true; }
+      try {
+        if (existsSync(d)) rmdirSync(d);
+      } catch {
+        busy = true;
+      }
     }
     if (!busy) return;
-    sleepSync(50);   // the last processes of the node are still being reaped
+    sleepSync(50); // the last processes of the node are still being reaped
   }
 }
 
@@ -205,7 +247,9 @@ function procStartTime(pid: number): string | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch { return undefined; }
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -218,15 +262,33 @@ export function reclaimStaleFleets(): string[] {
     if (!e.startsWith('rb-fleet-')) continue;
     const dir = join(FLEET_PARENT, e);
     let owner: string[];
-    try { owner = readFileSync(join(dir, 'owner'), 'utf8').trim().split(' '); } catch { continue; }
-    if (procStartTime(Number(owner[0])) === owner[1]) continue;   // its owner is alive
-    const lines = (f: string) => { try { return readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean); } catch { return []; } };
+    try {
+      owner = readFileSync(join(dir, 'owner'), 'utf8').trim().split(' ');
+    } catch {
+      continue;
+    }
+    if (procStartTime(Number(owner[0])) === owner[1]) continue; // its owner is alive
+    const lines = (f: string) => {
+      try {
+        return readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean);
+      } catch {
+        return [];
+      }
+    };
     for (const pid of lines('pids').map(Number)) {
-      const cmd = (() => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return ''; } })();
+      const cmd = (() => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        } catch {
+          return '';
+        }
+      })();
       if (cmd.includes(dir)) killSync({ pid, leader: childrenOf(pid)[0] ?? 0 });
     }
     for (const d of lines('cgroups')) removeCgroup(d);
-    const mounts = spawnSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' }).stdout.split('\n').filter((m) => m.startsWith(dir + '/'));
+    const mounts = spawnSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .filter((m) => m.startsWith(dir + '/'));
     for (const m of mounts.sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
     rmSync(dir, { recursive: true, force: true });
     reclaimed.push(dir);
@@ -265,7 +327,9 @@ export async function bootFleet(names: string[], opts: BootOptions = {}): Promis
     void network.destroy();
     for (const d of cgroups) removeCgroup(d);
     // Nothing may still be mounted below our dir before we delete it.
-    const mounts = spawnSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' }).stdout.split('\n').filter((m) => m.startsWith(dir + '/'));
+    const mounts = spawnSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .filter((m) => m.startsWith(dir + '/'));
     for (const m of mounts.sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
     rmSync(dir, { recursive: true, force: true });
   };
@@ -273,23 +337,46 @@ export async function bootFleet(names: string[], opts: BootOptions = {}): Promis
 
   const sshArgs = (name: string): string[] => {
     const n = fleet.node(name);
-    return ['-i', image.clientKey, '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes',
-      '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'LogLevel=ERROR', '-o', 'GlobalKnownHostsFile=/dev/null', `root@${n.ip}`];
+    return [
+      '-i',
+      image.clientKey,
+      '-o',
+      `UserKnownHostsFile=${knownHosts}`,
+      '-o',
+      'StrictHostKeyChecking=yes',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'ConnectTimeout=5',
+      '-o',
+      'LogLevel=ERROR',
+      '-o',
+      'GlobalKnownHostsFile=/dev/null',
+      `root@${n.ip}`,
+    ];
   };
 
   const exec = (name: string, cmd: string, o: { timeoutMs?: number; input?: string } = {}): Promise<ExecResult> =>
     new Promise((resolve) => {
-      const child = execFile('ssh', [...sshArgs(name), cmd], { encoding: 'utf8', timeout: o.timeoutMs ?? 60_000, maxBuffer: 64 << 20 },
+      const child = execFile(
+        'ssh',
+        [...sshArgs(name), cmd],
+        { encoding: 'utf8', timeout: o.timeoutMs ?? 60_000, maxBuffer: 64 << 20 },
         (err, stdout, stderr) => {
           const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null) : 0;
           resolve({ code, stdout, stderr });
-        });
-      if (o.input !== undefined) child.stdin!.end(o.input); else child.stdin!.end();
+        },
+      );
+      if (o.input !== undefined) child.stdin!.end(o.input);
+      else child.stdin!.end();
     });
 
   const sh = async (name: string, cmd: string, o: { timeoutMs?: number } = {}): Promise<string> => {
     const r = await exec(name, cmd, o);
-    if (r.code !== 0) throw new Error(`${name}: \`${cmd.length > 200 ? cmd.slice(0, 200) + '...' : cmd}\` exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
+    if (r.code !== 0)
+      throw new Error(
+        `${name}: \`${cmd.length > 200 ? cmd.slice(0, 200) + '...' : cmd}\` exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`,
+      );
     return r.stdout;
   };
 
@@ -305,11 +392,17 @@ export async function bootFleet(names: string[], opts: BootOptions = {}): Promis
   };
 
   const health = async (name: string): Promise<Health> => {
-    const out = await sh(name, `systemctl show -p ActiveState --value containerd; systemctl show -p NRestarts --value containerd;
-      ctr --connect-timeout 3s --timeout 10s plugins ls 2>/dev/null | awk '$2=="bolt"||$2=="overlayfs"||$2=="cri"{print $2"="$NF}'`);
+    const out = await sh(
+      name,
+      `systemctl show -p ActiveState --value containerd; systemctl show -p NRestarts --value containerd;
+      ctr --connect-timeout 3s --timeout 10s plugins ls 2>/dev/null | awk '$2=="bolt"||$2=="overlayfs"||$2=="cri"{print $2"="$NF}'`,
+    );
     const [active, nr, ...rest] = out.trim().split('\n');
     const plugins = { bolt: '', overlayfs: '', cri: '' };
-    for (const l of rest) { const [k, v] = l.split('='); if (k in plugins) (plugins as Record<string, string>)[k] = v; }
+    for (const l of rest) {
+      const [k, v] = l.split('=');
+      if (k in plugins) (plugins as Record<string, string>)[k] = v;
+    }
     const healthy = active === 'active' && plugins.bolt === 'ok' && plugins.overlayfs === 'ok' && plugins.cri === 'ok';
     return { active, nRestarts: Number(nr), plugins, healthy };
   };
@@ -319,28 +412,49 @@ export async function bootFleet(names: string[], opts: BootOptions = {}): Promis
     const stop = `systemctl stop containerd; DB=${ROOT}/io.containerd.metadata.v1.bolt/meta.db; test -s "$DB"`;
     switch (kind) {
       case 'panic':
-        await sh(name, `${stop}; dd if=/dev/zero of="$DB" bs=4096 seek=2 count=$(( $(stat -c%s "$DB")/4096 - 2 )) conv=notrunc status=none; systemctl start containerd || true`);
-        await waitFor(name, 'the panic restart loop', `journalctl -u containerd -b -o cat | grep -q 'panic: invalid freelist page' && test "$(systemctl show -p ActiveState --value containerd)" = activating`, 30_000);
+        await sh(
+          name,
+          `${stop}; dd if=/dev/zero of="$DB" bs=4096 seek=2 count=$(( $(stat -c%s "$DB")/4096 - 2 )) conv=notrunc status=none; systemctl start containerd || true`,
+        );
+        await waitFor(
+          name,
+          'the panic restart loop',
+          `journalctl -u containerd -b -o cat | grep -q 'panic: invalid freelist page' && test "$(systemctl show -p ActiveState --value containerd)" = activating`,
+          30_000,
+        );
         return;
       case 'silent':
         await sh(name, `${stop}; head -c 8192 /dev/urandom | dd of="$DB" conv=notrunc status=none; systemctl start containerd`);
         await waitFor(name, 'the bolt plugin in error', `ctr --timeout 5s plugins ls | grep -E '\\sbolt\\s.*error'`);
         return;
       case 'sandboxes-file':
-        await sh(name, `${stop}; mkdir -p ${ROOT}/io.containerd.grpc.v1.cri && rm -rf ${ROOT}/io.containerd.grpc.v1.cri/sandboxes && touch ${ROOT}/io.containerd.grpc.v1.cri/sandboxes; systemctl start containerd || true`);
+        await sh(
+          name,
+          `${stop}; mkdir -p ${ROOT}/io.containerd.grpc.v1.cri && rm -rf ${ROOT}/io.containerd.grpc.v1.cri/sandboxes && touch ${ROOT}/io.containerd.grpc.v1.cri/sandboxes; systemctl start containerd || true`,
+        );
         await waitFor(name, 'the fatal CRI recovery', `journalctl -u containerd -b -o cat | grep -q 'failed to recover state'`);
         return;
       case 'bolt-lock':
-        await sh(name, `${stop}; systemd-run --quiet --unit=rb-boltlock --collect flock "$DB" sleep infinity && sleep 0.2 && systemctl start --no-block containerd`);
-        await waitFor(name, 'containerd blocked in bolt open', `test "$(systemctl show -p ActiveState --value containerd)" = activating && grep -q FLOCK /proc/locks`);
+        await sh(
+          name,
+          `${stop}; systemd-run --quiet --unit=rb-boltlock --collect flock "$DB" sleep infinity && sleep 0.2 && systemctl start --no-block containerd`,
+        );
+        await waitFor(
+          name,
+          'containerd blocked in bolt open',
+          `test "$(systemctl show -p ActiveState --value containerd)" = activating && grep -q FLOCK /proc/locks`,
+        );
         return;
       case 'bad-config': {
         const pre = `for b in ${ROOT}.recover-*; do if [ -d "$b" ] && ! [ -e /etc/containerd/.rb-broken ]; then printf '\\n[[[ this is not toml\\n' >> /etc/containerd/config.toml; touch /etc/containerd/.rb-broken; fi; done`;
-        await sh(name, `mkdir -p /etc/systemd/system/containerd.service.d && cat > /etc/systemd/system/containerd.service.d/50-rb-bad-config.conf <<'EOF'
+        await sh(
+          name,
+          `mkdir -p /etc/systemd/system/containerd.service.d && cat > /etc/systemd/system/containerd.service.d/50-rb-bad-config.conf <<'EOF'
 [Service]
 ExecStartPre=/bin/sh -c '${pre}'
 EOF
-systemctl daemon-reload`);
+systemctl daemon-reload`,
+        );
         return;
       }
     }
@@ -350,20 +464,31 @@ systemctl daemon-reload`);
     const lines = ['all:', '  vars:', '    ansible_user: root', `    ansible_ssh_private_key_file: ${JSON.stringify(image.clientKey)}`];
     for (const [k, v] of Object.entries(vars)) lines.push(`    ${k}: ${JSON.stringify(v)}`);
     lines.push('  hosts:');
-    for (const h of hosts) { const n = fleet.node(h); lines.push(`    ${n.name}:`, `      ansible_host: ${n.ip}`, '      ansible_port: 22'); }
+    for (const h of hosts) {
+      const n = fleet.node(h);
+      lines.push(`    ${n.name}:`, `      ansible_host: ${n.ip}`, '      ansible_port: 22');
+    }
     writeFileSync(file, lines.join('\n') + '\n');
     return file;
   };
 
   const fleet: Fleet = {
-    image, network, nodes, dir, knownHosts,
+    image,
+    network,
+    nodes,
+    dir,
+    knownHosts,
     inventory: join(dir, 'inventory.yml'),
     node(name) {
       const n = nodes.find((x) => x.name === name);
       if (!n) throw new Error(`no node ${name} (nodes: ${nodes.map((x) => x.name).join(', ')})`);
       return n;
     },
-    sshArgs, exec, sh, health, writeInventory,
+    sshArgs,
+    exec,
+    sh,
+    health,
+    writeInventory,
     async waitHealthy(name, timeoutMs = 20_000) {
       const until = Date.now() + timeoutMs;
       for (;;) {
@@ -386,55 +511,79 @@ systemctl daemon-reload`);
 
   const spawnedAt = new Map<string, number>();
   try {
-    await Promise.all(names.map(async (name) => {
-      const h = await network.addHost(name);
-      const nd = join(dir, name);
-      mkdirSync(nd);
-      const varLib = join(nd, 'var-lib');
-      const cp = spawnSync('cp', ['-a', join(image.rootfs, 'var/lib'), varLib]);
-      if (cp.status !== 0) throw new Error(`copying /var/lib for ${name} failed: ${cp.stderr}`);
-      const log = openSync(join(nd, 'console.log'), 'w');
-      const t0 = Date.now();
-      // Each node in its own cgroup: with --keep-unit nspawn puts the node's tree under its *own* cgroup, so
-      // nodes sharing one would share (and kill) each other's service cgroups.
-      const cg = cgroupDirs(h.netns);
-      for (const d of cg) mkdirSync(d, { recursive: true });
-      const enter = `for d in ${cg.map((d) => `'${d}'`).join(' ')}; do echo $$ > "$d/cgroup.procs" || exit 1; done; exec systemd-nspawn "$@"`;
-      const child = spawn('sh', ['-c', enter, 'sh',
-        '-b', '-D', image.rootfs, '--volatile=overlay', '--register=no', '--keep-unit', '-M', name,
-        `--network-namespace-path=/run/netns/${h.netns}`, '--console=pipe', `--bind=${varLib}:/var/lib`,
-        // runc inside the node: all capabilities and the syscalls nspawn filters by default
-        '--capability=all', '--system-call-filter=add_key keyctl request_key @mount @privileged @system-service @clock @module @raw-io @reboot @swap @cpu-emulation @obsolete',
-      ], {
-        // cgroup v2 inside the node (runc cannot create v1 cgroups there)
-        env: { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1' },
-        stdio: ['ignore', log, log],
-        detached: true,
-      });
-      closeSync(log);
-      child.unref();
-      const node: Node = { name, ip: h.ip, netns: h.netns, pid: child.pid!, leader: 0, varLib, bootMs: 0 };
-      cgroups.push(...cg);
-      appendFileSync(join(dir, 'cgroups'), cg.map((d) => `${d}\n`).join(''));
-      appendFileSync(join(dir, 'pids'), `${child.pid}\n`);
-      spawnedAt.set(name, t0);
-      nodes.push(node);
-      let exited = false;
-      child.on('exit', () => { exited = true; });
-      for (let i = 0; i < 100 && node.leader === 0 && !exited; i++) {
-        node.leader = childrenOf(node.pid)[0] ?? 0;
-        if (!node.leader) await sleep(20);
-      }
-      if (!node.leader) throw new Error(`${name}: systemd-nspawn exited at start: ${readFileSync(join(nd, 'console.log'), 'utf8').slice(-2000)}`);
-    }));
+    await Promise.all(
+      names.map(async (name) => {
+        const h = await network.addHost(name);
+        const nd = join(dir, name);
+        mkdirSync(nd);
+        const varLib = join(nd, 'var-lib');
+        const cp = spawnSync('cp', ['-a', join(image.rootfs, 'var/lib'), varLib]);
+        if (cp.status !== 0) throw new Error(`copying /var/lib for ${name} failed: ${cp.stderr}`);
+        const log = openSync(join(nd, 'console.log'), 'w');
+        const t0 = Date.now();
+        // Each node in its own cgroup: with --keep-unit nspawn puts the node's tree under its *own* cgroup, so
+        // nodes sharing one would share (and kill) each other's service cgroups.
+        const cg = cgroupDirs(h.netns);
+        for (const d of cg) mkdirSync(d, { recursive: true });
+        const enter = `for d in ${cg.map((d) => `'${d}'`).join(' ')}; do echo $$ > "$d/cgroup.procs" || exit 1; done; exec systemd-nspawn "$@"`;
+        const child = spawn(
+          'sh',
+          [
+            '-c',
+            enter,
+            'sh',
+            '-b',
+            '-D',
+            image.rootfs,
+            '--volatile=overlay',
+            '--register=no',
+            '--keep-unit',
+            '-M',
+            name,
+            `--network-namespace-path=/run/netns/${h.netns}`,
+            '--console=pipe',
+            `--bind=${varLib}:/var/lib`,
+            // runc inside the node: all capabilities and the syscalls nspawn filters by default
+            '--capability=all',
+            '--system-call-filter=add_key keyctl request_key @mount @privileged @system-service @clock @module @raw-io @reboot @swap @cpu-emulation @obsolete',
+          ],
+          {
+            // cgroup v2 inside the node (runc cannot create v1 cgroups there)
+            env: { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1' },
+            stdio: ['ignore', log, log],
+            detached: true,
+          },
+        );
+        closeSync(log);
+        child.unref();
+        const node: Node = { name, ip: h.ip, netns: h.netns, pid: child.pid!, leader: 0, varLib, bootMs: 0 };
+        cgroups.push(...cg);
+        appendFileSync(join(dir, 'cgroups'), cg.map((d) => `${d}\n`).join(''));
+        appendFileSync(join(dir, 'pids'), `${child.pid}\n`);
+        spawnedAt.set(name, t0);
+        nodes.push(node);
+        let exited = false;
+        child.on('exit', () => {
+          exited = true;
+        });
+        for (let i = 0; i < 100 && node.leader === 0 && !exited; i++) {
+          node.leader = childrenOf(node.pid)[0] ?? 0;
+          if (!node.leader) await sleep(20);
+        }
+        if (!node.leader)
+          throw new Error(`${name}: systemd-nspawn exited at start: ${readFileSync(join(nd, 'console.log'), 'utf8').slice(-2000)}`);
+      }),
+    );
     nodes.sort((a, b) => names.indexOf(a.name) - names.indexOf(b.name));
     writeFileSync(knownHosts, nodes.map((n) => `${n.ip} ${image.hostKey}\n`).join(''));
     writeInventory(fleet.inventory);
     const limitMs = (opts.bootTimeoutS ?? 60) * 1000;
-    await Promise.all(nodes.map(async (n) => {
-      await waitFor(n.name, 'sshd, containerd and kubelet', 'systemctl is-active --quiet ssh containerd kubelet', limitMs);
-      n.bootMs = Date.now() - spawnedAt.get(n.name)!;
-    }));
+    await Promise.all(
+      nodes.map(async (n) => {
+        await waitFor(n.name, 'sshd, containerd and kubelet', 'systemctl is-active --quiet ssh containerd kubelet', limitMs);
+        n.bootMs = Date.now() - spawnedAt.get(n.name)!;
+      }),
+    );
   } catch (e) {
     destroySync();
     unregister();
@@ -449,7 +598,9 @@ export function leftovers(f: Fleet): string[] {
   for (const n of f.nodes) for (const p of [n.pid, n.leader]) if (alive(p)) out.push(`process ${p} (${n.name})`);
   if (existsSync(f.dir)) out.push(`directory ${f.dir}`);
   for (const n of f.nodes) if (existsSync(`/run/netns/${n.netns}`)) out.push(`netns ${n.netns}`);
-  const mounts = spawnSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' }).stdout.split('\n').filter((m) => m.startsWith(f.dir));
+  const mounts = spawnSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .filter((m) => m.startsWith(f.dir));
   out.push(...mounts.map((m) => `mount ${m}`));
   return out;
 }

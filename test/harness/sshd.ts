@@ -30,7 +30,18 @@
  * openssl (password hash), sudo.
  */
 import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -70,7 +81,12 @@ export interface InventoryExtra {
   groups?: Record<string, string[]>;
 }
 
-export interface ExecOutcome { code: number | null; signal: string | null; stdout: string; stderr: string }
+export interface ExecOutcome {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+}
 
 export interface SshFleet {
   mode: 'netns' | 'local';
@@ -126,14 +142,27 @@ interface HostState {
   exited?: Promise<void>;
 }
 
-function run(cmd: string, args: string[], opts: { stdin?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ExecOutcome> {
+function run(
+  cmd: string,
+  args: string[],
+  opts: { stdin?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<ExecOutcome> {
   return new Promise((resolve, reject) => {
-    const child = execFile(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, timeout: opts.timeoutMs ?? 30_000, killSignal: 'SIGKILL', env: opts.env }, (err, stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { code?: unknown; signal?: string | null }) | null;
-      if (e && typeof e.code === 'string') { reject(new Error(`${cmd}: ${e.message}`)); return; }
-      resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, stdout, stderr });
-    });
-    if (opts.stdin !== undefined) child.stdin?.end(opts.stdin); else child.stdin?.end();
+    const child = execFile(
+      cmd,
+      args,
+      { encoding: 'utf8', maxBuffer: 64 << 20, timeout: opts.timeoutMs ?? 30_000, killSignal: 'SIGKILL', env: opts.env },
+      (err, stdout, stderr) => {
+        const e = err as (NodeJS.ErrnoException & { code?: unknown; signal?: string | null }) | null;
+        if (e && typeof e.code === 'string') {
+          reject(new Error(`${cmd}: ${e.message}`));
+          return;
+        }
+        resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, stdout, stderr });
+      },
+    );
+    if (opts.stdin !== undefined) child.stdin?.end(opts.stdin);
+    else child.stdin?.end();
   });
 }
 
@@ -151,19 +180,33 @@ function descendants(pid: number): number[] {
       for (const t of readdirSync(`/proc/${p}/task`)) {
         kids.push(...readFileSync(`/proc/${p}/task/${t}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number));
       }
-    } catch { kids = []; }
-    for (const k of kids) { out.push(k); walk(k); }
+    } catch {
+      kids = [];
+    }
+    for (const k of kids) {
+      out.push(k);
+      walk(k);
+    }
   };
   walk(pid);
   return out;
 }
 
 function comm(pid: number): string {
-  try { return readFileSync(`/proc/${pid}/comm`, 'utf8').trim(); } catch { return ''; }
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
 }
 
 function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function sleep(ms: number): Promise<void> {
@@ -173,7 +216,10 @@ function sleep(ms: number): Promise<void> {
 function tcpReady(address: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = createConnection({ host: address, port });
-    const done = (ok: boolean): void => { s.destroy(); resolve(ok); };
+    const done = (ok: boolean): void => {
+      s.destroy();
+      resolve(ok);
+    };
     s.setTimeout(500, () => done(false));
     s.once('data', () => done(true)); // the SSH banner: sshd is really serving
     s.once('error', () => done(false));
@@ -243,16 +289,28 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
     // then reaps it and exits by itself, so no zombie is left to the machine's init.
     if (!st.host.pid) return;
     const pids = [st.host.pid, ...descendants(st.host.pid)];
-    for (const p of pids) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+    for (const p of pids) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
   }
 
   const clientKeyFile = join(dir, 'client_key');
   let passwordHash = '';
   try {
-    const keygens: Promise<unknown>[] = [must('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'runbook-test-client', '-f', clientKeyFile])];
+    const keygens: Promise<unknown>[] = [
+      must('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'runbook-test-client', '-f', clientKeyFile]),
+    ];
     if (mode === 'netns') {
       if (ownNetwork) network = await createNetwork(opts.prefix ?? 'rbs');
-      keygens.push(must('openssl', ['passwd', '-6', '-stdin'], { stdin: `${TEST_PASSWORD}\n` }).then((h) => { passwordHash = h.trim(); }));
+      keygens.push(
+        must('openssl', ['passwd', '-6', '-stdin'], { stdin: `${TEST_PASSWORD}\n` }).then((h) => {
+          passwordHash = h.trim();
+        }),
+      );
     }
     await Promise.all(keygens);
     const clientPublicKey = readFileSync(`${clientKeyFile}.pub`, 'utf8').trim();
@@ -260,48 +318,69 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
     mkdirSync(join(dir, 'hosts'), { mode: 0o755 });
     const login = mode === 'netns' ? 'root' : userInfo().username;
 
-    await Promise.all(names.map(async (name) => {
-      const hdir = join(dir, 'hosts', name);
-      mkdirSync(hdir, { mode: 0o755 });
-      const hostKeyFile = join(hdir, 'ssh_host_ed25519_key');
-      const netHost = mode === 'netns' ? network!.addHost(name) : undefined; // addresses in name order
-      netHost?.catch(() => { /* awaited below */ });
-      await must('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `runbook-test-${name}`, '-f', hostKeyFile]);
-      let address: string;
-      let port: number;
-      let root: string | undefined;
-      let netns: string | undefined;
-      if (mode === 'netns') {
-        const nh = await netHost!;
-        address = nh.ip;
-        port = 22;
-        netns = nh.netns;
-        root = join(hdir, 'fs');
-        prepareHostFs(root, name, passwordHash);
-      } else {
-        address = '127.0.0.1';
-        port = await freePort();
-      }
-      const config = join(hdir, 'sshd_config');
-      const host: SshHost = { name, address, port, user: login, pid: 0, logFile: join(hdir, 'sshd.log'), hostKeyPublic: pubKeyOf(hostKeyFile), hostKeyFile, root, netns };
-      const st: HostState = { host, dir: hdir, config };
-      writeConfig(st);
-      states.set(name, st);
-      for (let attempt = 0; ; attempt++) {
-        try { await startHost(st); break; } catch (e) {
-          if (mode === 'local' && attempt < 4 && /Address already in use|Bind to port/.test(String(e))) {
-            host.port = await freePort();
-            writeConfig(st);
-            continue;
-          }
-          throw e;
+    await Promise.all(
+      names.map(async (name) => {
+        const hdir = join(dir, 'hosts', name);
+        mkdirSync(hdir, { mode: 0o755 });
+        const hostKeyFile = join(hdir, 'ssh_host_ed25519_key');
+        const netHost = mode === 'netns' ? network!.addHost(name) : undefined; // addresses in name order
+        netHost?.catch(() => {
+          /* awaited below */
+        });
+        await must('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `runbook-test-${name}`, '-f', hostKeyFile]);
+        let address: string;
+        let port: number;
+        let root: string | undefined;
+        let netns: string | undefined;
+        if (mode === 'netns') {
+          const nh = await netHost!;
+          address = nh.ip;
+          port = 22;
+          netns = nh.netns;
+          root = join(hdir, 'fs');
+          prepareHostFs(root, name, passwordHash);
+        } else {
+          address = '127.0.0.1';
+          port = await freePort();
         }
-      }
-    }));
+        const config = join(hdir, 'sshd_config');
+        const host: SshHost = {
+          name,
+          address,
+          port,
+          user: login,
+          pid: 0,
+          logFile: join(hdir, 'sshd.log'),
+          hostKeyPublic: pubKeyOf(hostKeyFile),
+          hostKeyFile,
+          root,
+          netns,
+        };
+        const st: HostState = { host, dir: hdir, config };
+        writeConfig(st);
+        states.set(name, st);
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await startHost(st);
+            break;
+          } catch (e) {
+            if (mode === 'local' && attempt < 4 && /Address already in use|Bind to port/.test(String(e))) {
+              host.port = await freePort();
+              writeConfig(st);
+              continue;
+            }
+            throw e;
+          }
+        }
+      }),
+    );
 
     const hosts = names.map((nm) => states.get(nm)!.host);
     const knownHostsFile = join(dir, 'known_hosts');
-    writeFileSync(knownHostsFile, hosts.map((h) => `${h.port === 22 ? h.address : `[${h.address}]:${h.port}`} ${h.hostKeyPublic}\n`).join(''));
+    writeFileSync(
+      knownHostsFile,
+      hosts.map((h) => `${h.port === 22 ? h.address : `[${h.address}]:${h.port}`} ${h.hostKeyPublic}\n`).join(''),
+    );
 
     const get = (h: SshHost | string): HostState => {
       const st = states.get(typeof h === 'string' ? h : h.name);
@@ -327,7 +406,10 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
       }
       const all: Record<string, unknown> = { hosts: hostsObj };
       if (extra.vars) all.vars = extra.vars;
-      if (extra.groups) all.children = Object.fromEntries(Object.entries(extra.groups).map(([g, hs]) => [g, { hosts: Object.fromEntries(hs.map((x) => [x, null])) }]));
+      if (extra.groups)
+        all.children = Object.fromEntries(
+          Object.entries(extra.groups).map(([g, hs]) => [g, { hosts: Object.fromEntries(hs.map((x) => [x, null])) }]),
+        );
       return dump({ all });
     };
 
@@ -342,7 +424,9 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
       users: mode === 'netns' ? { login, sudoUser: TEST_USER, nopasswdUser: NOPASSWD_USER, password: TEST_PASSWORD } : { login },
       host: (name) => get(name).host,
       inventoryYaml,
-      async writeInventory(path, extra) { writeFileSync(path, inventoryYaml(extra)); },
+      async writeInventory(path, extra) {
+        writeFileSync(path, inventoryYaml(extra));
+      },
       async exec(h, cmd, o = {}) {
         const host = get(h).host;
         const env = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LANG: 'C' };
@@ -359,13 +443,38 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
       },
       sshArgv(h, user) {
         const host = get(h).host;
-        return ['ssh', '-i', clientKeyFile, '-o', 'IdentitiesOnly=yes', '-o', `UserKnownHostsFile=${knownHostsFile}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-F', '/dev/null', '-p', String(host.port), `${user ?? host.user}@${host.address}`];
+        return [
+          'ssh',
+          '-i',
+          clientKeyFile,
+          '-o',
+          'IdentitiesOnly=yes',
+          '-o',
+          `UserKnownHostsFile=${knownHostsFile}`,
+          '-o',
+          'GlobalKnownHostsFile=/dev/null',
+          '-o',
+          'StrictHostKeyChecking=yes',
+          '-o',
+          'BatchMode=yes',
+          '-o',
+          'ConnectTimeout=5',
+          '-F',
+          '/dev/null',
+          '-p',
+          String(host.port),
+          `${user ?? host.user}@${host.address}`,
+        ];
       },
       connectionCount(h) {
         return (fleet.logText(h).match(/^Connection from /gm) ?? []).length;
       },
       logText(h) {
-        try { return readFileSync(get(h).host.logFile, 'utf8'); } catch { return ''; }
+        try {
+          return readFileSync(get(h).host.logFile, 'utf8');
+        } catch {
+          return '';
+        }
       },
       async kill(h) {
         const st = get(h);
@@ -374,11 +483,18 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
       },
       async restart(h) {
         const st = get(h);
-        if (st.child && st.child.exitCode === null && st.child.signalCode === null) { killTreeSync(st); await st.exited; }
+        if (st.child && st.child.exitCode === null && st.child.signalCode === null) {
+          killTreeSync(st);
+          await st.exited;
+        }
         await startHost(st);
       },
-      async linkDown(h) { await must('ip', ['-n', needNetns(h, 'linkDown').netns!, 'link', 'set', 'eth0', 'down']); },
-      async linkUp(h) { await must('ip', ['-n', needNetns(h, 'linkUp').netns!, 'link', 'set', 'eth0', 'up']); },
+      async linkDown(h) {
+        await must('ip', ['-n', needNetns(h, 'linkDown').netns!, 'link', 'set', 'eth0', 'down']);
+      },
+      async linkUp(h) {
+        await must('ip', ['-n', needNetns(h, 'linkUp').netns!, 'link', 'set', 'eth0', 'up']);
+      },
       async setDelay(h, ms) {
         const ns = needNetns(h, 'setDelay').netns!;
         await run('tc', ['-n', ns, 'qdisc', 'del', 'dev', 'eth0', 'root']);
@@ -402,26 +518,29 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
 
   function writeConfig(st: HostState): void {
     const h = st.host;
-    writeFileSync(st.config, [
-      `Port ${h.port}`,
-      `ListenAddress ${h.address}`,
-      `HostKey ${inside(h.hostKeyFile)}`,
-      'UsePAM no',
-      'PermitRootLogin prohibit-password',
-      'PubkeyAuthentication yes',
-      'PasswordAuthentication yes',
-      'KbdInteractiveAuthentication no',
-      `AuthorizedKeysFile ${inside(join(dir, 'authorized_keys'))}`,
-      'StrictModes no',
-      'PidFile none',
-      'LogLevel VERBOSE',
-      'UseDNS no',
-      'PrintMotd no',
-      'SetEnv SHLVL=1',
-      'Subsystem sftp internal-sftp',
-      opts.sshdConfigExtra ?? '',
-      '',
-    ].join('\n'));
+    writeFileSync(
+      st.config,
+      [
+        `Port ${h.port}`,
+        `ListenAddress ${h.address}`,
+        `HostKey ${inside(h.hostKeyFile)}`,
+        'UsePAM no',
+        'PermitRootLogin prohibit-password',
+        'PubkeyAuthentication yes',
+        'PasswordAuthentication yes',
+        'KbdInteractiveAuthentication no',
+        `AuthorizedKeysFile ${inside(join(dir, 'authorized_keys'))}`,
+        'StrictModes no',
+        'PidFile none',
+        'LogLevel VERBOSE',
+        'UseDNS no',
+        'PrintMotd no',
+        'SetEnv SHLVL=1',
+        'Subsystem sftp internal-sftp',
+        opts.sshdConfigExtra ?? '',
+        '',
+      ].join('\n'),
+    );
   }
 
   async function startHost(st: HostState): Promise<void> {
@@ -430,8 +549,29 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
     let child: ChildProcess;
     try {
       if (mode === 'netns') {
-        child = spawn('ip', ['netns', 'exec', h.netns!, 'unshare', '--mount', '--uts', '--pid', '--fork', '--mount-proc', '--propagation', 'private',
-          'sh', '-c', HOST_INIT, 'sh', h.name, dir], { stdio: ['ignore', fd, fd], env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C' } });
+        child = spawn(
+          'ip',
+          [
+            'netns',
+            'exec',
+            h.netns!,
+            'unshare',
+            '--mount',
+            '--uts',
+            '--pid',
+            '--fork',
+            '--mount-proc',
+            '--propagation',
+            'private',
+            'sh',
+            '-c',
+            HOST_INIT,
+            'sh',
+            h.name,
+            dir,
+          ],
+          { stdio: ['ignore', fd, fd], env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C' } },
+        );
       } else {
         child = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', st.config], { stdio: ['ignore', fd, fd] });
       }
@@ -443,14 +583,23 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
       if (child.exitCode !== null || child.signalCode !== null) resolve();
       else child.once('exit', () => resolve());
     });
-    child.once('error', () => { /* reported through exit/readiness */ });
+    child.once('error', () => {
+      /* reported through exit/readiness */
+    });
     const deadline = Date.now() + 10_000;
     // find sshd's PID
     for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`sshd for ${h.name} exited during startup: ${tail(h.logFile)}`);
-      if (mode === 'local' && child.pid) { h.pid = child.pid; break; }
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(`sshd for ${h.name} exited during startup: ${tail(h.logFile)}`);
+      if (mode === 'local' && child.pid) {
+        h.pid = child.pid;
+        break;
+      }
       const found = descendants(child.pid!).find((p) => comm(p) === 'sshd');
-      if (found) { h.pid = found; break; }
+      if (found) {
+        h.pid = found;
+        break;
+      }
       if (Date.now() > deadline) throw new Error(`sshd for ${h.name} did not start: ${tail(h.logFile)}`);
       await sleep(10);
     }
@@ -465,7 +614,11 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
 }
 
 function tail(file: string): string {
-  try { return readFileSync(file, 'utf8').trim().split('\n').slice(-5).join(' | '); } catch { return '(no log)'; }
+  try {
+    return readFileSync(file, 'utf8').trim().split('\n').slice(-5).join(' | ');
+  } catch {
+    return '(no log)';
+  }
 }
 
 /** Private tree of a netns host: users, sudo rules, hosts file, empty /var/lib, /tmp, /root, /home. */
@@ -476,11 +629,19 @@ function prepareHostFs(root: string, name: string, passwordHash: string): void {
   chmodSync(join(root, 'tmp'), 0o1777);
   chmodSync(join(root, 'root'), 0o700);
   chmodSync(join(root, 'etc/sudoers.d'), 0o755);
-  const users: Array<[string, number]> = [[TEST_USER, 2901], [NOPASSWD_USER, 2902]];
+  const users: Array<[string, number]> = [
+    [TEST_USER, 2901],
+    [NOPASSWD_USER, 2902],
+  ];
   let passwd = readFileSync('/etc/passwd', 'utf8');
   let shadow = readFileSync('/etc/shadow', 'utf8');
   let group = readFileSync('/etc/group', 'utf8');
-  const strip = (text: string, user: string): string => text.split('\n').filter((l) => !l.startsWith(`${user}:`)).join('\n').replace(/\n*$/, '\n');
+  const strip = (text: string, user: string): string =>
+    text
+      .split('\n')
+      .filter((l) => !l.startsWith(`${user}:`))
+      .join('\n')
+      .replace(/\n*$/, '\n');
   for (const [u, id] of users) {
     passwd = strip(passwd, u) + `${u}:x:${id}:${id}:runbook test:/home/${u}:/bin/sh\n`;
     shadow = strip(shadow, u) + `${u}:${passwordHash}:19000:0:99999:7:::\n`;
@@ -489,11 +650,21 @@ function prepareHostFs(root: string, name: string, passwordHash: string): void {
   writeFileSync(join(root, 'etc/passwd'), passwd, { mode: 0o644 });
   writeFileSync(join(root, 'etc/shadow'), shadow, { mode: 0o640 });
   writeFileSync(join(root, 'etc/group'), group, { mode: 0o644 });
-  writeFileSync(join(root, 'etc/hosts'), `127.0.0.1\tlocalhost\n127.0.1.1\t${name}\n::1\tlocalhost ip6-localhost ip6-loopback\n`, { mode: 0o644 });
-  writeFileSync(join(root, 'etc/sudoers.d/runbook-test'), `${TEST_USER} ALL=(ALL:ALL) ALL\n${NOPASSWD_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n`, { mode: 0o440 });
+  writeFileSync(join(root, 'etc/hosts'), `127.0.0.1\tlocalhost\n127.0.1.1\t${name}\n::1\tlocalhost ip6-localhost ip6-loopback\n`, {
+    mode: 0o644,
+  });
+  writeFileSync(
+    join(root, 'etc/sudoers.d/runbook-test'),
+    `${TEST_USER} ALL=(ALL:ALL) ALL\n${NOPASSWD_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n`,
+    { mode: 0o440 },
+  );
   execFileSync('chown', [`2901:2901`, join(root, 'home', TEST_USER)]);
   execFileSync('chown', [`2902:2902`, join(root, 'home', NOPASSWD_USER)]);
   if (existsSync('/etc/shadow')) {
-    try { execFileSync('chgrp', ['shadow', join(root, 'etc/shadow')], { stdio: 'ignore' }); } catch { /* no shadow group */ }
+    try {
+      execFileSync('chgrp', ['shadow', join(root, 'etc/shadow')], { stdio: 'ignore' });
+    } catch {
+      /* no shadow group */
+    }
   }
 }

@@ -41,8 +41,12 @@ export async function execute(argv: Args, loaded: Loaded, extras: ExecuteExtras 
   const stateDir = argv['state-dir'] ?? defaultStateDir(process.env);
   const journal = await openJournal(stateDir, extras.journalRunId ?? plan.runId, { fsync: argv.fsync !== false });
   const renderer = createRenderer({
-    json: Boolean(argv.json), verbose: Boolean(argv.verbose), tty: Boolean(process.stderr.isTTY) && !argv.json,
-    color: Boolean(process.stderr.isTTY) && !process.env.NO_COLOR, stdout: process.stdout, stderr: process.stderr,
+    json: Boolean(argv.json),
+    verbose: Boolean(argv.verbose),
+    tty: Boolean(process.stderr.isTTY) && !argv.json,
+    color: Boolean(process.stderr.isTTY) && !process.env.NO_COLOR,
+    stdout: process.stdout,
+    stderr: process.stderr,
   });
   const events: RunEvent[] = [];
   const { transport, localTransport } = transportsFrom(argv);
@@ -52,10 +56,14 @@ export async function execute(argv: Args, loaded: Loaded, extras: ExecuteExtras 
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
     if (signals === 1) {
-      process.stderr.write(`\nrunbook: ${sig}: no new step starts; hosts in flight finish their command and roll back. Press Ctrl-C twice more to quit at once (run "runbook rollback ${plan.runId}" later).\n`);
+      process.stderr.write(
+        `\nrunbook: ${sig}: no new step starts; hosts in flight finish their command and roll back. Press Ctrl-C twice more to quit at once (run "runbook rollback ${plan.runId}" later).\n`,
+      );
       abort.abort();
     } else if (signals >= 3) {
-      process.stderr.write(`runbook: quitting now; the journal knows what was in flight: runbook resume ${plan.runId} or runbook rollback ${plan.runId}\n`);
+      process.stderr.write(
+        `runbook: quitting now; the journal knows what was in flight: runbook resume ${plan.runId} or runbook rollback ${plan.runId}\n`,
+      );
       process.exit(130);
     }
   };
@@ -65,8 +73,15 @@ export async function execute(argv: Args, loaded: Loaded, extras: ExecuteExtras 
   let result: RunResult;
   try {
     const opts: EngineOptions = {
-      plan, transport, localTransport, journal, signal: abort.signal,
-      emit: (e) => { events.push(e); renderer.onEvent(e); },
+      plan,
+      transport,
+      localTransport,
+      journal,
+      signal: abort.signal,
+      emit: (e) => {
+        events.push(e);
+        renderer.onEvent(e);
+      },
       rollbackOnFailure: argv.rollback !== false,
       mayStartHost: extras.mayStartHost,
       resume: extras.resume,
@@ -92,7 +107,13 @@ export async function execute(argv: Args, loaded: Loaded, extras: ExecuteExtras 
 
 /** Locks live on the hosts (/run/runbook/lock); local-connection hosts get one each under the temp dir. */
 function hostLock(plan: Plan, runId: string) {
-  return createHostLock({ runId, runbook: plan.runbook.name, controller: hostname(), pid: process.pid, ...lockAccessFromHosts(plan.hosts, tmpdir()) });
+  return createHostLock({
+    runId,
+    runbook: plan.runbook.name,
+    controller: hostname(),
+    pid: process.pid,
+    ...lockAccessFromHosts(plan.hosts, tmpdir()),
+  });
 }
 
 function journalRunInfo(loaded: Loaded, path: string): Record<string, unknown> {
@@ -118,4 +139,3 @@ async function writeOutputs(argv: Args, events: RunEvent[]): Promise<void> {
   if (reports.length) await writeReports(reports, summary);
   if (argv['metrics-file']) await writeMetrics(String(argv['metrics-file']), summary);
 }
-

@@ -19,9 +19,12 @@ function restrict(inv: Inventory, keep: Set<string>): Inventory {
 export async function run(argv: Args): Promise<number> {
   const modes = ['list', 'graph', 'host', 'list-hosts'].filter((k) => argv[k] !== undefined && argv[k] !== false);
   if (modes.length !== 1) {
-    throw new RunbookError('E_USAGE', modes.length === 0
-      ? 'Choose what to show: --list, --graph, --host NAME or --list-hosts.'
-      : `Choose one of --list, --graph, --host, --list-hosts (got ${modes.map((m) => '--' + m).join(', ')}).`);
+    throw new RunbookError(
+      'E_USAGE',
+      modes.length === 0
+        ? 'Choose what to show: --list, --graph, --host NAME or --list-hosts.'
+        : `Choose one of --list, --graph, --host, --list-hosts (got ${modes.map((m) => '--' + m).join(', ')}).`,
+    );
   }
   const cwd = process.cwd();
   const inv = loadInventory((argv.inventory as string[] | undefined) ?? [], { cwd });

@@ -20,7 +20,7 @@ export async function run(argv: Args): Promise<number> {
   const registers = new Set(allSteps.map((s) => s.register).filter(Boolean) as string[]);
 
   const show = (h: PlannedHost, tpl: string) => {
-    const text = renderCommand(tpl, (path) => registers.has(path.split('.')[0]) ? `<${path} at run time>` : lookupPath(h.vars, path));
+    const text = renderCommand(tpl, (path) => (registers.has(path.split('.')[0]) ? `<${path} at run time>` : lookupPath(h.vars, path)));
     const raw = rawRefs(tpl);
     return redactor.redact(text) + (raw.length ? `    # verbatim (| raw): ${raw.join(', ')}` : '');
   };
@@ -34,7 +34,11 @@ export async function run(argv: Args): Promise<number> {
 
   if (argv.json) {
     const out = {
-      run_id: plan.runId, runbook: runbook.name, batches: plan.batches, max_failed: plan.maxFailed, forks: plan.forks,
+      run_id: plan.runId,
+      runbook: runbook.name,
+      batches: plan.batches,
+      max_failed: plan.maxFailed,
+      forks: plan.forks,
       hosts: plan.hosts.map((h) => ({
         name: h.name,
         steps: allSteps.map((s) => renderStepJson(s, (t) => show(h, t))),
@@ -46,21 +50,31 @@ export async function run(argv: Args): Promise<number> {
   }
 
   const w = (s: string) => process.stdout.write(s + '\n');
-  w(`runbook ${runbook.name}${runbook.destructive ? ' (destructive)' : ''}: ${plan.hosts.length} host(s) in ${plan.batches.length} batch(es) [${plan.batches.map((b) => b.length).join(', ')}], failure budget ${plan.maxFailed}, forks ${plan.forks}`);
+  w(
+    `runbook ${runbook.name}${runbook.destructive ? ' (destructive)' : ''}: ${plan.hosts.length} host(s) in ${plan.batches.length} batch(es) [${plan.batches.map((b) => b.length).join(', ')}], failure budget ${plan.maxFailed}, forks ${plan.forks}`,
+  );
   for (const h of plan.hosts) {
     w('');
     const p = probe?.get(h.name);
     let head = `== ${h.name} (${h.connection.kind === 'local' ? 'local' : `${h.connection.user ? h.connection.user + '@' : ''}${h.connection.address}${h.connection.port ? ':' + h.connection.port : ''}`})`;
-    if (p) head += p.blocked ? `  BLOCKED: ${p.blocked}` : p.steps.some((s) => s.verdict === 'would run') ? '  would change' : '  nothing to do';
+    if (p)
+      head += p.blocked ? `  BLOCKED: ${p.blocked}` : p.steps.some((s) => s.verdict === 'would run') ? '  would change' : '  nothing to do';
     w(head);
-    if (p) for (const pf of p.preflight) w(`   preflight ${pf.ok ? 'ok    ' : 'FAILED'} ${pf.step}${pf.output ? ': ' + pf.output.replace(/\n/g, ' | ') : ''}`);
+    if (p)
+      for (const pf of p.preflight)
+        w(`   preflight ${pf.ok ? 'ok    ' : 'FAILED'} ${pf.step}${pf.output ? ': ' + pf.output.replace(/\n/g, ' | ') : ''}`);
     for (const s of allSteps) {
       const verdict = p?.steps.find((x) => x.step === s.name)?.verdict;
-      w(`  ${s.phase === 'preflight' ? 'preflight' : `step ${s.index + 1}`}: ${s.name}${s.local ? ' [on controller]' : ''}${s.become ? ' [sudo]' : ''}  (timeout ${formatDuration(s.timeoutMs)})${verdict ? `  -> ${verdict}` : ''}`);
+      w(
+        `  ${s.phase === 'preflight' ? 'preflight' : `step ${s.index + 1}`}: ${s.name}${s.local ? ' [on controller]' : ''}${s.become ? ' [sudo]' : ''}  (timeout ${formatDuration(s.timeoutMs)})${verdict ? `  -> ${verdict}` : ''}`,
+      );
       if (s.when !== undefined) w(`      when:     ${show(h, s.when)}`);
       if (s.unless !== undefined) w(`      unless:   ${show(h, s.unless)}`);
       w(`      run:      ${indent(show(h, s.run))}`);
-      if (s.verify) w(`      verify:   ${indent(show(h, s.verify.run))}${s.verify.retries ? `  (retries ${s.verify.retries}, delay ${formatDuration(s.verify.delayMs)})` : ''}`);
+      if (s.verify)
+        w(
+          `      verify:   ${indent(show(h, s.verify.run))}${s.verify.retries ? `  (retries ${s.verify.retries}, delay ${formatDuration(s.verify.delayMs)})` : ''}`,
+        );
       if (s.rollback !== undefined) w(`      rollback: ${indent(show(h, s.rollback))}`);
     }
   }
@@ -73,7 +87,12 @@ function indent(s: string): string {
 
 function renderStepJson(s: StepSpec, show: (t: string) => string) {
   return {
-    name: s.name, phase: s.phase, index: s.index, local: s.local, become: s.become, timeout_ms: s.timeoutMs,
+    name: s.name,
+    phase: s.phase,
+    index: s.index,
+    local: s.local,
+    become: s.become,
+    timeout_ms: s.timeoutMs,
     ...(s.when !== undefined ? { when: show(s.when) } : {}),
     ...(s.unless !== undefined ? { unless: show(s.unless) } : {}),
     run: show(s.run),

@@ -51,12 +51,18 @@ export async function loadRecordedRun(argv: Args, opts: { force: boolean; verb: 
   const { records, torn } = await readJournal(path);
   const summary = summarizeRun(runId, path, records, torn);
   if (summary.status === 'running?') {
-    throw new RunbookError('E_RUN_ACTIVE', `run ${runId} looks alive (its controller process ${String(records.filter((r) => r.type === 'journal-open').pop()?.pid)} on this machine still runs); stop it first, then ${opts.verb} it`);
+    throw new RunbookError(
+      'E_RUN_ACTIVE',
+      `run ${runId} looks alive (its controller process ${String(records.filter((r) => r.type === 'journal-open').pop()?.pid)} on this machine still runs); stop it first, then ${opts.verb} it`,
+    );
   }
   const starts = records.filter((r) => r.type === 'run-start') as unknown as RecordedStart[];
   const first = starts[0];
   if (!first || !first.runbook_file || !first.inputs) {
-    throw new RunbookError('E_RUN_NO_PLAN', `run ${runId} died before it recorded its plan (${path}); no host was changed by it. Start a new run with runbook apply`);
+    throw new RunbookError(
+      'E_RUN_NO_PLAN',
+      `run ${runId} died before it recorded its plan (${path}); no host was changed by it. Start a new run with runbook apply`,
+    );
   }
   // The latest run-start (a forced resume records the new hash) is what the hosts now follow.
   const last = [...starts].reverse().find((s) => s.runbook_hash) ?? first;
@@ -65,12 +71,17 @@ export async function loadRecordedRun(argv: Args, opts: { force: boolean; verb: 
   try {
     bytes = readFileSync(file);
   } catch (err) {
-    throw new RunbookError('E_RUNBOOK_CHANGED', `the runbook of run ${runId} (${file}) cannot be read any more: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; put it back to ${opts.verb} the run`);
+    throw new RunbookError(
+      'E_RUNBOOK_CHANGED',
+      `the runbook of run ${runId} (${file}) cannot be read any more: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; put it back to ${opts.verb} the run`,
+    );
   }
   const hash = createHash('sha256').update(bytes).digest('hex');
   if (last.runbook_hash && hash !== last.runbook_hash && !opts.force) {
-    throw new RunbookError('E_RUNBOOK_CHANGED',
-      `the runbook ${file} changed since run ${runId} (sha256 ${last.runbook_hash.slice(0, 12)}… then, ${hash.slice(0, 12)}… now); its step numbers may no longer match the journal. Restore it, or pass --force to ${opts.verb} with the new file`);
+    throw new RunbookError(
+      'E_RUNBOOK_CHANGED',
+      `the runbook ${file} changed since run ${runId} (sha256 ${last.runbook_hash.slice(0, 12)}… then, ${hash.slice(0, 12)}… now); its step numbers may no longer match the journal. Restore it, or pass --force to ${opts.verb} with the new file`,
+    );
   }
 
   const inputs = first.inputs;
@@ -79,8 +90,10 @@ export async function loadRecordedRun(argv: Args, opts: { force: boolean; verb: 
   const recordedExtra = inputs.extra_vars ?? [];
   const givenExtra: string[] = argv['extra-vars'] ?? [];
   if (recordedExtra.some((e) => e.includes('***')) && givenExtra.length === 0) {
-    throw new RunbookError('E_RESUME_SECRETS',
-      `run ${runId} was given secret extra vars (${recordedExtra.filter((e) => e.includes('***')).join(' ')}), which the journal does not keep; nothing was run. Give them again: runbook ${opts.verb} ${runId} -e NAME=VALUE`);
+    throw new RunbookError(
+      'E_RESUME_SECRETS',
+      `run ${runId} was given secret extra vars (${recordedExtra.filter((e) => e.includes('***')).join(' ')}), which the journal does not keep; nothing was run. Give them again: runbook ${opts.verb} ${runId} -e NAME=VALUE`,
+    );
   }
   const merged: Args = {
     ...argv,
@@ -100,7 +113,10 @@ export async function loadRecordedRun(argv: Args, opts: { force: boolean; verb: 
   const byName = new Map(loaded.plan.hosts.map((h) => [h.name, h]));
   const missing = recordedHosts.filter((n) => !byName.has(n));
   if (missing.length) {
-    throw new RunbookError('E_RUN_PLAN_CHANGED', `the inventory no longer yields host${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of run ${runId}; restore the inventory (${(inputs.inventory ?? []).join(', ')}) to ${opts.verb} the run`);
+    throw new RunbookError(
+      'E_RUN_PLAN_CHANGED',
+      `the inventory no longer yields host${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of run ${runId}; restore the inventory (${(inputs.inventory ?? []).join(', ')}) to ${opts.verb} the run`,
+    );
   }
   if (!opts.force) {
     for (const h of first.plan?.hosts ?? []) {
@@ -108,7 +124,10 @@ export async function loadRecordedRun(argv: Args, opts: { force: boolean; verb: 
       const now = byName.get(h.name)!.connection as unknown as Record<string, unknown>;
       for (const k of ['kind', 'address', 'port', 'user'] as const) {
         if (was[k] !== undefined && was[k] !== now[k]) {
-          throw new RunbookError('E_RUN_PLAN_CHANGED', `host ${h.name} of run ${runId} now resolves to ${k} ${String(now[k])} (was ${String(was[k])}); restore the inventory, or pass --force to ${opts.verb} against the new address`);
+          throw new RunbookError(
+            'E_RUN_PLAN_CHANGED',
+            `host ${h.name} of run ${runId} now resolves to ${k} ${String(now[k])} (was ${String(was[k])}); restore the inventory, or pass --force to ${opts.verb} against the new address`,
+          );
         }
       }
     }
@@ -145,7 +164,9 @@ export async function run(argv: Args): Promise<number> {
   const remaining = rec.loaded.plan.hosts.filter((h) => !resume.get(h.name)?.finished);
   if (!argv.json) {
     const fin = rec.loaded.plan.hosts.length - remaining.length;
-    process.stderr.write(`runbook: resuming run ${rec.runId} (${rec.loaded.runbook.name}): ${remaining.length} host${remaining.length === 1 ? '' : 's'} to continue, ${fin} already finished; journal ${rec.journal}${rec.torn ? ' (its torn last line was dropped)' : ''}\n`);
+    process.stderr.write(
+      `runbook: resuming run ${rec.runId} (${rec.loaded.runbook.name}): ${remaining.length} host${remaining.length === 1 ? '' : 's'} to continue, ${fin} already finished; journal ${rec.journal}${rec.torn ? ' (its torn last line was dropped)' : ''}\n`,
+    );
   }
   if (rec.loaded.runbook.destructive) await confirmOnTerminal(planSummaryText(rec.loaded.plan), argv.yes, rec.loaded.runbook.name);
   return execute(rec.argv, rec.loaded, { resume, journalRunId: rec.runId });

@@ -22,7 +22,10 @@ export function rollbackLedgers(states: Map<string, HostJournalState>, runbook: 
     const idx = [...s.ledger];
     const u = s.unknown;
     if (u !== undefined && runbook.steps[u]?.rollback && !idx.includes(u) && !s.rolledBack.has(u)) idx.push(u);
-    m.set(host, idx.filter((i) => runbook.steps[i]?.rollback));
+    m.set(
+      host,
+      idx.filter((i) => runbook.steps[i]?.rollback),
+    );
   }
   return m;
 }
@@ -34,7 +37,16 @@ export async function run(argv: Args): Promise<number> {
   const lines: string[] = [`Roll back run ${rec.runId} (${runbook.name}):`];
   for (const h of plan.hosts) {
     const idx = ledgers.get(h.name) ?? [];
-    lines.push(`  ${h.name}: ${idx.length ? [...idx].reverse().map((i) => runbook.steps[i].name).join(' <- ') : 'nothing to roll back'}`);
+    lines.push(
+      `  ${h.name}: ${
+        idx.length
+          ? [...idx]
+              .reverse()
+              .map((i) => runbook.steps[i].name)
+              .join(' <- ')
+          : 'nothing to roll back'
+      }`,
+    );
   }
   if (!argv.json) process.stderr.write(`runbook: ${lines.join('\n')}\n`);
   if (runbook.destructive) await confirmOnTerminal(lines.join('\n'), argv.yes, runbook.name);
@@ -42,7 +54,12 @@ export async function run(argv: Args): Promise<number> {
     journalRunId: rec.runId,
     engine: async (opts) => {
       const r = await rollbackRun({ ...opts, ledgers });
-      await releaseStaleLocks(opts, plan, rec.runId, plan.hosts.filter((h) => (ledgers.get(h.name) ?? []).length === 0));
+      await releaseStaleLocks(
+        opts,
+        plan,
+        rec.runId,
+        plan.hosts.filter((h) => (ledgers.get(h.name) ?? []).length === 0),
+      );
       return r;
     },
   });
@@ -53,15 +70,17 @@ export async function run(argv: Args): Promise<number> {
  * them (every host is locked before any changes): remove such locks if this run holds them.
  */
 async function releaseStaleLocks(opts: EngineOptions, plan: Plan, runId: string, hosts: PlannedHost[]): Promise<void> {
-  await Promise.all(hosts.map(async (h) => {
-    const t = opts.transport(h);
-    try {
-      await t.connect();
-      await releaseLock(t, h.name, runId, lockAccessFor(h, tmpdir()));
-    } catch (err) {
-      process.stderr.write(`runbook: warning: ${h.name}: could not check for a lock left by run ${runId}: ${(err as Error).message}\n`);
-    } finally {
-      await t.close().catch(() => {});
-    }
-  }));
+  await Promise.all(
+    hosts.map(async (h) => {
+      const t = opts.transport(h);
+      try {
+        await t.connect();
+        await releaseLock(t, h.name, runId, lockAccessFor(h, tmpdir()));
+      } catch (err) {
+        process.stderr.write(`runbook: warning: ${h.name}: could not check for a lock left by run ${runId}: ${(err as Error).message}\n`);
+      } finally {
+        await t.close().catch(() => {});
+      }
+    }),
+  );
 }

@@ -18,14 +18,23 @@ export interface StepLine {
   time?: string;
 }
 
-export interface HostView { host: string; status: string; message?: string; steps: StepLine[]; events: string[] }
+export interface HostView {
+  host: string;
+  status: string;
+  message?: string;
+  steps: StepLine[];
+  events: string[];
+}
 
 /** Folds journal records into per-host step lines, in order. */
 export function hostViews(records: JournalRecord[]): HostView[] {
   const hosts = new Map<string, HostView>();
   const get = (h: string) => {
     let v = hosts.get(h);
-    if (!v) { v = { host: h, status: 'pending', steps: [], events: [] }; hosts.set(h, v); }
+    if (!v) {
+      v = { host: h, status: 'pending', steps: [], events: [] };
+      hosts.set(h, v);
+    }
     return v;
   };
   const open = new Map<string, StepLine>();
@@ -47,8 +56,12 @@ export function hostViews(records: JournalRecord[]): HostView[] {
       case 'step-start':
       case 'rollback-start': {
         const line: StepLine = {
-          kind: r.type === 'step-start' ? 'step' : 'rollback', phase: String(r.phase ?? 'step'), index: Number(r.index),
-          step: String(r.step), status: 'no outcome', time: typeof r.time === 'string' ? r.time : undefined,
+          kind: r.type === 'step-start' ? 'step' : 'rollback',
+          phase: String(r.phase ?? 'step'),
+          index: Number(r.index),
+          step: String(r.step),
+          status: 'no outcome',
+          time: typeof r.time === 'string' ? r.time : undefined,
         };
         v.steps.push(line);
         open.set(key, line);
@@ -58,7 +71,13 @@ export function hostViews(records: JournalRecord[]): HostView[] {
       case 'rollback-end': {
         let line = open.get(key);
         if (!line) {
-          line = { kind: r.type === 'step-end' ? 'step' : 'rollback', phase: String(r.phase ?? 'step'), index: Number(r.index), step: String(r.step), status: '' };
+          line = {
+            kind: r.type === 'step-end' ? 'step' : 'rollback',
+            phase: String(r.phase ?? 'step'),
+            index: Number(r.index),
+            step: String(r.step),
+            status: '',
+          };
           v.steps.push(line);
         }
         open.delete(key);
@@ -70,7 +89,9 @@ export function hostViews(records: JournalRecord[]): HostView[] {
         break;
       }
       case 'lock-broken':
-        v.events.push(`lock of run ${String((r.holder as { run_id?: string } | undefined)?.run_id)} broken at ${String(r.time)} by ${String(r.by_controller)} pid ${String(r.by_pid)}`);
+        v.events.push(
+          `lock of run ${String((r.holder as { run_id?: string } | undefined)?.run_id)} broken at ${String(r.time)} by ${String(r.by_controller)} pid ${String(r.by_pid)}`,
+        );
         break;
       case 'warning':
         if (typeof r.message === 'string') v.events.push(`warning: ${r.message}`);
@@ -104,7 +125,9 @@ export async function run(argv: Args): Promise<number> {
   }
   const out: string[] = [];
   out.push(`Run ${sum.run_id}: ${sum.runbook ?? '?'}${sum.runbook_file ? ` (${sum.runbook_file})` : ''}`);
-  out.push(`  started ${sum.started ?? '?'}${sum.ended ? `, ended ${sum.ended}` : ''}; status ${sum.status}${sum.exit_code !== undefined ? ` (exit ${sum.exit_code})` : ''}; hosts: ${hostsText(sum.hosts)}`);
+  out.push(
+    `  started ${sum.started ?? '?'}${sum.ended ? `, ended ${sum.ended}` : ''}; status ${sum.status}${sum.exit_code !== undefined ? ` (exit ${sum.exit_code})` : ''}; hosts: ${hostsText(sum.hosts)}`,
+  );
   out.push(`  journal ${path}${torn ? ' (torn last line ignored: the controller died while writing it)' : ''}`);
   for (const v of views) {
     out.push('');

@@ -40,15 +40,25 @@ export async function run(argv: Args): Promise<number> {
     await t.connect();
     const holder = await breakLock(t, host, runId, access);
     journal.write({
-      type: 'lock-broken', time: new Date().toISOString(), host, lock_path: path, holder,
-      by_controller: hostname(), by_pid: process.pid, by_user: userInfo().username,
+      type: 'lock-broken',
+      time: new Date().toISOString(),
+      host,
+      lock_path: path,
+      holder,
+      by_controller: hostname(),
+      by_pid: process.pid,
+      by_user: userInfo().username,
     });
     await journal.sync();
     removed = true;
     const msg = `removed the lock on ${host} (${path}) held by ${describeHolder(holder)}; recorded in ${journal.path}`;
-    if (argv.json) process.stdout.write(JSON.stringify({ type: 'lock-broken', host, lock_path: path, holder, journal: journal.path }) + '\n');
+    if (argv.json)
+      process.stdout.write(JSON.stringify({ type: 'lock-broken', host, lock_path: path, holder, journal: journal.path }) + '\n');
     else process.stderr.write(`runbook: ${msg}\n`);
-    if (!hadJournal && !argv.json) process.stderr.write(`runbook: note: run ${runId} had no journal in ${stateDir} (it ran from another controller?); a new one records this unlock.\n`);
+    if (!hadJournal && !argv.json)
+      process.stderr.write(
+        `runbook: note: run ${runId} had no journal in ${stateDir} (it ran from another controller?); a new one records this unlock.\n`,
+      );
     return 0;
   } finally {
     await t.close().catch(() => {});
