@@ -83,7 +83,7 @@ async function host(h) {
   });
   conn.push(performance.now() - c0);
   let sh;
-  if (mode && mode.startsWith('persist')) sh = await openPersistent(client);
+  if (mode?.startsWith('persist')) sh = await openPersistent(client);
   for (let i = 1; i <= steps; i++) {
     const s = performance.now();
     if (sh) {
@@ -102,7 +102,7 @@ async function host(h) {
       await exec(
         client,
         'exec sh -s',
-        `read -r rb_s </proc/$$/stat; rb_s=\${rb_s##*) }; set -- $rb_s; printf '%s%s>>\\n' '<<rb-ready-x:' "$3" >&2\n` + p.wrapper,
+        `read -r rb_s </proc/$$/stat; rb_s=\${rb_s##*) }; set -- $rb_s; printf '%s%s>>\\n' '<<rb-ready-x:' "$3" >&2\n${p.wrapper}`,
       );
     } else await exec(client, `echo step ${i}`);
     lat.push(performance.now() - s);

@@ -253,13 +253,13 @@ function require_fs() {
 function runbookYaml(steps) {
   const lines = ['name: bench', 'description: benchmark workload, trivial steps', 'destructive: false', 'steps:'];
   for (let i = 1; i <= steps; i++) lines.push(`  - name: step ${i}`, `    run: echo step ${i}`);
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 function playbookYaml(steps) {
   const lines = ['- hosts: all', '  gather_facts: false', '  tasks:'];
   for (let i = 1; i <= steps; i++) lines.push(`    - name: step ${i}`, `      ansible.builtin.command: echo step ${i}`);
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 function haveAnsible() {
@@ -530,7 +530,7 @@ async function main() {
     }
     printSummary(results);
     if (o.out) {
-      writeFileSync(o.out, JSON.stringify(results, null, 2) + '\n');
+      writeFileSync(o.out, `${JSON.stringify(results, null, 2)}\n`);
       process.stderr.write(`bench: results written to ${o.out}\n`);
     }
   } finally {
@@ -668,7 +668,7 @@ function printTargets(res) {
 function table(head, rows) {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i] ?? '').length)));
   const line = (r) => `| ${r.map((c, i) => String(c ?? '').padEnd(w[i])).join(' | ')} |\n`;
-  process.stdout.write(line(head) + `|${w.map((n) => '-'.repeat(n + 2)).join('|')}|\n` + rows.map(line).join(''));
+  process.stdout.write(`${line(head)}|${w.map((n) => '-'.repeat(n + 2)).join('|')}|\n${rows.map(line).join('')}`);
 }
 
 // ------------------------------------------------------------------------------------------ entry

@@ -115,12 +115,10 @@ export async function inode(fleet: Fleet, node: string, path: string): Promise<s
 
 /** Human-readable dump of a run for assertion messages. */
 export function explain(out: RunOutput): string {
-  return (
-    out.events
-      .filter((e) => ['step-end', 'rollback-end', 'host-end', 'run-end', 'warning'].includes(e.type))
-      .map((e) => JSON.stringify({ ...e, time: undefined, command: undefined }))
-      .join('\n') + `\nstderr: ${out.stderr.slice(-3000)}`
-  );
+  return `${out.events
+    .filter((e) => ['step-end', 'rollback-end', 'host-end', 'run-end', 'warning'].includes(e.type))
+    .map((e) => JSON.stringify({ ...e, time: undefined, command: undefined }))
+    .join('\n')}\nstderr: ${out.stderr.slice(-3000)}`;
 }
 
 /**

@@ -28,7 +28,7 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
     // every step and preflight entry is introduced by a comment line
     const lines = load(n).text.split('\n');
     lines.forEach((l, i) => {
-      if (/^  - name: /.test(l)) assert.match(lines[i - 1], /^\s*#/, `${n}:${i + 1} "${l.trim()}" has no comment above it`);
+      if (/^ {2}- name: /.test(l)) assert.match(lines[i - 1], /^\s*#/, `${n}:${i + 1} "${l.trim()}" has no comment above it`);
     });
   }
   const rec = load('containerd-recover').doc;

@@ -127,7 +127,7 @@ test('verify succeeds on its 3rd attempt', () => {
 
 test('timeout kills the whole process group: no orphan left, step failed, rolled back', () => {
   const dir = tmp();
-  const marker = String(400 + Math.floor(Math.random() * 500)) + '.5';
+  const marker = `${String(400 + Math.floor(Math.random() * 500))}.5`;
   const t0 = Date.now();
   const r = apply('timeout.yml', dir, ['-e', `marker=${marker}`, '--limit', 'h1']);
   assert.ok(Date.now() - t0 < 20_000);
@@ -205,7 +205,7 @@ test('values never run as code, in any shell context, through the CLI', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.ok(!existsSync(join(dir, 'pwned')), `injection through ${JSON.stringify(v)}`);
     for (const f of ['bare', 'double', 'single', 'assigned'])
-      assert.equal(readFileSync(join(dir, f), 'utf8'), value + '\n', `${f} context keeps the value`);
+      assert.equal(readFileSync(join(dir, f), 'utf8'), `${value}\n`, `${f} context keeps the value`);
   }
 });
 

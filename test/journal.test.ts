@@ -47,7 +47,7 @@ test('writer: append-only NDJSON under runs/, file 0600, dirs 0700, journal-open
 test('writer: records are not on disk before sync(), and are after it (the fsync follows the write)', async () => {
   const dir = tmp();
   let fsyncs = 0;
-  let seenAtFsync: number[] = [];
+  const seenAtFsync: number[] = [];
   const j = await openJournal(dir, newRunId(), {
     fsync: true,
     onFsync: () => {
@@ -218,10 +218,10 @@ test('defaultStateDir: RUNBOOK_STATE_DIR, else XDG_STATE_HOME/runbook, else ~/.l
 // ---------------------------------------------------------------------------------------------
 // reader
 
-const J = (recs: object[]) => recs.map((r) => JSON.stringify(r) + '\n').join('');
+const J = (recs: object[]) => recs.map((r) => `${JSON.stringify(r)}\n`).join('');
 
 test('reader: a torn last line (no newline) is ignored and reported', () => {
-  const text = J([{ type: 'run-start' }, { type: 'host-start', host: 'a' }]) + '{"type":"step-sta';
+  const text = `${J([{ type: 'run-start' }, { type: 'host-start', host: 'a' }])}{"type":"step-sta`;
   const r = parseJournal(text, '/j.ndjson');
   assert.equal(r.torn, true);
   assert.deepEqual(
@@ -231,19 +231,19 @@ test('reader: a torn last line (no newline) is ignored and reported', () => {
 });
 
 test('reader: a last line that parses but lacks its newline is torn too (its sync never returned)', () => {
-  const r = parseJournal(J([{ type: 'run-start' }]) + '{"type":"step-start"}', '/j');
+  const r = parseJournal(`${J([{ type: 'run-start' }])}{"type":"step-start"}`, '/j');
   assert.equal(r.torn, true);
   assert.equal(r.records.length, 1);
 });
 
 test('reader: an unparsable last line with a newline (zeros after power loss) is torn', () => {
-  const r = parseJournal(J([{ type: 'run-start' }]) + '\0\0\0\0\n', '/j');
+  const r = parseJournal(`${J([{ type: 'run-start' }])}\0\0\0\0\n`, '/j');
   assert.equal(r.torn, true);
   assert.equal(r.records.length, 1);
 });
 
 test('reader: a malformed line in the middle is E_JOURNAL_CORRUPT naming file and line', () => {
-  const text = J([{ type: 'run-start' }]) + '{"type": oops}\n' + J([{ type: 'run-end' }]);
+  const text = `${J([{ type: 'run-start' }])}{"type": oops}\n${J([{ type: 'run-end' }])}`;
   assert.throws(
     () => parseJournal(text, '/state/runs/x.ndjson'),
     (e: unknown) => {
@@ -252,9 +252,9 @@ test('reader: a malformed line in the middle is E_JOURNAL_CORRUPT naming file an
       return true;
     },
   );
-  assert.throws(() => parseJournal(J([{ type: 'a' }]) + '[1,2]\n' + J([{ type: 'b' }]), '/j'), /line 2 is not a journal record/);
-  assert.throws(() => parseJournal(J([{ type: 'a' }]) + '\n' + J([{ type: 'b' }]), '/j'), /line 2 is not valid JSON/);
-  assert.throws(() => parseJournal('{"notype":1}\n' + J([{ type: 'b' }]), '/j'), /line 1 is not a journal record/);
+  assert.throws(() => parseJournal(`${J([{ type: 'a' }])}[1,2]\n${J([{ type: 'b' }])}`, '/j'), /line 2 is not a journal record/);
+  assert.throws(() => parseJournal(`${J([{ type: 'a' }])}\n${J([{ type: 'b' }])}`, '/j'), /line 2 is not valid JSON/);
+  assert.throws(() => parseJournal(`{"notype":1}\n${J([{ type: 'b' }])}`, '/j'), /line 1 is not a journal record/);
 });
 
 test('reader: empty file, missing file', async () => {
@@ -427,11 +427,11 @@ test('listRuns: newest first, status from run-end, incomplete, running? (live pi
   const dead = '20261102T000000Z-000002';
   writeFileSync(
     join(runs, `${dead}.ndjson`),
-    J([
+    `${J([
       { type: 'journal-open', pid: 999999999, controller: hostname() },
       { type: 'run-start', run_id: dead, runbook: 'hello', time: '2026-11-02T00:00:00Z', hosts: ['a', 'b'] },
       { type: 'host-start', host: 'a' },
-    ]) + '{"type":"ste',
+    ])}{"type":"ste`,
   );
   const live = '20261103T000000Z-000003';
   writeFileSync(
@@ -442,7 +442,7 @@ test('listRuns: newest first, status from run-end, incomplete, running? (live pi
     ]),
   );
   const bad = '20261104T000000Z-000004';
-  writeFileSync(join(runs, `${bad}.ndjson`), 'garbage\n' + J([{ type: 'x' }]));
+  writeFileSync(join(runs, `${bad}.ndjson`), `garbage\n${J([{ type: 'x' }])}`);
   writeFileSync(join(runs, 'notes.txt'), 'ignored');
   const list = await listRuns(dir);
   assert.deepEqual(

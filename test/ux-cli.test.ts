@@ -80,13 +80,13 @@ describe('list and show', () => {
     const r = runbook(ROOT, ['show', 'hello']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^hello$/m);
-    assert.match(r.stdout, /^  1\. Write greeting/m);
+    assert.match(r.stdout, /^ {2}1\. Write greeting/m);
     for (const k of ['when', 'unless', 'run', 'verify', 'rollback']) assert.match(r.stdout, new RegExp(`^     ${k}: +\\S`, 'm'));
     const p = project();
     const d = runbook(p.dir, ['show', 'danger']);
-    assert.match(d.stdout, /^danger  \(destructive/m);
+    assert.match(d.stdout, /^danger {2}\(destructive/m);
     const f = runbook(p.dir, ['show', 'failing']);
-    assert.match(f.stdout, /^     rollback: none$/m);
+    assert.match(f.stdout, /^ {5}rollback: none$/m);
     const missing = runbook(p.dir, ['show', 'nope']);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /runbook "nope" not found/);

@@ -115,6 +115,6 @@ test('the plan summary names hosts, batches, budget and steps', () => {
   assert.match(text, /Failure budget: no host starts after the first failure/);
   assert.match(text, /Window: hosts start only between 22:00 and 06:00/);
   assert.match(text, /1\. Stop containerd\n/);
-  assert.match(text, /2\. Prune  \(no rollback\)/);
+  assert.match(text, /2\. Prune {2}\(no rollback\)/);
   assert.match(planSummaryText(plan(1)), /Hosts \(1\): node1\n/);
 });

@@ -99,8 +99,8 @@ test('5 hosts: one line per host in flight with its step; finished hosts become 
     );
   assert.match(final, /^Hosts: 1 ok, 3 changed, 1 rolled-back$/m);
   assert.match(final, /^worker-04\S+ rolled-back at step "Move the data root aside a/m);
-  assert.match(final, /^  command: mv \/var\/lib\/containerd/m);
-  assert.match(final, /^    \| mv: cannot move: Device or resource busy$/m);
+  assert.match(final, /^ {2}command: mv \/var\/lib\/containerd/m);
+  assert.match(final, /^ {4}\| mv: cannot move: Device or resource busy$/m);
   // The whole summary is on the screen: from its first line to the advice.
   assert.match(final, /^Run 20261127-0200-sim1 containerd-recover: failed \(exit 2\), 5 hosts/m);
   assert.match(final, /^What to do now: Fix what failed on worker-04/m);
@@ -122,7 +122,7 @@ test('60 hosts on 24 rows: compact live view (counts per step), compact summary 
   assert.match(final, /^Run 20261127-0200-sim1 containerd-recover: failed \(exit 2\), 60 hosts/m);
   assert.match(final, /^47 hosts ok or changed, not listed/m);
   assert.match(final, /^Hosts: 9 ok, 38 changed, 9 rolled-back, 4 unreachable$/m);
-  assert.match(final, /^  command: mv \/var\/lib\/containerd/m);
+  assert.match(final, /^ {2}command: mv \/var\/lib\/containerd/m);
   assert.match(final, /^What to do now: /m);
   assert.ok(!/^worker-\d+\S* +changed/m.test(final), 'changed hosts not in the table');
 });

@@ -91,5 +91,5 @@ export function planSummaryText(plan: Plan, opts: { window?: string } = {}): str
   if (rb.preflight.length) lines.push(`  Preflight (read-only, every host first): ${rb.preflight.map((s) => s.name).join(', ')}`);
   lines.push('  Steps:');
   for (const s of rb.steps) lines.push(`    ${s.index + 1}. ${s.name}${s.rollback ? '' : '  (no rollback)'}`);
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

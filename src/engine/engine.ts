@@ -881,7 +881,7 @@ interface StepOutcome {
 /** ": <last line the command printed>" (stderr first), to say why in one line; '' if silent. */
 function lastWords(r: ExecResult): string {
   const line = (r.stderr.trim() || r.stdout.trim()).split('\n').pop()?.trim() ?? '';
-  return line ? `: ${line.length > 300 ? line.slice(0, 300) + '…' : line}` : '';
+  return line ? `: ${line.length > 300 ? `${line.slice(0, 300)}…` : line}` : '';
 }
 
 function errMessage(err: unknown): string {

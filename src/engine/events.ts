@@ -137,9 +137,7 @@ export type EventOf<T extends EventType> = Extract<RunEvent, { type: T }>;
 /** An event as the engine builds it, before the time stamp. */
 export type EventInput = { [K in EventType]: Omit<EventOf<K>, 'time'> }[EventType];
 
-export interface EventSink {
-  (e: RunEvent): void;
-}
+export type EventSink = (e: RunEvent) => void;
 
 /**
  * The engine's view of the write-ahead journal (src/journal implements it).

@@ -116,20 +116,19 @@ export async function acquireLock(t: Transport, host: string, me: LockInfo, a: L
   const info = shQuote(JSON.stringify(me));
   const mine = shQuote(`"run_id":${JSON.stringify(me.run_id)},`);
   // link(2) is atomic and fails when the path exists: the lock appears complete or not at all.
-  const script =
-    [
-      'umask 022',
-      `L=${p}`,
-      'D=${L%/*}; [ "$D" != "$L" ] || D=.; [ -n "$D" ] || D=/',
-      '[ -d "$D" ] || mkdir -p "$D" || exit ' + TMP_FAIL_EXIT,
-      'T="$L.$$.tmp"',
-      `printf '%s\\n' ${info} > "$T" || { rm -f "$T"; exit ${TMP_FAIL_EXIT}; }`,
-      'if ln "$T" "$L" 2>/dev/null; then rm -f "$T"; echo acquired; exit 0; fi',
-      // Held. Ours (same run id: a resume)? Take it over with our pid and controller.
-      `if grep -qF ${mine} "$L" 2>/dev/null; then mv -f "$T" "$L" && { echo taken-over; exit 0; }; fi`,
-      'rm -f "$T"',
-      `cat "$L" 2>/dev/null; exit ${HELD_EXIT}`,
-    ].join('\n') + '\n';
+  const script = `${[
+    'umask 022',
+    `L=${p}`,
+    'D=${L%/*}; [ "$D" != "$L" ] || D=.; [ -n "$D" ] || D=/',
+    `[ -d "$D" ] || mkdir -p "$D" || exit ${TMP_FAIL_EXIT}`,
+    'T="$L.$$.tmp"',
+    `printf '%s\\n' ${info} > "$T" || { rm -f "$T"; exit ${TMP_FAIL_EXIT}; }`,
+    'if ln "$T" "$L" 2>/dev/null; then rm -f "$T"; echo acquired; exit 0; fi',
+    // Held. Ours (same run id: a resume)? Take it over with our pid and controller.
+    `if grep -qF ${mine} "$L" 2>/dev/null; then mv -f "$T" "$L" && { echo taken-over; exit 0; }; fi`,
+    'rm -f "$T"',
+    `cat "$L" 2>/dev/null; exit ${HELD_EXIT}`,
+  ].join('\n')}\n`;
   const r = await run(t, script, a);
   if (r.code === 0) return r.stdout.includes('taken-over') ? 'taken-over' : 'acquired';
   if (r.code === HELD_EXIT) throw lockedError(host, path, parseLockInfo(r.stdout), r.stdout);

@@ -3,7 +3,7 @@
  * `[group]`, `[group:vars]`, `[group:children]`, host lines with inline key=value (shlex + literal_eval),
  * implicit `ungrouped` for lines before the first section, groups declared later than referenced.
  */
-import { RInventory, GroupError } from './data.js';
+import { type RInventory, GroupError } from './data.js';
 import { literalEval, shlexSplit } from './pysyntax.js';
 import { expandHostPattern, RangeError_ } from './hostpattern.js';
 

@@ -5,7 +5,7 @@
  * merged in Ansible's precedence order.
  */
 import { accessSync, constants, existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
-import { basename, dirname, extname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { RunbookError, ValidationError } from '../core/errors.js';
 import type { Inventory, InventoryGroup, InventoryHost } from './types.js';

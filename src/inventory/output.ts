@@ -74,7 +74,7 @@ export function inventoryListJson(inv: Inventory): Record<string, unknown> {
 export function inventoryGraph(inv: Inventory, group = 'all'): string {
   const start = inv.groups.get(group);
   if (!start) throw new RunbookError('E_PATTERN', `--graph needs a group name; '${group}' is not a group of this inventory.`);
-  const name = (n: string, depth: number) => (depth ? '  |'.repeat(depth) + '--' + n : n);
+  const name = (n: string, depth: number) => (depth ? `${'  |'.repeat(depth)}--${n}` : n);
   const lines: string[] = [];
   const walk = (g: InventoryGroup, depth: number) => {
     lines.push(name(`@${g.name}:`, depth));

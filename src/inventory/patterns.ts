@@ -52,8 +52,8 @@ export function fnmatchToRegExp(pat: string): RegExp {
       else {
         let stuff = pat.slice(i, j).replace(/\\/g, '\\\\');
         i = j + 1;
-        if (stuff[0] === '!') stuff = '^' + stuff.slice(1);
-        else if (stuff[0] === '^') stuff = '\\' + stuff;
+        if (stuff[0] === '!') stuff = `^${stuff.slice(1)}`;
+        else if (stuff[0] === '^') stuff = `\\${stuff}`;
         res += `[${stuff.replace(/\[/g, '\\[')}]`;
       }
     } else res += c.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');

@@ -355,7 +355,7 @@ class LitParser {
               let o = n;
               while (o.length < 3 && /[0-7]/.test(s[this.pos])) o += s[this.pos++];
               out += String.fromCharCode(parseInt(o, 8));
-            } else out += '\\' + n;
+            } else out += `\\${n}`;
         }
         continue;
       }

@@ -4,7 +4,7 @@
  * (yes/no are booleans, 0755 is octal), `!unsafe` is a plain string and `!vault` is detected.
  */
 import * as yaml from 'js-yaml';
-import { RInventory, GroupError } from './data.js';
+import { type RInventory, GroupError } from './data.js';
 import { expandHostPattern, RangeError_ } from './hostpattern.js';
 import { InventoryParseError } from './ini.js';
 

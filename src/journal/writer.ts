@@ -106,7 +106,7 @@ export function checkRunId(s: unknown): string {
 
 function ioReason(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
-  if (e && e.code) {
+  if (e?.code) {
     const why: Record<string, string> = {
       ENOSPC: 'no space left on device',
       EDQUOT: 'disk quota exceeded',
@@ -153,7 +153,7 @@ class Writer implements JournalWriter {
     } catch (err) {
       throw new RunbookError('E_JOURNAL', `cannot encode a journal record (${(err as Error).message}); this is a bug`);
     }
-    this.buf.push(line + '\n');
+    this.buf.push(`${line}\n`);
     this.stats.records++;
   }
 

@@ -203,7 +203,7 @@ export function lookupPath(vars: Record<string, unknown>, dotted: string): unkno
   let cur: unknown = vars;
   for (const seg of dotted.split('.')) {
     if (cur === null || cur === undefined || typeof cur !== 'object') return undefined;
-    if (!Object.prototype.hasOwnProperty.call(cur, seg)) return undefined;
+    if (!Object.hasOwn(cur, seg)) return undefined;
     cur = (cur as Record<string, unknown>)[seg];
   }
   return cur;
@@ -727,11 +727,7 @@ function renderPlaceholder(ctx: PlaceholderContext, lookup: (p: string) => unkno
             `the value of "${ref.path}" has a line break and is used in a here-document, where it could end the document early (pipe it instead: printf '%s\\n' {{ ${ref.path} }} | ...)`,
           );
         }
-        if (
-          ctx.heredocLineRisk &&
-          ctx.heredocDelim !== undefined &&
-          ctx.heredocDelim.includes(ctx.heredocStripTabs ? v.replace(/^\t+/, '') : v)
-        ) {
+        if (ctx.heredocLineRisk && ctx.heredocDelim?.includes(ctx.heredocStripTabs ? v.replace(/^\t+/, '') : v)) {
           throw new RunbookError(
             'E_VAR_UNSAFE',
             `the value of "${ref.path}" could end the here-document early (its line would read ${ctx.heredocDelim}); put other text on that line`,

@@ -23,7 +23,7 @@ export function reportFormatOf(file: string): ReportFormat {
 export function renderReport(format: ReportFormat, s: RunSummary): string {
   switch (format) {
     case 'json':
-      return JSON.stringify({ schema: 'runbook-report/1', ...s }, null, 2) + '\n';
+      return `${JSON.stringify({ schema: 'runbook-report/1', ...s }, null, 2)}\n`;
     case 'md':
       return markdown(s);
     case 'xml':
@@ -109,7 +109,7 @@ function markdown(s: RunSummary): string {
     out.push('', '## Warnings', '');
     for (const w of s.warnings) out.push(`- ${w}`);
   }
-  return out.join('\n').replace(/\n{3,}/g, '\n\n') + '\n';
+  return `${out.join('\n').replace(/\n{3,}/g, '\n\n')}\n`;
 }
 
 // ------------------------------------------------------------------ JUnit
@@ -190,5 +190,5 @@ function junit(s: RunSummary): string {
     }
   }
   out.push('  </testsuite>', '</testsuites>');
-  return out.join('\n') + '\n';
+  return `${out.join('\n')}\n`;
 }

@@ -125,7 +125,7 @@ export function renderMetrics(summary: RunSummary, previous = ''): string {
     );
     for (const s of ss) out.push(sampleLine(s));
   }
-  return out.join('\n') + '\n';
+  return `${out.join('\n')}\n`;
 }
 
 /** Reads the previous file (if any), merges, writes atomically (temp file + fsync + rename). */

@@ -17,7 +17,7 @@ function loadOra(): Promise<void> {
   }));
 }
 import { formatDuration } from '../core/duration.js';
-import type { EventOf, EventType, HostStatus, RunEvent } from '../engine/events.js';
+import type { EventOf, EventType, RunEvent } from '../engine/events.js';
 import {
   COLORS,
   NO_COLORS,
@@ -77,7 +77,7 @@ class JsonRenderer implements Renderer {
   constructor(private out: NodeJS.WritableStream) {}
   onEvent(e: RunEvent): void {
     const line = e.time ? e : { ...e, time: new Date().toISOString() };
-    this.out.write(JSON.stringify(line) + '\n');
+    this.out.write(`${JSON.stringify(line)}\n`);
   }
   async close(): Promise<void> {
     /* every line was written as its event came */
@@ -176,7 +176,7 @@ class PlainRenderer implements Renderer {
     if (this.closed) return;
     this.closed = true;
     if (this.events.length === 0) return;
-    await write(this.opts.stdout, '\n' + summaryText(summarize(this.events), { stderrLines: 10 }));
+    await write(this.opts.stdout, `\n${summaryText(summarize(this.events), { stderrLines: 10 })}`);
   }
 }
 
@@ -249,11 +249,10 @@ class TtyRenderer implements Renderer {
 
   /** Writes a persistent line above the live block. */
   private above(text: string): void {
-    const lines =
-      text
-        .split('\n')
-        .map((l) => truncate(l, this.columns - 1))
-        .join('\n') + '\n';
+    const lines = `${text
+      .split('\n')
+      .map((l) => truncate(l, this.columns - 1))
+      .join('\n')}\n`;
     if (this.spinner?.isSpinning) {
       this.spinner.clear();
       this.opts.stderr.write(lines);
@@ -407,7 +406,7 @@ class TtyRenderer implements Renderer {
       rows: this.rows,
       stderrLines: 6,
     });
-    await write(this.opts.stdout, '\n' + text);
+    await write(this.opts.stdout, `\n${text}`);
   }
 }
 

@@ -260,7 +260,7 @@ export function whatToDoNow(s: RunSummary, maxNames = 5): string {
       : 'Nothing: every host was already ok.';
   }
   const line = parts.join('; ');
-  return line[0].toUpperCase() + line.slice(1) + '.';
+  return `${line[0].toUpperCase() + line.slice(1)}.`;
 }
 
 /** The STEP column of the summary table: failed step, else last changed step (+N more), else the reason. */

@@ -51,7 +51,7 @@ export function truncate(s: string, max: number): string {
   s = stripAnsi(s);
   const cps = [...s];
   if (cps.length <= max) return s;
-  return max === 1 ? '…' : cps.slice(0, max - 1).join('') + '…';
+  return max === 1 ? '…' : `${cps.slice(0, max - 1).join('')}…`;
 }
 
 export function pad(s: string, n: number): string {
@@ -239,7 +239,7 @@ export function summaryText(s: RunSummary, o: SummaryOptions = {}): string {
       ),
     );
   }
-  return [header, ...body, ...tail].join('\n') + '\n';
+  return `${[header, ...body, ...tail].join('\n')}\n`;
 }
 
 /** Word-wraps plain text to `max` columns (continuation lines get 2 columns less: the caller indents them). */
@@ -249,7 +249,7 @@ export function wrapWords(text: string, max: number): string[] {
   for (const word of text.split(/\s+/)) {
     const limit = out.length === 0 ? max : max - 2;
     if (cur === '') cur = word;
-    else if (width(cur) + 1 + width(word) <= limit) cur += ' ' + word;
+    else if (width(cur) + 1 + width(word) <= limit) cur += ` ${word}`;
     else {
       out.push(cur);
       cur = word;

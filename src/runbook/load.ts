@@ -673,7 +673,7 @@ export function parseRunbook(source: string, file: string, opts: { cwd?: string;
         const reg = st.register;
         if ((BUILTIN_VARS as readonly string[]).includes(reg))
           add(p, `"${reg}" is a built-in variable; choose another register name`, positions.find(p, 'value'));
-        else if (Object.prototype.hasOwnProperty.call(vars, reg))
+        else if (Object.hasOwn(vars, reg))
           add(p, `"${reg}" would shadow the variable of the same name in vars; choose another register name`, positions.find(p, 'value'));
         else if (registers.has(reg))
           add(
@@ -729,7 +729,7 @@ export function parseRunbook(source: string, file: string, opts: { cwd?: string;
           if (ref.raw && secretNames.has(ref.name))
             add(p, `"${ref.name}" is secret and cannot be used with | raw (remove | raw)`, positions.find(p, 'value'));
           const reg = registers.get(ref.name);
-          if (!reg || Object.prototype.hasOwnProperty.call(vars, ref.name)) continue;
+          if (!reg || Object.hasOwn(vars, ref.name)) continue;
           const ownOk = reg.path === sp && (field === 'verify' || field === 'verify.run' || field === 'rollback');
           if (reg.order > myOrder || (reg.order === myOrder && !ownOk)) {
             add(

@@ -214,17 +214,15 @@ export function sessionKillScript(pgid: number, sub: number, startTicks: number,
     .filter((k) => k > 1)
     .map((k) => `[ "$p" = ${k} ] && continue;`)
     .join(' ');
-  return (
-    [
-      'rb_list() { L=; for d in /proc/[0-9]*; do read -r s <"$d/stat" 2>/dev/null || continue; p=${s%% *}; s=${s##*) }; set -- $s;',
-      `  [ "$3" = ${pgid} ] || continue; ${skip} [ "\${20}" -gt ${startTicks} ] || { [ "\${20}" -eq ${startTicks} ] && [ "$p" -ge ${sub} ]; } || continue; L="$L $p"; done; }`,
-      'rb_list; [ -n "$L" ] || exit 0',
-      'kill -TERM $L 2>/dev/null',
-      `i=0; while [ $i -lt ${rounds} ]; do a=; for p in $L; do kill -0 $p 2>/dev/null && a=1; done; [ -n "$a" ] || break; sleep 0.1; i=$((i+1)); done`,
-      'rb_list; [ -z "$L" ] || kill -KILL $L 2>/dev/null',
-      'exit 0',
-    ].join('\n') + '\n'
-  );
+  return `${[
+    'rb_list() { L=; for d in /proc/[0-9]*; do read -r s <"$d/stat" 2>/dev/null || continue; p=${s%% *}; s=${s##*) }; set -- $s;',
+    `  [ "$3" = ${pgid} ] || continue; ${skip} [ "\${20}" -gt ${startTicks} ] || { [ "\${20}" -eq ${startTicks} ] && [ "$p" -ge ${sub} ]; } || continue; L="$L $p"; done; }`,
+    'rb_list; [ -n "$L" ] || exit 0',
+    'kill -TERM $L 2>/dev/null',
+    `i=0; while [ $i -lt ${rounds} ]; do a=; for p in $L; do kill -0 $p 2>/dev/null && a=1; done; [ -n "$a" ] || break; sleep 0.1; i=$((i+1)); done`,
+    'rb_list; [ -z "$L" ] || kill -KILL $L 2>/dev/null',
+    'exit 0',
+  ].join('\n')}\n`;
 }
 
 /** READY: `pgid` is the first number of the marker's payload; `payload` is all of it (sessions: PGID:PID:PPID). */

@@ -55,15 +55,7 @@ import {
   type HostKeyPolicy,
   type HostKeyVerdict,
 } from './known-hosts.js';
-import {
-  expandTokens,
-  loadSshConfig,
-  parseJumpHop,
-  parseSshArgs,
-  resolveSshConfig,
-  type SshConfigBlock,
-  type SshConfigLine,
-} from './ssh-config.js';
+import { expandTokens, loadSshConfig, parseJumpHop, parseSshArgs, resolveSshConfig, type SshConfigBlock } from './ssh-config.js';
 
 const { Client, utils } = ssh2;
 

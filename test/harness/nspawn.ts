@@ -288,7 +288,7 @@ export function reclaimStaleFleets(): string[] {
     for (const d of lines('cgroups')) removeCgroup(d);
     const mounts = spawnSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' })
       .stdout.split('\n')
-      .filter((m) => m.startsWith(dir + '/'));
+      .filter((m) => m.startsWith(`${dir}/`));
     for (const m of mounts.sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
     rmSync(dir, { recursive: true, force: true });
     reclaimed.push(dir);
@@ -329,7 +329,7 @@ export async function bootFleet(names: string[], opts: BootOptions = {}): Promis
     // Nothing may still be mounted below our dir before we delete it.
     const mounts = spawnSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' })
       .stdout.split('\n')
-      .filter((m) => m.startsWith(dir + '/'));
+      .filter((m) => m.startsWith(`${dir}/`));
     for (const m of mounts.sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
     rmSync(dir, { recursive: true, force: true });
   };
@@ -375,7 +375,7 @@ export async function bootFleet(names: string[], opts: BootOptions = {}): Promis
     const r = await exec(name, cmd, o);
     if (r.code !== 0)
       throw new Error(
-        `${name}: \`${cmd.length > 200 ? cmd.slice(0, 200) + '...' : cmd}\` exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`,
+        `${name}: \`${cmd.length > 200 ? `${cmd.slice(0, 200)}...` : cmd}\` exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`,
       );
     return r.stdout;
   };
@@ -468,7 +468,7 @@ systemctl daemon-reload`,
       const n = fleet.node(h);
       lines.push(`    ${n.name}:`, `      ansible_host: ${n.ip}`, '      ansible_port: 22');
     }
-    writeFileSync(file, lines.join('\n') + '\n');
+    writeFileSync(file, `${lines.join('\n')}\n`);
     return file;
   };
 

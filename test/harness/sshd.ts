@@ -643,9 +643,9 @@ function prepareHostFs(root: string, name: string, passwordHash: string): void {
       .join('\n')
       .replace(/\n*$/, '\n');
   for (const [u, id] of users) {
-    passwd = strip(passwd, u) + `${u}:x:${id}:${id}:runbook test:/home/${u}:/bin/sh\n`;
-    shadow = strip(shadow, u) + `${u}:${passwordHash}:19000:0:99999:7:::\n`;
-    group = strip(group, u) + `${u}:x:${id}:\n`;
+    passwd = `${strip(passwd, u)}${u}:x:${id}:${id}:runbook test:/home/${u}:/bin/sh\n`;
+    shadow = `${strip(shadow, u)}${u}:${passwordHash}:19000:0:99999:7:::\n`;
+    group = `${strip(group, u)}${u}:x:${id}:\n`;
   }
   writeFileSync(join(root, 'etc/passwd'), passwd, { mode: 0o644 });
   writeFileSync(join(root, 'etc/shadow'), shadow, { mode: 0o640 });

@@ -23,7 +23,7 @@ export async function run(argv: Args): Promise<number> {
       'E_USAGE',
       modes.length === 0
         ? 'Choose what to show: --list, --graph, --host NAME or --list-hosts.'
-        : `Choose one of --list, --graph, --host, --list-hosts (got ${modes.map((m) => '--' + m).join(', ')}).`,
+        : `Choose one of --list, --graph, --host, --list-hosts (got ${modes.map((m) => `--${m}`).join(', ')}).`,
     );
   }
   const cwd = process.cwd();
@@ -36,9 +36,9 @@ export async function run(argv: Args): Promise<number> {
     return 0;
   }
   const view = limit ? restrict(inv, new Set(selectHosts(inv, limit, { cwd }))) : inv;
-  if (mode === 'list') process.stdout.write(ansibleJson(inventoryListJson(view)) + '\n');
+  if (mode === 'list') process.stdout.write(`${ansibleJson(inventoryListJson(view))}\n`);
   else if (mode === 'graph') {
-    process.stdout.write(inventoryGraph(view, argv.group ? String(argv.group) : 'all') + '\n');
-  } else process.stdout.write(ansibleJson(hostVarsJson(inv, String(argv.host))) + '\n');
+    process.stdout.write(`${inventoryGraph(view, argv.group ? String(argv.group) : 'all')}\n`);
+  } else process.stdout.write(`${ansibleJson(hostVarsJson(inv, String(argv.host)))}\n`);
   return 0;
 }

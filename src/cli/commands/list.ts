@@ -31,5 +31,5 @@ export function listText(
   };
   const lines = [line(head, true), ...rows.map((r) => line(r))];
   lines.push('', p.dim('`runbook show NAME` shows the steps; destructive runbooks ask before they run (or need --yes).'));
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

@@ -45,24 +45,24 @@ export async function run(argv: Args): Promise<number> {
         ...(probe ? { probe: probe.get(h.name) } : {}),
       })),
     };
-    process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+    process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
     return probe && [...probe.values()].some((p) => p.blocked) ? 2 : 0;
   }
 
-  const w = (s: string) => process.stdout.write(s + '\n');
+  const w = (s: string) => process.stdout.write(`${s}\n`);
   w(
     `runbook ${runbook.name}${runbook.destructive ? ' (destructive)' : ''}: ${plan.hosts.length} host(s) in ${plan.batches.length} batch(es) [${plan.batches.map((b) => b.length).join(', ')}], failure budget ${plan.maxFailed}, forks ${plan.forks}`,
   );
   for (const h of plan.hosts) {
     w('');
     const p = probe?.get(h.name);
-    let head = `== ${h.name} (${h.connection.kind === 'local' ? 'local' : `${h.connection.user ? h.connection.user + '@' : ''}${h.connection.address}${h.connection.port ? ':' + h.connection.port : ''}`})`;
+    let head = `== ${h.name} (${h.connection.kind === 'local' ? 'local' : `${h.connection.user ? `${h.connection.user}@` : ''}${h.connection.address}${h.connection.port ? `:${h.connection.port}` : ''}`})`;
     if (p)
       head += p.blocked ? `  BLOCKED: ${p.blocked}` : p.steps.some((s) => s.verdict === 'would run') ? '  would change' : '  nothing to do';
     w(head);
     if (p)
       for (const pf of p.preflight)
-        w(`   preflight ${pf.ok ? 'ok    ' : 'FAILED'} ${pf.step}${pf.output ? ': ' + pf.output.replace(/\n/g, ' | ') : ''}`);
+        w(`   preflight ${pf.ok ? 'ok    ' : 'FAILED'} ${pf.step}${pf.output ? `: ${pf.output.replace(/\n/g, ' | ')}` : ''}`);
     for (const s of allSteps) {
       const verdict = p?.steps.find((x) => x.step === s.name)?.verdict;
       w(

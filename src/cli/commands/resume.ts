@@ -58,7 +58,7 @@ export async function loadRecordedRun(argv: Args, opts: { force: boolean; verb: 
   }
   const starts = records.filter((r) => r.type === 'run-start') as unknown as RecordedStart[];
   const first = starts[0];
-  if (!first || !first.runbook_file || !first.inputs) {
+  if (!first?.runbook_file || !first.inputs) {
     throw new RunbookError(
       'E_RUN_NO_PLAN',
       `run ${runId} died before it recorded its plan (${path}); no host was changed by it. Start a new run with runbook apply`,

@@ -23,14 +23,14 @@ export function runsTable(runs: RunSummary[]): string {
     ]);
   }
   const w = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  return rows.map((r) => r.map((x, c) => (c === r.length - 1 ? x : x.padEnd(w[c]))).join('  ')).join('\n') + '\n';
+  return `${rows.map((r) => r.map((x, c) => (c === r.length - 1 ? x : x.padEnd(w[c]))).join('  ')).join('\n')}\n`;
 }
 
 export async function run(argv: Args): Promise<number> {
   const stateDir = resolveStateDir(argv['state-dir']);
   const runs = await listRuns(stateDir);
   if (argv.json) {
-    for (const r of runs) process.stdout.write(JSON.stringify(r) + '\n');
+    for (const r of runs) process.stdout.write(`${JSON.stringify(r)}\n`);
     return 0;
   }
   if (runs.length === 0) {

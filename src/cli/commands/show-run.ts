@@ -119,8 +119,8 @@ export async function run(argv: Args): Promise<number> {
   const sum = summarizeRun(runId, path, records, torn);
   const views = hostViews(records);
   if (argv.json) {
-    process.stdout.write(JSON.stringify({ type: 'run', ...sum }) + '\n');
-    for (const v of views) process.stdout.write(JSON.stringify({ type: 'host', ...v }) + '\n');
+    process.stdout.write(`${JSON.stringify({ type: 'run', ...sum })}\n`);
+    for (const v of views) process.stdout.write(`${JSON.stringify({ type: 'host', ...v })}\n`);
     return 0;
   }
   const out: string[] = [];
@@ -139,6 +139,6 @@ export async function run(argv: Args): Promise<number> {
     out.push('');
     out.push(`The run did not finish. Continue it: runbook resume ${sum.run_id}   or undo it: runbook rollback ${sum.run_id}`);
   }
-  process.stdout.write(out.join('\n') + '\n');
+  process.stdout.write(`${out.join('\n')}\n`);
   return 0;
 }

@@ -69,5 +69,5 @@ export function showText(rb: Runbook, o: { paint?: Paint; cwd?: string } = {}): 
   }
   lines.push('', p.bold(`Steps (per host, in order; on failure the rollbacks run in reverse):`));
   for (const s of rb.steps) lines.push(...step(s, p));
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

@@ -53,7 +53,7 @@ export async function run(argv: Args): Promise<number> {
     removed = true;
     const msg = `removed the lock on ${host} (${path}) held by ${describeHolder(holder)}; recorded in ${journal.path}`;
     if (argv.json)
-      process.stdout.write(JSON.stringify({ type: 'lock-broken', host, lock_path: path, holder, journal: journal.path }) + '\n');
+      process.stdout.write(`${JSON.stringify({ type: 'lock-broken', host, lock_path: path, holder, journal: journal.path })}\n`);
     else process.stderr.write(`runbook: ${msg}\n`);
     if (!hadJournal && !argv.json)
       process.stderr.write(
