@@ -2,12 +2,19 @@
 // transport (no I/O). End-to-end behaviour over real processes is in e2e-local.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { runPlan, rollbackRun, Engine, type EngineOptions, type HostResumeState } from '../src/engine/engine.js';
+import { runPlan, Engine, type EngineOptions } from '../src/engine/engine.js';
+import type { HostResumeState } from '../src/plan/types.js';
 import type { RunEvent, JournalSink } from '../src/engine/events.js';
 import type { Runbook, StepSpec } from '../src/runbook/types.js';
 import type { PlannedHost } from '../src/plan/types.js';
 import { createPlan, splitBatches, resolveCount } from '../src/plan/plan.js';
 import { TransportError, type ExecOptions, type ExecResult, type Transport } from '../src/transport/types.js';
+
+/** A type guard for events of one type. */
+const isType =
+  <T extends RunEvent['type']>(type: T) =>
+  (e: RunEvent): e is Extract<RunEvent, { type: T }> =>
+    e.type === type;
 
 type Behaviour = (host: string, script: string, call: number) => Partial<ExecResult> | 'lost' | Promise<Partial<ExecResult> | 'lost'>;
 
@@ -124,7 +131,7 @@ test('step 3 of 4 fails: rollbacks 3,2,1 in that order, rolled-back, exit 2', as
   assert.equal(result.hosts.h1, 'rolled-back');
   assert.equal(result.exit_code, 2);
   assert.deepEqual(
-    events.filter((e) => e.type === 'rollback-end').map((e) => (e as any).step),
+    events.filter(isType('rollback-end')).map((e) => e.step),
     ['s3', 's2', 's1'],
   );
 });
@@ -137,7 +144,7 @@ test('skipped and ok steps owe no rollback', async () => {
     ['no', 'done', 'run s3', 'run s4', 'undo s4', 'undo s3'],
   );
   assert.deepEqual(
-    events.filter((e) => e.type === 'step-end').map((e) => (e as any).status),
+    events.filter(isType('step-end')).map((e) => e.status),
     ['skipped', 'ok', 'changed', 'failed'],
   );
   assert.equal(result.hosts.h1, 'rolled-back');
@@ -164,7 +171,7 @@ test('verify holds on its 3rd attempt', async () => {
   const rb = runbook([step('s1', 0, { verify: { run: 'check', retries: 3, delayMs: 5 } })]);
   const { result, events } = await go(rb, 1, (_h, s, n) => ({ code: s === 'check' && n < 3 ? 1 : 0 }));
   assert.equal(result.hosts.h1, 'changed');
-  const end = events.find((e) => e.type === 'step-end') as any;
+  const end = events.find(isType('step-end'))!;
   assert.equal(end.attempts, 3);
   assert.equal(end.stage, 'verify');
 });
@@ -181,7 +188,7 @@ test('a timed-out run fails the step', async () => {
   const rb = runbook([step('s1', 0)]);
   const { result, events } = await go(rb, 1, (_h, s) => (s === 'run s1' ? { code: null, timedOut: true, signal: 'SIGKILL' } : { code: 0 }));
   assert.equal(result.hosts.h1, 'rolled-back');
-  assert.equal((events.find((e) => e.type === 'step-end') as any).timed_out, true);
+  assert.equal(events.find(isType('step-end'))?.timed_out, true);
 });
 
 test('max_failed 0 with serial 1: the first failure stops new hosts', async () => {
@@ -260,7 +267,7 @@ test('unreachable host: unreachable, counts against the budget', async () => {
 test('connection lost mid-step: outcome unknown, reconnect, roll back', async () => {
   const rb = runbook([step('s1', 0), step('s2', 1)]);
   const { result, events, log } = await go(rb, 1, (_h, s) => (s === 'run s2' ? 'lost' : { code: 0 }));
-  assert.equal((events.filter((e) => e.type === 'step-end')[1] as any).status, 'unknown');
+  assert.equal(events.filter(isType('step-end'))[1].status, 'unknown');
   assert.deepEqual(
     log.slice(-2).map((l) => l.split(':')[1]),
     ['undo s2', 'undo s1'],
@@ -272,7 +279,6 @@ test('connection lost mid-step and cannot reconnect: needs-attention', async () 
   const rb = runbook([step('s1', 0), step('s2', 1)]);
   const { result } = await go(rb, 1, (_h, s) => (s === 'run s2' ? 'lost' : { code: 0 }), {
     fake: { h1: { reconnectFails: true } },
-    reconnectAttempts: 1,
   });
   assert.equal(result.hosts.h1, 'needs-attention');
   assert.equal(result.exit_code, 3);
@@ -360,7 +366,7 @@ test('journal cannot be written: no step runs after it, in-flight host rolls bac
 test('resume: durable steps are not repeated, an unknown step is settled by its verify', async () => {
   const rb = runbook([step('s1', 0), step('s2', 1, { verify: { run: 'check s2', retries: 0, delayMs: 0 } }), step('s3', 2)]);
   const resume = new Map<string, HostResumeState>([['h1', { done: new Map([[0, 'changed']]), unknown: 1, ledger: [0], registers: {} }]]);
-  const { result, log } = await go(rb, 1, ok, { resume });
+  const { result, log } = await go(rb, 1, ok, { mode: { kind: 'resume', hosts: resume } });
   assert.deepEqual(
     log.map((l) => l.split(':')[1]),
     ['check s2', 'run s3'],
@@ -371,7 +377,7 @@ test('resume: durable steps are not repeated, an unknown step is settled by its 
 test('resume: an unknown step that did not take effect rolls back the whole ledger', async () => {
   const rb = runbook([step('s1', 0), step('s2', 1, { verify: { run: 'check s2', retries: 0, delayMs: 0 } }), step('s3', 2)]);
   const resume = new Map<string, HostResumeState>([['h1', { done: new Map([[0, 'changed']]), unknown: 1, ledger: [0], registers: {} }]]);
-  const { result, log } = await go(rb, 1, (_h, s) => ({ code: s === 'check s2' ? 1 : 0 }), { resume });
+  const { result, log } = await go(rb, 1, (_h, s) => ({ code: s === 'check s2' ? 1 : 0 }), { mode: { kind: 'resume', hosts: resume } });
   assert.deepEqual(
     log.map((l) => l.split(':')[1]),
     ['check s2', 'undo s2', 'undo s1'],
@@ -379,13 +385,13 @@ test('resume: an unknown step that did not take effect rolls back the whole ledg
   assert.equal(result.hosts.h1, 'rolled-back');
 });
 
-test('rollbackRun unwinds a recorded ledger in reverse', async () => {
+test('rollback mode unwinds a recorded ledger in reverse', async () => {
   const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
   const plan = createPlan(rb, hosts(2), { runId: 'r', forks: 5 });
   const log: string[] = [];
-  const r = await rollbackRun({
+  const r = await runPlan({
     plan,
-    ledgers: new Map([['h1', [0, 2]]]),
+    mode: { kind: 'rollback', undo: new Map([['h1', [0, 2]]]) },
     emit: () => {},
     transport: (h) => new FakeTransport(h.name, ok, log),
     localTransport: (h) => new FakeTransport(h.name, ok, log),
@@ -436,7 +442,7 @@ test('host lost during the unwind: one reconnect try, the rest is marked not att
     log.map((l) => l.split(':')[1]),
     ['run s1', 'run s2', 'run s3', 'undo s3'],
   );
-  const ends = events.filter((e) => e.type === 'rollback-end') as any[];
+  const ends = events.filter(isType('rollback-end'));
   assert.deepEqual(
     ends.map((e) => [e.step, e.status]),
     [
@@ -445,6 +451,6 @@ test('host lost during the unwind: one reconnect try, the rest is marked not att
       ['s1', 'failed'],
     ],
   );
-  assert.match(ends[1].message, /not attempted/);
+  assert.match(ends[1].message ?? '', /not attempted/);
   assert.equal(result.hosts.h1, 'needs-attention');
 });

@@ -4,8 +4,11 @@ import { mkdtempSync, readFileSync, statSync, symlinkSync, mkdirSync, writeFileS
 import { tmpdir, homedir } from 'node:os';
 import { join } from 'node:path';
 import { openJournal, newRunId, defaultStateDir, journalPath, isRunId } from '../src/journal/writer.js';
-import { parseJournal, readJournal, hostStates, listRuns, type JournalRecord } from '../src/journal/reader.js';
+import { parseJournal, readJournal, listRuns } from '../src/journal/reader.js';
 import { RunbookError } from '../src/core/errors.js';
+import { replay } from '../src/journal/history.js';
+import { hostRecovery } from '../src/plan/recovery.js';
+import type { Runbook } from '../src/runbook/types.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'rb-journal-'));
 const lines = (p: string) =>
@@ -183,11 +186,11 @@ test('writer: reopening a journal appends; a torn tail left by a crash is cut of
   const dir = tmp();
   const id = newRunId();
   const j1 = await openJournal(dir, id, { fsync: true });
-  j1.write({ type: 'run-start', run_id: id });
+  j1.write(full({ type: 'run-start', run_id: id }));
   await j1.close();
   appendFileSync(j1.path, '{"type":"step-start","host":"a","ind'); // crash mid-write
   const j2 = await openJournal(dir, id, { fsync: true });
-  j2.write({ type: 'run-start', run_id: id, again: true });
+  j2.write(full({ type: 'run-start', run_id: id, again: true }));
   await j2.close();
   const { records, torn } = await readJournal(j2.path);
   assert.equal(torn, false);
@@ -195,7 +198,7 @@ test('writer: reopening a journal appends; a torn tail left by a crash is cut of
     records.map((r) => r.type),
     ['journal-open', 'run-start', 'journal-close', 'journal-open', 'run-start', 'journal-close'],
   );
-  assert.equal(records[3].torn_bytes_dropped, 36);
+  assert.equal(records[3].type === 'journal-open' && records[3].torn_bytes_dropped, 36);
 });
 
 test('newRunId: shape, sortable by time, unique', () => {
@@ -218,7 +221,15 @@ test('defaultStateDir: RUNBOOK_STATE_DIR, else XDG_STATE_HOME/runbook, else ~/.l
 // ---------------------------------------------------------------------------------------------
 // reader
 
-const J = (recs: object[]) => recs.map((r) => `${JSON.stringify(r)}\n`).join('');
+/** A record with the fields the decoder requires filled in (tests name only what they test). */
+function full(r: Record<string, unknown>): Record<string, unknown> {
+  const base: Record<string, unknown> = { time: 't' };
+  if (r.type === 'run-start') Object.assign(base, { run_id: 'r', runbook: 'rb', hosts: [] });
+  if (typeof r.type === 'string' && /^(step|rollback)-/.test(r.type)) Object.assign(base, { step: `s${String(r.index)}` });
+  if (typeof r.type === 'string' && r.type.startsWith('step-')) base.phase = 'step';
+  return { ...base, ...r };
+}
+const J = (recs: object[]) => recs.map((r) => `${JSON.stringify(full(r as Record<string, unknown>))}\n`).join('');
 
 test('reader: a torn last line (no newline) is ignored and reported', () => {
   const text = `${J([{ type: 'run-start' }, { type: 'host-start', host: 'a' }])}{"type":"step-sta`;
@@ -252,9 +263,24 @@ test('reader: a malformed line in the middle is E_JOURNAL_CORRUPT naming file an
       return true;
     },
   );
-  assert.throws(() => parseJournal(`${J([{ type: 'a' }])}[1,2]\n${J([{ type: 'b' }])}`, '/j'), /line 2 is not a journal record/);
-  assert.throws(() => parseJournal(`${J([{ type: 'a' }])}\n${J([{ type: 'b' }])}`, '/j'), /line 2 is not valid JSON/);
-  assert.throws(() => parseJournal(`{"notype":1}\n${J([{ type: 'b' }])}`, '/j'), /line 1 is not a journal record/);
+  const ok = J([{ type: 'run-start' }]);
+  assert.throws(() => parseJournal(`${ok}[1,2]\n${ok}`, '/j'), /line 2 is not a journal record/);
+  assert.throws(() => parseJournal(`${ok}\n${ok}`, '/j'), /line 2 is not valid JSON/);
+  assert.throws(() => parseJournal(`{"notype":1}\n${ok}`, '/j'), /line 1 is not a journal record/);
+  // Decoded against the schema: a record that lacks what recovery relies on is corrupt, not guessed at.
+  assert.throws(
+    () => parseJournal(`${J([{ type: 'step-end', host: 'a', status: 'changed' }])}${ok}`, '/j'),
+    /line 1 \(step-end\) lacks its field "index"/,
+  );
+  assert.throws(
+    () => parseJournal(`${J([{ type: 'host-end', host: 'a', status: 'fine' }])}${ok}`, '/j'),
+    /line 1 \(host-end\) has a bad "status"/,
+  );
+  assert.throws(() => parseJournal(`${J([{ type: 'teleport' }])}${ok}`, '/j'), /line 1 has an unknown record type "teleport"/);
+  assert.throws(
+    () => parseJournal(`${J([{ type: 'journal-open', v: 99 }])}${ok}`, '/j'),
+    (e: unknown) => (e as RunbookError).code === 'E_JOURNAL_VERSION',
+  );
 });
 
 test('reader: empty file, missing file', async () => {
@@ -264,7 +290,7 @@ test('reader: empty file, missing file', async () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// hostStates
+// replay (journal -> run history) and hostRecovery (history + runbook -> resume state / ledger)
 
 const steps = [
   { index: 0, rollback: 'undo0' },
@@ -273,6 +299,7 @@ const steps = [
   { index: 3, rollback: 'undo3' },
   { index: 4, rollback: 'undo4' },
 ];
+const book = { steps, preflight: [{ index: 0, register: 'pre' }] } as unknown as Pick<Runbook, 'steps' | 'preflight'>;
 const ss = (host: string, index: number, phase = 'step') => ({ type: 'step-start', host, index, phase, step: `s${index}` });
 const se = (host: string, index: number, status: string, stage: string, extra: object = {}) => ({
   type: 'step-end',
@@ -284,8 +311,13 @@ const se = (host: string, index: number, status: string, stage: string, extra: o
   stage,
   ...extra,
 });
+/** Replays records (through the decoder, as a journal file is read) and plans recovery per host. */
+function states(recs: object[]) {
+  const h = replay(parseJournal(J(recs), '/j').records, { runId: 'r', path: '/j' });
+  return new Map([...h.hosts].map(([name, s]) => [name, { ...s, ...hostRecovery(s, book) }]));
+}
 
-test('hostStates: done outcomes, the unknown step, ledger of started steps with a rollback, registers', () => {
+test('replay: done outcomes, the unknown step, ledger of started steps with a rollback, registers', () => {
   const recs = [
     { type: 'journal-open' },
     { type: 'run-start', hosts: ['a', 'b', 'c'] },
@@ -312,8 +344,8 @@ test('hostStates: done outcomes, the unknown step, ledger of started steps with 
     { type: 'host-start', host: 'b', batch: 0 },
     ss('b', 0),
     se('b', 0, 'ok', 'unless'),
-  ] as JournalRecord[];
-  const st = hostStates(recs, { steps, preflight: [{ index: 0, register: 'pre' }] });
+  ];
+  const st = states(recs);
   const a = st.get('a')!;
   assert.equal(a.started, true);
   assert.equal(a.finished, undefined);
@@ -328,19 +360,20 @@ test('hostStates: done outcomes, the unknown step, ledger of started steps with 
     ],
   );
   assert.equal(a.unknown, 4);
-  assert.deepEqual(a.ledger, [0, 2], 'step 1 has no rollback, 3 was skipped, 4 is unknown');
-  assert.deepEqual(a.registers, { pre: { stdout: 'pf', stderr: '', code: 0 }, out2: { stdout: 'hello', stderr: 'w', code: 0 } });
+  assert.deepEqual(a.resume?.ledger, [0, 2], 'step 1 has no rollback, 3 was skipped, 4 is unknown');
+  assert.deepEqual(a.undo, [0, 2, 4], 'a rollback also undoes the unknown step, first');
+  assert.deepEqual(a.resume?.registers, { pre: { stdout: 'pf', stderr: '', code: 0 }, out2: { stdout: 'hello', stderr: 'w', code: 0 } });
+  assert.deepEqual(a.ran, [0, 1, 2], 'every started step, before the runbook says which have a rollback');
   const b = st.get('b')!;
   assert.equal(b.unknown, undefined);
-  assert.deepEqual(b.ledger, [], 'unless said done: the run never started');
+  assert.deepEqual(b.resume?.ledger, [], 'unless said done: the run never started');
   const c = st.get('c')!;
   assert.equal(c.started, false);
   assert.equal(c.preflightDone, false);
-  // Without the steps, every started step counts (the engine drops what has no rollback).
-  assert.deepEqual(hostStates(recs).get('a')!.ledger, [0, 1, 2]);
+  assert.equal(c.resume, undefined, 'never worked on: a resume starts it normally');
 });
 
-test('hostStates: rollbacks already done leave the ledger; an interrupted rollback stays; a later resume appends', () => {
+test('replay: rollbacks already done leave the ledger; an interrupted rollback stays; a later resume appends', () => {
   const recs = [
     { type: 'run-start', hosts: ['a'] },
     { type: 'host-start', host: 'a' },
@@ -353,9 +386,9 @@ test('hostStates: rollbacks already done leave the ledger; an interrupted rollba
     { type: 'rollback-start', host: 'a', index: 3 },
     { type: 'rollback-end', host: 'a', index: 3, status: 'ok' },
     { type: 'rollback-start', host: 'a', index: 2 }, // died here
-  ] as JournalRecord[];
-  const a = hostStates(recs, { steps }).get('a')!;
-  assert.deepEqual(a.ledger, [0, 2]);
+  ];
+  const a = states(recs).get('a')!;
+  assert.deepEqual(a.resume?.ledger, [0, 2]);
   assert.deepEqual([...a.rolledBack], [3]);
   assert.equal(a.rollbackInFlight, 2);
   assert.equal(a.done.get(3), 'failed', 'a failed step stays failed after its rollback (the engine finishes the unwind)');
@@ -370,9 +403,9 @@ test('hostStates: rollbacks already done leave the ledger; an interrupted rollba
     { type: 'rollback-start', host: 'a', index: 0 },
     { type: 'rollback-end', host: 'a', index: 0, status: 'failed' },
     { type: 'host-end', host: 'a', status: 'needs-attention' },
-  ] as JournalRecord[];
-  const a2 = hostStates(more, { steps }).get('a')!;
-  assert.deepEqual(a2.ledger, [0], 'the failed rollback is still owed');
+  ];
+  const a2 = states(more).get('a')!;
+  assert.deepEqual(a2.undo, [0], 'the failed rollback is still owed');
   assert.deepEqual([...a2.rollbackFailed], [0]);
   assert.equal(a2.rollbackInFlight, undefined);
   assert.equal(a2.finished, 'needs-attention');
@@ -380,25 +413,23 @@ test('hostStates: rollbacks already done leave the ledger; an interrupted rollba
   assert.equal(a2.done.get(0), 'changed', 'its rollback failed: still in effect');
 });
 
-test('hostStates: a recorded unknown outcome (connection lost) stays unknown; a resumed outcome settles it', () => {
-  const recs = [{ type: 'host-start', host: 'a' }, ss('a', 0), se('a', 0, 'unknown', 'run')] as JournalRecord[];
-  const a = hostStates(recs, { steps }).get('a')!;
+test('replay: a recorded unknown outcome (connection lost) stays unknown; a resumed outcome settles it', () => {
+  const recs = [{ type: 'host-start', host: 'a' }, ss('a', 0), se('a', 0, 'unknown', 'run')];
+  const a = states(recs).get('a')!;
   assert.equal(a.unknown, 0);
   assert.equal(a.done.has(0), false);
-  const resumed = hostStates(
-    [
-      ...recs,
-      { type: 'host-start', host: 'a' },
-      ss('a', 0),
-      se('a', 0, 'changed', 'verify'),
-      { type: 'host-end', host: 'a', status: 'changed' },
-    ] as JournalRecord[],
-    { steps },
-  ).get('a')!;
+  const resumed = states([
+    ...recs,
+    { type: 'host-start', host: 'a' },
+    ss('a', 0),
+    se('a', 0, 'changed', 'verify'),
+    { type: 'host-end', host: 'a', status: 'changed' },
+  ]).get('a')!;
   assert.equal(resumed.unknown, undefined);
   assert.equal(resumed.done.get(0), 'changed');
-  assert.deepEqual(resumed.ledger, [0]);
+  assert.deepEqual(resumed.resume?.ledger, [0]);
   assert.equal(resumed.finished, 'changed');
+  assert.deepEqual(resumed.events, ['resumed at t'], 'show-run says the host was resumed');
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -1,15 +1,7 @@
 /** Typed events from the engine. Renderers (src/report) and the journal subscribe. */
-export type StepStatus = 'skipped' | 'ok' | 'changed' | 'failed' | 'unknown';
-/** A step's output kept by `register:` (engine) and rebuilt from the journal (resume). */
-export interface Registered {
-  stdout: string;
-  stderr: string;
-  code: number | null;
-}
+import type { HostStatus, Phase, RunStatus, StepStatus } from '../core/status.js';
 
-export type HostStatus = 'ok' | 'changed' | 'failed' | 'rolled-back' | 'needs-attention' | 'unreachable' | 'skipped';
-export type RunStatus = 'ok' | 'failed' | 'needs-attention' | 'interrupted';
-export type Phase = 'preflight' | 'step';
+export type { HostStatus, Phase, Registered, RunStatus, StepStatus } from '../core/status.js';
 
 interface Base {
   time: string;
@@ -29,8 +21,26 @@ export interface RunStartEvent extends Base {
   /** Journal-only context for resume (absolute runbook path, sha256, inputs, plan). */
   runbook_file?: string;
   runbook_hash?: string;
-  inputs?: unknown;
-  plan?: unknown;
+  inputs?: RunInputs;
+  plan?: RecordedPlan;
+}
+
+/** What a run was started with (journaled in run-start), so resume and rollback rebuild the same plan. */
+export interface RunInputs {
+  /** Absolute inventory sources. */
+  inventory: string[];
+  limit?: string;
+  /** -e values as given, secret ones redacted ("***"). */
+  extra_vars: string[];
+  cwd: string;
+  options: { forks?: number; user?: string; 'private-key'?: string };
+}
+
+/** The resolved plan as journaled: hosts (connection without secrets), batches, budget. */
+export interface RecordedPlan {
+  hosts: Array<{ name: string; connection: { kind?: string; address?: string; port?: number; user?: string } & Record<string, unknown> }>;
+  batches: string[][];
+  max_failed: number;
 }
 export interface HostStartEvent extends Base {
   type: 'host-start';

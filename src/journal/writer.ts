@@ -18,6 +18,7 @@ import { homedir, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { RunbookError } from '../core/errors.js';
 import type { JournalSink } from '../engine/events.js';
+import { JOURNAL_VERSION } from './records.js';
 
 export interface JournalStats {
   /** Records passed to write(). */
@@ -163,7 +164,7 @@ class Writer implements JournalWriter {
     for (;;) {
       if (this.failed) throw this.failed;
       if (this.durable >= target) return;
-      if (this.inflight) {
+      if (this.inflight !== null) {
         // A flush is running; it may not carry our records (they arrived after it took the
         // buffer). Wait, then re-check: the first waiter to wake starts the next flush and the
         // others join it.
@@ -297,6 +298,7 @@ export async function openJournal(stateDir: string, runId: string, opts: OpenJou
     w.write({
       type: 'journal-open',
       time: new Date().toISOString(),
+      v: JOURNAL_VERSION,
       run_id: runId,
       controller: hostname(),
       pid: process.pid,

@@ -1,4 +1,5 @@
 import type { Runbook } from '../runbook/types.js';
+import type { HostStatus, Registered, StepStatus } from '../core/status.js';
 import type { ConnectionSpec } from '../inventory/types.js';
 
 export interface PlannedHost {
@@ -23,4 +24,16 @@ export interface Plan {
   forks: number;
   /** Secret values (become passwords, secret vars): every sink redacts them. */
   secrets: string[];
+}
+
+/** What the journal says about a host of an earlier (dead) run, for resume (src/plan/recovery.ts). */
+export interface HostResumeState {
+  /** Durable outcomes of main-phase steps, by index. */
+  done: Map<number, StepStatus>;
+  /** A step whose intent is durable but whose outcome is not. */
+  unknown?: number;
+  /** Indices of steps that started running and own a rollback not yet done, in order. */
+  ledger: number[];
+  registers: Record<string, Registered>;
+  finished?: HostStatus;
 }

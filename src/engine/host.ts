@@ -1,0 +1,409 @@
+/**
+ * One host's state machine, the same for every mode of a run (apply, resume, rollback, probe):
+ *
+ *   open (connect, lock) -> preflight -> steps -> end
+ *                 \______________\__________\__> fail / abort / lost -> unwind the ledger -> end
+ *
+ * The rules for what an outcome means for the host are written once, here:
+ * - lost (cannot connect, lock or reach the host between steps): nothing owed -> `unreachable`
+ *   (counts against the budget); owed and never reached -> `needs-attention`; owed and the
+ *   link dropped -> reconnect and unwind as for a failed step.
+ * - a failed or unknown step: its own rollback, then the earlier ones in reverse; every
+ *   rollback ok -> `rolled-back`, else `needs-attention`.
+ * - locked by another run, or a failed preflight -> `skipped`, nothing changed.
+ */
+import { RunbookError } from '../core/errors.js';
+import type { HostResumeState } from '../plan/types.js';
+import type { StepSpec } from '../runbook/types.js';
+import type { ExecResult } from '../transport/types.js';
+import { TransportError } from '../transport/types.js';
+import type { HostStatus } from './events.js';
+import type { ProbeResult } from './options.js';
+import { errMessage, JournalStop, type RunScope, StepRunner, type StepOutcome, tail } from './step.js';
+
+/** What a host needs from the fleet around it. */
+export interface FleetScope extends RunScope {
+  readonly runId: string;
+  /** Interrupted, or the journal is broken: stop changing hosts. */
+  readonly stopping: boolean;
+  readonly journalError?: string;
+  countFailure(): void;
+  /** Records a host's final status; false if it already has one. */
+  settle(host: string, status: HostStatus): boolean;
+  redact(s: string): string;
+}
+
+export class HostRun extends StepRunner {
+  private readonly changed: string[] = [];
+  private started = Date.now();
+  private connected = false;
+  private locked = false;
+  private closed = false;
+
+  constructor(
+    private readonly fleet: FleetScope,
+    host: StepRunner['host'],
+  ) {
+    super(fleet, host);
+  }
+
+  private get steps(): StepSpec[] {
+    return this.fleet.opts.plan.runbook.steps;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Opening
+
+  /** Connects and, with `lock`, takes the host lock. false: the host ended here (lost or locked). */
+  async open(lock: boolean): Promise<boolean> {
+    try {
+      await this.t.connect();
+    } catch (err) {
+      await this.lost(err);
+      return false;
+    }
+    this.connected = true;
+    for (const w of this.t.warnings ?? []) this.fleet.emit({ type: 'warning', host: this.host.name, message: w });
+    const hostLock = this.fleet.opts.lock;
+    if (!lock || !hostLock) return true;
+    try {
+      await hostLock.acquire(this.t, this.host.name);
+      this.locked = true;
+      return true;
+    } catch (err) {
+      if (err instanceof TransportError) await this.lost(err);
+      else await this.end('skipped', errMessage(err));
+      return false;
+    }
+  }
+
+  /** Runs the preflight; false: the host ended (preflight failed, lost, interrupted). */
+  async preflight(): Promise<boolean> {
+    for (const step of this.fleet.opts.plan.runbook.preflight) {
+      if (this.fleet.interrupted) {
+        await this.end('skipped', 'interrupted during preflight');
+        return false;
+      }
+      let r: StepOutcome;
+      try {
+        r = await this.runStep(step);
+      } catch (err) {
+        if (!(err instanceof TransportError)) throw err;
+        await this.lost(err);
+        return false;
+      }
+      if (r.status === 'failed') {
+        await this.end('skipped', `preflight "${step.name}" failed: ${r.reason}`, step.name);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // apply / resume
+
+  /** Takes over what a dead run left on this host: its registers now, its ledger when steps start. */
+  adopt(rs: HostResumeState): void {
+    this.registers = { ...rs.registers };
+  }
+
+  /** The main steps, in order; `rs`: continue where a dead run stopped. */
+  async apply(batch: number, rs?: HostResumeState): Promise<void> {
+    this.started = Date.now();
+    this.fleet.emit({ type: 'host-start', host: this.host.name, batch });
+    try {
+      await this.fleet.sync();
+      const steps = this.steps;
+      if (rs) {
+        this.ledger = rs.ledger.map((i) => steps[i]);
+        // The dead run had already failed a step on this host: finish its unwind.
+        const failed = [...rs.done.entries()].find(([, st]) => st === 'failed' || st === 'unknown');
+        if (failed) {
+          for (const [i, st] of rs.done) if (st === 'changed') this.changed.push(steps[i].name);
+          return await this.fail(steps[failed[0]], { status: 'failed', stage: 'run', code: null, reason: 'failed in the interrupted run' });
+        }
+      }
+      for (const step of steps) {
+        const before = rs?.done.get(step.index);
+        if (before !== undefined) {
+          if (before === 'changed') this.changed.push(step.name);
+          continue;
+        }
+        if (this.fleet.stopping) {
+          return await this.abort(this.fleet.interrupted ? 'interrupted' : `the run journal cannot be written: ${this.fleet.journalError}`);
+        }
+        const r = rs?.unknown === step.index ? await this.settleUnknown(step) : await this.runStep(step);
+        if (r.status === 'changed') this.changed.push(step.name);
+        if (r.status === 'failed' || r.status === 'unknown') return await this.fail(step, r);
+      }
+      await this.end(this.changed.length ? 'changed' : 'ok');
+    } catch (err) {
+      if (err instanceof JournalStop) return this.abort(`the run journal cannot be written: ${err.message}`);
+      if (err instanceof TransportError) return this.lost(err);
+      throw err;
+    }
+  }
+
+  /** A step's intent was durable in a dead run but not its outcome: learn what happened. */
+  private async settleUnknown(step: StepSpec): Promise<StepOutcome> {
+    const started = Date.now();
+    this.fleet.emit({ type: 'step-start', host: this.host.name, step: step.name, phase: step.phase, index: step.index });
+    if (step.rollback) this.ledger.push(step);
+    const probe = step.verify
+      ? { run: step.verify.run, stage: 'verify' as const }
+      : step.unless
+        ? { run: step.unless, stage: 'unless' as const }
+        : undefined;
+    let out: StepOutcome;
+    if (!probe) {
+      const reason = 'the dead run started this step and it has no verify or unless to tell whether it took effect';
+      out = { status: 'failed', stage: 'run', code: null, reason };
+    } else {
+      const cmd = this.render(probe.run);
+      const res = await this.exec(step, cmd);
+      out =
+        res.code === 0
+          ? { status: 'changed', stage: probe.stage, code: 0, result: res, command: cmd }
+          : {
+              status: 'failed',
+              stage: probe.stage,
+              code: res.code,
+              result: res,
+              command: cmd,
+              reason: `the dead run's step did not take effect (${probe.stage} exit ${res.code})`,
+            };
+    }
+    this.endStep(step, out, started);
+    return out;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // rollback
+
+  /** Undoes `indices` (in run order: the last is undone first) of an earlier run. */
+  async undo(indices: number[]): Promise<void> {
+    this.ledger = indices.map((i) => this.steps[i]);
+    this.fleet.emit({ type: 'host-start', host: this.host.name, batch: 0 });
+    if (!(await this.open(true))) return;
+    const ok = await this.unwind();
+    await this.end(ok ? 'rolled-back' : 'needs-attention', ok ? undefined : 'a rollback failed; fix the host by hand');
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Failure paths: the rules, once
+
+  /** The host cannot be reached (connect, lock, or outside a step's command). */
+  async lost(err: unknown): Promise<void> {
+    if (this.ledger.length === 0 && this.changed.length === 0) {
+      this.fleet.countFailure();
+      return this.end('unreachable', errMessage(err));
+    }
+    if (!this.connected) {
+      return this.end(
+        'needs-attention',
+        `cannot reach the host to roll back: ${errMessage(err)}; run runbook rollback ${this.fleet.runId} again when it is back`,
+      );
+    }
+    return this.fail(this.current, { status: 'unknown', stage: 'run', code: null, reason: errMessage(err) });
+  }
+
+  /** A step failed, or its outcome is unknown (`step` undefined: the link dropped between steps). */
+  private async fail(step: StepSpec | undefined, r: StepOutcome): Promise<void> {
+    this.fleet.countFailure();
+    const what = step ? `step "${step.name}" ${r.status === 'unknown' ? 'has an unknown outcome' : 'failed'}` : 'the connection was lost';
+    const why = `${what}: ${r.reason ?? ''}`.trim();
+    if (r.status === 'unknown') {
+      // The connection died: reconnect to run the rollbacks, or hand the host to a human.
+      try {
+        await this.t.reconnect();
+      } catch (err) {
+        return this.end(
+          'needs-attention',
+          `${why}; could not reconnect to roll back (${errMessage(err)}); check the host by hand, then run: runbook rollback ${this.fleet.runId}`,
+          step?.name,
+        );
+      }
+    }
+    if (this.fleet.opts.rollbackOnFailure === false) {
+      return this.end(
+        this.changed.length || this.ledger.length ? 'needs-attention' : 'failed',
+        `${why}; rollback disabled (--no-rollback)`,
+        step?.name,
+      );
+    }
+    if (this.ledger.length === 0) return this.end('failed', why, step?.name);
+    const ok = await this.unwind();
+    await this.end(ok ? 'rolled-back' : 'needs-attention', ok ? why : `${why}; a rollback failed too, the host needs a human`, step?.name);
+  }
+
+  /** Interrupted or journal broken between steps: undo what this host changed. */
+  private async abort(why: string): Promise<void> {
+    if (this.fleet.opts.rollbackOnFailure === false) {
+      return this.end(this.changed.length ? 'needs-attention' : 'skipped', `${why}; rollback disabled (--no-rollback), host left as it is`);
+    }
+    if (this.ledger.length === 0) {
+      return this.end(
+        this.changed.length ? 'needs-attention' : 'skipped',
+        this.changed.length ? `${why}; steps without rollback changed the host` : why,
+      );
+    }
+    const ok = await this.unwind();
+    await this.end(ok ? 'rolled-back' : 'needs-attention', ok ? why : `${why}; a rollback failed, the host needs a human`);
+  }
+
+  /**
+   * Runs the ledger in reverse: the failed step's own rollback first (it was pushed last),
+   * then earlier changed steps. A failing rollback does not stop the unwind.
+   */
+  private async unwind(): Promise<boolean> {
+    let allOk = true;
+    let lost: string | undefined; // set once the host cannot be reached again: the rest is not attempted
+    while (this.ledger.length) {
+      const step = this.ledger.pop()!;
+      const started = Date.now();
+      this.fleet.emit({ type: 'rollback-start', host: this.host.name, step: step.name, index: step.index });
+      await this.fleet.sync().catch(() => undefined); // a broken journal must not stop a rollback
+      let res: ExecResult | undefined;
+      let message: string | undefined;
+      let cmd = '';
+      try {
+        cmd = this.render(step.rollback!);
+        if (lost) throw new TransportError('E_CONN_LOST', this.host.name, lost);
+        res = await this.exec(step, cmd);
+      } catch (err) {
+        if (lost) {
+          message = `not attempted: ${lost}`;
+        } else if (err instanceof TransportError) {
+          try {
+            await this.t.reconnect();
+            res = await this.exec(step, cmd);
+          } catch (err2) {
+            lost = `the host cannot be reached (${errMessage(err2)})`;
+            message = `connection lost during rollback: ${errMessage(err2)}`;
+          }
+        } else {
+          message = errMessage(err);
+        }
+      }
+      const ok = res !== undefined && res.code === 0 && !res.timedOut;
+      if (!ok) allOk = false;
+      if (res && !ok) message = res.timedOut ? `timed out after ${step.timeoutMs} ms` : `exit ${res.code ?? res.signal}`;
+      this.fleet.emit({
+        type: 'rollback-end',
+        host: this.host.name,
+        step: step.name,
+        index: step.index,
+        status: ok ? 'ok' : 'failed',
+        code: res?.code ?? null,
+        duration_ms: Date.now() - started,
+        stdout: tail(res?.stdout ?? ''),
+        stderr: tail(res?.stderr ?? ''),
+        command: cmd,
+        ...(message ? { message } : {}),
+      });
+    }
+    return allOk;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The end
+
+  async end(status: HostStatus, message?: string, failedStep?: string): Promise<void> {
+    if (!this.fleet.settle(this.host.name, status)) return;
+    this.fleet.emit({
+      type: 'host-end',
+      host: this.host.name,
+      status,
+      duration_ms: Date.now() - this.started,
+      ...(message ? { message } : {}),
+      ...(failedStep ? { failed_step: failedStep } : {}),
+      ...(this.changed.length ? { changed_steps: this.changed } : {}),
+    });
+    await this.fleet.sync().catch(() => undefined); // the end is durable before the lock goes
+    await this.close();
+  }
+
+  /** Releases the lock (if held) and closes the connections. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const hostLock = this.fleet.opts.lock;
+    if (this.locked && hostLock) {
+      this.locked = false;
+      await hostLock.release(this.t, this.host.name).catch((err) => {
+        this.fleet.emit({ type: 'warning', host: this.host.name, message: `could not release the host lock: ${errMessage(err)}` });
+      });
+    }
+    await this.closeTransports();
+  }
+
+  /** A host with nothing to undo in a rollback: only drop the lock the earlier run may have left. */
+  async releaseLeftLock(): Promise<void> {
+    const hostLock = this.fleet.opts.lock;
+    if (!hostLock) return;
+    try {
+      await this.t.connect();
+      await hostLock.release(this.t, this.host.name);
+    } catch (err) {
+      this.fleet.emit({
+        type: 'warning',
+        host: this.host.name,
+        message: `could not check for a lock left by run ${this.fleet.runId}: ${errMessage(err)}`,
+      });
+    } finally {
+      this.closed = true;
+      await this.closeTransports();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // probe (plan --probe): read-only
+
+  /** Connect, run the preflight, then each step's when/unless. Never runs a step's `run` or `rollback`. */
+  async probe(): Promise<ProbeResult> {
+    const res: ProbeResult = { host: this.host.name, reachable: true, preflight: [], steps: [] };
+    try {
+      await this.t.connect();
+      for (const step of this.fleet.opts.plan.runbook.preflight) {
+        const r = await this.stepBody(step);
+        this.keepEmptyRegister(step);
+        res.preflight.push({
+          step: step.name,
+          ok: r.status !== 'failed',
+          output: this.fleet.redact(lastLines(r.result ? `${r.result.stdout}\n${r.result.stderr}` : '', 3)),
+          reason: r.reason,
+        });
+        if (r.status === 'failed') {
+          res.blocked = `preflight "${step.name}" failed: ${r.reason}`;
+          break;
+        }
+      }
+      if (!res.blocked) for (const step of this.steps) res.steps.push({ step: step.name, verdict: await this.probeStep(step) });
+    } catch (err) {
+      res.reachable = false;
+      res.blocked = errMessage(err);
+    } finally {
+      this.closed = true;
+      await this.closeTransports();
+    }
+    return res;
+  }
+
+  private async probeStep(step: StepSpec): Promise<string> {
+    try {
+      if (step.when !== undefined && (await this.exec(step, this.render(step.when))).code !== 0) return 'skip (when is false)';
+      if (step.unless !== undefined && (await this.exec(step, this.render(step.unless))).code === 0) {
+        return 'ok (unless is true: already done)';
+      }
+      return 'would run';
+    } catch (err) {
+      if (err instanceof RunbookError) return `unknown until earlier steps run (${err.message})`;
+      throw err;
+    }
+  }
+}
+
+function lastLines(s: string, n: number): string {
+  return s.trim().split('\n').filter(Boolean).slice(-n).join('\n');
+}

@@ -1,0 +1,59 @@
+/** What the engine is given and what it returns. */
+import type { HostResumeState, Plan, PlannedHost } from '../plan/types.js';
+import type { Transport } from '../transport/types.js';
+import type { EventSink, HostStatus, JournalSink, RunStatus } from './events.js';
+
+export interface HostLock {
+  acquire(t: Transport, host: string): Promise<void>;
+  /** Removes the lock if this run holds it. */
+  release(t: Transport, host: string): Promise<void>;
+}
+
+/**
+ * The three modes of one run: a plain apply; a resume of a dead run (per host what its journal
+ * says); a rollback of an earlier run (per host the step indices to undo, in run order).
+ */
+export type RunMode =
+  | { kind: 'apply' }
+  | { kind: 'resume'; hosts: Map<string, HostResumeState> }
+  | { kind: 'rollback'; undo: Map<string, number[]> };
+
+export interface EngineOptions {
+  plan: Plan;
+  /** apply when not given. */
+  mode?: RunMode;
+  /** Transport for a host (ssh or local, by its connection spec). */
+  transport: (h: PlannedHost) => Transport;
+  /** Transport for `local: true` steps of a host (runs on the controller). */
+  localTransport: (h: PlannedHost) => Transport;
+  emit: EventSink;
+  journal?: JournalSink;
+  /** Abort = interrupt: stop starting steps, roll back hosts in flight. */
+  signal?: AbortSignal;
+  /** false (--no-rollback): leave hosts as they are on failure or interrupt. */
+  rollbackOnFailure?: boolean;
+  /** Gate checked before each host starts (maintenance window): a reason string blocks it. */
+  mayStartHost?: () => string | undefined;
+  lock?: HostLock;
+  /** Emit `output` events as command output arrives (--verbose). */
+  streamOutput?: boolean;
+  /** Extra fields for the journal's run-start record (inputs, runbook hash...). */
+  journalRunInfo?: Record<string, unknown>;
+}
+
+export interface RunResult {
+  runId: string;
+  hosts: Record<string, HostStatus>;
+  status: RunStatus;
+  exit_code: number;
+  journalError?: string;
+}
+
+export interface ProbeResult {
+  host: string;
+  reachable: boolean;
+  /** Why the host would not change (unreachable, failed preflight). */
+  blocked?: string;
+  preflight: Array<{ step: string; ok: boolean; output: string; reason?: string }>;
+  steps: Array<{ step: string; verdict: string }>;
+}

@@ -1,0 +1,252 @@
+/**
+ * One step on one host: when -> unless -> run -> verify (retried), rendering every command for
+ * this host and recording the step's end. The host's state machine (host.ts) decides what a
+ * step's outcome means for the host.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { RunbookError } from '../core/errors.js';
+import { lookupPath, renderCommand } from '../plan/template.js';
+import type { PlannedHost } from '../plan/types.js';
+import type { StepSpec, VerifySpec } from '../runbook/types.js';
+import type { ExecResult, Transport } from '../transport/types.js';
+import { TransportError } from '../transport/types.js';
+import type { EventInput, Registered, RunEvent, StepStatus } from './events.js';
+import type { EngineOptions } from './options.js';
+
+const OUTPUT_TAIL = 4096;
+const REGISTER_MAX = 65536;
+
+export function tail(s: string, n = OUTPUT_TAIL): string {
+  return s.length > n ? `…${s.slice(s.length - n)}` : s;
+}
+
+export function errMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export interface StepOutcome {
+  status: StepStatus;
+  stage: 'when' | 'unless' | 'run' | 'verify';
+  code: number | null;
+  result?: ExecResult;
+  command?: string;
+  reason?: string;
+  attempts?: number;
+}
+
+/** Thrown inside a host's flow when the journal cannot be written: stop changing this host. */
+export class JournalStop extends Error {}
+
+/** What a host's steps need from the run around them. */
+export interface RunScope {
+  readonly opts: EngineOptions;
+  readonly interrupted: boolean;
+  emit(e: EventInput, journal?: boolean): void;
+  /** Makes everything journaled so far durable; throws JournalStop when the journal is broken. */
+  sync(): Promise<void>;
+}
+
+/** A host's connection and the step machinery on it. */
+export class StepRunner {
+  readonly t: Transport;
+  private local?: Transport;
+  registers: Record<string, Registered> = {};
+  /** Steps whose run started and own a rollback, in order (the last is undone first). */
+  ledger: StepSpec[] = [];
+  /** The step being worked on (for a connection lost between commands). */
+  current?: StepSpec;
+
+  constructor(
+    protected readonly run: RunScope,
+    readonly host: PlannedHost,
+  ) {
+    this.t = run.opts.transport(host);
+  }
+
+  protected async closeTransports(): Promise<void> {
+    await Promise.allSettled([this.t.close(), this.local?.close()]);
+  }
+
+  render(tpl: string): string {
+    return renderCommand(tpl, (path) => {
+      const root = path.split('.')[0];
+      if (root in this.registers) return lookupPath(this.registers as unknown as Record<string, unknown>, path);
+      return lookupPath(this.host.vars, path);
+    });
+  }
+
+  /** gate: see ExecOptions.gate; awaited here first when the transport cannot take it. */
+  async exec(step: StepSpec, cmd: string, gate?: Promise<void>): Promise<ExecResult> {
+    let t = this.t;
+    if (step.local) {
+      this.local ??= this.run.opts.localTransport(this.host);
+      t = this.local;
+      await t.connect();
+    }
+    if (gate !== undefined && !t.gates) {
+      await gate;
+      gate = undefined;
+    }
+    const name = this.host.name;
+    const onOutput = this.run.opts.streamOutput
+      ? (stream: 'stdout' | 'stderr', data: string) => this.run.emit({ type: 'output', host: name, step: step.name, stream, data }, false)
+      : undefined;
+    return t.exec(cmd, {
+      timeoutMs: step.timeoutMs,
+      become: step.become || undefined, // not set on the step: the host's ansible_become applies
+      becomeUser: this.host.connection.becomeUser,
+      onOutput,
+      ...(gate !== undefined ? { gate } : {}),
+    });
+  }
+
+  /**
+   * A step with its start and end events. Rejects with TransportError only if the connection is
+   * lost before `run` starts (the step's end then says `unknown`).
+   */
+  async runStep(step: StepSpec): Promise<StepOutcome> {
+    const started = Date.now();
+    this.current = step;
+    this.run.emit({ type: 'step-start', host: this.host.name, step: step.name, phase: step.phase, index: step.index });
+    let out: StepOutcome;
+    try {
+      out = await this.stepBody(step);
+    } catch (err) {
+      if (err instanceof TransportError) {
+        this.endStep(step, { status: 'unknown', stage: 'run', code: null, reason: errMessage(err) }, started);
+        throw err;
+      }
+      if (!(err instanceof RunbookError)) throw err;
+      // A template that cannot render for this host (e.g. a register of a skipped step).
+      out = { status: 'failed', stage: 'run', code: null, reason: errMessage(err) };
+    }
+    this.keepEmptyRegister(step);
+    this.endStep(step, out, started);
+    return out;
+  }
+
+  /** A step that did not run still defines its register, so later templates render. */
+  keepEmptyRegister(step: StepSpec): void {
+    if (step.register && !(step.register in this.registers)) this.registers[step.register] = { stdout: '', stderr: '', code: null };
+  }
+
+  /** when -> unless -> run -> verify (retried). The intent is durable before `run` starts. */
+  async stepBody(step: StepSpec): Promise<StepOutcome> {
+    if (step.when !== undefined) {
+      const cmd = this.render(step.when);
+      const r = await this.exec(step, cmd);
+      if (r.timedOut)
+        return {
+          status: 'failed',
+          stage: 'when',
+          code: null,
+          result: r,
+          command: cmd,
+          reason: `when timed out after ${step.timeoutMs} ms`,
+        };
+      if (r.code !== 0) return { status: 'skipped', stage: 'when', code: r.code, result: r, command: cmd };
+    }
+    if (step.unless !== undefined) {
+      const cmd = this.render(step.unless);
+      const r = await this.exec(step, cmd);
+      if (r.code === 0) return { status: 'ok', stage: 'unless', code: 0, result: r, command: cmd };
+    }
+    const cmd = this.render(step.run);
+    // Write-ahead: the step-start intent is on disk before anything changes. The sync is the exec's gate: the
+    // transport opens the channel meanwhile and sends the script only after it; the ledger entry comes first.
+    let gate: Promise<void> | undefined;
+    if (step.phase === 'step') {
+      gate = this.run.sync().then(() => {
+        if (step.rollback) this.ledger.push(step);
+      });
+      gate.catch(() => {
+        /* awaited by the transport, or below */
+      });
+    }
+    let r: ExecResult;
+    try {
+      r = await this.exec(step, cmd, gate);
+    } catch (err) {
+      if (gate !== undefined) await gate; // a journal failure wins (JournalStop), as if the sync had run before the exec
+      if (err instanceof TransportError && step.phase === 'step') {
+        return { status: 'unknown', stage: 'run', code: null, command: cmd, reason: errMessage(err) };
+      }
+      throw err;
+    }
+    if (step.register) {
+      this.registers[step.register] = { stdout: r.stdout.slice(0, REGISTER_MAX), stderr: r.stderr.slice(0, REGISTER_MAX), code: r.code };
+    }
+    const done: StepStatus = step.phase === 'preflight' ? 'ok' : 'changed';
+    if (r.timedOut)
+      return {
+        status: 'failed',
+        stage: 'run',
+        code: null,
+        result: r,
+        command: cmd,
+        reason: `timed out after ${step.timeoutMs} ms and was killed`,
+      };
+    if (r.code !== 0)
+      return { status: 'failed', stage: 'run', code: r.code, result: r, command: cmd, reason: `exit ${r.code ?? r.signal}${lastWords(r)}` };
+    if (!step.verify) return { status: done, stage: 'run', code: 0, result: r, command: cmd };
+    return this.verify(step, step.verify, done);
+  }
+
+  private async verify(step: StepSpec, verify: VerifySpec, done: StepStatus): Promise<StepOutcome> {
+    const vcmd = this.render(verify.run);
+    let last: ExecResult | undefined;
+    const attempts = verify.retries + 1;
+    for (let i = 1; i <= attempts; i++) {
+      try {
+        last = await this.exec(step, vcmd);
+      } catch (err) {
+        if (err instanceof TransportError && step.phase === 'step') {
+          return { status: 'unknown', stage: 'verify', code: null, command: vcmd, reason: errMessage(err), attempts: i };
+        }
+        throw err;
+      }
+      if (last.code === 0 && !last.timedOut) return { status: done, stage: 'verify', code: 0, result: last, command: vcmd, attempts: i };
+      if (i < attempts) {
+        if (this.run.interrupted) break;
+        await sleep(verify.delayMs);
+      }
+    }
+    return {
+      status: 'failed',
+      stage: 'verify',
+      code: last?.code ?? null,
+      result: last,
+      command: vcmd,
+      attempts,
+      reason: `verify did not hold after ${attempts} attempt${attempts > 1 ? 's' : ''} (last exit ${last?.timedOut ? 'timeout' : (last?.code ?? last?.signal)})${last ? lastWords(last) : ''}`,
+    };
+  }
+
+  endStep(step: StepSpec, r: StepOutcome, started: number): void {
+    const reg = step.register && this.registers[step.register];
+    this.run.emit({
+      type: 'step-end',
+      host: this.host.name,
+      step: step.name,
+      phase: step.phase,
+      index: step.index,
+      status: r.status,
+      code: r.code,
+      duration_ms: Date.now() - started,
+      stage: r.stage,
+      ...(r.attempts ? { attempts: r.attempts } : {}),
+      ...(r.result?.timedOut ? { timed_out: true } : {}),
+      stdout: tail(r.result?.stdout ?? ''),
+      stderr: tail(r.result?.stderr ?? ''),
+      ...(r.command !== undefined ? { command: r.command } : {}),
+      ...(r.reason ? { message: r.reason } : {}),
+      ...(reg ? { register: reg } : {}),
+    } as Omit<Extract<RunEvent, { type: 'step-end' }>, 'time'>);
+  }
+}
+
+/** ": <last line the command printed>" (stderr first), to say why in one line; '' if silent. */
+export function lastWords(r: ExecResult): string {
+  const line = (r.stderr.trim() || r.stdout.trim()).split('\n').pop()?.trim() ?? '';
+  return line ? `: ${line.length > 300 ? `${line.slice(0, 300)}…` : line}` : '';
+}

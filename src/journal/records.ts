@@ -1,0 +1,191 @@
+/**
+ * The journal's record schema: every line of a run journal is one of these records, decoded
+ * (and checked) once when the file is read. Engine events (minus `output`) are journaled as
+ * they are; `journal-open`, `journal-close` and `lock-broken` are journal-only.
+ *
+ * Versioning: `journal-open` carries `v` (JOURNAL_VERSION). A journal without it was written
+ * before the field existed and is version 1, which is the same record shape. A journal of a
+ * newer version is refused with a clear error instead of being misread.
+ */
+import { RunbookError } from '../core/errors.js';
+import type {
+  HostEndEvent,
+  HostStartEvent,
+  HostStatus,
+  Phase,
+  RollbackEndEvent,
+  RollbackStartEvent,
+  RunEndEvent,
+  RunEvent,
+  RunStartEvent,
+  StepEndEvent,
+  StepStartEvent,
+  StepStatus,
+  WarningEvent,
+} from '../engine/events.js';
+
+export const JOURNAL_VERSION = 1;
+
+export interface JournalOpenRecord {
+  type: 'journal-open';
+  time: string;
+  v?: number;
+  run_id?: string;
+  controller?: string;
+  pid?: number;
+  fsync?: boolean;
+  torn_bytes_dropped?: number;
+}
+export interface JournalCloseRecord {
+  type: 'journal-close';
+  time: string;
+  pid?: number;
+  stats?: Record<string, number>;
+}
+export interface LockBrokenRecord {
+  type: 'lock-broken';
+  time: string;
+  host: string;
+  lock_path?: string;
+  holder?: { run_id?: string };
+  by_controller?: string;
+  by_pid?: number;
+  by_user?: string;
+}
+
+export type JournalRecord =
+  | JournalOpenRecord
+  | JournalCloseRecord
+  | LockBrokenRecord
+  | RunStartEvent
+  | HostStartEvent
+  | StepStartEvent
+  | StepEndEvent
+  | RollbackStartEvent
+  | RollbackEndEvent
+  | HostEndEvent
+  | WarningEvent
+  | RunEndEvent;
+
+/** Every engine event but `output` is a journal record (checked by the compiler). */
+export type JournaledEvent = Exclude<RunEvent, { type: 'output' }>;
+const _eventsAreRecords = (e: JournaledEvent): JournalRecord => e;
+void _eventsAreRecords;
+
+// ---------------------------------------------------------------------------------------
+// Decoding
+
+type Kind = 'string' | 'number' | 'int' | 'boolean' | 'object' | 'array' | 'int|null' | 'strings' | 'hosts';
+interface Field {
+  kind: Kind;
+  required?: boolean;
+  /** Allowed values of a string field. */
+  oneOf?: readonly string[];
+}
+
+const STEP_STATUSES: readonly StepStatus[] = ['skipped', 'ok', 'changed', 'failed', 'unknown'];
+const HOST_STATUSES: readonly HostStatus[] = ['ok', 'changed', 'failed', 'rolled-back', 'needs-attention', 'unreachable', 'skipped'];
+const PHASES: readonly Phase[] = ['preflight', 'step'];
+const STAGES = ['when', 'unless', 'run', 'verify'] as const;
+
+const req = (kind: Kind, oneOf?: readonly string[]): Field => ({ kind, required: true, ...(oneOf ? { oneOf } : {}) });
+const opt = (kind: Kind, oneOf?: readonly string[]): Field => ({ kind, ...(oneOf ? { oneOf } : {}) });
+
+/** What recovery and the listings rely on, per record type; other fields pass through unchecked. */
+const SCHEMA: Record<JournalRecord['type'], Record<string, Field>> = {
+  'journal-open': { time: req('string'), v: opt('int'), run_id: opt('string'), controller: opt('string'), pid: opt('int') },
+  'journal-close': { time: req('string'), pid: opt('int'), stats: opt('object') },
+  'lock-broken': { time: req('string'), host: req('string'), holder: opt('object'), by_controller: opt('string'), by_pid: opt('int') },
+  'run-start': {
+    time: req('string'),
+    run_id: req('string'),
+    runbook: req('string'),
+    hosts: req('strings'),
+    batches: opt('array'),
+    max_failed: opt('int'),
+    forks: opt('int'),
+    mode: opt('string', ['apply', 'resume', 'rollback']),
+    runbook_file: opt('string'),
+    runbook_hash: opt('string'),
+    inputs: opt('object'),
+    plan: opt('object'),
+  },
+  'host-start': { time: req('string'), host: req('string'), batch: opt('int') },
+  'step-start': { time: req('string'), host: req('string'), step: req('string'), phase: req('string', PHASES), index: req('int') },
+  'step-end': {
+    time: req('string'),
+    host: req('string'),
+    step: req('string'),
+    phase: req('string', PHASES),
+    index: req('int'),
+    status: req('string', STEP_STATUSES),
+    stage: opt('string', STAGES),
+    code: opt('int|null'),
+    register: opt('object'),
+    message: opt('string'),
+  },
+  'rollback-start': { time: req('string'), host: req('string'), step: req('string'), index: req('int') },
+  'rollback-end': {
+    time: req('string'),
+    host: req('string'),
+    step: req('string'),
+    index: req('int'),
+    status: req('string', ['ok', 'failed']),
+    code: opt('int|null'),
+    message: opt('string'),
+  },
+  'host-end': { time: req('string'), host: req('string'), status: req('string', HOST_STATUSES), message: opt('string') },
+  warning: { time: req('string'), host: opt('string'), message: req('string') },
+  'run-end': { time: req('string'), run_id: opt('string'), status: req('string'), exit_code: opt('int'), hosts: opt('object') },
+};
+
+function kindOk(kind: Kind, v: unknown): boolean {
+  switch (kind) {
+    case 'string':
+      return typeof v === 'string';
+    case 'number':
+      return typeof v === 'number' && Number.isFinite(v);
+    case 'int':
+      return Number.isInteger(v);
+    case 'int|null':
+      return v === null || Number.isInteger(v);
+    case 'boolean':
+      return typeof v === 'boolean';
+    case 'object':
+      return typeof v === 'object' && v !== null && !Array.isArray(v);
+    case 'array':
+      return Array.isArray(v);
+    case 'strings':
+    case 'hosts':
+      return Array.isArray(v) && v.every((x) => typeof x === 'string');
+  }
+}
+
+/**
+ * Checks one parsed line against the schema. Returns the record, or the problem in words
+ * ("step-end: field index is missing").
+ */
+export function decodeRecord(v: unknown): { record: JournalRecord } | { problem: string } {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return { problem: 'is not a journal record (a JSON object)' };
+  const o = v as Record<string, unknown>;
+  if (typeof o.type !== 'string') return { problem: 'is not a journal record (it has no "type")' };
+  const fields = SCHEMA[o.type as JournalRecord['type']];
+  if (!fields) return { problem: `has an unknown record type "${o.type}"` };
+  for (const [name, f] of Object.entries(fields)) {
+    const x = o[name];
+    if (x === undefined) {
+      if (f.required) return { problem: `(${o.type}) lacks its field "${name}"` };
+      continue;
+    }
+    if (!kindOk(f.kind, x) || (f.oneOf && !f.oneOf.includes(x as string))) {
+      return { problem: `(${o.type}) has a bad "${name}": ${JSON.stringify(x).slice(0, 80)}` };
+    }
+  }
+  if (o.type === 'journal-open' && typeof o.v === 'number' && o.v > JOURNAL_VERSION) {
+    throw new RunbookError(
+      'E_JOURNAL_VERSION',
+      `the journal was written by a newer runbook (journal version ${o.v}, this one reads up to ${JOURNAL_VERSION}); use that version to read it`,
+    );
+  }
+  return { record: o as unknown as JournalRecord };
+}
