@@ -8,6 +8,7 @@ import type { Args } from './main.js';
 import type { Runbook } from '../runbook/types.js';
 import type { Inventory } from '../inventory/types.js';
 import type { Plan } from '../plan/types.js';
+import type { RunInputs } from '../engine/events.js';
 import { RunbookError } from '../core/errors.js';
 import { loadRunbook } from '../runbook/load.js';
 import { loadInventory, selectHosts, connectionFor } from '../inventory/index.js';
@@ -18,7 +19,8 @@ export interface Loaded {
   runbook: Runbook;
   inventory: Inventory;
   plan: Plan;
-  inputs: { inventory: string[]; limit?: string; extra_vars: string[]; cwd: string; options: Record<string, unknown> };
+  /** Journaled in run-start: what resume and rollback rebuild the plan from. */
+  inputs: RunInputs;
 }
 
 export function loadPlan(argv: Args, runId: string, cwd = process.cwd()): Loaded {

@@ -3,7 +3,7 @@
  * signals and reports around one engine run, in the mode the command chose.
  */
 import { hostname, tmpdir } from 'node:os';
-import { runPlan, type EngineOptions, type RunMode, type RunResult } from '../engine/engine.js';
+import { type EngineOptions, type RunInfo, type RunMode, type RunResult, runPlan } from '../engine/engine.js';
 import type { RunEvent } from '../engine/events.js';
 import { createHostLock, lockAccessFromHosts } from '../engine/lock.js';
 import { defaultStateDir, openJournal } from '../journal/writer.js';
@@ -99,7 +99,7 @@ function hostLock(plan: Plan) {
   });
 }
 
-function journalRunInfo(loaded: Loaded, path: string): Record<string, unknown> {
+function journalRunInfo(loaded: Loaded, path: string): RunInfo {
   const { plan, runbook } = loaded;
   return {
     journal: path,

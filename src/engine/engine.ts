@@ -12,7 +12,7 @@ import { type FleetScope, HostRun } from './host.js';
 import type { EngineOptions, ProbeResult, RunMode, RunResult } from './options.js';
 import { errMessage, JournalStop } from './step.js';
 
-export type { EngineOptions, HostLock, ProbeResult, RunMode, RunResult } from './options.js';
+export type { EngineOptions, HostLock, ProbeResult, RunInfo, RunMode, RunResult } from './options.js';
 
 /** A counting semaphore for --forks. */
 class Limiter {

@@ -1,7 +1,9 @@
 /** What the engine is given and what it returns. */
 import type { HostResumeState, Plan, PlannedHost } from '../plan/types.js';
 import type { Transport } from '../transport/types.js';
-import type { EventSink, HostStatus, JournalSink, RunStatus } from './events.js';
+import type { EventSink, HostStatus, JournalSink, RunStartEvent, RunStatus } from './events.js';
+
+export type RunInfo = Pick<RunStartEvent, 'journal' | 'runbook_file' | 'runbook_hash' | 'inputs' | 'plan'>;
 
 export interface HostLock {
   acquire(t: Transport, host: string): Promise<void>;
@@ -37,8 +39,8 @@ export interface EngineOptions {
   lock?: HostLock;
   /** Emit `output` events as command output arrives (--verbose). */
   streamOutput?: boolean;
-  /** Extra fields for the journal's run-start record (inputs, runbook hash...). */
-  journalRunInfo?: Record<string, unknown>;
+  /** What the run-start record also journals, so a resume or rollback can rebuild the plan. */
+  journalRunInfo?: RunInfo;
 }
 
 export interface RunResult {
