@@ -454,3 +454,55 @@ test('host lost during the unwind: one reconnect try, the rest is marked not att
   assert.match(ends[1].message ?? '', /not attempted/);
   assert.equal(result.hosts.h1, 'needs-attention');
 });
+
+// ---------------------------------------------------------------------------------------------
+// One host state machine for every mode: how a lost connection or a lock failure counts is the
+// same rule in apply, resume and rollback (nothing owed -> unreachable, counted against the
+// budget; owed and never reached -> needs-attention; owed and the link dropped -> reconnect and
+// unwind; locked by another run -> skipped).
+
+const lockThat = (fail: 'transport' | 'held'): EngineOptions['lock'] => ({
+  async acquire(_t, host) {
+    if (fail === 'transport') throw new TransportError('E_CONN_LOST', host, 'connection lost while taking the lock');
+    throw new Error(`${host} is locked by run other`);
+  },
+  async release() {},
+});
+
+const modes: Array<{ mode: 'apply' | 'resume' | 'rollback'; extra: () => Partial<EngineOptions> }> = [
+  { mode: 'apply', extra: () => ({}) },
+  {
+    mode: 'resume',
+    extra: () => ({
+      mode: { kind: 'resume', hosts: new Map([['h1', { done: new Map([[0, 'changed' as const]]), ledger: [0], registers: {} }]]) },
+    }),
+  },
+  { mode: 'rollback', extra: () => ({ mode: { kind: 'rollback', undo: new Map([['h1', [0]]]) } }) },
+];
+const hostRules: Array<{ what: string; fake?: { unreachable?: boolean }; lock?: 'transport' | 'held'; want: Record<string, string> }> = [
+  {
+    what: 'cannot connect',
+    fake: { unreachable: true },
+    want: { apply: 'unreachable', resume: 'needs-attention', rollback: 'needs-attention' },
+  },
+  {
+    what: 'connection lost taking the lock',
+    lock: 'transport',
+    want: { apply: 'unreachable', resume: 'rolled-back', rollback: 'rolled-back' },
+  },
+  { what: 'locked by another run', lock: 'held', want: { apply: 'skipped', resume: 'skipped', rollback: 'skipped' } },
+];
+for (const r of hostRules) {
+  for (const m of modes) {
+    test(`one host rule: ${r.what} in ${m.mode} -> ${r.want[m.mode]}`, async () => {
+      const rb = runbook([step('s1', 0), step('s2', 1)]);
+      const { result, log } = await go(rb, 1, ok, {
+        ...m.extra(),
+        ...(r.fake ? { fake: { h1: r.fake } } : {}),
+        ...(r.lock ? { lock: lockThat(r.lock) } : {}),
+      });
+      assert.equal(result.hosts.h1, r.want[m.mode]);
+      if (r.want[m.mode] !== 'rolled-back') assert.ok(!log.some((l) => l.includes('run s')), 'no step ran');
+    });
+  }
+}

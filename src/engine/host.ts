@@ -5,9 +5,10 @@
  *                 \______________\__________\__> fail / abort / lost -> unwind the ledger -> end
  *
  * The rules for what an outcome means for the host are written once, here:
- * - lost (cannot connect, lock or reach the host between steps): nothing owed -> `unreachable`
- *   (counts against the budget); owed and never reached -> `needs-attention`; owed and the
- *   link dropped -> reconnect and unwind as for a failed step.
+ * - lost (cannot connect, lock or reach the host between steps): nothing owed -> `unreachable`;
+ *   owed (a resumed or rolled-back host the earlier run changed) and never reached ->
+ *   `needs-attention`; owed and the link dropped -> reconnect and unwind as for a failed step.
+ *   Each counts against the failure budget.
  * - a failed or unknown step: its own rollback, then the earlier ones in reverse; every
  *   rollback ok -> `rolled-back`, else `needs-attention`.
  * - locked by another run, or a failed preflight -> `skipped`, nothing changed.
@@ -103,9 +104,11 @@ export class HostRun extends StepRunner {
   // ---------------------------------------------------------------------------------------------
   // apply / resume
 
-  /** Takes over what a dead run left on this host: its registers now, its ledger when steps start. */
+  /** Takes over what a dead run left on this host: its registers, its ledger, the steps it changed. */
   adopt(rs: HostResumeState): void {
     this.registers = { ...rs.registers };
+    this.ledger = rs.ledger.map((i) => this.steps[i]);
+    for (const step of this.steps) if (rs.done.get(step.index) === 'changed') this.changed.push(step.name);
   }
 
   /** The main steps, in order; `rs`: continue where a dead run stopped. */
@@ -115,21 +118,13 @@ export class HostRun extends StepRunner {
     try {
       await this.fleet.sync();
       const steps = this.steps;
-      if (rs) {
-        this.ledger = rs.ledger.map((i) => steps[i]);
-        // The dead run had already failed a step on this host: finish its unwind.
-        const failed = [...rs.done.entries()].find(([, st]) => st === 'failed' || st === 'unknown');
-        if (failed) {
-          for (const [i, st] of rs.done) if (st === 'changed') this.changed.push(steps[i].name);
-          return await this.fail(steps[failed[0]], { status: 'failed', stage: 'run', code: null, reason: 'failed in the interrupted run' });
-        }
+      // The dead run had already failed a step on this host: finish its unwind.
+      const failed = rs && [...rs.done.entries()].find(([, st]) => st === 'failed' || st === 'unknown');
+      if (failed) {
+        return await this.fail(steps[failed[0]], { status: 'failed', stage: 'run', code: null, reason: 'failed in the interrupted run' });
       }
       for (const step of steps) {
-        const before = rs?.done.get(step.index);
-        if (before !== undefined) {
-          if (before === 'changed') this.changed.push(step.name);
-          continue;
-        }
+        if (rs?.done.has(step.index)) continue; // adopt() took its outcome
         if (this.fleet.stopping) {
           return await this.abort(this.fleet.interrupted ? 'interrupted' : `the run journal cannot be written: ${this.fleet.journalError}`);
         }
@@ -200,9 +195,11 @@ export class HostRun extends StepRunner {
       return this.end('unreachable', errMessage(err));
     }
     if (!this.connected) {
+      this.fleet.countFailure();
+      const id = this.fleet.runId;
       return this.end(
         'needs-attention',
-        `cannot reach the host to roll back: ${errMessage(err)}; run runbook rollback ${this.fleet.runId} again when it is back`,
+        `cannot reach the host, which run ${id} changed and has not undone: ${errMessage(err)}; when it is back: runbook resume ${id} or runbook rollback ${id}`,
       );
     }
     return this.fail(this.current, { status: 'unknown', stage: 'run', code: null, reason: errMessage(err) });
