@@ -9,7 +9,8 @@
  *   recoveryInputs(history, request)        -> the inputs to load (runbook file, inventory, -e ...)
  *   planRecovery(history, request, plan)    -> per host: the resume state or the ledger to undo
  */
-import type { HostStatus, RunStartEvent, StepStatus } from '../engine/events.js';
+import type { HostStatus, StepStatus } from '../core/status.js';
+import type { RunStartEvent } from '../engine/events.js';
 import type { HostHistory, RunHistory } from '../journal/history.js';
 import type { Runbook } from '../runbook/types.js';
 import type { HostResumeState, Plan } from './types.js';
