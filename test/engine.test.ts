@@ -506,3 +506,38 @@ for (const r of hostRules) {
     });
   }
 }
+
+test('an error the engine did not expect ends that host, not the run: the others finish, every connection is closed', async () => {
+  const rb = runbook([step('s1', 0), step('s2', 1)]);
+  const plan = createPlan(rb, hosts(3), { runId: 'r1', forks: 10 });
+  const log: string[] = [];
+  const transports: FakeTransport[] = [];
+  const closed = new Set<string>();
+  const events: RunEvent[] = [];
+  const bug: Behaviour = (h, s) => {
+    if (h === 'h2' && s === 'run s2') throw new TypeError("Cannot read properties of undefined (reading 'x')");
+    return { code: 0 };
+  };
+  const result = await runPlan({
+    plan,
+    emit: (e) => events.push(e),
+    transport: (h) => {
+      const t = new FakeTransport(h.name, bug, log);
+      t.close = async () => {
+        closed.add(h.name);
+      };
+      transports.push(t);
+      return t;
+    },
+    localTransport: (h) => new FakeTransport(h.name, ok, log),
+  });
+  assert.deepEqual(result.hosts, { h1: 'changed', h2: 'needs-attention', h3: 'changed' });
+  assert.equal(result.exit_code, 3);
+  const end = events.filter(isType('host-end')).find((e) => e.host === 'h2');
+  assert.match(end?.message ?? '', /^internal error \(a bug in runbook, please report it\): Cannot read properties.*runbook rollback r1$/);
+  assert.ok(
+    events.some((e) => e.type === 'run-end'),
+    'the run still ends (journal, reports, exit code)',
+  );
+  assert.deepEqual([...closed].sort(), ['h1', 'h2', 'h3']);
+});

@@ -96,9 +96,24 @@ export class Engine implements FleetScope {
     return r;
   }
 
-  /** Runs the plan in its mode. */
+  /** Runs the plan in its mode. Whatever happens, every connection is closed and every lock taken is released. */
   async run(): Promise<RunResult> {
-    if (this.mode.kind === 'rollback') return this.rollback(this.mode.undo);
+    try {
+      return await (this.mode.kind === 'rollback' ? this.rollback(this.mode.undo) : this.apply());
+    } finally {
+      await Promise.all(this.open.map((r) => r.close()));
+    }
+  }
+
+  /** A host's part of a phase; an error nobody expected ends that host, not the run. */
+  private guarded(r: HostRun, fn: () => Promise<unknown>): Promise<void> {
+    return fn().then(
+      () => undefined,
+      (err: unknown) => r.crashed(err),
+    );
+  }
+
+  private async apply(): Promise<RunResult> {
     const { plan } = this.opts;
     const resume = this.mode.kind === 'resume' ? this.mode.hosts : undefined;
     this.runStartEvent(
@@ -122,10 +137,12 @@ export class Engine implements FleetScope {
           runs.set(h.name, r);
           const rs = resume?.get(h.name);
           if (rs) r.adopt(rs);
-          if (!(await r.open(true))) return;
-          // A host that already ran main steps in the dead run does not repeat its preflight.
-          if (rs && (rs.done.size > 0 || rs.unknown !== undefined)) return;
-          await r.preflight();
+          await this.guarded(r, async () => {
+            if (!(await r.open(true))) return;
+            // A host that already ran main steps in the dead run does not repeat its preflight.
+            if (rs && (rs.done.size > 0 || rs.unknown !== undefined)) return;
+            await r.preflight();
+          });
         }),
       ),
     );
@@ -147,7 +164,8 @@ export class Engine implements FleetScope {
             if (this.results.has(name)) return;
             const why = this.whyNotStart();
             if (why) return this.endUnstarted(name, 'skipped', why);
-            await runs.get(name)!.apply(bi, resume?.get(name));
+            const r = runs.get(name)!;
+            await this.guarded(r, () => r.apply(bi, resume?.get(name)));
           }),
         ),
       );
@@ -170,7 +188,12 @@ export class Engine implements FleetScope {
     this.runStartEvent(names, [names]);
     const limiter = new Limiter(plan.forks);
     await Promise.all([
-      ...hosts.map((h) => limiter.run(() => this.hostRun(h).undo(undo.get(h.name)!))),
+      ...hosts.map((h) =>
+        limiter.run(() => {
+          const r = this.hostRun(h);
+          return this.guarded(r, () => r.undo(undo.get(h.name)!));
+        }),
+      ),
       ...plan.hosts.filter((h) => !names.includes(h.name)).map((h) => limiter.run(() => new HostRun(this, h).releaseLeftLock())),
     ]);
     return this.finish(names, ['rolled-back']);

@@ -136,8 +136,20 @@ export class HostRun extends StepRunner {
     } catch (err) {
       if (err instanceof JournalStop) return this.abort(`the run journal cannot be written: ${err.message}`);
       if (err instanceof TransportError) return this.lost(err);
-      throw err;
+      return this.crashed(err);
     }
+  }
+
+  /**
+   * An error the engine did not expect (a bug): the host is not touched again, ends
+   * `needs-attention` if anything was changed (else `failed`), and the run goes on for the
+   * other hosts, so its journal, locks, reports and exit code are all still written.
+   */
+  async crashed(err: unknown): Promise<void> {
+    this.fleet.countFailure();
+    const what = `internal error (a bug in runbook, please report it): ${errMessage(err)}`;
+    if (this.ledger.length === 0 && this.changed.length === 0) return this.end('failed', `${what}; nothing was changed`);
+    return this.end('needs-attention', `${what}; the host was left as it is: check it, then runbook rollback ${this.fleet.runId}`);
   }
 
   /** A step's intent was durable in a dead run but not its outcome: learn what happened. */
