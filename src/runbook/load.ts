@@ -91,7 +91,32 @@ function parseDocument(
     add('', `the file holds ${show(doc)}, not a runbook (a mapping with name and steps)`, { line: 1, column: 1 });
     throw new ValidationError(issues);
   }
+  // YAML aliases share one value, so a small file can stand for billions of values ("billion
+  // laughs") that explode once anything walks them (templates, the journal): bound it here.
+  if (expandedSize(doc, MAX_VALUES) > MAX_VALUES) {
+    add(
+      '',
+      `the file expands to more than ${MAX_VALUES} values through YAML aliases (&anchor / *alias); a runbook needs far fewer: remove the nested aliases`,
+      { line: 1, column: 1 },
+    );
+    throw new ValidationError(issues);
+  }
   return { d: doc as Record<string, unknown>, positions };
+}
+
+/** Values a runbook may expand to, aliases counted every time they are used. */
+export const MAX_VALUES = 100_000;
+
+/** How many values `v` stands for, aliases expanded; stops counting past `cap`. */
+function expandedSize(v: unknown, cap: number): number {
+  let n = 0;
+  const stack: unknown[] = [v];
+  while (stack.length && n <= cap) {
+    const x = stack.pop();
+    n++;
+    if (x !== null && typeof x === 'object') stack.push(...(Array.isArray(x) ? x : Object.values(x)));
+  }
+  return n;
 }
 
 /** The validated document as a Runbook: defaults filled in, durations in ms, steps numbered. */
