@@ -6,8 +6,8 @@
 import type { Runbook, StepSpec } from '../runbook/types.js';
 import type { ConnectionSpec } from '../inventory/types.js';
 import type { Plan, PlannedHost } from './types.js';
-import { ValidationError, type ValidationIssue } from '../core/errors.js';
-import { templateRefs, lookupPath } from './template.js';
+import { RunbookError, ValidationError, type ValidationIssue } from '../core/errors.js';
+import { lookupPath, renderCommand, templateRefs } from './template.js';
 
 export interface HostInput {
   name: string;
@@ -73,6 +73,7 @@ export function createPlan(runbook: Runbook, hosts: HostInput[], opts: PlanOptio
 function checkRefs(runbook: Runbook, host: PlannedHost, issues: ValidationIssue[]): void {
   const registered = new Set<string>();
   const all: StepSpec[] = [...runbook.preflight, ...runbook.steps];
+  const registerNames = new Set(all.flatMap((s) => (s.register ? [s.register] : [])));
   for (const step of all) {
     const fields: Array<[string, string | undefined]> = [
       ['when', step.when],
@@ -83,6 +84,7 @@ function checkRefs(runbook: Runbook, host: PlannedHost, issues: ValidationIssue[
     ];
     for (const [field, tpl] of fields) {
       if (tpl === undefined) continue;
+      const before = issues.length;
       for (const ref of templateRefs(tpl)) {
         if (registered.has(ref.name) || ref.default !== undefined) continue;
         // A step's own register is available to its verify and rollback (they run after run).
@@ -96,6 +98,22 @@ function checkRefs(runbook: Runbook, host: PlannedHost, issues: ValidationIssue[
             message: later
               ? `variable "${ref.path}" is registered by a later step; step "${step.name}" cannot use it (host ${host.name})`
               : `variable "${ref.path}" is not defined for host ${host.name} (step "${step.name}"); define it in the runbook's vars, the inventory, or with -e ${ref.name}=...`,
+          });
+        }
+      }
+      // Every value must also fit where it lands (e.g. an integer inside $(( ))): render the command
+      // for this host now, as plan does, so apply finds it before contacting a host. A registered
+      // value is only known at run time and is checked then.
+      if (issues.length === before) {
+        try {
+          renderCommand(tpl, (path) => (registerNames.has(path.split('.')[0]) ? '0' : lookupPath(host.vars, path)));
+        } catch (err) {
+          if (!(err instanceof RunbookError)) throw err;
+          issues.push({
+            file: runbook.file,
+            path: `${step.phase === 'preflight' ? 'preflight' : 'steps'}[${step.index}].${field}`,
+            line: step.line,
+            message: `${err.message} (host ${host.name}, step "${step.name}")`,
           });
         }
       }
