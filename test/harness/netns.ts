@@ -22,6 +22,7 @@ import { execFileSync, execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { pollSync, refuseInUnitTier } from './wait.js';
 
 const execFileP = promisify(execFile);
 
@@ -59,6 +60,7 @@ export interface Network {
 
 /** True when this process can create namespaces: root, `ip` and `unshare` available. */
 export function canUseNamespaces(): boolean {
+  refuseInUnitTier('canUseNamespaces()');
   if (process.platform !== 'linux' || process.getuid?.() !== 0) return false;
   try {
     execFileSync('ip', ['-V'], { stdio: 'ignore' });
@@ -162,15 +164,10 @@ export function netnsPids(netns: string): number[] {
   }
 }
 
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-/** Kill all processes in netns (SIGKILL), wait until gone (<= 3 s), delete the namespace. */
+/** Kill all processes in netns (SIGKILL), wait until gone (<= 30 s: a loaded machine reaps slowly), delete the namespace. */
 function deleteNetnsSync(netns: string): void {
-  for (let round = 0; round < 60; round++) {
+  pollSync(() => {
     const pids = netnsPids(netns);
-    if (pids.length === 0) break;
     for (const pid of pids) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -178,8 +175,8 @@ function deleteNetnsSync(netns: string): void {
         /* gone */
       }
     }
-    sleepSync(50);
-  }
+    return pids.length === 0;
+  }, 30_000);
   try {
     ipSync(['netns', 'del', netns]);
   } catch {
@@ -275,6 +272,7 @@ function sanitize(s: string): string {
  * `prefix` starts the namespace names: `${prefix}${N}-${hostName}`.
  */
 export async function createNetwork(prefix = 'rb'): Promise<Network> {
+  refuseInUnitTier('createNetwork()');
   if (!canUseNamespaces()) throw new Error('createNetwork needs root, iproute2 (ip) and util-linux (unshare)');
   mkdirSync(STATE_DIR, { recursive: true, mode: 0o755 });
   reclaimStale();

@@ -34,6 +34,7 @@ import {
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNetwork, registerCleanup, type Network } from './netns.js';
+import { pollSync, refuseInUnitTier, waitFor } from './wait.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -107,7 +108,7 @@ export interface Fleet {
   runContainer(name: string, id: string): Promise<void>;
   /** The node's containerd health as a test sees it (independent of the runbooks). */
   health(name: string): Promise<Health>;
-  /** Polls health() until healthy; throws with the last health after timeoutMs (default 20 s). */
+  /** Polls health() until healthy; throws with the last health after timeoutMs (default 60 s). */
   waitHealthy(name: string, timeoutMs?: number): Promise<Health>;
   /** Writes another inventory with some of the hosts and extra all-vars; returns its path. */
   writeInventory(file: string, hosts?: string[], vars?: Record<string, unknown>): string;
@@ -135,6 +136,7 @@ let imageCache: Image | undefined;
 
 /** Builds the image if needed (test/harness/rootfs.sh: ~45 s once, then cached) and returns where it is. */
 export function ensureImage(): Image {
+  refuseInUnitTier('ensureImage()');
   if (imageCache) return imageCache;
   const r = spawnSync('bash', [join(HERE, 'rootfs.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   if (r.status !== 0) throw new Error(`test/harness/rootfs.sh failed (exit ${r.status}); see its output above`);
@@ -164,14 +166,6 @@ export function missingTools(): string[] {
 
 // ---------------------------------------------------------------------------------------------
 // Processes
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
 
 /** Alive and not a zombie (our own exited children stay zombies until the event loop reaps them). */
 function alive(pid: number): boolean {
@@ -208,7 +202,7 @@ function killSync(n: { pid: number; leader: number }): void {
         /* gone */
       }
     }
-  for (let i = 0; i < 100 && alive(n.pid); i++) sleepSync(50);
+  pollSync(() => !alive(n.pid), 30_000);
 }
 
 /** The cgroups (unified + name=systemd on a hybrid host; just one on a pure v2 host) a node runs in. */
@@ -227,7 +221,8 @@ function removeCgroup(dir: string): void {
     dirs.push(d);
     for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
   })(dir);
-  for (let round = 0; round < 100; round++) {
+  // Retried while the last processes of the node are still being reaped (slowly on a loaded machine).
+  pollSync(() => {
     let busy = false;
     for (const d of [...dirs].reverse()) {
       try {
@@ -236,9 +231,8 @@ function removeCgroup(dir: string): void {
         busy = true;
       }
     }
-    if (!busy) return;
-    sleepSync(50); // the last processes of the node are still being reaped
-  }
+    return !busy;
+  }, 30_000);
 }
 
 const FLEET_PARENT = '/var/tmp';
@@ -301,11 +295,12 @@ export function reclaimStaleFleets(): string[] {
 
 export interface BootOptions {
   image?: Image;
-  /** Seconds to wait for a node to be ready (default 60). */
+  /** Seconds to wait for a node to be ready (default 120: generous for a slow, loaded machine). */
   bootTimeoutS?: number;
 }
 
 export async function bootFleet(names: string[], opts: BootOptions = {}): Promise<Fleet> {
+  refuseInUnitTier('bootFleet()');
   if (process.getuid?.() !== 0) throw new Error('bootFleet needs root (systemd-nspawn, network namespaces)');
   const missing = missingTools();
   if (missing.length) throw new Error(`missing: ${missing.join(', ')}`);
@@ -380,15 +375,16 @@ export async function bootFleet(names: string[], opts: BootOptions = {}): Promis
     return r.stdout;
   };
 
-  const waitFor = async (name: string, what: string, cmd: string, timeoutMs = 30_000): Promise<void> => {
-    const until = Date.now() + timeoutMs;
+  /** Polls `cmd` on the node until it exits 0. */
+  const waitOn = async (name: string, what: string, cmd: string, timeoutMs = 60_000): Promise<void> => {
     let last: ExecResult | undefined;
-    while (Date.now() < until) {
-      last = await exec(name, cmd, { timeoutMs: 15_000 });
-      if (last.code === 0) return;
-      await sleep(200);
-    }
-    throw new Error(`${name}: timed out waiting for ${what} (${last?.stderr.trim() || last?.stdout.trim()})`);
+    await waitFor(
+      async () => {
+        last = await exec(name, cmd, { timeoutMs: 15_000 });
+        return last.code === 0;
+      },
+      { what: `${name}: ${what}`, timeoutMs, intervalMs: 200, detail: () => last?.stderr.trim() || last?.stdout.trim() || '(no output)' },
+    );
   };
 
   const health = async (name: string): Promise<Health> => {
@@ -416,30 +412,30 @@ export async function bootFleet(names: string[], opts: BootOptions = {}): Promis
           name,
           `${stop}; dd if=/dev/zero of="$DB" bs=4096 seek=2 count=$(( $(stat -c%s "$DB")/4096 - 2 )) conv=notrunc status=none; systemctl start containerd || true`,
         );
-        await waitFor(
+        await waitOn(
           name,
           'the panic restart loop',
           `journalctl -u containerd -b -o cat | grep -q 'panic: invalid freelist page' && test "$(systemctl show -p ActiveState --value containerd)" = activating`,
-          30_000,
         );
         return;
       case 'silent':
         await sh(name, `${stop}; head -c 8192 /dev/urandom | dd of="$DB" conv=notrunc status=none; systemctl start containerd`);
-        await waitFor(name, 'the bolt plugin in error', `ctr --timeout 5s plugins ls | grep -E '\\sbolt\\s.*error'`);
+        await waitOn(name, 'the bolt plugin in error', `ctr --timeout 5s plugins ls | grep -E '\\sbolt\\s.*error'`);
         return;
       case 'sandboxes-file':
         await sh(
           name,
           `${stop}; mkdir -p ${ROOT}/io.containerd.grpc.v1.cri && rm -rf ${ROOT}/io.containerd.grpc.v1.cri/sandboxes && touch ${ROOT}/io.containerd.grpc.v1.cri/sandboxes; systemctl start containerd || true`,
         );
-        await waitFor(name, 'the fatal CRI recovery', `journalctl -u containerd -b -o cat | grep -q 'failed to recover state'`);
+        await waitOn(name, 'the fatal CRI recovery', `journalctl -u containerd -b -o cat | grep -q 'failed to recover state'`);
         return;
       case 'bolt-lock':
         await sh(
           name,
-          `${stop}; systemd-run --quiet --unit=rb-boltlock --collect flock "$DB" sleep infinity && sleep 0.2 && systemctl start --no-block containerd`,
+          // containerd starts only once the holder has the lock (flock -n succeeds while nobody holds it)
+          `${stop}; systemd-run --quiet --unit=rb-boltlock --collect flock "$DB" sleep infinity || exit 1; n=0; while flock -n "$DB" true; do n=$((n+1)); [ $n -le 600 ] || { echo "rb-boltlock never took the lock on $DB" >&2; exit 1; }; sleep 0.1; done; systemctl start --no-block containerd`,
         );
-        await waitFor(
+        await waitOn(
           name,
           'containerd blocked in bolt open',
           `test "$(systemctl show -p ActiveState --value containerd)" = activating && grep -q FLOCK /proc/locks`,
@@ -489,19 +485,20 @@ systemctl daemon-reload`,
     sh,
     health,
     writeInventory,
-    async waitHealthy(name, timeoutMs = 20_000) {
-      const until = Date.now() + timeoutMs;
-      for (;;) {
-        const h = await health(name);
-        if (h.healthy) return h;
-        if (Date.now() > until) throw new Error(`${name}: containerd not healthy after ${timeoutMs} ms: ${JSON.stringify(h)}`);
-        await sleep(250);
-      }
+    async waitHealthy(name, timeoutMs = 60_000) {
+      let last: Health | undefined;
+      return waitFor(
+        async () => {
+          last = await health(name);
+          return last.healthy && last;
+        },
+        { what: `${name}: containerd healthy`, timeoutMs, intervalMs: 250, detail: () => JSON.stringify(last) },
+      );
     },
     break: breakNode,
     runContainer: async (name, id) => {
       await sh(name, `rb-test-container ${id}`);
-      await waitFor(name, `container ${id} running`, `ctr -n k8s.io task ls | grep -qE '^${id}\\s+[0-9]+\\s+RUNNING'`);
+      await waitOn(name, `container ${id} running`, `ctr -n k8s.io task ls | grep -qE '^${id}\\s+[0-9]+\\s+RUNNING'`);
     },
     async destroy() {
       destroySync();
@@ -566,12 +563,14 @@ systemctl daemon-reload`,
         child.on('exit', () => {
           exited = true;
         });
-        for (let i = 0; i < 100 && node.leader === 0 && !exited; i++) {
-          node.leader = childrenOf(node.pid)[0] ?? 0;
-          if (!node.leader) await sleep(20);
-        }
-        if (!node.leader)
-          throw new Error(`${name}: systemd-nspawn exited at start: ${readFileSync(join(nd, 'console.log'), 'utf8').slice(-2000)}`);
+        const consoleTail = () => readFileSync(join(nd, 'console.log'), 'utf8').slice(-2000);
+        node.leader = await waitFor(
+          () => {
+            if (exited) throw new Error(`${name}: systemd-nspawn exited at start: ${consoleTail()}`);
+            return childrenOf(node.pid)[0];
+          },
+          { what: `${name}: systemd-nspawn to start the node's init`, timeoutMs: 60_000, intervalMs: 20, detail: consoleTail },
+        );
       }),
     );
     nodes.sort((a, b) => names.indexOf(a.name) - names.indexOf(b.name));
@@ -580,7 +579,7 @@ systemctl daemon-reload`,
     const limitMs = (opts.bootTimeoutS ?? 60) * 1000;
     await Promise.all(
       nodes.map(async (n) => {
-        await waitFor(n.name, 'sshd, containerd and kubelet', 'systemctl is-active --quiet ssh containerd kubelet', limitMs);
+        await waitOn(n.name, 'sshd, containerd and kubelet', 'systemctl is-active --quiet ssh containerd kubelet', limitMs);
         n.bootMs = Date.now() - spawnedAt.get(n.name)!;
       }),
     );

@@ -47,6 +47,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { dump } from 'js-yaml';
 import { canUseNamespaces, createNetwork, registerCleanup, type Network } from './netns.js';
+import { refuseInUnitTier, waitFor } from './wait.js';
 
 export const TEST_USER = 'rbuser';
 export const NOPASSWD_USER = 'rbnopw';
@@ -209,10 +210,6 @@ function alive(pid: number): boolean {
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
 function tcpReady(address: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = createConnection({ host: address, port });
@@ -257,6 +254,7 @@ exec /usr/sbin/sshd -D -e -f "/run/fleet/hosts/$1/sshd_config"
 
 /** Starts n real sshd hosts in parallel. See the file comment. */
 export async function startSshHosts(n: number, opts: StartOptions = {}): Promise<SshFleet> {
+  refuseInUnitTier('startSshHosts()');
   const names = opts.names ?? Array.from({ length: n }, (_, i) => `h${i + 1}`);
   if (names.length !== n) throw new Error('startSshHosts: names.length must equal n');
   let mode: 'netns' | 'local';
@@ -586,30 +584,30 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
     child.once('error', () => {
       /* reported through exit/readiness */
     });
-    const deadline = Date.now() + 10_000;
-    // find sshd's PID
-    for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null)
+    // Generous: 20 hosts starting at once on a slow, loaded machine (keygen, unshare, mounts, sshd) take a while.
+    const timeoutMs = 60_000;
+    const exitedEarly = (sshdPid?: number): void => {
+      if (child.exitCode !== null || child.signalCode !== null || (sshdPid !== undefined && !alive(sshdPid)))
         throw new Error(`sshd for ${h.name} exited during startup: ${tail(h.logFile)}`);
-      if (mode === 'local' && child.pid) {
-        h.pid = child.pid;
-        break;
-      }
-      const found = descendants(child.pid!).find((p) => comm(p) === 'sshd');
-      if (found) {
-        h.pid = found;
-        break;
-      }
-      if (Date.now() > deadline) throw new Error(`sshd for ${h.name} did not start: ${tail(h.logFile)}`);
-      await sleep(10);
-    }
+    };
+    // find sshd's PID
+    h.pid = await waitFor(
+      () => {
+        exitedEarly();
+        if (mode === 'local') return child.pid;
+        return descendants(child.pid!).find((p) => comm(p) === 'sshd');
+      },
+      { what: `sshd of ${h.name} to start`, timeoutMs, intervalMs: 10, detail: () => tail(h.logFile) },
+    );
     // wait until it serves the SSH banner
-    for (;;) {
-      if (await tcpReady(h.address, h.port)) return;
-      if (!alive(h.pid) || child.exitCode !== null) throw new Error(`sshd for ${h.name} exited during startup: ${tail(h.logFile)}`);
-      if (Date.now() > deadline) throw new Error(`sshd for ${h.name} not listening on ${h.address}:${h.port}: ${tail(h.logFile)}`);
-      await sleep(20);
-    }
+    await waitFor(
+      async () => {
+        if (await tcpReady(h.address, h.port)) return true;
+        exitedEarly(h.pid);
+        return false;
+      },
+      { what: `sshd of ${h.name} to serve SSH on ${h.address}:${h.port}`, timeoutMs, intervalMs: 20, detail: () => tail(h.logFile) },
+    );
   }
 }
 
