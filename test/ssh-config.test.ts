@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { dump } from 'js-yaml';
 import { canUseNamespaces } from './harness/netns.js';
 import { startSshHosts, type SshFleet, type SshHost } from './harness/sshd.js';
+import { waitFor } from './harness/wait.js';
 import { cleanEnv, fixture, hostEnd, runbook, tmp, why, write, type CliRun } from './fixtures/ssh/cli.js';
 import { parseSshConfig, resolveSshConfig, parseSshArgs } from '../src/transport/ssh-config.js';
 
@@ -62,9 +63,16 @@ function apply(inv: Record<string, Record<string, unknown>>, extra: string[], na
   );
 }
 
+/** Waits until the sshd logs show at least the expected connections (`what`), so exact counts can follow. */
+function connectionsLogged(enough: () => boolean, what: string): Promise<boolean> {
+  return waitFor(enough, { what: `the sshd logs to show the connections (${what})`, timeoutMs: 10_000 });
+}
+
 /** The `who` step's output per host: "INVENTORY_NAME user@hostname". */
 function whoOut(r: CliRun): Record<string, string> {
-  return Object.fromEntries(r.events.filter((e) => e.type === 'step-end' && e.step === 'who').map((e) => [e.host, e.stdout.trim()]));
+  return Object.fromEntries(
+    r.events.filter((e) => e.type === 'step-end' && e.step === 'who').map((e) => [e.host, (e.stdout ?? '').trim()]),
+  );
 }
 
 test('Host patterns: aliases resolve through HostName/User/Port/IdentityFile; wildcards, negation, first match wins', async () => {
@@ -125,8 +133,9 @@ Host *
     'alias-db1': `alias-db1 ${user}@${name(db1)}`,
     'plain-db': `plain-db ${other}@${name(db1)}`,
   });
-  await new Promise((res) => setTimeout(res, 100));
   const delta = (h: SshHost): number => fleet.connectionCount(h) - before[h.name];
+  // sshd logs a connection when it accepts it: wait until the expected ones are logged, then compare exactly.
+  await connectionsLogged(() => delta(web1) >= 1 && delta(web2) >= 1 && delta(db1) >= 2, 'web1 1, web2 1, db1 2');
   assert.deepEqual([delta(web1), delta(web2), delta(db1), delta(H('jump'))], [1, 1, 2, 0]);
   if (netns)
     assert.match(
@@ -155,7 +164,7 @@ test('ProxyJump: from the config (jump host resolved through the config too) and
     'direct',
   );
   assert.equal(direct.code, 2, why(direct));
-  assert.match(hostEnd(direct, 'inner-direct').message, /no SSH handshake within 2000 ms/);
+  assert.match(hostEnd(direct, 'inner-direct').message ?? '', /no SSH handshake within 2000 ms/);
 
   const fromJump = new RegExp(`^Connection from ${jump.address.replace(/\./g, '\\.')} port`, 'gm');
   const jumpBefore = fleet.connectionCount(jump);
@@ -183,17 +192,20 @@ Host *
         runbook_lock_path: '/tmp/rb-lock-b',
       },
     },
-    ['--ssh-config', config, '--connect-timeout', '5s'],
+    ['--ssh-config', config, '--connect-timeout', '20s'], // two hops; generous: the timeout is not what is tested
     'jump',
   );
   assert.equal(r.code, 0, why(r));
   assert.deepEqual(whoOut(r), { 'inner-via-jump': 'inner-via-jump root@inner', 'inner-args': 'inner-args root@inner' });
   // an OpenSSH option runbook does not apply is said, not silently dropped
   assert.deepEqual(
-    r.events.filter((e) => e.type === 'warning').map((e) => [e.host, e.message.replace(/ is not applied.*/, '')]),
+    r.events.filter((e) => e.type === 'warning').map((e) => [e.host, (e.message ?? '').replace(/ is not applied.*/, '')]),
     [['inner-args', 'StrictHostKeyChecking yes (ssh config / ansible_ssh_common_args)']],
   );
-  await new Promise((res) => setTimeout(res, 100));
+  await connectionsLogged(
+    () => fleet.connectionCount(jump) - jumpBefore >= 2 && (fleet.logText(inner).match(fromJump) ?? []).length - viaJumpBefore >= 2,
+    'two on jump, two on inner from jump',
+  );
   assert.equal(fleet.connectionCount(jump) - jumpBefore, 2, 'one jump connection per target host');
   assert.equal((fleet.logText(inner).match(fromJump) ?? []).length - viaJumpBefore, 2, 'both reached inner from the jump host');
 });

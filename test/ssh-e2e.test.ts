@@ -2,14 +2,33 @@
 // fleet harness: host keys, auth failures, sshd killed mid-step, link cut, connect timeout, become with a
 // sudo password (no leaks), and 20 hosts x 10 steps over one connection per host.
 // Every test checks the NDJSON stream, the exit code and the host's real state (fleet.exec, sshd logs).
+// Faults are injected once the host shows the step running (its marker file exists), never after a fixed delay;
+// durations are printed as diagnostics, never asserted against an upper bound (a slow machine is not a bug).
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from 'js-yaml';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startSshHosts, TEST_USER, TEST_PASSWORD, type SshFleet, type SshHost } from './harness/sshd.js';
-import { cleanEnv, fixture, hostEnd, journals, runbook, runEnd, tmp, why, write, type CliRun } from './fixtures/ssh/cli.js';
+import { waitFor } from './harness/wait.js';
+import {
+  background,
+  cleanEnv,
+  fixture,
+  hostEnd,
+  journals,
+  runbook,
+  runEnd,
+  stepEnd,
+  tmp,
+  waitWhileRunning,
+  why,
+  write,
+  type CliEvent,
+  type CliRun,
+} from './fixtures/ssh/cli.js';
 
 // hk: host keys, au: auth, kr: killed + restarted, kn: killed for good, lc: link cut mid-step, lp: link cut
 // in preflight, ct: connect timeout, bc: become. Each test owns its hosts, so the tests run concurrently.
@@ -51,7 +70,7 @@ function apply(
   book: string,
   inv: string,
   extra: string[],
-  o: { state?: string; onEvent?: (e: any) => void; timeoutMs?: number; json?: boolean } = {},
+  o: { state?: string; onEvent?: (e: CliEvent) => void; timeoutMs?: number; json?: boolean } = {},
 ): Promise<CliRun> {
   const state = o.state ?? tmp('rb-ssh-state-');
   return runbook(['apply', fixture(book), '-i', inv, ...(o.json === false ? [] : ['--json']), '--state-dir', state, ...extra], {
@@ -61,7 +80,19 @@ function apply(
   });
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** True once `path` exists on the host (looked at from inside it, not through runbook). */
+const existsOn = async (f: SshFleet, h: SshHost, path: string): Promise<boolean> => (await f.exec(h, `test -e ${path}`)).code === 0;
+
+/**
+ * sshd logs "Connection from" when it accepts, before the handshake; waits until `n` new ones are logged since
+ * `before`, so an exact count compared afterwards cannot miss a connection still being logged.
+ */
+const connectionsSince = (f: SshFleet, h: SshHost, before: number, n: number): Promise<number> =>
+  waitFor(() => f.connectionCount(h) - before >= n && f.connectionCount(h) - before, {
+    what: `${n} new connection(s) in the sshd log of ${h.name}`,
+    timeoutMs: 10_000,
+    detail: () => f.logText(h).split('\n').slice(-10).join('\n'),
+  });
 
 describe('ssh end-to-end', { concurrency: true }, () => {
   test('host keys: unknown (strict) -> unreachable with the ssh-keyscan fix; changed -> louder, distinct; accept-new then strict; off warns in NDJSON and journal', async () => {
@@ -79,10 +110,11 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     assert.equal(unknown.code, 2, why(unknown));
     const ue = hostEnd(unknown, 'hk');
     assert.equal(ue.status, 'unreachable', why(unknown));
-    assert.match(ue.message, /\bhk\b/);
-    assert.match(ue.message, new RegExp(`ssh-keyscan -p ${h.port} -t ssh-ed25519 ${h.address.replace(/\./g, '\\.')} >> ${emptyKh}`));
-    assert.match(ue.message, /SHA256:/);
-    assert.doesNotMatch(ue.message, /CHANGED/i);
+    const um = ue.message ?? '';
+    assert.match(um, /\bhk\b/);
+    assert.match(um, new RegExp(`ssh-keyscan -p ${h.port} -t ssh-ed25519 ${h.address.replace(/\./g, '\\.')} >> ${emptyKh}`));
+    assert.match(um, /SHA256:/);
+    assert.doesNotMatch(um, /CHANGED/i);
     assert.equal(readFileSync(emptyKh, 'utf8'), '', 'strict never writes known_hosts');
     assert.ok(!unknown.events.some((e) => e.type === 'step-start'), 'no step ran');
 
@@ -93,10 +125,11 @@ describe('ssh end-to-end', { concurrency: true }, () => {
       assert.equal(changed.code, 2, why(changed));
       const ce = hostEnd(changed, 'hk');
       assert.equal(ce.status, 'unreachable');
-      assert.match(ce.message, /WARNING: THE HOST KEY OF hk .* HAS CHANGED/);
-      assert.match(ce.message, /man-in-the-middle/);
-      assert.match(ce.message, new RegExp(`${changedKh}:1`));
-      assert.doesNotMatch(ce.message, /not in known_hosts/);
+      const cm = ce.message ?? '';
+      assert.match(cm, /WARNING: THE HOST KEY OF hk .* HAS CHANGED/);
+      assert.match(cm, /man-in-the-middle/);
+      assert.match(cm, new RegExp(`${changedKh}:1`));
+      assert.doesNotMatch(cm, /not in known_hosts/);
       assert.notEqual(ce.message, ue.message);
     }
     assert.equal(readFileSync(changedKh, 'utf8'), `${entryName} ${otherKey}\n`, 'a changed key is never overwritten');
@@ -106,7 +139,7 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     const an = await apply('ssh-echo.yml', inv, ['--known-hosts', newKh, '--host-key-checking', 'accept-new']);
     assert.equal(an.code, 0, why(an));
     assert.ok(
-      an.events.some((e) => e.type === 'warning' && e.host === 'hk' && /added the host key/.test(e.message)),
+      an.events.some((e) => e.type === 'warning' && e.host === 'hk' && /added the host key/.test(e.message ?? '')),
       why(an),
     );
     assert.equal(readFileSync(newKh, 'utf8'), `${entryName} ${h.hostKeyPublic}\n`);
@@ -124,7 +157,7 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     const w = off.events.find((e) => e.type === 'warning');
     assert.ok(w, why(off));
     assert.equal(w.host, 'hk');
-    assert.match(w.message, /host key checking is off: the identity of hk .*NOT verified/);
+    assert.match(w.message ?? '', /host key checking is off: the identity of hk .*NOT verified/);
     const js = journals(state);
     assert.equal(js.length, 1);
     const recs = js[0]
@@ -136,10 +169,10 @@ describe('ssh end-to-end', { concurrency: true }, () => {
       js[0],
     );
     // 2 refused + 3 successful runs + the changed-key runs: one TCP connection each, nothing more
-    assert.equal(fleet.connectionCount(h) - before, 6);
+    assert.equal(await connectionsSince(fleet, h, before, 6), 6);
   });
 
-  test('wrong key / wrong password -> unreachable with an auth message, exit 2, fast, one connection each', async () => {
+  test('wrong key / wrong password -> unreachable with an auth message, exit 2, one connection each (no retry storm)', async (t) => {
     const h = fleet.host('au');
     const wrongKey = join(dir, 'wrong_client_key');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', wrongKey]);
@@ -157,37 +190,33 @@ describe('ssh end-to-end', { concurrency: true }, () => {
       assert.equal(r.code, 2, why(r));
       const e = hostEnd(r, 'au');
       assert.equal(e.status, 'unreachable');
-      assert.match(e.message, /authentication failed for au/);
-      assert.match(e.message, what === 'key' ? /tried: publickey\)/ : /tried: password\b/);
-      assert.ok(runEnd(r).duration_ms < 3000, `run took ${runEnd(r).duration_ms} ms`);
+      assert.match(e.message ?? '', /authentication failed for au/);
+      assert.match(e.message ?? '', what === 'key' ? /tried: publickey\)/ : /tried: password\b/);
+      // Not timed (a slow machine is not a bug): "fast" is the single connection below, i.e. no retries.
+      t.diagnostic(`${what}: refused after ${runEnd(r).duration_ms} ms`);
       assert.ok(!r.stdout.includes(badPassword) && !r.stderr.includes(badPassword), 'the password is not echoed');
-      await sleep(100);
-      assert.equal(fleet.connectionCount(h) - before, 1, `${what}: no retry storm: ${fleet.logText(h).split('\n').slice(-10).join('\n')}`);
+      assert.equal(
+        await connectionsSince(fleet, h, before, 1),
+        1,
+        `${what}: no retry storm: ${fleet.logText(h).split('\n').slice(-10).join('\n')}`,
+      );
     }
   });
 
   test('sshd killed mid-step, back shortly: step unknown, reconnect, rollbacks run, host rolled-back, exit 2', async (t) => {
     const h = fleet.host('kr');
     const d = '/var/lib/rbt';
-    let killedAt = 0;
-    const run = apply('ssh-nap.yml', inventory('kr', [h]), ['--known-hosts', fleet.knownHostsFile, '-e', `dir=${d}`], {
-      onEvent: (e) => {
-        if (e.type === 'step-start' && e.step === 'two') {
-          void sleep(500).then(async () => {
-            await fleet.kill(h);
-            killedAt = Date.now();
-            await sleep(1000);
-            await fleet.restart(h);
-          });
-        }
-      },
-    });
-    const r = await run;
-    assert.ok(killedAt, 'sshd was killed during step two');
+    const run = background(apply('ssh-nap.yml', inventory('kr', [h]), ['--known-hosts', fleet.knownHostsFile, '-e', `dir=${d}`]));
+    await waitWhileRunning(run, () => existsOn(fleet, h, `${d}/two`), { what: 'step two running on kr (its marker file)' });
+    await fleet.kill(h);
+    const killedAt = Date.now();
+    await sleep(1000); // down for a moment: the engine's reconnect retries (backoff up to ~12 s) must bridge it
+    await fleet.restart(h);
+    const r = await run.done;
     assert.equal(r.code, 2, why(r));
-    const two = r.events.find((e) => e.type === 'step-end' && e.step === 'two');
+    const two = stepEnd(r, 'two');
     assert.equal(two.status, 'unknown', why(r));
-    assert.match(two.message, /lost/);
+    assert.match(two.message ?? '', /lost/);
     assert.deepEqual(
       r.events.filter((e) => e.type === 'rollback-end').map((e) => [e.step, e.status]),
       [
@@ -201,42 +230,29 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     assert.equal(end.failed_step, 'two');
     assert.ok(!r.events.some((e) => e.type === 'step-start' && e.step === 'three'));
     t.diagnostic(`killed -> run end: ${Date.parse(runEnd(r).time) - killedAt} ms`);
-    assert.ok(Date.parse(runEnd(r).time) - killedAt < 15_000, 'bounded');
     const state = await fleet.exec(h, `ls -A ${d}`);
     assert.equal(state.stdout, '', 'rollbacks removed every marker');
   });
 
-  test('sshd killed mid-step for good: needs-attention with the rollback command, exit 3, bounded time', async (t) => {
+  test('sshd killed mid-step for good: needs-attention with the rollback command, exit 3', async (t) => {
     const h = fleet.host('kn');
     const d = '/var/lib/rbt';
-    let killedAt = 0;
-    const r = await apply(
-      'ssh-nap.yml',
-      inventory('kn', [h]),
-      ['--known-hosts', fleet.knownHostsFile, '-e', `dir=${d}`, '--connect-timeout', '2s'],
-      {
-        onEvent: (e) => {
-          if (e.type === 'step-start' && e.step === 'two')
-            void sleep(500).then(async () => {
-              await fleet.kill(h);
-              killedAt = Date.now();
-            });
-        },
-      },
-    );
-    assert.ok(killedAt);
+    const run = background(apply('ssh-nap.yml', inventory('kn', [h]), ['--known-hosts', fleet.knownHostsFile, '-e', `dir=${d}`]));
+    await waitWhileRunning(run, () => existsOn(fleet, h, `${d}/two`), { what: 'step two running on kn (its marker file)' });
+    await fleet.kill(h);
+    const killedAt = Date.now();
+    const r = await run.done;
     assert.equal(r.code, 3, why(r));
-    const two = r.events.find((e) => e.type === 'step-end' && e.step === 'two');
+    const two = stepEnd(r, 'two');
     assert.equal(two.status, 'unknown');
     const end = hostEnd(r, 'kn');
     assert.equal(end.status, 'needs-attention', why(r));
-    assert.match(end.message, /could not reconnect/);
-    assert.match(end.message, new RegExp(`runbook rollback ${runEnd(r).run_id}`));
+    assert.match(end.message ?? '', /could not reconnect/);
+    assert.match(end.message ?? '', new RegExp(`runbook rollback ${runEnd(r).run_id}`));
     assert.ok(!r.events.some((e) => e.type === 'rollback-start'), 'no rollback could run');
     assert.equal(runEnd(r).status, 'needs-attention');
-    const took = Date.parse(runEnd(r).time) - killedAt;
-    t.diagnostic(`killed -> needs-attention after ${took} ms`);
-    assert.ok(took < 40_000, `gave up after ${took} ms`);
+    // The reconnect is bounded by its retry count, not a clock: a hang would end in apply()'s kill (no exit 3).
+    t.diagnostic(`killed -> needs-attention after ${Date.parse(runEnd(r).time) - killedAt} ms`);
     // the host keeps what the run did (the state a human must look at)
     await fleet.restart(h);
     assert.equal((await fleet.exec(h, `ls -A ${d} | sort | tr '\\n' ' '`)).stdout, 'one two ');
@@ -248,38 +264,39 @@ describe('ssh end-to-end', { concurrency: true }, () => {
       return;
     }
     const h = fleet.host('lc');
-    let cutAt = 0;
     let lostAt = 0;
-    const r = await apply(
-      'ssh-nap.yml',
-      inventory('lc', [h]),
-      ['--known-hosts', fleet.knownHostsFile, '-e', 'dir=/var/lib/rbt', '--connect-timeout', '2s'],
-      {
-        onEvent: (e) => {
-          if (e.type === 'step-start' && e.step === 'two')
-            void sleep(300).then(async () => {
-              await fleet.linkDown(h);
-              cutAt = Date.now();
-            });
-          if (e.type === 'step-end' && e.step === 'two') lostAt = Date.now();
+    // The step would sleep 30 s and the dead link never answers: only the keepalive (5 s x 2) can end the step.
+    // Each reconnect attempt then waits --connect-timeout on the dead link (6 attempts + backoff).
+    const run = background(
+      apply(
+        'ssh-nap.yml',
+        inventory('lc', [h]),
+        ['--known-hosts', fleet.knownHostsFile, '-e', 'dir=/var/lib/rbt', '--connect-timeout', '5s'],
+        {
+          onEvent: (e) => {
+            if (e.type === 'step-end' && e.step === 'two') lostAt = Date.now();
+          },
+          timeoutMs: 180_000,
         },
-        timeoutMs: 90_000,
-      },
+      ),
     );
+    let cutAt = 0;
     try {
-      assert.ok(cutAt);
+      await waitWhileRunning(run, () => existsOn(fleet, h, '/var/lib/rbt/two'), { what: 'step two running on lc (its marker file)' });
+      await fleet.linkDown(h);
+      cutAt = Date.now();
+      const r = await run.done;
       assert.equal(r.code, 3, why(r));
-      const two = r.events.find((e) => e.type === 'step-end' && e.step === 'two');
+      const two = stepEnd(r, 'two');
       assert.equal(two.status, 'unknown');
-      assert.match(two.message, /lost/);
-      const detect = lostAt - cutAt;
-      t.diagnostic(`link cut detected after ${detect} ms; run ended ${Date.parse(runEnd(r).time) - cutAt} ms after the cut`);
-      // keepalive 5 s x 2 unanswered: lost after 10-15 s, plus slack for a loaded CI machine (the step would sleep 30 s)
-      assert.ok(detect >= 5_000 && detect < 19_000, `detected after ${detect} ms`);
+      assert.match(two.message ?? '', /lost/);
+      t.diagnostic(`link cut detected after ${lostAt - cutAt} ms; run ended ${Date.parse(runEnd(r).time) - cutAt} ms after the cut`);
+      // keepalive 5 s x 2 unanswered: the loss cannot be noticed before ~10 s (an early "lost" is not the keepalive)
+      assert.ok(lostAt - cutAt >= 5_000, `detected after ${lostAt - cutAt} ms`);
       assert.equal(hostEnd(r, 'lc').status, 'needs-attention', why(r));
-      assert.ok(Date.parse(runEnd(r).time) - cutAt < 60_000);
     } finally {
       await fleet.linkUp(h);
+      await run.done;
     }
     // the host really still has what the run did: one and two
     assert.equal((await fleet.exec(h, "ls -A /var/lib/rbt | sort | tr '\\n' ' '")).stdout, 'one two ');
@@ -291,33 +308,35 @@ describe('ssh end-to-end', { concurrency: true }, () => {
       return;
     }
     const h = fleet.host('lp');
-    let cutAt = 0;
-    const r = await apply(
-      'ssh-preflight-nap.yml',
-      inventory('lp', [h]),
-      ['--known-hosts', fleet.knownHostsFile, '-e', 'dir=/var/lib/rbt', '--connect-timeout', '2s'],
-      {
-        onEvent: (e) => {
-          if (e.type === 'step-start' && e.step === 'look')
-            void sleep(300).then(async () => {
-              await fleet.linkDown(h);
-              cutAt = Date.now();
-            });
-        },
-      },
+    const run = background(
+      apply('ssh-preflight-nap.yml', inventory('lp', [h]), [
+        '--known-hosts',
+        fleet.knownHostsFile,
+        '-e',
+        'dir=/var/lib/rbt',
+        '--connect-timeout',
+        '5s',
+      ]),
     );
     try {
-      assert.ok(cutAt);
+      // the preflight's `sleep 30` is running on the host
+      await waitWhileRunning(run, async () => (await fleet.exec(h, 'pgrep -x sleep')).stdout.trim() !== '', {
+        what: "the preflight's sleep running on lp",
+      });
+      await fleet.linkDown(h);
+      const cutAt = Date.now();
+      const r = await run.done;
       assert.equal(r.code, 2, why(r));
       const end = hostEnd(r, 'lp');
       assert.equal(end.status, 'unreachable', why(r));
-      assert.match(end.message, /lost/);
+      assert.match(end.message ?? '', /lost/);
       const took = Date.parse(end.time) - cutAt;
       t.diagnostic(`link cut in preflight: unreachable after ${took} ms`);
-      assert.ok(took >= 5_000 && took < 19_000, `after ${took} ms`);
+      assert.ok(took >= 5_000, `noticed after ${took} ms: before the keepalive could have`);
       assert.ok(!r.events.some((e) => e.type === 'step-start' && e.phase === 'step'), 'no step started');
     } finally {
       await fleet.linkUp(h);
+      await run.done;
     }
     assert.equal((await fleet.exec(h, 'ls -A /var/lib/rbt 2>&1')).code, 2, 'nothing was created');
   });
@@ -337,11 +356,12 @@ describe('ssh end-to-end', { concurrency: true }, () => {
       assert.equal(r.code, 2, why(r));
       const e = hostEnd(r, 'ct');
       assert.equal(e.status, 'unreachable');
-      assert.match(e.message, /no SSH handshake within 2000 ms \(--connect-timeout\)/);
-      // host-end duration: from the start of the connect to giving up
-      const d = e.duration_ms;
+      assert.match(e.message ?? '', /no SSH handshake within 2000 ms \(--connect-timeout\)/);
+      // host-end duration: from the start of the connect to giving up. It waited the timeout out (a lower bound
+      // holds on any machine); how much longer a loaded machine takes is not asserted.
+      const d = e.duration_ms ?? 0;
       t.diagnostic(`unreachable after ${d} ms (run ${runEnd(r).duration_ms} ms, process ${r.ms} ms)`);
-      assert.ok(d >= 1900 && d < 3500, `gave up after ${d} ms`);
+      assert.ok(d >= 1900, `gave up after ${d} ms, before the 2 s timeout`);
     } finally {
       if (netns()) await fleet.linkUp(h);
     }
@@ -355,33 +375,28 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     const h = fleet.host('bc');
     const inv = inventory('bc', [h], { bc: { ansible_user: TEST_USER, ansible_become: true, ansible_become_password: TEST_PASSWORD } });
     const state = tmp('rb-ssh-state-');
-    const psSamples: string[] = [];
-    let sampling: Promise<void> | undefined;
-    const r = await apply('ssh-become.yml', inv, ['--known-hosts', fleet.knownHostsFile, '-e', 'nap=2'], {
-      state,
-      onEvent: (e) => {
-        if (e.type === 'step-start' && e.step === 'nap') {
-          sampling = (async () => {
-            for (let i = 0; i < 6; i++) {
-              await sleep(200);
-              psSamples.push((await fleet.exec(h, 'ps -eo user,args')).stdout);
-            }
-          })();
-        }
-      },
-    });
-    await sampling;
+    // The nap step blocks on a gate the test controls: it creates GATE/in, then waits (bounded) for GATE/go.
+    const gate = '/tmp/rb-become-gate';
+    await fleet.exec(h, `rm -rf ${gate}`);
+    const run = background(apply('ssh-become.yml', inv, ['--known-hosts', fleet.knownHostsFile, '-e', `gate=${gate}`], { state }));
+    let ps: string;
+    try {
+      await waitWhileRunning(run, () => existsOn(fleet, h, `${gate}/in`), { what: 'the nap step running on bc (GATE/in)' });
+      ps = (await fleet.exec(h, 'ps -eo user,args')).stdout;
+    } finally {
+      await fleet.exec(h, `touch ${gate}/go`);
+    }
+    const r = await run.done;
     assert.equal(r.code, 0, why(r));
-    const who = r.events.find((e) => e.type === 'step-end' && e.step === 'whoami');
+    const who = stepEnd(r, 'whoami');
     assert.equal(who.status, 'changed', why(r));
     assert.equal(who.stdout, 'root 600\n');
     assert.equal((await fleet.exec(h, 'stat -c "%U %a" /root/become-id; cat /root/become-id')).stdout, 'root 600\n0\n');
-    // the ps samples saw the sudo'ed sleep, and no secret
-    const ps = psSamples.join('\n');
-    assert.match(ps, /sleep 2/, 'ps was sampled while the step ran');
+    // ps, sampled while the step ran, saw the step's gate wait run as root through sudo, and no secret
+    assert.match(ps, /^root +sh -c until .* rb-gate /m, `the step's process, as root, in ps:\n${ps}`);
     assert.match(ps, /sudo -H -S -p/, 'the command ran through sudo');
     // a second run, plain output (not a TTY), verbose
-    const plain = await apply('ssh-become.yml', inv, ['--known-hosts', fleet.knownHostsFile, '-e', 'nap=0', '--verbose'], {
+    const plain = await apply('ssh-become.yml', inv, ['--known-hosts', fleet.knownHostsFile, '-e', `gate=${gate}`, '--verbose'], {
       state,
       json: false,
     });
@@ -405,8 +420,8 @@ describe('ssh end-to-end', { concurrency: true }, () => {
     const inv = inventory('big', big.hosts, {}, big);
     const before = big.hosts.map((h) => big!.connectionCount(h));
     const r = await apply('ssh-many.yml', inv, ['--known-hosts', big.knownHostsFile], { timeoutMs: 60_000 });
-    t.diagnostic(`20 x 10 run: ${runEnd(r)?.duration_ms} ms`);
     assert.equal(r.code, 0, why(r));
+    t.diagnostic(`20 x 10 run: ${runEnd(r).duration_ms} ms`);
     for (const h of big.hosts) {
       const n = h.name;
       const ends = r.events.filter((e) => e.type === 'step-end' && e.host === n);
@@ -416,7 +431,7 @@ describe('ssh end-to-end', { concurrency: true }, () => {
         n,
       );
       for (const e of ends) {
-        const i = Number(e.step.slice(1));
+        const i = Number(e.step?.slice(1));
         if (i === 4) {
           assert.deepEqual([e.status, e.stage, e.code], ['skipped', 'when', 3], n);
           continue;
@@ -436,8 +451,7 @@ describe('ssh end-to-end', { concurrency: true }, () => {
       }
       assert.equal(hostEnd(r, n).status, 'changed');
     }
-    await sleep(100);
-    big.hosts.forEach((h, i) => assert.equal(big!.connectionCount(h) - before[i], 1, `${h.name}: TCP connections`));
+    for (const [i, h] of big.hosts.entries()) assert.equal(await connectionsSince(big, h, before[i], 1), 1, `${h.name}: TCP connections`);
     await big.stop();
     big = undefined;
   });
