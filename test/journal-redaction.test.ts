@@ -1,3 +1,4 @@
+// tier: unit
 /**
  * No secret reaches the journal on disk (bin/runbook, local hosts): secret vars given with -e,
  * echoed by a step, registered, shown in a failing command. And resume of such a run must not
@@ -8,7 +9,8 @@ import assert from 'node:assert/strict';
 import { writeFileSync, readFileSync, readdirSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from 'js-yaml';
-import { runbook, startRunbook, waitFor, journalRecords, onlyRunId, tmp, sleep } from './crash-common.js';
+import { runbook, startRunbook, journalRecords, onlyRunId, tmp, childGroups } from './crash-common.js';
+import { waitFor } from './harness/wait.js';
 
 const SECRET = 'S3cr3t-t0ken-value';
 
@@ -29,7 +31,7 @@ test('journal: secrets never reach the file; resume refuses to run with redacted
           register: 'out',
           rollback: `rm -f ${dir}/token`,
         },
-        { name: 'wait', run: 'sleep 2', rollback: 'true' },
+        { name: 'wait', run: 'sleep 30', rollback: 'true' },
         { name: 'fail', run: 'echo "{{ out.stdout }}" >&2; exit 3', rollback: 'true' },
       ],
     }),
@@ -49,10 +51,21 @@ test('journal: secrets never reach the file; resume refuses to run with redacted
     '--state-dir',
     state,
   ]);
-  await waitFor('step wait started', () => journalRecords(state).some((r) => r.type === 'step-start' && r.index === 1));
-  await sleep(200);
+  // Killed while the second step runs: its intent is durable, so the first step's outcome (with the secret's echo) is too.
+  await waitFor(() => journalRecords(state).some((r) => r.type === 'step-start' && r.index === 1), {
+    what: 'the intent of step "wait" in the journal',
+  });
+  const groups = childGroups(child.pid!); // the host's shell, running `sleep 30`: not left behind
   child.kill('SIGKILL');
-  await done;
+  for (const g of groups) {
+    try {
+      process.kill(-g, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  const killed = await done;
+  assert.equal(killed.signal, 'SIGKILL', `the controller was still running when killed (stderr: ${killed.stderr})`);
   assert.equal(readFileSync(join(dir, 'token'), 'utf8').trim(), SECRET, 'the step did use the secret');
   const id = onlyRunId(state);
   const file = join(state, 'runs', `${id}.ndjson`);

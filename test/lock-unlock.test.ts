@@ -1,3 +1,4 @@
+// tier: unit
 /**
  * A stale host lock through bin/runbook: a run killed with kill -9 leaves its lock; another
  * apply is refused with the holder's details; `unlock` breaks it only with the holder's run
@@ -7,19 +8,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  localFleet,
-  startRunbook,
-  runbook,
-  waitFor,
-  journalRecords,
-  onlyRunId,
-  tmp,
-  RUNBOOK,
-  START_STATE,
-  END_STATE,
-  sleep,
-} from './crash-common.js';
+import { localFleet, startRunbook, runbook, journalRecords, onlyRunId, tmp, RUNBOOK, START_STATE, END_STATE } from './crash-common.js';
+import { parseNdjson } from './harness/events.js';
+import { waitFor } from './harness/wait.js';
 
 test("unlock: a dead run's lock refuses others; unlock needs the holder run id and is journaled", async () => {
   const fleet = localFleet(2);
@@ -30,27 +21,36 @@ test("unlock: a dead run's lock refuses others; unlock needs the holder run id a
   const inv = await fleet.inventory(join(work, 'inv.yml'), { h1: { pf_nap: 3 }, h2: { pf_nap: 3 } });
   const dead = join(work, 'dead');
   const { child, done } = startRunbook(['apply', rb, '-i', inv, '--state-dir', dead]);
-  await waitFor('run-start', () => journalRecords(dead).some((r) => r.type === 'run-start'));
-  await sleep(200);
+  // Each host is locked before its preflight (which naps 3 s): kill the controller once both locks exist.
+  let ended = false;
+  void done.then(() => {
+    ended = true;
+  });
+  const locks = await waitFor(
+    async () => {
+      if (ended) throw new Error(`the run ended before it locked both hosts: ${JSON.stringify(await done)}`);
+      const l = await Promise.all(fleet.names.map((h) => fleet.lock(h)));
+      return l.every((x) => x !== null) && (l as string[]);
+    },
+    { what: 'the run locks of h1 and h2' },
+  );
   child.kill('SIGKILL');
-  await done;
+  const killed = await done;
+  assert.equal(killed.signal, 'SIGKILL', `the controller was still running when killed (stderr: ${killed.stderr})`);
   const deadId = onlyRunId(dead);
-  const held = JSON.parse((await fleet.lock('h1'))!);
+  const held = JSON.parse(locks[0]) as { run_id: string; pid: number; started: string };
   assert.equal(held.run_id, deadId);
+  assert.equal(await fleet.lock('h1'), locks[0], 'the dead run left its lock');
 
   // A new run is refused on both hosts, with the holder's details; nothing changed.
   const other = join(work, 'other');
   const r = await runbook(['apply', rb, '-i', inv, '--state-dir', other, '--json']);
-  const ends = r.stdout
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l))
-    .filter((e) => e.type === 'host-end');
+  const ends = parseNdjson(r.stdout).filter((e) => e.type === 'host-end');
   assert.equal(ends.length, 2);
   for (const e of ends) {
     assert.equal(e.status, 'skipped');
     assert.match(
-      e.message,
+      e.message ?? '',
       new RegExp(
         `${e.host} is locked by run ${deadId} \\(crashy\\), controller \\S+ pid ${held.pid}, since ${held.started.replace(/[.]/g, '\\.')}; .*runbook unlock ${e.host} -i INVENTORY --run ${deadId}`,
       ),
@@ -76,7 +76,7 @@ test("unlock: a dead run's lock refuses others; unlock needs the holder run id a
   const rec = journalRecords(dead).find((x) => x.type === 'lock-broken');
   assert.ok(rec, "lock-broken journaled in the run's journal");
   assert.equal(rec.host, 'h1');
-  assert.equal(rec.holder.run_id, deadId);
+  assert.equal((rec.holder as { run_id?: string } | undefined)?.run_id, deadId);
   assert.equal(typeof rec.by_pid, 'number');
   const again = await runbook(['unlock', 'h1', '-i', inv, '--run', deadId, '--state-dir', dead]);
   assert.equal(again.code, 1);
@@ -87,10 +87,7 @@ test("unlock: a dead run's lock refuses others; unlock needs the holder run id a
   // h1 is free again; h2 still held by the dead run.
   const r2 = await runbook(['apply', rb, '-i', inv, '--state-dir', other, '--json']);
   const ends2 = Object.fromEntries(
-    r2.stdout
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l))
+    parseNdjson(r2.stdout)
       .filter((e) => e.type === 'host-end')
       .map((e) => [e.host, e.status]),
   );
