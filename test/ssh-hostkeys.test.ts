@@ -40,7 +40,7 @@ function khFile(name: string, text: string): string {
 function transport(file: string, policy: HostKeyPolicy = 'strict', port = h.port): SshTransport {
   return new SshTransport(
     { kind: 'ssh', name: h.name, address: h.address, port, user: h.user, privateKeyFile: fleet.clientKeyFile },
-    { hostKeyChecking: policy, knownHostsFiles: [file], connectTimeoutMs: 5000, sshConfigFile: 'none', agent: false },
+    { hostKeyChecking: policy, knownHostsFiles: [file], connectTimeoutMs: 20_000, sshConfigFile: 'none', agent: false },
   );
 }
 async function connectErr(t: SshTransport): Promise<{ code: string; message: string }> {

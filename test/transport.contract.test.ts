@@ -1,11 +1,14 @@
 // One contract for the Transport interface, run against the local transport and the SSH transport
 // (real OpenSSH sshd from test/harness/sshd.ts).
+// Commands that must be observed mid-flight hold on a gate file the test controls (gated() below), so nothing
+// depends on how fast the machine is.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSshHosts, type SshFleet } from './harness/sshd.js';
+import { waitFor } from './harness/wait.js';
 import { LocalTransport } from '../src/transport/local.js';
 import { SshTransport } from '../src/transport/ssh.js';
 import type { ConnectionSpec } from '../src/inventory/types.js';
@@ -24,6 +27,30 @@ interface Target {
   sudoUser?: Partial<ConnectionSpec>;
   nopasswdUser?: Partial<ConnectionSpec>;
   password?: string;
+}
+
+/**
+ * A script fragment that creates IN, then waits (at most 2 minutes) until GO exists: the test waits for IN (the
+ * command is running), looks, then creates GO.
+ */
+const gated = (inFile: string, goFile: string): string =>
+  `touch ${inFile}; n=0; while [ ! -e ${goFile} ] && [ $n -lt 2400 ]; do sleep 0.05; n=$((n+1)); done`;
+
+let gates = 0;
+/** Fresh IN/GO paths in `dir` (on the target). */
+function gatePaths(dir: string): { inFile: string; goFile: string } {
+  const base = `${dir}/gate-${process.pid}-${gates++}`;
+  return { inFile: `${base}.in`, goFile: `${base}.go` };
+}
+
+/** True once `path` exists on the target (checked without the transport under test). */
+async function existsOn(T: Target, path: string): Promise<boolean> {
+  return (await T.check(`test -e ${path} && echo yes || true`)).trim() === 'yes';
+}
+
+/** ps -eo stat,args lines of `sleep MARK...` processes still alive (not zombies) on the target. */
+async function sleepsLeft(T: Target, mark: number): Promise<string> {
+  return (await T.check(`ps -eo stat,args | grep '[s]leep ${mark}' | grep -v '^Z' || true`)).trim();
 }
 
 function contract(name: string, setup: () => Promise<Target>, teardown: () => Promise<void>): void {
@@ -87,28 +114,36 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
 
     test('the script is not in argv (ps on the target never shows it)', async () => {
       const secret = `S3CRET-${Date.now()}`;
-      const seen = await Promise.all([
-        t.exec(`: ${secret}; sleep 1`),
-        (async () => {
-          await new Promise((x) => setTimeout(x, 400));
-          return T.check('ps -eo args');
-        })(),
-      ]);
-      assert.equal(seen[1].includes(secret), false, 'secret visible in ps');
+      const g = gatePaths(T.dir);
+      const run = t.exec(`: ${secret}; ${gated(g.inFile, g.goFile)}`);
+      let ps: string;
+      try {
+        await waitFor(() => existsOn(T, g.inFile), { what: 'the script running on the target (its gate file)' });
+        ps = await T.check('ps -eo args');
+      } finally {
+        await T.check(`touch ${g.goFile}`);
+      }
+      assert.equal((await run).code, 0);
+      assert.equal(ps.includes(secret), false, 'secret visible in ps');
     });
 
     test('timeout kills the whole process group (no sleep left on the target)', async () => {
       const mark = 4000 + Math.floor(Math.random() * 1000);
-      const started = Date.now();
+      // Not timed: if the group were not killed, exec would wait ~70 minutes for the sleeps (and the test time out).
       const r = await t.exec(`sleep ${mark}.1 & sleep ${mark}.2 & (sleep ${mark}.3; echo never) ; echo never`, { timeoutMs: 500 });
       assert.equal(r.timedOut, true);
       assert.equal(r.code, null);
       assert.ok(r.signal, 'a signal is reported');
-      assert.ok(Date.now() - started < 5000, 'returned promptly');
       assert.doesNotMatch(r.stdout, /never/);
-      await new Promise((x) => setTimeout(x, 200));
-      const left = await T.check(`ps -eo stat,args | grep 'sleep ${mark}' | grep -v grep | grep -v '^Z' || true`);
-      assert.equal(left.trim(), '', `left on the target:\n${left}`);
+      // killed processes vanish a moment after the kill
+      let left = '';
+      await waitFor(
+        async () => {
+          left = await sleepsLeft(T, mark);
+          return left === '';
+        },
+        { what: `no sleep ${mark}.* left on the target`, detail: () => `left on the target:\n${left}` },
+      );
     });
 
     test('commands do not leak state into later ones (cwd, variables, umask, traps, options, fds)', async () => {
@@ -139,33 +174,57 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
       const bg = await t.exec(`sleep ${mark}.7 >/dev/null 2>&1 </dev/null & echo started`);
       assert.equal(bg.stdout, 'started\n');
       try {
-        const r = await t.exec(`( (sleep ${mark}.8 >/dev/null 2>&1 &) ); sleep ${mark}.9`, { timeoutMs: 500 });
+        const g = gatePaths(T.dir);
+        // the double-forked sleep exists before the timeout can fire: the command waits for it
+        const r = await t.exec(
+          `( (sleep ${mark}.8 >/dev/null 2>&1 &) ); while ! ps -eo args | grep -q '^[s]leep ${mark}\\.8'; do sleep 0.05; done; touch ${g.inFile}; sleep ${mark}.9`,
+          { timeoutMs: 5000 }, // far longer than the wait for the child: the timeout fires in the final sleep
+        );
         assert.equal(r.timedOut, true);
         assert.equal(r.code, null);
-        await new Promise((x) => setTimeout(x, 200));
-        const left = await T.check(`ps -eo stat,args | grep 'sleep ${mark}' | grep -v grep | grep -v '^Z' || true`);
-        assert.doesNotMatch(left, new RegExp(`sleep ${mark}\\.[89]`), `left on the target:\n${left}`);
-        assert.match(left, new RegExp(`sleep ${mark}\\.7`), "the earlier command's background process was killed too");
+        assert.ok(await existsOn(T, g.inFile), 'the double-forked child was running when the timeout fired');
+        let left = '';
+        await waitFor(
+          async () => {
+            left = await sleepsLeft(T, mark);
+            return !new RegExp(`sleep ${mark}\\.[89]`).test(left);
+          },
+          { what: `sleep ${mark}.8 and .9 gone from the target`, detail: () => `left on the target:\n${left}` },
+        );
+        assert.match(left, new RegExp(`sleep ${mark}\\.7`), "the earlier command's background process is still running");
         const next = await t.exec('echo next');
         assert.equal(next.code, 0);
         assert.equal(next.stdout, 'next\n');
       } finally {
-        await T.check(`pkill -f 'slee[p] ${mark}' || true`);
+        await T.check(`pkill -f '[s]leep ${mark}' || true`);
       }
     });
 
     test('abort signal kills like a timeout, timedOut false', async () => {
       const ac = new AbortController();
-      setTimeout(() => ac.abort(), 300);
-      const r = await t.exec('sleep 30', { signal: ac.signal });
+      const g = gatePaths(T.dir);
+      const run = t.exec(`touch ${g.inFile}; sleep 3000`, { signal: ac.signal });
+      await waitFor(() => existsOn(T, g.inFile), { what: 'the command running on the target' });
+      ac.abort();
+      const r = await run;
       assert.equal(r.timedOut, false);
       assert.equal(r.code, null);
     });
 
     test('onOutput streams chunks as they arrive', async () => {
       const chunks: string[] = [];
-      const r = await t.exec('echo one; sleep 0.2; echo two >&2', { onOutput: (s, c) => chunks.push(`${s}:${c}`) });
+      const g = gatePaths(T.dir);
+      let released: Promise<string> | undefined;
+      // the second line is printed only after the first one reached the caller
+      const r = await t.exec(`echo one; ${gated(g.inFile, g.goFile)}; echo two >&2`, {
+        onOutput: (s, c) => {
+          chunks.push(`${s}:${c}`);
+          if (!released && chunks.join('').includes('stdout:one\n')) released = T.check(`touch ${g.goFile}`);
+        },
+      });
+      await released;
       assert.equal(r.code, 0);
+      assert.ok(released, 'the first line arrived while the command was still running');
       assert.deepEqual(chunks.join(''), 'stdout:one\nstderr:two\n');
     });
 
@@ -284,7 +343,7 @@ contract(
           {
             hostKeyChecking: 'strict',
             knownHostsFiles: [fleet.knownHostsFile],
-            connectTimeoutMs: 5000,
+            connectTimeoutMs: 20_000,
             sshConfigFile: 'none',
             agent: false,
           },
@@ -320,11 +379,17 @@ test("ssh: the become password is never in the host's ps output while sudo runs"
         privateKeyFile: f.clientKeyFile,
         becomePassword: f.users.password,
       },
-      { hostKeyChecking: 'strict', knownHostsFiles: [f.knownHostsFile], connectTimeoutMs: 5000, sshConfigFile: 'none', agent: false },
+      { hostKeyChecking: 'strict', knownHostsFiles: [f.knownHostsFile], connectTimeoutMs: 20_000, sshConfigFile: 'none', agent: false },
     );
-    const run = tr.exec('sleep 1; id -u', { become: true });
-    await new Promise((x) => setTimeout(x, 500));
-    const ps = (await f.exec(h, 'ps -eo args')).stdout;
+    const g = gatePaths('/tmp');
+    const run = tr.exec(`${gated(g.inFile, g.goFile)}; id -u`, { become: true });
+    let ps: string;
+    try {
+      await waitFor(async () => (await f.exec(h, `test -e ${g.inFile}`)).code === 0, { what: 'the sudo command running on the host' });
+      ps = (await f.exec(h, 'ps -eo args')).stdout;
+    } finally {
+      await f.exec(h, `touch ${g.goFile}`);
+    }
     assert.match(ps, /sudo -H -S -p/);
     assert.equal(ps.includes(f.users.password!), false);
     assert.equal(ps.includes('S3cr'), false);
