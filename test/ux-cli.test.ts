@@ -1,3 +1,4 @@
+// tier: unit
 /**
  * Operator experience end to end through bin/runbook on local hosts: list/show, the destructive
  * prompt on a real terminal (tmux) and its refusal when piped, plain output when piped, --json,
@@ -10,6 +11,7 @@ import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, existsSync, readdi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLParser } from 'fast-xml-parser';
+import { waitFor } from './harness/wait.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin/runbook');
@@ -120,15 +122,15 @@ describe('destructive prompt', () => {
       /* not started or gone */
     }
   });
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-  async function screenUntil(name: string, re: RegExp, ms = 30_000): Promise<string> {
-    const end = Date.now() + ms;
-    for (;;) {
-      const s = tmux('capture-pane', '-p', '-J', '-t', name);
-      if (re.test(s)) return s;
-      if (Date.now() > end) throw new Error(`screen never matched ${re}:\n${s}`);
-      await sleep(100);
-    }
+  async function screenUntil(name: string, re: RegExp): Promise<string> {
+    let s = '';
+    return waitFor(
+      () => {
+        s = tmux('capture-pane', '-p', '-J', '-t', name);
+        return re.test(s) && s;
+      },
+      { what: `the screen to match ${re}`, intervalMs: 100, detail: () => `screen:\n${s}` },
+    );
   }
   let started = false;
   async function onTerminal(answer: string) {

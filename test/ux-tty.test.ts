@@ -1,3 +1,4 @@
+// tier: unit
 /**
  * The live view and final summary on a real terminal: a synthetic run of 1, 5 and 60 hosts rendered
  * inside tmux (fixed 80x24), read back with capture-pane. No line may overflow the width, finished
@@ -5,10 +6,11 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, existsSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { waitFor } from './harness/wait.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const WORK = mkdtempSync(join(tmpdir(), 'runbook-ux-tmux-'));
@@ -27,18 +29,14 @@ after(() => {
   rmSync(WORK, { recursive: true, force: true });
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function waitFile(f: string, ms = 30_000) {
-  const end = Date.now() + ms;
-  while (!existsSync(f)) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${f}`);
-    await sleep(50);
-  }
-}
+const visible = (s: string) => s.replace(/\u001b\[[0-9;:]*m/g, '');
 
 let n = 0;
-/** Runs the simulation in a fresh tmux window; returns the screen mid-run and after the summary. */
-async function simulate(hosts: number, forks: number, env: Record<string, string> = {}, escapes = false) {
+/**
+ * Runs the simulation in a fresh tmux window; returns the screen mid-run (once it shows `live`: the first wave of
+ * hosts in flight, e.g. /0\/5 done · 5 running/) and after the summary.
+ */
+async function simulate(hosts: number, forks: number, live: RegExp, env: Record<string, string> = {}, escapes = false) {
   const dir = mkdtempSync(join(WORK, 'sim-'));
   const name = `s${n++}`;
   const envArgs = Object.entries(env)
@@ -47,34 +45,39 @@ async function simulate(hosts: number, forks: number, env: Record<string, string
   const cmd = `cd ${ROOT} && env -u NO_COLOR ${envArgs} TERM=xterm-256color node --import tsx test/fixtures/events/simulate.ts ${hosts} ${forks} ${dir}; echo __EXIT__$?; sleep 60`;
   tmux('new-session', '-d', '-s', name, '-x', String(COLS), '-y', String(ROWS), cmd);
   const capture = () => tmux('capture-pane', '-p', '-J', ...(escapes ? ['-e'] : []), '-t', name);
+  let screen = '';
+  const shows = (re: RegExp) => () => {
+    screen = capture();
+    return re.test(visible(screen)) && screen;
+  };
   try {
-    await waitFile(join(dir, 'paused'));
-    await sleep(400); // a few frames at 10/s
-    const live = capture();
+    await waitFor(() => existsSync(join(dir, 'paused')), { what: 'the simulation to pause with its first wave in flight' });
+    // the renderer draws ~10 frames a second: the first one with every paused host in it
+    const liveScreen = await waitFor(shows(live), { what: `the live view showing ${live}`, detail: () => `screen:\n${screen}` });
     writeFileSync(join(dir, 'go'), '');
-    await waitFile(join(dir, 'done'));
-    let final = '';
-    for (let i = 0; i < 50 && !final.includes('__EXIT__'); i++) {
-      await sleep(100);
-      final = capture();
-    }
-    return { live, final };
+    await waitFor(() => existsSync(join(dir, 'done')), { what: 'the simulation to finish' });
+    const final = await waitFor(shows(/__EXIT__\d+/), {
+      what: 'the summary and the exit code on the screen',
+      detail: () => `screen:\n${screen}`,
+    });
+    return { live: liveScreen, final };
   } finally {
     tmux('kill-session', '-t', name);
   }
 }
 
-const visible = (s: string) => s.replace(/\u001b\[[0-9;:]*m/g, '');
 function assertFits(screen: string) {
   for (const line of screen.split('\n')) {
     assert.ok([...visible(line)].length <= COLS, `line overflows ${COLS} columns: ${JSON.stringify(line)}`);
   }
 }
 const nonBlank = (s: string) => s.split('\n').filter((l) => l.trim() !== '');
+/** The 5-host live view with all five in flight (the last one's line drawn too). */
+const FIVE_LIVE = /0\/5 done · 5 running[\s\S]*worker-05\S* +(step \d: |connecting)/;
 const HOST = (i: number) => `worker-${String(i).padStart(2, '0')}.k8s.prod.example.com`;
 
 test('1 host: one line for it in flight, then a summary on one screen', async () => {
-  const { live, final } = await simulate(1, 50);
+  const { live, final } = await simulate(1, 50, /0\/1 done · 1 running .*\n.*step 1: /);
   assertFits(live);
   assertFits(final);
   const l = nonBlank(live);
@@ -87,7 +90,7 @@ test('1 host: one line for it in flight, then a summary on one screen', async ()
 });
 
 test('5 hosts: one line per host in flight with its step; finished hosts become counts', async () => {
-  const { live, final } = await simulate(5, 50);
+  const { live, final } = await simulate(5, 50, FIVE_LIVE);
   assertFits(live);
   assertFits(final);
   const l = nonBlank(live);
@@ -107,7 +110,7 @@ test('5 hosts: one line per host in flight with its step; finished hosts become 
 });
 
 test('60 hosts on 24 rows: compact live view (counts per step), compact summary that fits the screen', async () => {
-  const { live, final } = await simulate(60, 50);
+  const { live, final } = await simulate(60, 50, /0\/60 done · 50 running · 10 waiting/);
   assertFits(live);
   assertFits(final);
   const l = nonBlank(live);
@@ -128,9 +131,9 @@ test('60 hosts on 24 rows: compact live view (counts per step), compact summary 
 });
 
 test('colors on the terminal, none with NO_COLOR', async () => {
-  const colored = await simulate(5, 50, {}, true);
+  const colored = await simulate(5, 50, FIVE_LIVE, {}, true);
   assert.match(colored.final, /\u001b\[[0-9;]*3[1-3]m/, 'status colors');
-  const plain = await simulate(5, 50, { NO_COLOR: '1' }, true);
+  const plain = await simulate(5, 50, FIVE_LIVE, { NO_COLOR: '1' }, true);
   assert.doesNotMatch(plain.live + plain.final, /\u001b\[[0-9;]*3[0-7]m/);
   assert.doesNotMatch(plain.live + plain.final, /\u001b\[[0-9;]*[12]m/, 'no bold/dim either');
   assert.match(plain.final, /^Hosts: 1 ok, 3 changed, 1 rolled-back$/m);
@@ -139,13 +142,13 @@ test('colors on the terminal, none with NO_COLOR', async () => {
 test('a terminal without a size (script(1), stdin at EOF): the live view runs and the run ends', async () => {
   const state = mkdtempSync(join(WORK, 'nosize-'));
   // script gives bin/runbook a pty with 0 columns and 0 rows; ora used to divide by that width and loop forever.
-  const started = Date.now();
-  const out = execFileSync(
+  // `timeout` kills a hang (exit 137); how long the run takes on this machine is not asserted.
+  const r = spawnSync(
     'timeout',
     [
       '-s',
       'KILL',
-      '40',
+      '120',
       'script',
       '-qec',
       `stty cols 0 rows 0 2>/dev/null; ${ROOT}bin/runbook apply hello -i ${ROOT}inventory/local.yml --state-dir ${state}`,
@@ -153,6 +156,7 @@ test('a terminal without a size (script(1), stdin at EOF): the live view runs an
     ],
     { encoding: 'utf8', input: '', cwd: ROOT, env: { ...process.env, TERM: 'xterm-256color' } },
   );
-  assert.ok(Date.now() - started < 30_000, 'ended promptly');
-  assert.match(visible(out), /hello: ok \(exit 0\), 3 hosts/);
+  assert.notEqual(r.status, 137, `the run hung on a terminal without a size (killed after 120 s):\n${r.stdout}${r.stderr}`);
+  assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+  assert.match(visible(r.stdout), /hello: ok \(exit 0\), 3 hosts/);
 });
