@@ -100,7 +100,7 @@ const ssh2 = await build({
 // from a code cache has lost the script's dynamic-import callback (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING).
 // bin/runbook passes __runbookImport, an import() of its own (source map columns shift on those lines only).
 function routeDynamicImports(text) {
-  const routed = text.replace(/\bimport\((["'])([^"']+)\1\)/g, (m, q, spec) => {
+  const routed = text.replace(/\bimport\((["'])([^"']+)\1\)/g, (_m, q, spec) => {
     if (!EXTERNAL.includes(spec)) throw new Error(`build: unexpected dynamic import of "${spec}" in the bundle`);
     return `__runbookImport(${q}${spec}${q})`;
   });

@@ -1,26 +1,120 @@
 /**
  * The composition root: yargs commands, lazy-loaded handlers, and the one place where errors
- * become exit codes. Handlers return an exit code; they throw RunbookError for usage/validation.
+ * become exit codes. Handlers return an exit code; they throw a CodedError (RunbookError for usage,
+ * validation, journal; TransportError for a host's connection) for anything a user can cause.
  */
 import type { Argv } from 'yargs';
-import { RunbookError } from '../core/errors.js';
+import { CodedError } from '../core/errors.js';
+import { TransportError } from '../transport/types.js';
 
-export type Args = Record<string, any> & { _: (string | number)[] };
+/**
+ * The parsed command line every handler gets: yargs' result for the options declared below (each
+ * command sees its own subset; the rest are absent). Other keys (yargs' camelCase copies) are unknown.
+ */
+export interface Args {
+  [key: string]: unknown;
+  _: (string | number)[];
+  $0?: string;
+  // positionals
+  runbook?: string;
+  run_id?: string;
+  host?: string;
+  group?: string;
+  // inventoryOpts
+  inventory?: string[];
+  limit?: string;
+  'extra-vars'?: string[];
+  // connectionOpts
+  forks?: number;
+  user?: string;
+  'private-key'?: string;
+  'ssh-config'?: string;
+  'known-hosts'?: string;
+  'host-key-checking'?: 'strict' | 'accept-new' | 'off';
+  'connect-timeout'?: string;
+  // outputOpts
+  json?: boolean;
+  verbose?: boolean;
+  'state-dir'?: string;
+  // plan, apply, resume, rollback
+  probe?: boolean;
+  yes?: boolean;
+  rollback?: boolean;
+  report?: string[];
+  'metrics-file'?: string;
+  window?: string;
+  fsync?: boolean;
+  force?: boolean;
+  // inventory
+  list?: boolean;
+  graph?: boolean;
+  'list-hosts'?: boolean;
+  // unlock
+  run?: string;
+}
 type Handler = (argv: Args) => Promise<number>;
 
-/** Exit codes (README "Exit codes"): 0 ok, 1 usage/validation/nothing contacted, 2 host failures, 3 needs attention, 130 interrupted. */
+/** EX_SOFTWARE (sysexits.h): an error that is not a CodedError reached the CLI; that is a bug. */
+export const EXIT_INTERNAL = 70;
+/** EX_IOERR (sysexits.h): stdout could not be written (a full disk, a broken device); EPIPE excepted. */
+export const EXIT_OUTPUT = 74;
+
+/**
+ * Exit codes (README "Host statuses and exit codes"): 0 ok, 1 usage/validation/refused before anything
+ * changed, 2 a host failed or could not be reached, 3 needs attention, 4 journal, 70 bug, 74 stdout, 130 interrupted.
+ */
 export function exitCodeFor(err: unknown): number {
-  if (err instanceof RunbookError) {
-    switch (err.code) {
-      case 'E_INTERRUPTED':
-        return 130;
-      case 'E_JOURNAL':
-        return 4;
-      default:
-        return 1;
-    }
+  if (!(err instanceof CodedError)) return EXIT_INTERNAL;
+  // A command that works on one host itself (unlock) could not reach it, or lost it: as `unreachable` in a run.
+  if (err instanceof TransportError) return 2;
+  switch (err.code) {
+    case 'E_INTERRUPTED':
+      return 130;
+    case 'E_JOURNAL':
+      return 4;
+    case 'E_LOCK': // the host's lock command failed (unlock): the host failed, nothing was removed
+      return 2;
+    case 'E_INTERNAL':
+      return EXIT_INTERNAL;
+    default:
+      return 1;
   }
-  return 1;
+}
+
+/**
+ * What runbook prints for an error that ends a command, and its exit code: `runbook: MESSAGE` for a
+ * CodedError (one line, unless a ValidationError lists several issues); for anything else (a bug)
+ * `runbook: internal error: MESSAGE (this is a bug; ...)`, one line. RUNBOOK_DEBUG=1 adds the stacks.
+ */
+export function errorReport(err: unknown, env: NodeJS.ProcessEnv = process.env): { text: string; exitCode: number } {
+  const line = err instanceof CodedError && err.code !== 'E_INTERNAL' ? `runbook: ${err.message}\n` : internalErrorLine(err);
+  return { text: line + debugLines(err, env), exitCode: exitCodeFor(err) };
+}
+
+function internalErrorLine(err: unknown): string {
+  const msg = (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ').trim();
+  return `runbook: internal error: ${msg || (err instanceof Error ? err.name : 'unknown error')} (this is a bug; RUNBOOK_DEBUG=1 shows the stack)\n`;
+}
+
+/** RUNBOOK_DEBUG=1: the stack of an error and of its causes, after the one-line message. */
+function debugLines(err: unknown, env: NodeJS.ProcessEnv): string {
+  if (env.RUNBOOK_DEBUG !== '1') return '';
+  const out: string[] = [];
+  let e: unknown = err;
+  for (let depth = 0; e !== undefined && depth < 8; depth++) {
+    out.push(`${depth ? 'caused by: ' : ''}${e instanceof Error ? (e.stack ?? `${e.name}: ${e.message}`) : String(e)}`);
+    e = e instanceof Error ? e.cause : undefined;
+  }
+  return `${out.join('\n')}\n`;
+}
+
+/** Last resort for an error that escaped every handler (a stray promise, an event listener): a bug, reported in one line. */
+function onEscapedError(err: unknown): void {
+  try {
+    process.stderr.write(internalErrorLine(err) + debugLines(err, process.env));
+  } finally {
+    process.exit(EXIT_INTERNAL);
+  }
 }
 
 function lazy(load: () => Promise<{ run: Handler }>) {
@@ -68,11 +162,17 @@ function outputOpts(y: Argv) {
 }
 
 export async function main(args: string[]): Promise<void> {
-  // `runbook plan ... | head`: a closed pipe ends the command quietly.
+  process.on('uncaughtException', onEscapedError);
+  process.on('unhandledRejection', onEscapedError);
+  // `runbook plan ... | head`: a closed pipe ends the command quietly. Any other write error
+  // (`> /dev/full`) is one line on stderr (when stderr is not the one failing) and exit 74.
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-      throw err;
+      if (stream === process.stdout) {
+        process.stderr.write(`runbook: cannot write the output: ${err.message}; check the file or pipe stdout goes to.\n`);
+      }
+      process.exit(EXIT_OUTPUT);
     });
   }
   // `runbook validate FILE` (one positional, no option) skips yargs: building the CLI costs about as
@@ -236,14 +336,13 @@ export async function main(args: string[]): Promise<void> {
   await runHandler(() => cli.parseAsync());
 }
 
-/** Runs the command; an error becomes `runbook: MESSAGE` on stderr and its exit code. */
+/** Runs the command; an error becomes `runbook: MESSAGE` on stderr (its stack only with RUNBOOK_DEBUG=1) and its exit code. */
 async function runHandler(run: () => Promise<unknown>): Promise<void> {
   try {
     await run();
   } catch (err) {
-    const code = exitCodeFor(err);
-    const msg = err instanceof RunbookError ? err.message : ((err as Error)?.stack ?? String(err));
-    process.stderr.write(`runbook: ${msg}\n`);
-    process.exitCode = code;
+    const { text, exitCode } = errorReport(err);
+    process.stderr.write(text);
+    process.exitCode = exitCode;
   }
 }

@@ -1,12 +1,21 @@
 /**
- * Every error the product raises carries a stable `code`. Messages say what happened and
- * what to do, one sentence each. Only src/cli maps codes to exit codes.
+ * Every error the product raises carries a stable `code` (`E_...`): it extends CodedError.
+ * Messages say what happened and what to do, one sentence each. Only src/cli/main.ts maps
+ * codes to exit codes; an error reaching it that is not a CodedError is a bug.
  */
-export class RunbookError extends Error {
+export class CodedError extends Error {
   readonly code: string;
   constructor(code: string, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
+    this.name = 'CodedError';
+  }
+}
+
+/** Usage, validation, journal and run-level errors (TransportError, its sibling, is about one host's connection). */
+export class RunbookError extends CodedError {
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
     this.name = 'RunbookError';
   }
 }

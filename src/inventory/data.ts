@@ -3,13 +3,16 @@
  * (ansible-core 2.14) with the same ordering rules, so that host order, group children order,
  * depths and the implicit `all`/`ungrouped` handling match `ansible-inventory`.
  */
+import { CodedError } from '../core/errors.js';
 
-export class GroupError extends Error {
+/** A group graph problem (cycle, self-parent, unknown name); the parsers report it with the file's name and line. */
+export class GroupError extends CodedError {
   constructor(
     message: string,
     readonly kind: 'cycle' | 'self' | 'unknown',
   ) {
-    super(message);
+    super('E_INVENTORY_GROUP', message);
+    this.name = 'GroupError';
   }
 }
 

@@ -2,12 +2,13 @@
  * Host names in inventories: `name:port`, `[v6addr]:port`, ranges `node[01:20]`, `db-[a:f]`, `[0:10:2]`.
  * A port of Ansible's parse_address() and expand_hostname_range(). Pure.
  */
+import { CodedError } from '../core/errors.js';
 
 const numericRange = String.raw`\[[0-9]+:[0-9]+(?::[0-9]+)?\]`;
 const hexadecimalRange = String.raw`\[(?:[0-9a-f]+:[0-9a-f]+)(?::[0-9]+)?\]`;
 const alphanumericRange = String.raw`\[(?:[a-z]:[a-z]|[0-9]+:[0-9]+)(?::[0-9]+)?\]`;
-const ipv6c = String.raw`(?:[0-9a-f]{1,4}|${hexadecimalRange})`;
-const ipv4c = String.raw`(?:[01]?[0-9]{1,2}|2[0-4][0-9]|25[0-5]|${numericRange})`;
+const ipv6c = `(?:[0-9a-f]{1,4}|${hexadecimalRange})`;
+const ipv4c = `(?:[01]?[0-9]{1,2}|2[0-4][0-9]|25[0-5]|${numericRange})`;
 const label = String.raw`(?:[\p{L}\p{N}_]|${alphanumericRange})(?:[\p{L}\p{N}_-]|${alphanumericRange})*(?<![_-])`;
 const c = ipv6c;
 
@@ -18,16 +19,16 @@ const RE = {
   ipv6: new RegExp(
     '^(?:' +
       [
-        String.raw`(?:${c}:){7}${c}`,
-        String.raw`(?:${c}:){1,6}:`,
-        String.raw`(?:${c}:)(?::${c}){1,6}`,
-        String.raw`(?:${c}:){2}(?::${c}){1,5}`,
-        String.raw`(?:${c}:){3}(?::${c}){1,4}`,
-        String.raw`(?:${c}:){4}(?::${c}){1,3}`,
-        String.raw`(?:${c}:){5}(?::${c}){1,2}`,
-        String.raw`(?:${c}:){6}(?::${c})`,
-        String.raw`:(?::${c}){1,6}`,
-        String.raw`${c}?::`,
+        `(?:${c}:){7}${c}`,
+        `(?:${c}:){1,6}:`,
+        `(?:${c}:)(?::${c}){1,6}`,
+        `(?:${c}:){2}(?::${c}){1,5}`,
+        `(?:${c}:){3}(?::${c}){1,4}`,
+        `(?:${c}:){4}(?::${c}){1,3}`,
+        `(?:${c}:){5}(?::${c}){1,2}`,
+        `(?:${c}:){6}(?::${c})`,
+        `:(?::${c}){1,6}`,
+        `${c}?::`,
         String.raw`(?:0:){6}(?:${c}\.){3}${c}`,
         String.raw`::(?:ffff:)?(?:${c}\.){3}${c}`,
         String.raw`(?:0:){5}ffff:(?:${c}\.){3}${c}`,
@@ -53,7 +54,13 @@ export function parseAddress(address: string): { host: string; port?: number } |
   return undefined;
 }
 
-export class RangeError_ extends Error {}
+/** A bad host range (`node[01:x]`); the parsers report it with the file's name and line. */
+export class RangeError_ extends CodedError {
+  constructor(message: string) {
+    super('E_HOST_RANGE', message);
+    this.name = 'RangeError_';
+  }
+}
 
 const ASCII_LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
 

@@ -3,18 +3,21 @@
  * `[group]`, `[group:vars]`, `[group:children]`, host lines with inline key=value (shlex + literal_eval),
  * implicit `ungrouped` for lines before the first section, groups declared later than referenced.
  */
+import { CodedError } from '../core/errors.js';
 import { type RInventory, GroupError } from './data.js';
 import { literalEval, shlexSplit } from './pysyntax.js';
 import { expandHostPattern, RangeError_ } from './hostpattern.js';
 
-export class InventoryParseError extends Error {
+/** A syntax error in one inventory file (load.ts turns it into a ValidationError with file and line). */
+export class InventoryParseError extends CodedError {
   constructor(
     readonly file: string,
     readonly line: number | undefined,
     message: string,
-    readonly code = 'E_INVENTORY_SYNTAX',
+    code = 'E_INVENTORY_SYNTAX',
   ) {
-    super(message);
+    super(code, message);
+    this.name = 'InventoryParseError';
   }
 }
 
@@ -88,7 +91,7 @@ export function parseIni(inv: RInventory, file: string, text: string): void {
       try {
         tokens = shlexSplit(line);
       } catch (e) {
-        return fail(`cannot parse host line '${line}': ${(e as Error).message}`);
+        throw new InventoryParseError(file, lineno, `cannot parse host line '${line}': ${(e as Error).message}`);
       }
       if (tokens.length === 0) continue;
       const hostpattern = tokens[0];

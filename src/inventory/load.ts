@@ -51,7 +51,7 @@ function findVault(file: string, text: string, data: unknown, path: string[] = [
       `${file}${line ? `:${line}` : ''}: '${path.join('.')}' is vault-encrypted; runbook does not decrypt Ansible Vault. Decrypt it or pass the secret another way (environment, -e @file outside the journal).`,
     );
   }
-  if (Array.isArray(data)) data.forEach((v, i) => findVault(file, text, v, [...path, String(i)]));
+  if (Array.isArray(data)) for (const [i, v] of data.entries()) findVault(file, text, v, [...path, String(i)]);
   else if (data && typeof data === 'object') for (const [k, v] of Object.entries(data)) findVault(file, text, v, [...path, k]);
 }
 

@@ -4,6 +4,7 @@
  * (yes/no are booleans, 0755 is octal), `!unsafe` is a plain string and `!vault` is detected.
  */
 import * as yaml from 'js-yaml';
+import { CodedError } from '../core/errors.js';
 import { type RInventory, GroupError } from './data.js';
 import { expandHostPattern, RangeError_ } from './hostpattern.js';
 import { InventoryParseError } from './ini.js';
@@ -58,13 +59,15 @@ export const ANSIBLE_YAML_SCHEMA = yaml.YAML11_SCHEMA.withTags(
   unsafeMapTag,
 );
 
-export class YamlSyntaxError extends Error {
+/** A YAML file that does not parse (its callers add the file and line to a ValidationError). */
+export class YamlSyntaxError extends CodedError {
   constructor(
     readonly file: string,
     readonly line: number | undefined,
     message: string,
   ) {
-    super(message);
+    super('E_YAML_SYNTAX', message);
+    this.name = 'YamlSyntaxError';
   }
 }
 

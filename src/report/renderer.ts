@@ -12,9 +12,10 @@ import type { Ora } from 'ora';
 let oraFactory: typeof import('ora').default | undefined;
 let oraLoading: Promise<void> | undefined;
 function loadOra(): Promise<void> {
-  return (oraLoading ??= import('ora').then((m) => {
+  oraLoading ??= import('ora').then((m) => {
     oraFactory = m.default;
-  }));
+  });
+  return oraLoading;
 }
 import { formatDuration } from '../core/duration.js';
 import type { EventOf, EventType, RunEvent } from '../engine/events.js';

@@ -14,7 +14,7 @@ import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConnectionSpec } from '../inventory/types.js';
-import { prepareRun } from './shell.js';
+import { prepareRun, type PreparedRun } from './shell.js';
 import { driveRun } from './run-driver.js';
 import { TransportError, type ExecOptions, type ExecResult, type Transport } from './types.js';
 
@@ -81,7 +81,7 @@ export class LocalTransport implements Transport {
     });
     if (this.closed) throw new TransportError('E_CONN_LOST', this.host, `transport for ${this.host} is closed; call connect() first`);
     const become = opts.become ?? this.conn.become ?? false;
-    let prep;
+    let prep: PreparedRun;
     try {
       prep = prepareRun({
         script,
@@ -96,7 +96,8 @@ export class LocalTransport implements Transport {
     }
     // prepareRun's command is already shell text (fixed markers only): zx must not quote it again.
     // zx is loaded on first use: a run with only SSH hosts never pays for it.
-    const { $ } = await (zx ??= import('zx'));
+    zx ??= import('zx');
+    const { $ } = await zx;
     const p = $({
       shell: '/bin/sh',
       prefix: '',
@@ -136,7 +137,7 @@ export class LocalTransport implements Transport {
         }
       }
     };
-    if (opts.gate) {
+    if (opts.gate !== undefined) {
       // The shell waits on its stdin: nothing runs until the wrapper is written after the gate.
       try {
         await opts.gate;

@@ -77,7 +77,7 @@ export function driveRun(io: RunIO, prep: PreparedRun, opts: ExecOptions): Promi
     async ({ code, signal }) => {
       if (timer) clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
-      if (killing) await killing;
+      if (killing !== undefined) await killing;
       const rest = filter.flush();
       if (rest.length) {
         err.push(rest);

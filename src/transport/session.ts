@@ -271,7 +271,7 @@ export class ShellSession {
         }
       }
       await Promise.race([endP, deathP]);
-      if (killing) await killing;
+      if (killing !== undefined) await killing;
     } finally {
       if (timer) clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);

@@ -102,8 +102,7 @@ function splitLine(line: string): { key: string; value: string } | undefined {
 export function words(value: string): string[] {
   const out: string[] = [];
   const re = /"([^"]*)"|(\S+)/g;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(value))) out.push(m[1] ?? m[2]);
+  for (const m of value.matchAll(re)) out.push(m[1] ?? m[2]);
   return out;
 }
 

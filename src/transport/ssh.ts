@@ -111,6 +111,28 @@ const DEFAULT_HOST_KEY_ALGOS = [
   'rsa-sha2-256',
   'ssh-rsa',
 ];
+/** A connect that failed below SSH (the socket's error): what happened, then what to check. */
+export function connectFailure(hop: Pick<Hop, 'label' | 'host' | 'port'>, err: Error & { code?: string }): string {
+  const at = `cannot connect to ${hop.label}`;
+  switch (err.code) {
+    case 'ECONNREFUSED':
+      return `${at}: connection refused on port ${hop.port}. Check that sshd runs on ${hop.host} and that the port (ansible_port) is right.`;
+    case 'ENOTFOUND':
+      return `${at}: the name ${hop.host} does not resolve. Check ansible_host (or the host's name in the inventory) and DNS.`;
+    case 'EAI_AGAIN':
+      return `${at}: the name ${hop.host} could not be resolved now (DNS did not answer). Check the resolver and retry.`;
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return `${at}: no route to ${hop.host}. Check the address (ansible_host) and the network.`;
+    case 'ETIMEDOUT':
+      return `${at}: the TCP connection to port ${hop.port} timed out. Check the address, port and firewall.`;
+    case 'ECONNRESET':
+      return `${at}: the connection was reset during the handshake. Check that port ${hop.port} is an SSH server and that it accepts this client.`;
+    default:
+      return `${at}: ${err.code && !err.message.includes(err.code) ? `${err.code} ` : ''}${err.message}`;
+  }
+}
+
 const passphraseCache = new Map<string, string>();
 /** Idle shell sessions kept per become user (the rest are closed). */
 const IDLE_SESSIONS = 2;
@@ -263,7 +285,7 @@ export class SshTransport implements Transport {
 
   async connect(): Promise<void> {
     if (this.ready) return;
-    if (this.connecting) return this.connecting;
+    if (this.connecting !== undefined) return this.connecting;
     this.closed = false;
     this.connecting = this.doConnect().finally(() => {
       this.connecting = undefined;
@@ -499,14 +521,7 @@ export class SshTransport implements Transport {
           );
           return;
         }
-        fail(
-          new TransportError(
-            'E_UNREACHABLE',
-            this.host,
-            `cannot connect to ${hop.label}: ${err.code ? `${err.code} ` : ''}${err.message}`,
-            { cause: err },
-          ),
-        );
+        fail(new TransportError('E_UNREACHABLE', this.host, connectFailure(hop, err), { cause: err }));
       });
       client.on('close', () =>
         fail(new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${hop.label}: connection closed during the handshake`)),
@@ -623,7 +638,7 @@ export class SshTransport implements Transport {
     try {
       const client = await this.ensure();
       session = this.takeIdle(key) ?? (await this.openSession(client, become, becomeUser));
-      if (opts.gate) {
+      if (opts.gate !== undefined) {
         // Nothing is written to the session before the gate settles: the command does not start if it rejects.
         try {
           await opts.gate;

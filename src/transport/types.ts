@@ -2,6 +2,8 @@
  * The one interface every transport implements (local on zx, ssh on ssh2).
  * The engine only knows this file; it never imports ssh2 or zx.
  */
+import { CodedError } from '../core/errors.js';
+
 export interface ExecOptions {
   /** Kill the command (its whole process group, on the host) after this long. */
   timeoutMs?: number;
@@ -37,14 +39,13 @@ export interface ExecResult {
 /**
  * Thrown by a transport when the host cannot be reached or the connection is lost.
  * codes: E_UNREACHABLE (never connected), E_CONN_LOST (lost mid-command: effect unknown),
- * E_HOSTKEY_UNKNOWN, E_HOSTKEY_CHANGED, E_HOSTKEY_REVOKED, E_AUTH.
+ * E_HOSTKEY_UNKNOWN, E_HOSTKEY_CHANGED, E_HOSTKEY_REVOKED, E_AUTH, E_CHANNEL, E_FILE, E_INVALID.
+ * Not a RunbookError: the engine tells a host's connection problems apart from everything else.
  */
-export class TransportError extends Error {
-  readonly code: string;
+export class TransportError extends CodedError {
   readonly host: string;
   constructor(code: string, host: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
+    super(code, message, options);
     this.host = host;
     this.name = 'TransportError';
   }

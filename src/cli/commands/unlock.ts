@@ -1,23 +1,25 @@
 /**
  * `runbook unlock HOST -i INV --run RUN_ID`: break a stale host lock, explicitly. Only the lock
  * held by RUN_ID is removed; the act is journaled (`lock-broken`) in that run's journal.
+ * A refused or failed unlock leaves nothing behind: no journal, no state directory it created.
  */
+import { existsSync, rmdirSync, rmSync } from 'node:fs';
 import { hostname, tmpdir, userInfo } from 'node:os';
-import { resolve } from 'node:path';
-import type { Args } from '../main.js';
-import { RunbookError, didYouMean } from '../../core/errors.js';
-import { loadInventory, connectionFor } from '../../inventory/index.js';
-import { createTransport } from '../../transport/index.js';
-import { sshOptionsFrom } from '../transports.js';
+import { dirname, resolve } from 'node:path';
+import { didYouMean, RunbookError } from '../../core/errors.js';
 import { breakLock, describeHolder, lockAccessFor } from '../../engine/lock.js';
-import { openJournal, resolveStateDir, checkRunId, journalPath } from '../../journal/writer.js';
-import { existsSync, rmSync } from 'node:fs';
+import { connectionFor, loadInventory } from '../../inventory/index.js';
+import { checkRunId, journalPath, openJournal, resolveStateDir } from '../../journal/writer.js';
+import { createTransport } from '../../transport/index.js';
+import { TransportError } from '../../transport/types.js';
+import type { Args } from '../main.js';
+import { sshOptionsFrom } from '../transports.js';
 
 export async function run(argv: Args): Promise<number> {
   const host = String(argv.host);
   const runId = checkRunId(argv.run);
   const cwd = process.cwd();
-  const sources: string[] = (argv.inventory ?? []).map((p: string) => resolve(cwd, p));
+  const sources = (argv.inventory ?? []).map((p) => resolve(cwd, p));
   if (sources.length === 0) throw new RunbookError('E_USAGE', `no inventory given; pass -i FILE so runbook knows how to reach ${host}.`);
   const inventory = loadInventory(sources, { cwd });
   const h = inventory.hosts.get(host);
@@ -28,16 +30,24 @@ export async function run(argv: Args): Promise<number> {
   const connection = connectionFor(h, { user: argv.user as string | undefined, privateKeyFile: argv['private-key'] as string | undefined });
   const access = lockAccessFor({ name: host, vars: h.vars, connection }, tmpdir());
   const { path } = access;
-
-  // Journal first: if it cannot be written, nothing is removed.
+  const sshOptions = sshOptionsFrom(argv); // a bad option is refused before anything is created or contacted
   const stateDir = resolveStateDir(argv['state-dir']);
-  const hadJournal = existsSync(journalPath(stateDir, runId));
-  const journal = await openJournal(stateDir, runId, { fsync: true });
-  const t = createTransport(connection, sshOptionsFrom(argv));
+  const jpath = journalPath(stateDir, runId);
+  const hadJournal = existsSync(jpath);
+  // Directories the journal would create, outermost first: removed again if nothing was unlocked.
+  const created = [stateDir, dirname(jpath)].filter((d) => !existsSync(d));
+
+  const t = createTransport(connection, sshOptions);
+  let journal: Awaited<ReturnType<typeof openJournal>> | undefined;
   let removed = false;
+  let removing = false;
   try {
-    await journal.sync();
+    // Connecting is read-only: a host that cannot be reached costs no journal. The journal is written
+    // (and synced) before the lock is touched: if it cannot be, nothing is removed.
     await t.connect();
+    journal = await openJournal(stateDir, runId, { fsync: true });
+    await journal.sync();
+    removing = true;
     const holder = await breakLock(t, host, runId, access);
     journal.write({
       type: 'lock-broken',
@@ -60,10 +70,27 @@ export async function run(argv: Args): Promise<number> {
         `runbook: note: run ${runId} had no journal in ${stateDir} (it ran from another controller?); a new one records this unlock.\n`,
       );
     return 0;
+  } catch (err) {
+    if (removing && err instanceof TransportError && err.code === 'E_CONN_LOST') {
+      throw new TransportError(
+        err.code,
+        err.host,
+        `lost the connection to ${host} while unlocking it, so the lock (${path}) may or may not be gone; run the same runbook unlock again once ${host} answers.`,
+        { cause: err },
+      );
+    }
+    throw err;
   } finally {
     await t.close().catch(() => {});
-    await journal.close().catch(() => {});
-    // Nothing was broken: do not leave a journal behind for a run this state dir never knew.
-    if (!removed && !hadJournal) rmSync(journal.path, { force: true });
+    await journal?.close().catch(() => {});
+    // Nothing was broken: do not leave a journal (or a state directory) behind for a run this state dir never knew.
+    if (!removed && !hadJournal) {
+      try {
+        rmSync(jpath, { force: true });
+        for (const d of created.reverse()) rmdirSync(d);
+      } catch {
+        /* never created (the state dir is unusable), or a directory someone else now uses: keep it */
+      }
+    }
   }
 }
