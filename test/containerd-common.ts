@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import type { CliEvent } from './harness/events.js';
 import { bootFleet, leftovers, type Fleet } from './harness/nspawn.js';
 
 export const REPO = new URL('..', import.meta.url).pathname;
@@ -15,7 +16,7 @@ export const BIN = join(REPO, 'bin/runbook');
 
 export interface RunOutput {
   code: number | null;
-  events: Array<Record<string, any>>;
+  events: CliEvent[];
   stderr: string;
   ms: number;
   /** host -> final status (from run-end). */
@@ -27,7 +28,7 @@ export interface RunOpts {
   inventory?: string;
   extra?: string[];
   /** Called for every NDJSON event as it arrives (e.g. to send SIGINT at the right moment). */
-  onEvent?: (e: Record<string, any>, child: ChildProcess) => void;
+  onEvent?: (e: CliEvent, child: ChildProcess) => void;
   timeoutMs?: number;
 }
 
@@ -49,7 +50,7 @@ export function runbook(fleet: Fleet, cmd: 'apply' | 'plan', book: string, o: Ru
   const t0 = Date.now();
   return new Promise((resolve, reject) => {
     const child = spawn(BIN, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
-    const events: Array<Record<string, any>> = [];
+    const events: CliEvent[] = [];
     let buf = '';
     let stderr = '';
     let raw = '';
@@ -61,12 +62,11 @@ export function runbook(fleet: Fleet, cmd: 'apply' | 'plan', book: string, o: Ru
       raw += d;
       if (cmd !== 'apply') return;
       buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
+      const lines = buf.split('\n');
+      buf = lines.pop() ?? '';
+      for (const line of lines) {
         if (!line.trim()) continue;
-        const e = JSON.parse(line);
+        const e = JSON.parse(line) as CliEvent;
         events.push(e);
         o.onEvent?.(e, child);
       }
@@ -83,7 +83,7 @@ export function runbook(fleet: Fleet, cmd: 'apply' | 'plan', book: string, o: Ru
         events,
         stderr: cmd === 'apply' ? stderr : raw + stderr,
         ms: Date.now() - t0,
-        hosts: end?.hosts ?? {},
+        hosts: (end?.hosts as Record<string, string> | undefined) ?? {},
         runId: start?.run_id ?? '',
       });
     });

@@ -137,7 +137,7 @@ test('bolt lock held by another process: preflight fails with the reason, nothin
   const diag = out.events.find((e) => e.type === 'step-end' && e.step === 'Diagnose containerd');
   assert.equal(diag?.status, 'failed');
   assert.match(
-    diag?.stderr,
+    diag?.stderr ?? '',
     /do not wipe: the bolt lock on \/var\/lib\/containerd\/io\.containerd\.metadata\.v1\.bolt\/meta\.db is held by PID \d+ \(flock\)/,
   );
   const hostEnd = out.events.find((e) => e.type === 'host-end');

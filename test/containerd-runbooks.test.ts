@@ -16,9 +16,23 @@ import { ROOT, type Fleet } from './harness/nspawn.js';
 import { runbook, explain, inode, treeFingerprint, REPO, BIN, useFleet } from './containerd-common.js';
 
 const BOOKS = ['containerd-recover', 'containerd-health', 'containerd-prune-backups'];
+/** The parts of a runbook file these checks read (the file is validated by `runbook validate` first). */
+interface BookStep {
+  name: string;
+  run?: string;
+  rollback?: string;
+}
+interface BookDoc {
+  serial?: unknown;
+  max_failed?: unknown;
+  destructive?: boolean;
+  vars?: Record<string, unknown>;
+  preflight?: BookStep[];
+  steps: BookStep[];
+}
 const load = (n: string) => ({
   text: readFileSync(join(REPO, 'runbooks', `${n}.yml`), 'utf8'),
-  doc: yaml.load(readFileSync(join(REPO, 'runbooks', `${n}.yml`), 'utf8')) as any,
+  doc: yaml.load(readFileSync(join(REPO, 'runbooks', `${n}.yml`), 'utf8')) as BookDoc,
 });
 
 test('the runbook files: valid, promised defaults, a comment per step, one shared diagnosis', () => {
@@ -36,8 +50,8 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
   assert.equal(rec.max_failed, 0);
   assert.equal(rec.destructive, true);
   assert.equal(load('containerd-health').doc.destructive, false);
-  assert.equal(load('containerd-prune-backups').doc.vars.retention_days, 3);
-  const pre = (doc: any, name: string) => doc.preflight.find((s: any) => s.name === name)?.run;
+  assert.equal(load('containerd-prune-backups').doc.vars?.retention_days, 3);
+  const pre = (doc: BookDoc, name: string) => doc.preflight?.find((s) => s.name === name)?.run;
   for (const n of ['containerd-health', 'containerd-prune-backups']) {
     assert.equal(
       pre(load(n).doc, 'Discover containerd paths'),
@@ -51,7 +65,7 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
     'containerd-health diagnoses differently',
   );
   // every step that changes a node can be undone, or is a start/clean that needs none
-  const noRollback = rec.steps.filter((s: any) => !s.rollback).map((s: any) => s.name);
+  const noRollback = rec.steps.filter((s) => !s.rollback).map((s) => s.name);
   assert.deepEqual(noRollback, ['Drain the node', 'Clean the state dir', 'Start kubelet', 'Uncordon the node']);
 });
 
@@ -80,10 +94,10 @@ test('containerd-health reports healthy, broken with the signature, and needs-a-
   assert.deepEqual(out.hosts, { ok1: 'ok', cri2: 'failed', lock3: 'skipped' }, explain(out));
   const step = (h: string, s: string) => out.events.find((e) => e.type === 'step-end' && e.host === h && e.step === s);
   assert.match(
-    step('cri2', 'containerd is healthy')?.stderr,
+    step('cri2', 'containerd is healthy')?.stderr ?? '',
     /broken: CRI state corrupt \((activating|failed), \d+ restarts\): .*failed to recover state/,
   );
-  assert.match(step('lock3', 'Diagnose containerd')?.stderr, /do not wipe: the bolt lock .* is held by PID \d+ \(flock\)/);
+  assert.match(step('lock3', 'Diagnose containerd')?.stderr ?? '', /do not wipe: the bolt lock .* is held by PID \d+ \(flock\)/);
   assert.equal(step('ok1', 'containerd is healthy')?.status, 'ok');
   assert.equal(await treeFingerprint(fleet, 'cri2', ROOT), fp);
   await fleet.sh('lock3', 'systemctl stop rb-boltlock');
@@ -102,7 +116,7 @@ test("the root given by the unit's --root flag is the one repaired (and config.t
   assert.equal(out.code, 0, explain(out));
   assert.deepEqual(out.hosts, { flag4: 'changed' });
   const disc = out.events.find((e) => e.type === 'step-end' && e.step === 'Discover containerd paths');
-  assert.match(disc?.stdout, new RegExp(`^root=${custom}$`, 'm'));
+  assert.match(disc?.stdout ?? '', new RegExp(`^root=${custom}$`, 'm'));
   await fleet.sh('flag4', `test -d ${custom}.recover-${out.runId} && test -s ${custom}.recover-${out.runId}.evidence/meta.db`);
   assert.equal(await inode(fleet, 'flag4', ROOT), defaultIno);
   assert.equal((await fleet.exec('flag4', `ls -d ${ROOT}.recover-* 2>/dev/null`)).stdout, '');
@@ -153,7 +167,7 @@ test('a data root on a read-only filesystem is not wiped: preflight fails with t
   assert.equal(out.code, 2, explain(out));
   assert.deepEqual(out.hosts, { ro8: 'skipped' }, explain(out));
   const diag = out.events.find((e) => e.type === 'step-end' && e.step === 'Diagnose containerd');
-  assert.match(diag?.stderr, /do not wipe: \/var\/lib\/containerd is on a read-only filesystem/);
+  assert.match(diag?.stderr ?? '', /do not wipe: \/var\/lib\/containerd is on a read-only filesystem/);
   assert.equal(await treeFingerprint(fleet, 'ro8', ROOT), before);
   assert.match(
     await fleet.sh('ro8', `journalctl -u containerd -b -o cat | grep -i 'read-only file system' | tail -n1`),
@@ -168,7 +182,7 @@ test('a system directory as data root is refused before anything changes', async
   assert.deepEqual(out.hosts, { sys6: 'skipped' });
   const disc = out.events.find((e) => e.type === 'step-end' && e.step === 'Discover containerd paths');
   assert.equal(disc?.status, 'failed');
-  assert.match(disc?.stderr, /refusing containerd path '\/var\/lib': it is a system directory/);
+  assert.match(disc?.stderr ?? '', /refusing containerd path '\/var\/lib': it is a system directory/);
   await fleet.sh('sys6', 'test -d /var/lib/dpkg && test -d /var/lib/containerd');
 });
 
@@ -192,7 +206,9 @@ test('containerd-prune-backups keeps young backups, removes expired ones, and no
     inventory: inv,
     extra: ['-e', '{"retention_days": "0 -o 1; $(touch /tmp/pwned)"}'],
   });
-  assert.equal(bad.code, 2, explain(bad));
-  assert.deepEqual(bad.hosts, { mount5: 'skipped' }, explain(bad));
+  // refused when the plan is built (the value is used inside $(( ))): exit 1, no host contacted
+  assert.equal(bad.code, 1, explain(bad));
+  assert.match(bad.stderr, /"retention_days" is used inside \$\(\( \)\) but its value is not an integer \(host mount5/, explain(bad));
+  assert.deepEqual(bad.hosts, {}, explain(bad));
   assert.equal((await fleet.exec('mount5', 'ls /tmp/pwned 2>/dev/null')).stdout, '');
 });
