@@ -1,3 +1,4 @@
+// tier: unit
 /**
  * Start-up machinery of bin/runbook (scripts/build.mjs): the V8 code caches of the bundles are used
  * after a build, and every way a cache can be unusable (off, missing, from another build, rejected
@@ -28,6 +29,20 @@ function run(root: string, args: string[], env: Record<string, string> = {}, cwd
     env: { ...process.env, NO_COLOR: '1', ...env },
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+const answers = new Map<string, Out>();
+/**
+ * bin/runbook of the package under test. Its files are never changed by these tests, so an invocation gives one
+ * answer: each distinct one runs once (the same cases are compared in several tests), keeping this file cheap.
+ */
+function runRoot(args: string[], env: Record<string, string> = {}, cwd = ROOT): Out {
+  const key = JSON.stringify([args, env, cwd]);
+  let o = answers.get(key);
+  if (!o) {
+    o = run(ROOT, args, env, cwd);
+    answers.set(key, o);
+  }
+  return o;
 }
 /** Output without the RUNBOOK_CODE_CACHE=debug lines. */
 const plain = (o: Out): Out => ({
@@ -65,32 +80,32 @@ const CASES: string[][] = [
 ];
 
 test('after a build, both bundles load from their code caches', () => {
-  const v = run(ROOT, ['validate', 'runbooks/hello.yml'], { RUNBOOK_CODE_CACHE: 'debug' });
+  const v = runRoot(['validate', 'runbooks/hello.yml'], { RUNBOOK_CODE_CACHE: 'debug' });
   assert.equal(v.code, 0, v.stderr);
   assert.match(v.stderr, /code cache main\.validate\.bin: used/);
-  const p = run(ROOT, ['plan', 'hello', '-i', 'inventory/local.yml', '--probe'], { RUNBOOK_CODE_CACHE: 'debug' });
+  const p = runRoot(['plan', 'hello', '-i', 'inventory/local.yml', '--probe'], { RUNBOOK_CODE_CACHE: 'debug' });
   assert.equal(p.code, 0, p.stderr);
   assert.match(p.stderr, /code cache main\.cli\.bin: used/);
   assert.match(p.stderr, /code cache ssh2\.bin: used/, 'plan --probe loads the transports, and with them ssh2');
   // Commands that do not connect do not load ssh2.
   for (const args of [['plan', 'hello', '-i', 'inventory/local.yml'], ['validate', 'hello', '-i', 'inventory/local.yml'], ['list']]) {
-    const o = run(ROOT, args, { RUNBOOK_CODE_CACHE: 'debug' });
+    const o = runRoot(args, { RUNBOOK_CODE_CACHE: 'debug' });
     assert.equal(o.code, 0, o.stderr);
     assert.match(o.stderr, /code cache main\.(cli|validate)\.bin: used/);
     assert.doesNotMatch(o.stderr, /ssh2/, args.join(' '));
   }
   // Without debug, nothing about caches is printed.
-  assert.doesNotMatch(run(ROOT, ['validate', 'runbooks/hello.yml']).stderr, /code cache/);
+  assert.doesNotMatch(runRoot(['validate', 'runbooks/hello.yml']).stderr, /code cache/);
 });
 
 test('with the code cache off, the same output and exit codes', () => {
   for (const args of CASES) {
-    const a = run(ROOT, args);
-    const b = run(ROOT, args, { RUNBOOK_CODE_CACHE: '0' });
+    const a = runRoot(args);
+    const b = runRoot(args, { RUNBOOK_CODE_CACHE: '0' });
     assert.deepEqual(b, a, args.join(' '));
   }
   assert.ok(
-    run(ROOT, ['validate', BAD[0]]).code === 1 && run(ROOT, ['validate', 'hello']).code === 0,
+    runRoot(['validate', BAD[0]]).code === 1 && runRoot(['validate', 'hello']).code === 0,
     'the cases include failures and successes',
   );
 });
@@ -101,7 +116,7 @@ test('a cache that is missing, from another build or rejected by V8 is not used,
   const expected = CASES.map((args) => run(pkg, args, { RUNBOOK_CODE_CACHE: '0' }));
   assert.deepEqual(
     expected.map((o) => o.code),
-    CASES.map((args) => run(ROOT, args).code),
+    CASES.map((args) => runRoot(args).code),
   );
   const check = (what: RegExp) => {
     CASES.forEach((args, i) => {
@@ -156,8 +171,8 @@ test('validate FILE without yargs answers exactly as the yargs path', () => {
     [['validate', '--help'], dir],
   ];
   for (const [args, cwd] of cases) {
-    const fast = run(ROOT, args, {}, cwd);
-    const full = run(ROOT, args, { RUNBOOK_FAST_PATH: '0' }, cwd);
+    const fast = runRoot(args, {}, cwd);
+    const full = runRoot(args, { RUNBOOK_FAST_PATH: '0' }, cwd);
     assert.deepEqual(fast, full, `${JSON.stringify(args)} in ${cwd}`);
   }
 });

@@ -1,7 +1,10 @@
+// tier: unit
 /**
- * Journal overhead: the same 20 hosts x 10 steps (local hosts), with and without fsync,
- * through bin/runbook. Prints the numbers (for the notes); asserts that both modes journal
+ * Journal overhead: the same 20 hosts x N steps (local hosts), with and without fsync,
+ * through bin/runbook. Prints the numbers; asserts (never a time) that both modes journal
  * the same records and that group commit keeps fsyncs well below one per intent.
+ * The workload is small by default: these are checks, not a measurement (bench/ measures). For
+ * numbers worth noting: RUNBOOK_BENCH_STEPS=10 RUNBOOK_BENCH_REPS=5 node test/run.mjs journal-overhead
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,12 +17,13 @@ import { existsSync } from 'node:fs';
 
 const HOSTS = 20,
   STEPS = 10,
-  REPS = Number(process.env.RUNBOOK_BENCH_REPS ?? 3);
+  CLI_STEPS = Number(process.env.RUNBOOK_BENCH_STEPS ?? 3),
+  REPS = Number(process.env.RUNBOOK_BENCH_REPS ?? 1);
 
-test(`journal overhead: ${HOSTS} hosts x ${STEPS} steps, fsync vs no fsync`, async () => {
+test(`journal overhead: ${HOSTS} hosts x ${CLI_STEPS} steps, fsync vs no fsync`, async () => {
   assert.ok(existsSync(join(ROOT, 'dist', 'cli', 'main.js')), 'dist/ is missing: build first');
   const work = tmp('rb-overhead-');
-  const steps = Array.from({ length: STEPS }, (_, i) => ({
+  const steps = Array.from({ length: CLI_STEPS }, (_, i) => ({
     name: `s${i}`,
     run: `touch {{ dir }}/s${i}`,
     rollback: `rm -f {{ dir }}/s${i}`,
@@ -33,7 +37,7 @@ test(`journal overhead: ${HOSTS} hosts x ${STEPS} steps, fsync vs no fsync`, asy
   }
   writeFileSync(join(work, 'inv.yml'), dump({ all: { hosts } }));
   const times: Record<string, number[]> = { fsync: [], 'no-fsync': [] };
-  const stats: Record<string, any> = {};
+  const stats: Record<string, { records: number; syncs: number; fsyncs: number; bytes: number }> = {};
   const intents: Record<string, number> = {};
   for (let rep = 0; rep < REPS; rep++) {
     for (const mode of rep % 2 ? ['no-fsync', 'fsync'] : ['fsync', 'no-fsync']) {
@@ -60,14 +64,14 @@ test(`journal overhead: ${HOSTS} hosts x ${STEPS} steps, fsync vs no fsync`, asy
   }
   const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
   const line =
-    `journal overhead (${HOSTS} hosts x ${STEPS} steps, local hosts, forks ${HOSTS}, ${REPS} runs each, median wall time of bin/runbook apply): ` +
+    `journal overhead (${HOSTS} hosts x ${CLI_STEPS} steps, local hosts, forks ${HOSTS}, ${REPS} runs each, median wall time of bin/runbook apply): ` +
     `fsync ${med(times.fsync).toFixed(0)} ms [${times.fsync.map((t) => t.toFixed(0)).join(', ')}], ` +
     `no-fsync ${med(times['no-fsync']).toFixed(0)} ms [${times['no-fsync'].map((t) => t.toFixed(0)).join(', ')}]; ` +
     `overhead ${(med(times.fsync) - med(times['no-fsync'])).toFixed(0)} ms (${((med(times.fsync) / med(times['no-fsync']) - 1) * 100).toFixed(1)}%); ` +
     `fsync run: ${stats.fsync.records} records, ${stats.fsync.syncs} sync() calls, ${stats.fsync.fsyncs} fsyncs (+1 at close), ${stats.fsync.bytes} bytes`;
   console.log(line);
   process.stdout.write(`# ${line}\n`);
-  assert.equal(intents.fsync, HOSTS * (STEPS + 1), 'every host-start and step intent journaled');
+  assert.equal(intents.fsync, HOSTS * (CLI_STEPS + 1), 'every host-start and step intent journaled');
   assert.equal(intents['no-fsync'], intents.fsync);
   assert.equal(stats['no-fsync'].fsyncs, 0);
   assert.ok(
