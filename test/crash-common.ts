@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFil
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { dump } from 'js-yaml';
+import { waitFor } from './harness/wait.js';
 
 export const ROOT = resolve(new URL('..', import.meta.url).pathname);
 export const BIN = join(ROOT, 'bin', 'runbook');
@@ -23,7 +24,7 @@ vars:
   fail_at: 99
 preflight:
   - name: look
-    run: test -d {{ dir }} && sleep {{ pf_nap }}
+    run: test -d {{ dir }} && touch {{ dir }}.look && sleep {{ pf_nap }}
 steps:
   - name: stop
     run: echo stopped > {{ dir }}/svc
@@ -36,7 +37,7 @@ steps:
       run: test -e {{ dir }}/data.bak && test ! -e {{ dir }}/data
     rollback: if [ -e {{ dir }}/data.bak ]; then mv -f {{ dir }}/data.bak {{ dir }}/data; fi
   - name: rebuild
-    run: sleep {{ nap }}; echo new > {{ dir }}/data.tmp && mv {{ dir }}/data.tmp {{ dir }}/data
+    run: touch {{ dir }}.rebuild; sleep {{ nap }}; echo new > {{ dir }}/data.tmp && mv {{ dir }}/data.tmp {{ dir }}/data
     verify:
       run: grep -qx new {{ dir }}/data
     rollback: sleep {{ rb_nap }}; rm -f {{ dir }}/data {{ dir }}/data.tmp
@@ -53,7 +54,8 @@ export const END_STATE = 'data=new\ndata.bak=old\nsvc=running\n';
 /** Script printing a host's state: each file in the dir, name=content, sorted. */
 export const STATE_SCRIPT = (dir: string) =>
   `cd ${dir} && for f in $(ls -A | LC_ALL=C sort); do printf '%s=%s\\n' "$f" "$(cat "$f")"; done`;
-export const RESET_SCRIPT = (dir: string) => `rm -rf ${dir} && mkdir -p ${dir} && echo old > ${dir}/data && echo running > ${dir}/svc`;
+export const RESET_SCRIPT = (dir: string) =>
+  `rm -rf ${dir} ${dir}.look ${dir}.rebuild && mkdir -p ${dir} && echo old > ${dir}/data && echo running > ${dir}/svc`;
 
 export interface TestFleet {
   kind: 'local' | 'ssh';
@@ -66,6 +68,8 @@ export interface TestFleet {
   state(name: string): Promise<string>;
   /** Run-lock file content on a host, or null. */
   lock(name: string): Promise<string | null>;
+  /** Whether a step's command has started on a host: it touches `<dir>.<what>` first (look, rebuild). */
+  started(name: string, what: 'look' | 'rebuild'): Promise<boolean>;
   /** Extra CLI args for apply/resume/rollback (keys, known_hosts). */
   args: string[];
   stop(): Promise<void>;
@@ -107,6 +111,9 @@ export function localFleet(n: number): TestFleet {
     async lock(h) {
       return existsSync(lockOf(h)) ? readFileSync(lockOf(h), 'utf8') : null;
     },
+    async started(h, what) {
+      return existsSync(`${dirOf(h)}.${what}`);
+    },
     async stop() {},
   };
 }
@@ -147,6 +154,9 @@ export async function sshFleet(n: number): Promise<TestFleet> {
     async lock(h) {
       const r = await fleet.exec(h, `cat ${lockOf(h)}`);
       return r.code === 0 ? r.stdout : null;
+    },
+    async started(h, what) {
+      return (await fleet.exec(h, `test -e ${dirOf(h)}.${what}`)).code === 0;
     },
     async stop() {
       await fleet.stop();
@@ -203,11 +213,15 @@ export function startRunbook(
   return { child, done };
 }
 
-export function journalRecords(stateDir: string): Array<Record<string, any>> {
+/** A journal line as the tests read it: any record, its fields looked at by name. */
+// biome-ignore lint/suspicious/noExplicitAny: the tests read every record type's fields by name; decoding belongs to the product
+export type JournalLine = Record<string, any>;
+
+export function journalRecords(stateDir: string): JournalLine[] {
   const dir = join(stateDir, 'runs');
   if (!existsSync(dir)) return [];
   const files = readdirSync(dir).filter((f) => f.endsWith('.ndjson'));
-  const out: Array<Record<string, any>> = [];
+  const out: JournalLine[] = [];
   for (const f of files) {
     for (const l of readFileSync(join(dir, f), 'utf8').split('\n')) {
       if (!l) continue;
@@ -227,25 +241,19 @@ export function onlyRunId(stateDir: string): string {
   return files[0].replace(/\.ndjson$/, '');
 }
 
-/** Polls until pred() holds (journal on disk, host state...). */
-export async function waitFor(what: string, pred: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await pred())) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 // ---------------------------------------------------------------------------------------------
 // Scenarios, shared by the local and the SSH fleet
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
-type Recs = Array<Record<string, any>>;
-const has = (recs: Recs, p: (r: Record<string, any>) => boolean) => recs.some(p);
+type Recs = JournalLine[];
+/** When to kill the controller: a condition on the journal on disk and the hosts, and its name for a timeout. */
+interface KillPoint {
+  what: string;
+  holds: (recs: Recs) => boolean | Promise<boolean>;
+}
+const has = (recs: Recs, p: (r: JournalLine) => boolean) => recs.some(p);
 const stepStarted = (recs: Recs, host: string, index: number) =>
   has(recs, (r) => r.type === 'step-start' && r.host === host && r.phase === 'step' && r.index === index);
 const stepEnded = (recs: Recs, host: string, index: number) =>
@@ -256,6 +264,10 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
   let work: string;
   let rb: string;
   const H = ['h1', 'h2', 'h3'];
+  const everyHost = async (p: (h: string) => Promise<boolean>) => {
+    for (const h of H) if (!(await p(h))) return false;
+    return true;
+  };
   const limit = ['-l', H.join(',')];
 
   before(async () => {
@@ -287,16 +299,21 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
     return { stateDir, inv, base };
   }
 
-  /** apply in the background, SIGKILL it when `when` holds for the journal on disk. */
-  async function applyAndKill(
-    hostVars: Record<string, Record<string, unknown>>,
-    when: (r: Recs) => boolean | Promise<boolean>,
-    graceMs = 300,
-  ) {
+  /** apply in the background, SIGKILL it as soon as `when` holds (journal on disk, commands seen running on the hosts). */
+  async function applyAndKill(hostVars: Record<string, Record<string, unknown>>, when: KillPoint) {
     const s = await setup(hostVars);
     const { child, done } = startRunbook(['apply', rb, '-i', s.inv, ...limit, ...s.base]);
-    await waitFor('the kill point', () => when(journalRecords(s.stateDir)));
-    await sleep(graceMs);
+    let exited = false;
+    void done.then(() => {
+      exited = true;
+    });
+    await waitFor(
+      async () => {
+        if (exited) throw new Error(`the controller ended before ${when.what}`);
+        return when.holds(journalRecords(s.stateDir));
+      },
+      { what: when.what },
+    );
     child.kill('SIGKILL');
     const r = await done;
     assert.equal(r.signal, 'SIGKILL', `the controller was still running when killed (stderr: ${r.stderr})`);
@@ -320,9 +337,12 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
     await noLocks();
   });
 
-  // (a) killed before the first step (during preflight): only run-start is durable.
+  // (a) killed before the first step: every host is in its preflight (which naps 3 s after it is seen running).
   const beforeFirstStep = { h1: { pf_nap: 3 }, h2: { pf_nap: 3 }, h3: { pf_nap: 3 } };
-  const runStarted = (recs: Recs) => has(recs, (r) => r.type === 'run-start');
+  const runStarted: KillPoint = {
+    what: 'every host in its preflight',
+    holds: async (recs) => has(recs, (r) => r.type === 'run-start') && (await everyHost((h) => fleet.started(h, 'look'))),
+  };
 
   test(`${label}: kill -9 before the first step, then resume -> every host repaired`, async () => {
     const s = await applyAndKill(beforeFirstStep, runStarted);
@@ -348,17 +368,15 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
 
   // (b) killed between the intent and the outcome of a changing step (rebuild sleeps 2 s).
   const midStep = { h1: { nap: 2 }, h2: { nap: 2 }, h3: { nap: 2 } };
-  const allInRebuild = (recs: Recs) => H.every((h) => stepStarted(recs, h, 2));
+  const allInRebuild: KillPoint = {
+    what: "every host's rebuild command running (intent durable, its marker on the host)",
+    holds: async (recs) => H.every((h) => stepStarted(recs, h, 2)) && (await everyHost((h) => fleet.started(h, 'rebuild'))),
+  };
   const MID_REBUILD_DONE = 'data=new\ndata.bak=old\nsvc=stopped\n';
   const rebuildFinished = () =>
-    waitFor(
-      'the orphaned rebuild commands to finish on the hosts',
-      async () => {
-        for (const h of H) if ((await fleet.state(h)) !== MID_REBUILD_DONE) return false;
-        return true;
-      },
-      20_000,
-    );
+    waitFor(() => everyHost(async (h) => (await fleet.state(h)) === MID_REBUILD_DONE), {
+      what: 'the orphaned rebuild commands to finish on the hosts',
+    });
 
   test(`${label}: kill -9 between intent and outcome of a changing step, torn last line, then resume -> same end state`, async () => {
     const s = await applyAndKill(midStep, allInRebuild);
@@ -405,8 +423,7 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
     test(`${label}: the controller and its commands die together (power loss) -> resume settles the unknown step as not done and rolls that host back`, async () => {
       const s = await setup(midStep);
       const { child, done } = startRunbook(['apply', rb, '-i', s.inv, ...limit, ...s.base]);
-      await waitFor('every host in rebuild', () => allInRebuild(journalRecords(s.stateDir)));
-      await sleep(300);
+      await waitFor(() => allInRebuild.holds(journalRecords(s.stateDir)), { what: allInRebuild.what });
       // The local transport runs each command in its own process group: kill those too.
       const groups = childGroups(child.pid!);
       assert.ok(groups.length >= 3, `the rebuild commands run (${groups.length} groups)`);
@@ -436,10 +453,13 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
   // (c) killed during a rollback: h3 fails its last step and unwinds; rebuild's rollback sleeps.
   const failing = { h3: { fail_at: 3, rb_nap: 2 } };
   // h1 and h2 are done on the hosts (their host-end may not be durable yet: resume settles that).
-  const inRollback = async (recs: Recs) =>
-    has(recs, (r) => r.type === 'rollback-start' && r.host === 'h3' && r.index === 2) &&
-    (await fleet.state('h1')) === END_STATE &&
-    (await fleet.state('h2')) === END_STATE;
+  const inRollback: KillPoint = {
+    what: "h3's rollback of rebuild (intent durable), h1 and h2 repaired",
+    holds: async (recs) =>
+      has(recs, (r) => r.type === 'rollback-start' && r.host === 'h3' && r.index === 2) &&
+      (await fleet.state('h1')) === END_STATE &&
+      (await fleet.state('h2')) === END_STATE,
+  };
 
   test(`${label}: kill -9 during a rollback, then resume -> same end state as uninterrupted`, async () => {
     const s = await applyAndKill(failing, inRollback);

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync, mkdirSync, openSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { localFleet, startRunbook, runbook, waitFor, journalRecords, tmp, START_STATE, ROOT } from './crash-common.js';
+import { localFleet, startRunbook, runbook, journalRecords, tmp, START_STATE, ROOT } from './crash-common.js';
+import { waitFor } from './harness/wait.js';
 import { existsSync } from 'node:fs';
 
 // Every step prints 5 KB, so each step-end record (4 KiB output tail) needs a new tmpfs page.
@@ -76,8 +77,9 @@ test('disk full for the journal: the run stops, rolls back the hosts in flight, 
 
   const { done } = startRunbook(['apply', rb, '-i', inv, '--state-dir', stateDir]);
   // All hosts are inside "aside" (sleeping): fill the disk under the journal now.
-  await waitFor('every host in step aside', () =>
-    ['h1', 'h2', 'h3'].every((h) => journalRecords(stateDir).some((r) => r.type === 'step-start' && r.host === h && r.index === 1)),
+  await waitFor(
+    () => ['h1', 'h2', 'h3'].every((h) => journalRecords(stateDir).some((r) => r.type === 'step-start' && r.host === h && r.index === 1)),
+    { what: 'every host in step aside (its intent in the journal)' },
   );
   const filled = fill(stateDir);
   assert.ok(filled > 0 && filled < 64 * 1024);

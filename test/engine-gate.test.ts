@@ -23,13 +23,13 @@ class GatingFake implements Transport {
   ) {}
   async connect() {}
   async exec(script: string, o: ExecOptions = {}): Promise<ExecResult> {
-    if (o.gate) {
+    if (o.gate !== undefined) {
       this.gatesSeen++;
       o.gate.catch(() => undefined);
     }
     await new Promise((r) => setTimeout(r, 5)); // "opening the channel"
     if (this.lostBeforeGate?.(script)) throw new TransportError('E_CONN_LOST', this.host, 'lost while opening');
-    if (o.gate) await o.gate;
+    if (o.gate !== undefined) await o.gate;
     this.log.push(`${this.host}:${script}`);
     return { code: 0, signal: null, stdout: '', stderr: '', timedOut: false, durationMs: 1 };
   }
