@@ -1,7 +1,8 @@
+// tier: unit
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, realpathSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import {
@@ -29,6 +30,39 @@ function sh(shell: string, cmd: string, cwd: string, env: Record<string, string>
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+interface ShResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs each command in its own subshell of ONE shell process, each with its own stdout/stderr/exit-code files
+ * (hundreds of cases cost a few shells instead of one each). undefined when the batch as a whole went wrong (the
+ * shell failed, something was created in cwd, a case left no exit code): the caller then runs the cases one shell
+ * each, for a message naming the case.
+ */
+function shBatch(shell: string, cmds: string[], cwd: string): ShResult[] | undefined {
+  const out = mkdtempSync(join(tmpdir(), 'rb-batch-'));
+  try {
+    const script = cmds.map((c, i) => `(\n${c}\n) >"$O/${i}.out" 2>"$O/${i}.err"; echo $? >"$O/${i}.code"`).join('\n');
+    const r = sh(shell, script, cwd, { T: cwd, O: out });
+    if (r.code !== 0 || readdirSync(cwd).length > 0) return undefined;
+    const results = cmds.map((_, i) => {
+      const f = (ext: string) => join(out, `${i}.${ext}`);
+      if (!existsSync(f('code'))) return undefined;
+      return {
+        code: Number(readFileSync(f('code'), 'utf8')),
+        stdout: readFileSync(f('out'), 'utf8'),
+        stderr: readFileSync(f('err'), 'utf8'),
+      };
+    });
+    return results.every((x) => x !== undefined) ? (results as ShResult[]) : undefined;
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
 }
 
 const EVIL = [
@@ -198,9 +232,12 @@ for (const shell of SHELLS) {
     try {
       let checked = 0;
       for (const [tpl, expect] of TEMPLATES) {
-        for (const v of EVIL) {
-          const cmd = renderCommand(tpl, varLookup({ v }));
-          const r = sh(shell, cmd, T, { T });
+        const cmds = EVIL.map((v) => renderCommand(tpl, varLookup({ v })));
+        const batch = shBatch(shell, cmds, T);
+        if (!batch) for (const f of readdirSync(T)) rmSync(join(T, f), { recursive: true, force: true });
+        for (const [i, v] of EVIL.entries()) {
+          const cmd = cmds[i];
+          const r = batch?.[i] ?? sh(shell, cmd, T, { T });
           assert.deepEqual(
             readdirSync(T),
             [],
