@@ -1,3 +1,4 @@
+// tier: unit
 /**
  * Unit tests of the inventory layer: bad inventories (code, file, line), patterns errors, the implicit
  * localhost, connectionFor, -e parsing, extraVarDirs precedence, Python literal/shlex ports.

@@ -1,3 +1,4 @@
+// tier: unit
 /**
  * Host locks through a real POSIX shell on the real filesystem (a minimal Transport that runs
  * `sh -s` with the script on stdin, as the ssh/local transports do).

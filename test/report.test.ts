@@ -1,3 +1,4 @@
+// tier: unit
 /**
  * Renderers and reports fed with recorded event sequences (test/fixtures/events/*.ndjson, written
  * by hand after src/engine/events.ts): NDJSON, plain lines, colors, the summary, every report

@@ -1,3 +1,4 @@
+// tier: unit
 /** The destructive-runbook question: --yes, a terminal answer, and the refusal without a terminal. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

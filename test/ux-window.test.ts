@@ -1,3 +1,4 @@
+// tier: unit
 /** --window HH:MM-HH:MM: parsing, local-time math (also across midnight) and the engine gate. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
