@@ -1,3 +1,4 @@
+// tier: unit
 // Pure unit tests of the engine's state machine, ledger and fleet policy, with a scripted fake
 // transport (no I/O). End-to-end behaviour over real processes is in e2e-local.test.ts.
 import { test } from 'node:test';

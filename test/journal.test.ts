@@ -1,3 +1,4 @@
+// tier: unit
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, statSync, symlinkSync, mkdirSync, writeFileSync, appendFileSync, rmSync } from 'node:fs';

@@ -5,8 +5,7 @@
 //   (no --unit)  every test file: the whole suite (`npm test`; needs root for sshd hosts and nspawn nodes).
 //   --unit       the unit tier (`npm run test:unit`): the files that need no root, no sshd and no nspawn (pure
 //                unit tests, local-transport and CLI tests on local hosts). A file is in it when its first line is
-//                exactly `// tier: unit`, so the marker moves with the file. Files owned by others that have not
-//                taken the marker yet are listed in UNIT_UNMARKED below.
+//                exactly `// tier: unit`, so the marker moves with the file.
 //                The tier runs with RUNBOOK_TEST_TIER=unit: the harness then refuses to start sshd, network
 //                namespaces or nspawn nodes, so a unit file that needs them fails loudly instead of being skipped.
 //                Not unit although they need no root: inventory-ansible.test.ts (runs the real ansible-core, a
@@ -16,14 +15,11 @@
 // TEST_TIMEOUT_MS: per-test deadline (default 10 minutes): a hang fails with node's "test timed out" instead of
 // hanging the run.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const UNIT_MARKER = '// tier: unit';
-// Unit-tier files that cannot carry the marker yet (their owners are editing them). Each must exist and must not
-// already have the marker (then it is dropped from here).
-const UNIT_UNMARKED = ['test/engine.test.ts', 'test/journal.test.ts', 'test/crash-local.test.ts'];
 // Started first in the unit tier (the longest files; the tier ends when its longest file does). Order only.
 const UNIT_SLOW_FIRST = ['test/crash-local.test.ts', 'test/cli-startup.test.ts', 'test/e2e-local.test.ts', 'test/template.test.ts'];
 
@@ -48,18 +44,7 @@ if (unknownFlag) {
 
 const firstLine = (f) => readFileSync(join(root, f), 'utf8').split('\n', 1)[0].trim();
 let pool = files;
-if (unit) {
-  const problems = [];
-  for (const f of UNIT_UNMARKED) {
-    if (!existsSync(join(root, f))) problems.push(`${f} is listed in UNIT_UNMARKED (test/run.mjs) but does not exist`);
-    else if (firstLine(f) === UNIT_MARKER) problems.push(`${f} has the "${UNIT_MARKER}" line now: remove it from UNIT_UNMARKED`);
-  }
-  if (problems.length) {
-    console.error(problems.join('\n'));
-    process.exit(1);
-  }
-  pool = files.filter((f) => firstLine(f) === UNIT_MARKER || UNIT_UNMARKED.includes(f));
-}
+if (unit) pool = files.filter((f) => firstLine(f) === UNIT_MARKER);
 let chosen = filters.length ? pool.filter((f) => filters.some((x) => f.includes(x))) : pool;
 if (unit) {
   const rank = (f) => (UNIT_SLOW_FIRST.includes(f) ? UNIT_SLOW_FIRST.indexOf(f) : UNIT_SLOW_FIRST.length);
