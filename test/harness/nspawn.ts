@@ -192,10 +192,14 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
+/** Start times of a node's nspawn and init, taken when they were found: a pid is only killed while it is still that process. */
+const startTimes = new Map<number, string | undefined>();
+
 function killSync(n: { pid: number; leader: number }): void {
   // SIGKILL on the container's init kills its whole pid namespace; nspawn then exits and drops its mounts.
+  // A pid whose process has gone (and may have been reused: pids wrap quickly on a busy machine) is left alone.
   for (const p of [n.leader, n.pid])
-    if (p > 0) {
+    if (p > 0 && (!startTimes.has(p) || procStartTime(p) === startTimes.get(p))) {
       try {
         process.kill(p, 'SIGKILL');
       } catch {
@@ -554,6 +558,7 @@ systemctl daemon-reload`,
         closeSync(log);
         child.unref();
         const node: Node = { name, ip: h.ip, netns: h.netns, pid: child.pid!, leader: 0, varLib, bootMs: 0 };
+        startTimes.set(node.pid, procStartTime(node.pid));
         cgroups.push(...cg);
         appendFileSync(join(dir, 'cgroups'), cg.map((d) => `${d}\n`).join(''));
         appendFileSync(join(dir, 'pids'), `${child.pid}\n`);
@@ -571,6 +576,7 @@ systemctl daemon-reload`,
           },
           { what: `${name}: systemd-nspawn to start the node's init`, timeoutMs: 60_000, intervalMs: 20, detail: consoleTail },
         );
+        startTimes.set(node.leader, procStartTime(node.leader));
       }),
     );
     nodes.sort((a, b) => names.indexOf(a.name) - names.indexOf(b.name));
@@ -594,7 +600,8 @@ systemctl daemon-reload`,
 /** Reports leftovers of a fleet directory, for tests of the harness itself. */
 export function leftovers(f: Fleet): string[] {
   const out: string[] = [];
-  for (const n of f.nodes) for (const p of [n.pid, n.leader]) if (alive(p)) out.push(`process ${p} (${n.name})`);
+  const same = (p: number) => !startTimes.has(p) || procStartTime(p) === startTimes.get(p); // not a reused pid
+  for (const n of f.nodes) for (const p of [n.pid, n.leader]) if (alive(p) && same(p)) out.push(`process ${p} (${n.name})`);
   if (existsSync(f.dir)) out.push(`directory ${f.dir}`);
   for (const n of f.nodes) if (existsSync(`/run/netns/${n.netns}`)) out.push(`netns ${n.netns}`);
   const mounts = spawnSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' })

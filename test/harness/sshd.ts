@@ -137,6 +137,8 @@ export interface StartOptions {
 
 interface HostState {
   host: SshHost;
+  /** Start time (/proc stat field 22) of host.pid: a pid is only killed while it is still that process. */
+  pidStart?: string;
   dir: string;
   config: string;
   child?: ChildProcess;
@@ -191,6 +193,16 @@ function descendants(pid: number): number[] {
   };
   walk(pid);
   return out;
+}
+
+/** Start time of a process (field 22 of /proc/PID/stat), undefined when it is gone. */
+function procStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
 }
 
 function comm(pid: number): string {
@@ -286,6 +298,8 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
     // sshd first (in netns mode PID 1 of the host's pid namespace: everything in it dies); its parent (unshare)
     // then reaps it and exits by itself, so no zombie is left to the machine's init.
     if (!st.host.pid) return;
+    // A dead sshd's pid may belong to another process by now (pids wrap quickly on a busy machine): leave it.
+    if (procStartTime(st.host.pid) !== st.pidStart) return;
     const pids = [st.host.pid, ...descendants(st.host.pid)];
     for (const p of pids) {
       try {
@@ -599,6 +613,7 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
       },
       { what: `sshd of ${h.name} to start`, timeoutMs, intervalMs: 10, detail: () => tail(h.logFile) },
     );
+    st.pidStart = procStartTime(h.pid);
     // wait until it serves the SSH banner
     await waitFor(
       async () => {
