@@ -22,6 +22,7 @@ vars:
   rb_nap: 0
   pf_nap: 0
   fail_at: 99
+  hold: no
 preflight:
   - name: look
     run: test -d {{ dir }} && touch {{ dir }}.look && sleep {{ pf_nap }}
@@ -37,7 +38,7 @@ steps:
       run: test -e {{ dir }}/data.bak && test ! -e {{ dir }}/data
     rollback: if [ -e {{ dir }}/data.bak ]; then mv -f {{ dir }}/data.bak {{ dir }}/data; fi
   - name: rebuild
-    run: touch {{ dir }}.rebuild; sleep {{ nap }}; echo new > {{ dir }}/data.tmp && mv {{ dir }}/data.tmp {{ dir }}/data
+    run: touch {{ dir }}.rebuild; sleep {{ nap }}; if [ {{ hold }} = yes ]; then i=0; while [ ! -e {{ dir }}.go ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done; fi; echo new > {{ dir }}/data.tmp && mv {{ dir }}/data.tmp {{ dir }}/data
     verify:
       run: grep -qx new {{ dir }}/data
     rollback: sleep {{ rb_nap }}; rm -f {{ dir }}/data {{ dir }}/data.tmp
@@ -55,7 +56,7 @@ export const END_STATE = 'data=new\ndata.bak=old\nsvc=running\n';
 export const STATE_SCRIPT = (dir: string) =>
   `cd ${dir} && for f in $(ls -A | LC_ALL=C sort); do printf '%s=%s\\n' "$f" "$(cat "$f")"; done`;
 export const RESET_SCRIPT = (dir: string) =>
-  `rm -rf ${dir} ${dir}.look ${dir}.rebuild && mkdir -p ${dir} && echo old > ${dir}/data && echo running > ${dir}/svc`;
+  `rm -rf ${dir} ${dir}.look ${dir}.rebuild ${dir}.go && mkdir -p ${dir} && echo old > ${dir}/data && echo running > ${dir}/svc`;
 
 export interface TestFleet {
   kind: 'local' | 'ssh';
@@ -70,6 +71,8 @@ export interface TestFleet {
   lock(name: string): Promise<string | null>;
   /** Whether a step's command has started on a host: it touches `<dir>.<what>` first (look, rebuild). */
   started(name: string, what: 'look' | 'rebuild'): Promise<boolean>;
+  /** Lets a held rebuild (host var hold: yes) go on: creates `<dir>.go` on the host. */
+  release(name: string): Promise<void>;
   /** Extra CLI args for apply/resume/rollback (keys, known_hosts). */
   args: string[];
   stop(): Promise<void>;
@@ -114,6 +117,9 @@ export function localFleet(n: number): TestFleet {
     async started(h, what) {
       return existsSync(`${dirOf(h)}.${what}`);
     },
+    async release(h) {
+      writeFileSync(`${dirOf(h)}.go`, '');
+    },
     async stop() {},
   };
 }
@@ -157,6 +163,9 @@ export async function sshFleet(n: number): Promise<TestFleet> {
     },
     async started(h, what) {
       return (await fleet.exec(h, `test -e ${dirOf(h)}.${what}`)).code === 0;
+    },
+    async release(h) {
+      await sh(h, `touch ${dirOf(h)}.go`);
     },
     async stop() {
       await fleet.stop();
@@ -497,13 +506,21 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
   test(`${label}: two concurrent applies on overlapping hosts -> exactly one works on each host`, async () => {
     const five = ['h1', 'h2', 'h3', 'h4', 'h5'];
     await fleet.reset();
-    // h3 (the shared host) works 5 s, so the two runs overlap on it even on a loaded machine.
-    const hv = Object.fromEntries(five.map((h) => [h, { nap: h === 'h3' ? 5 : 1 }]));
+    // The run that takes h3 (the shared host) holds in its rebuild until the other run has been refused h3.
+    const hv = Object.fromEntries(five.map((h) => [h, h === 'h3' ? { hold: 'yes' } : {}]));
     const dA = tmp('rb-conc-a-'),
       dB = tmp('rb-conc-b-');
     const inv = await fleet.inventory(join(dA, 'inv.yml'), hv);
     const A = startRunbook(['apply', rb, '-i', inv, '-l', 'h1,h2,h3', '--json', '--state-dir', dA, ...fleet.args]);
     const B = startRunbook(['apply', rb, '-i', inv, '-l', 'h3,h4,h5', '--json', '--state-dir', dB, ...fleet.args]);
+    try {
+      await waitFor(
+        () => [dA, dB].some((d) => journalRecords(d).some((r) => r.type === 'host-end' && r.host === 'h3' && r.status === 'skipped')),
+        { what: 'one of the two runs to be refused h3 (host-end skipped in its journal)' },
+      );
+    } finally {
+      await fleet.release('h3');
+    }
     const [ra, rb2] = await Promise.all([A.done, B.done]);
     const ev = (out: string) =>
       out
@@ -532,7 +549,7 @@ export function crashScenarios(label: string, makeFleet: () => Promise<TestFleet
   });
 }
 
-/** Process groups of the direct children of a process (Linux /proc). */
+/** Process groups led by the direct children of a process (Linux /proc). */
 export function childGroups(pid: number): number[] {
   const out = new Set<number>();
   for (const d of readdirSync('/proc')) {
@@ -540,7 +557,9 @@ export function childGroups(pid: number): number[] {
     try {
       const st = readFileSync(`/proc/${d}/stat`, 'utf8');
       const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-      if (Number(f[1]) === pid) out.add(Number(f[2]));
+      // Only groups the child leads (the local transport's per-command groups): a child that inherited
+      // the controller's group shares it with this test runner, which must not be killed.
+      if (Number(f[1]) === pid && Number(f[2]) === Number(d)) out.add(Number(f[2]));
     } catch {
       /* exited */
     }
