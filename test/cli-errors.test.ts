@@ -1,4 +1,4 @@
-// tier: unit
+// tier: local
 /**
  * Every failure a user can cause, through bin/runbook: each command against each bad input that
  * applies to it (a host on a closed port, a host name that does not resolve, a missing inventory,

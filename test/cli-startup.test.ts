@@ -1,4 +1,4 @@
-// tier: unit
+// tier: local
 /**
  * Start-up machinery of bin/runbook (scripts/build.mjs): the V8 code caches of the bundles are used
  * after a build, and every way a cache can be unusable (off, missing, from another build, rejected

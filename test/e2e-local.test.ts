@@ -1,4 +1,4 @@
-// tier: unit
+// tier: local
 // End-to-end through bin/runbook (the compiled CLI) on local hosts: exit codes, host statuses,
 // the NDJSON stream and the real effects on disk.
 import { test } from 'node:test';

@@ -1,4 +1,4 @@
-// tier: unit
+// tier: local
 /**
  * Journal overhead: the same 20 hosts x N steps (local hosts), with and without fsync,
  * through bin/runbook. Prints the numbers; asserts (never a time) that both modes journal

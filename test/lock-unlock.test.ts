@@ -1,4 +1,4 @@
-// tier: unit
+// tier: local
 /**
  * A stale host lock through bin/runbook: a run killed with kill -9 leaves its lock; another
  * apply is refused with the holder's details; `unlock` breaks it only with the holder's run

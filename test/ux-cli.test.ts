@@ -1,4 +1,4 @@
-// tier: unit
+// tier: local
 /**
  * Operator experience end to end through bin/runbook on local hosts: list/show, the destructive
  * prompt on a real terminal (tmux) and its refusal when piped, plain output when piped, --json,

@@ -1,4 +1,4 @@
-// tier: unit
+// tier: local
 /**
  * The live view and final summary on a real terminal: a synthetic run of 1, 5 and 60 hosts rendered
  * inside tmux (fixed 80x24), read back with capture-pane. No line may overflow the width, finished

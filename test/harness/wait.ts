@@ -95,15 +95,16 @@ export function pollSync(cond: () => boolean, timeoutMs: number, intervalMs = 50
 }
 
 /**
- * The unit tier (`npm run test:unit`, `node test/run.mjs --unit`) sets RUNBOOK_TEST_TIER=unit. The harness calls this
- * before it starts sshd, network namespaces or nspawn nodes, so a file marked `// tier: unit` that needs them fails
- * loudly instead of being skipped or quietly slowing the fast tier.
+ * The no-root tiers (`npm run test:unit`, `npm run test:local`) set RUNBOOK_TEST_TIER. The harness calls this before
+ * it starts sshd, network namespaces or nspawn nodes, so a file marked `// tier: unit` or `// tier: local` that needs
+ * them fails loudly instead of being skipped.
  */
 export function refuseInUnitTier(what: string): void {
-  if (process.env.RUNBOOK_TEST_TIER === 'unit') {
+  const tier = process.env.RUNBOOK_TEST_TIER;
+  if (tier) {
     throw new Error(
-      `${what}: this test file runs in the unit tier (its first line is "// tier: unit", or test/run.mjs lists it) ` +
-        'but needs root, sshd, network namespaces or nspawn; remove it from the unit tier',
+      `${what}: this test file runs in the ${tier} tier (its first line is "// tier: ${tier}" or "// tier: unit") ` +
+        'but needs root, sshd, network namespaces or nspawn; remove the marker',
     );
   }
 }
