@@ -152,65 +152,69 @@ test('max_failed 0 with serial 1: the first failure stops new hosts (skipped), e
   assert.deepEqual(r.events.at(-1)?.hosts, { h1: 'rolled-back', h2: 'skipped', h3: 'skipped' });
 });
 
-test('SIGINT mid-run: the step in flight ends, the host rolls back, exit 130', async () => {
-  const dir = tmp();
-  const child = spawn(
-    process.execPath,
-    [bin, 'apply', fx('slow.yml'), '-i', fx('inv3.yml'), '--limit', 'h1', '--json', '--state-dir', join(dir, 's'), '-e', `dir=${dir}`],
-    { env: { ...process.env, NO_COLOR: '1' } },
-  );
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => {
-    out += d;
-  });
-  child.stderr.on('data', (d) => {
-    err += d;
-  });
-  let exited = false;
-  const closed = new Promise<number | null>((res) =>
-    child.on('close', (c) => {
-      exited = true;
-      res(c);
-    }),
-  );
-  const running = (what: string) => {
-    if (exited) throw new Error(`the run ended before ${what}: ${out}${err}`);
-  };
-  try {
-    // Step two holds on its gate ({{ dir }}/go) once it has created h1.2: interrupt it there.
-    await waitFor(
-      () => {
-        running('step two started');
-        return existsSync(join(dir, 'h1.2'));
-      },
-      { what: 'step two running (h1.2 created)' },
+// SIGHUP is what a controller gets when its terminal goes away (the ssh session to it dropped): the same as SIGTERM.
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  test(`${sig} mid-run: the step in flight ends, the host rolls back, the lock is released, exit 130`, async () => {
+    const dir = tmp();
+    const child = spawn(
+      process.execPath,
+      [bin, 'apply', fx('slow.yml'), '-i', fx('inv3.yml'), '--limit', 'h1', '--json', '--state-dir', join(dir, 's'), '-e', `dir=${dir}`],
+      { env: { ...process.env, NO_COLOR: '1' } },
     );
-    child.kill('SIGINT');
-    await waitFor(
-      () => {
-        running('it took the interrupt');
-        return /SIGINT: no new step starts/.test(err);
-      },
-      { what: 'runbook to acknowledge SIGINT on stderr', detail: () => err },
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.stderr.on('data', (d) => {
+      err += d;
+    });
+    let exited = false;
+    const closed = new Promise<number | null>((res) =>
+      child.on('close', (c) => {
+        exited = true;
+        res(c);
+      }),
     );
-  } finally {
-    writeFileSync(join(dir, 'go'), ''); // the step in flight ends
-  }
-  const code = await closed;
-  assert.equal(code, 130, err);
-  const events = parseNdjson(out);
-  assert.deepEqual(
-    events.filter((e) => e.type === 'rollback-end').map((e) => e.step),
-    ['two', 'one'],
-  );
-  assert.ok(!events.some((e) => e.type === 'step-start' && e.step === 'three'), 'no step starts after the interrupt');
-  assert.deepEqual(hostEnds({ events } as Run), { h1: 'rolled-back' });
-  assert.deepEqual(
-    readdirSync(dir).filter((f) => f.startsWith('h1.')),
-    [],
-  );
-});
+    const running = (what: string) => {
+      if (exited) throw new Error(`the run ended before ${what}: ${out}${err}`);
+    };
+    try {
+      // Step two holds on its gate ({{ dir }}/go) once it has created h1.2: interrupt it there.
+      await waitFor(
+        () => {
+          running('step two started');
+          return existsSync(join(dir, 'h1.2'));
+        },
+        { what: 'step two running (h1.2 created)' },
+      );
+      child.kill(sig);
+      await waitFor(
+        () => {
+          running('it took the interrupt');
+          return new RegExp(`${sig}: no new step starts`).test(err);
+        },
+        { what: `runbook to acknowledge ${sig} on stderr`, detail: () => err },
+      );
+    } finally {
+      writeFileSync(join(dir, 'go'), ''); // the step in flight ends
+    }
+    const code = await closed;
+    assert.equal(code, 130, err);
+    const events = parseNdjson(out);
+    assert.deepEqual(
+      events.filter((e) => e.type === 'rollback-end').map((e) => e.step),
+      ['two', 'one'],
+    );
+    assert.ok(!events.some((e) => e.type === 'step-start' && e.step === 'three'), 'no step starts after the interrupt');
+    assert.deepEqual(hostEnds({ events } as Run), { h1: 'rolled-back' });
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.startsWith('h1.')),
+      [],
+    );
+    assert.ok(!existsSync(join(tmpdir(), 'runbook-lock-h1')), "the host lock (a local host's, under TMPDIR) is released");
+  });
+}
 
 test('values never run as code, in any shell context, through the CLI', () => {
   const dir = tmp();

@@ -50,8 +50,9 @@ export async function execute(argv: Args, loaded: Loaded, o: ExecuteOptions): Pr
       process.exit(130);
     }
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  // SIGHUP: the controller's terminal went away (an ssh session to it dropped): the same as SIGTERM.
+  const signalNames: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const sig of signalNames) process.on(sig, onSignal);
 
   let result: RunResult;
   try {
@@ -74,8 +75,7 @@ export async function execute(argv: Args, loaded: Loaded, o: ExecuteOptions): Pr
     };
     result = await runPlan(opts);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const sig of signalNames) process.off(sig, onSignal);
     await renderer.close();
     await journal.close();
   }
