@@ -278,6 +278,17 @@ test('reader: a malformed line in the middle is E_JOURNAL_CORRUPT naming file an
     /line 1 \(host-end\) has a bad "status"/,
   );
   assert.throws(() => parseJournal(`${J([{ type: 'teleport' }])}${ok}`, '/j'), /line 1 has an unknown record type "teleport"/);
+  // The inputs and plan that resume rebuilds from are checked too, not only their presence.
+  const inputs = { inventory: ['/i'], extra_vars: [], cwd: '/', options: {} };
+  assert.equal(parseJournal(`${J([{ type: 'run-start', inputs }])}${ok}`, '/j').records.length, 2);
+  assert.throws(
+    () => parseJournal(`${J([{ type: 'run-start', inputs: { ...inputs, extra_vars: 'x=1' } }])}${ok}`, '/j'),
+    /line 1 \(run-start\) has a bad "inputs\.extra_vars"/,
+  );
+  assert.throws(
+    () => parseJournal(`${J([{ type: 'run-start', plan: { hosts: [{ name: 'a' }], batches: [], max_failed: 0 } }])}${ok}`, '/j'),
+    /line 1 \(run-start\) has a bad "plan\.hosts"/,
+  );
   assert.throws(
     () => parseJournal(`${J([{ type: 'journal-open', v: 99 }])}${ok}`, '/j'),
     (e: unknown) => (e as RunbookError).code === 'E_JOURNAL_VERSION',

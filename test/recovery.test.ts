@@ -114,6 +114,13 @@ const refusals: Array<{ name: string; recs: object[]; req: Partial<RecoveryReque
     code: 'E_RUN_ACTIVE',
     says: /looks alive \(its controller process 4242/,
   },
+  {
+    name: 'a live process opened the journal after the run ended (an unlock in flight)',
+    recs: [...journal({ end: true }), { type: 'journal-open', time: t(6), controller: 'ctl', pid: 4343 }],
+    req: { alive: true },
+    code: 'E_RUN_ACTIVE',
+    says: /controller process 4343/,
+  },
   { name: 'no recorded plan', recs: journal({ noPlan: true }), req: {}, code: 'E_RUN_NO_PLAN', says: /died before it recorded its plan/ },
   {
     name: 'runbook unreadable',

@@ -49,7 +49,7 @@ export async function loadRecovery(argv: Args, mode: RecoveryMode): Promise<Reco
   const req: RecoveryRequest = {
     mode,
     force: Boolean(argv.force),
-    alive: history.openedBy !== undefined && !history.end && openerAlive(history.openedBy),
+    alive: history.openedBy !== undefined && openerAlive(history.openedBy),
     runbookNow: runbookNow(history.start?.runbook_file),
     given: { extraVars: argv['extra-vars'] ?? [], user: argv.user, privateKey: argv['private-key'], forks: argv.forks },
   };

@@ -14,6 +14,36 @@ import { errMessage, JournalStop } from './step.js';
 
 export type { EngineOptions, HostLock, ProbeResult, RunInfo, RunMode, RunResult } from './options.js';
 
+/** Event fields that are names, statuses, counts and times, set by the engine (see emit). */
+const STRUCTURAL = new Set([
+  'type',
+  'time',
+  'run_id',
+  'runbook',
+  'runbook_file',
+  'runbook_hash',
+  'journal',
+  'mode',
+  'host',
+  'hosts',
+  'batch',
+  'batches',
+  'max_failed',
+  'forks',
+  'step',
+  'phase',
+  'index',
+  'status',
+  'stage',
+  'code',
+  'exit_code',
+  'attempts',
+  'timed_out',
+  'duration_ms',
+  'failed_step',
+  'changed_steps',
+]);
+
 /** A counting semaphore for --forks. */
 class Limiter {
   private active = 0;
@@ -74,7 +104,10 @@ export class Engine implements FleetScope {
   }
 
   emit(e: EventInput, journal = true): void {
-    const ev = this.redactor.redactValue({ ...e, time: new Date().toISOString() } as RunEvent);
+    const ev = { ...e, time: new Date().toISOString() } as RunEvent & Record<string, unknown>;
+    // Secrets are redacted from what commands printed and said, never from the fields that say what
+    // happened: a short secret ("ok") must not turn a status into "***" and the journal unreadable.
+    for (const [k, v] of Object.entries(ev)) if (!STRUCTURAL.has(k)) ev[k] = this.redactor.redactValue(v);
     if (journal && ev.type !== 'output') this.journal.write(ev as unknown as Record<string, unknown>);
     this.opts.emit(ev);
   }

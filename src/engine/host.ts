@@ -72,9 +72,26 @@ export class HostRun extends StepRunner {
       this.locked = true;
       return true;
     } catch (err) {
-      if (err instanceof TransportError) await this.lost(err);
-      else await this.end('skipped', errMessage(err));
-      return false;
+      if (!(err instanceof TransportError)) {
+        await this.end('skipped', errMessage(err));
+        return false;
+      }
+      // The link dropped while taking the lock, which may have been taken: release it at the end if
+      // it is ours, and try once more on a new connection (taking over our own lock is safe to repeat).
+      this.locked = true;
+      try {
+        await this.t.reconnect();
+        await hostLock.acquire(this.t, this.host.name);
+        return true;
+      } catch (err2) {
+        if (!(err2 instanceof TransportError)) {
+          await this.end('skipped', errMessage(err2));
+          return false;
+        }
+        this.connected = false; // nothing is done on a host without its lock: as if never reached
+        await this.lost(err2);
+        return false;
+      }
     }
   }
 
@@ -155,6 +172,7 @@ export class HostRun extends StepRunner {
   /** A step's intent was durable in a dead run but not its outcome: learn what happened. */
   private async settleUnknown(step: StepSpec): Promise<StepOutcome> {
     const started = Date.now();
+    this.current = step;
     this.fleet.emit({ type: 'step-start', host: this.host.name, step: step.name, phase: step.phase, index: step.index });
     if (step.rollback) this.ledger.push(step);
     const probe = step.verify
@@ -211,7 +229,7 @@ export class HostRun extends StepRunner {
       const id = this.fleet.runId;
       return this.end(
         'needs-attention',
-        `cannot reach the host, which run ${id} changed and has not undone: ${errMessage(err)}; when it is back: runbook resume ${id} or runbook rollback ${id}`,
+        `cannot reach the host, which run ${id} changed and has not undone: ${errMessage(err)}; when it is back, undo it: runbook rollback ${id}`,
       );
     }
     return this.fail(this.current, { status: 'unknown', stage: 'run', code: null, reason: errMessage(err) });
@@ -320,6 +338,9 @@ export class HostRun extends StepRunner {
 
   async end(status: HostStatus, message?: string, failedStep?: string): Promise<void> {
     if (!this.fleet.settle(this.host.name, status)) return;
+    // In step order, whether the dead run (adopt) or this one changed them.
+    const order = new Map(this.steps.map((s) => [s.name, s.index]));
+    this.changed.sort((a, b) => (order.get(a) ?? 0) - (order.get(b) ?? 0));
     this.fleet.emit({
       type: 'host-end',
       host: this.host.name,

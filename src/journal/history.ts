@@ -67,7 +67,7 @@ export interface RunHistory {
   current?: RunStartEvent;
   /** The run's end, if one is recorded after the last process that worked on it opened the journal. */
   end?: { status: RunStatus; exit_code?: number; time: string };
-  /** The last process that opened the journal without ending a run after it: possibly still running. */
+  /** The last process that opened the journal, when no run ended after it opened it: possibly still running. */
   openedBy?: JournalOpenRecord;
   started?: string;
   hosts: Map<string, HostHistory>;
@@ -211,7 +211,8 @@ export function replay(records: JournalRecord[], meta: { runId: string; path: st
   if (lastEnd && endAfterOpen) h.end = lastEnd;
   else {
     if (lastOpen) h.openedBy = lastOpen;
-    // A later process (e.g. an unlock) opened the journal without running anything: the run's end stands.
+    // A later process (e.g. an unlock) opened the journal without running anything: the run's end stands
+    // (unless that process still runs: see summarize).
     if (lastEnd && !workSinceEnd) h.end = lastEnd;
   }
   h.started ??= records.find((r) => 'time' in r)?.time;
@@ -295,7 +296,7 @@ export function summarize(h: RunHistory, alive: (o: JournalOpenRecord) => boolea
     ...(h.start ? { runbook: h.start.runbook, ...(h.start.runbook_file ? { runbook_file: h.start.runbook_file } : {}) } : {}),
     ...(h.started ? { started: h.started } : {}),
   };
-  if (h.openedBy && !h.end && alive(h.openedBy)) sum.status = 'running?';
+  if (h.openedBy && alive(h.openedBy)) sum.status = 'running?';
   else if (h.end) {
     sum.status = h.end.status;
     sum.ended = h.end.time;

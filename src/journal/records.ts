@@ -148,6 +148,10 @@ export function decodeRecord(v: unknown): { record: JournalRecord } | { problem:
       return { problem: `(${o.type}) has a bad "${name}": ${JSON.stringify(x).slice(0, 80)}` };
     }
   }
+  if (o.type === 'run-start') {
+    const bad = runStartShape(o);
+    if (bad) return { problem: `(run-start) has a bad ${bad}` };
+  }
   if (o.type === 'journal-open' && typeof o.v === 'number' && o.v > JOURNAL_VERSION) {
     throw new RunbookError(
       'E_JOURNAL_VERSION',
@@ -155,4 +159,30 @@ export function decodeRecord(v: unknown): { record: JournalRecord } | { problem:
     );
   }
   return { record: o as unknown as JournalRecord };
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isStrings = (v: unknown): boolean => Array.isArray(v) && v.every((x) => typeof x === 'string');
+
+/** The nested parts of run-start that resume and rollback rebuild the plan from; the name of the first bad one. */
+function runStartShape(o: Record<string, unknown>): string | undefined {
+  const i = o.inputs;
+  if (i !== undefined) {
+    if (!isObj(i)) return '"inputs"';
+    if (!isStrings(i.inventory)) return '"inputs.inventory"';
+    if (!isStrings(i.extra_vars)) return '"inputs.extra_vars"';
+    if (typeof i.cwd !== 'string') return '"inputs.cwd"';
+    if (!isObj(i.options)) return '"inputs.options"';
+    if (i.limit !== undefined && i.limit !== null && typeof i.limit !== 'string') return '"inputs.limit"';
+  }
+  const p = o.plan;
+  if (p !== undefined) {
+    if (!isObj(p)) return '"plan"';
+    if (!Array.isArray(p.hosts) || !p.hosts.every((h) => isObj(h) && typeof h.name === 'string' && isObj(h.connection)))
+      return '"plan.hosts"';
+    if (!Array.isArray(p.batches) || !p.batches.every(isStrings)) return '"plan.batches"';
+    if (!Number.isInteger(p.max_failed)) return '"plan.max_failed"';
+  }
+  if (o.batches !== undefined && !(Array.isArray(o.batches) && o.batches.every(isStrings))) return '"batches"';
+  return undefined;
 }

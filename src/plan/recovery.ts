@@ -28,7 +28,7 @@ export interface RecoveryRequest {
   mode: RecoveryMode;
   /** --force: go on with a changed runbook file or changed host addresses. */
   force: boolean;
-  /** Whether the process that last opened the journal still runs (the caller looked). */
+  /** Whether the process that last opened the journal, with no run ended after, still runs (the caller looked). */
   alive: boolean;
   /** The runbook file now: its sha256, or why it cannot be read. */
   runbookNow: { hash: string } | { error: string };
@@ -63,7 +63,7 @@ const refuse = (code: Refusal['code'], message: string): { ok: false; refusal: R
 
 export function recoveryInputs(h: RunHistory, req: RecoveryRequest): Decided<RecoveryInputs> {
   const verb = req.mode;
-  if (req.alive && h.openedBy && !h.end) {
+  if (req.alive && h.openedBy) {
     return refuse(
       'E_RUN_ACTIVE',
       `run ${h.runId} looks alive (its controller process ${String(h.openedBy.pid)} on this machine still runs); stop it first, then ${verb} it`,
