@@ -151,6 +151,19 @@ function connectionOpts(y: Argv) {
     .option('connect-timeout', { type: 'string', default: '10s', describe: 'SSH connect timeout' });
 }
 
+/** resume and rollback: two modes of recovering one recorded run, with the same options. */
+function recoveryOpts(y: Argv, verb: 'Resume' | 'Roll back') {
+  return outputOpts(connectionOpts(y.positional('run_id', { type: 'string' })))
+    .option('extra-vars', {
+      alias: 'e',
+      type: 'string',
+      array: true,
+      describe: 'Give again the -e values the run had (secrets are not kept in the journal)',
+    })
+    .option('force', { type: 'boolean', default: false, describe: `${verb} even if the runbook file changed` })
+    .option('yes', { alias: 'y', type: 'boolean', default: false });
+}
+
 function outputOpts(y: Argv) {
   return y
     .option('json', { type: 'boolean', default: false, describe: 'NDJSON events on stdout, nothing else on stdout' })
@@ -273,33 +286,13 @@ export async function main(args: string[]): Promise<void> {
     .command(
       'resume <run_id>',
       'Continue a run whose controller died',
-      (y) =>
-        outputOpts(connectionOpts(y.positional('run_id', { type: 'string' })))
-          .option('extra-vars', {
-            alias: 'e',
-            type: 'string',
-            array: true,
-            describe: 'Give again the -e values the run had (secrets are not kept in the journal)',
-          })
-          .option('force', { type: 'boolean', default: false, describe: 'Resume even if the runbook file changed' })
-          .option('yes', { alias: 'y', type: 'boolean', default: false })
-          .example('$0 resume 20261126-1950-ab12', 'Finish what the dead run started'),
+      (y) => recoveryOpts(y, 'Resume').example('$0 resume 20261126-1950-ab12', 'Finish what the dead run started'),
       lazy(() => import('./commands/resume.js')),
     )
     .command(
       'rollback <run_id>',
       'Unwind on every host what a run changed',
-      (y) =>
-        outputOpts(connectionOpts(y.positional('run_id', { type: 'string' })))
-          .option('extra-vars', {
-            alias: 'e',
-            type: 'string',
-            array: true,
-            describe: 'Give again the -e values the run had (secrets are not kept in the journal)',
-          })
-          .option('force', { type: 'boolean', default: false, describe: 'Roll back even if the runbook file changed' })
-          .option('yes', { alias: 'y', type: 'boolean', default: false })
-          .example('$0 rollback 20261126-1950-ab12', 'Put every host back'),
+      (y) => recoveryOpts(y, 'Roll back').example('$0 rollback 20261126-1950-ab12', 'Put every host back'),
       lazy(() => import('./commands/rollback.js')),
     )
     .command(

@@ -228,16 +228,7 @@ function endLine(
   open: Map<string, StepLine>,
   kind: StepLine['kind'],
   phase: Phase,
-  r: {
-    host: string;
-    index: number;
-    step: string;
-    status: string;
-    stage?: string;
-    code?: number | null;
-    duration_ms?: number;
-    message?: string;
-  },
+  r: { host: string } & Pick<StepLine, 'index' | 'step' | 'status' | 'stage' | 'code' | 'duration_ms' | 'message'>,
 ): void {
   const key = lineKey(r.host, kind, phase, r.index);
   let line = open.get(key);
