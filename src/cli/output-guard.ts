@@ -18,7 +18,9 @@ export function outputClosed(name: 'stdout' | 'stderr'): boolean {
   if (!lost.has(name)) {
     lost.add(name);
     if (name === 'stdout' && !lost.has('stderr')) {
-      process.stderr.write('runbook: stdout was closed; the run goes on to its end, and its journal keeps everything (runbook show-run).\n');
+      process.stderr.write(
+        'runbook: stdout was closed; the run goes on to its end, and its journal keeps everything (runbook show-run).\n',
+      );
     }
   }
   return true;
