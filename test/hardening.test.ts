@@ -94,3 +94,12 @@ describe('hardening sweep', { concurrency: true }, () => {
     assert.equal(again.code, 0, why(again));
   });
 });
+
+describe('hardening sweep: inputs', { concurrency: true }, () => {
+  test('10: a host range past the limit is one clear error (exit 1) before anything is expanded', async () => {
+    const r = await runbook(['inventory', '-i', join(ROOT, 'test/fixtures/inventories/_bad/huge-range.ini'), '--list'], { env });
+    assert.equal(r.code, 1, why(r));
+    assert.match(r.stderr, /huge-range\.ini:3: .*gives 100000000 hosts, more than the limit of 100000 .*RUNBOOK_MAX_RANGE_HOSTS=N/);
+    assert.equal(r.stdout, '');
+  });
+});

@@ -34,12 +34,26 @@ function expectError(src: string, code: string, line: number | undefined, msg: R
   }
 }
 
+test('host ranges: the limit counts the product of every bracket before expanding; RUNBOOK_MAX_RANGE_HOSTS raises it', () => {
+  assert.equal(expandHostnameRange('h[1:100000]').length, 100_000);
+  assert.throws(() => expandHostnameRange('h[0:100000]'), /gives 100001 hosts, more than the limit of 100000/);
+  assert.throws(
+    () => expandHostnameRange('h[a:j]-[0:99]', { RUNBOOK_MAX_RANGE_HOSTS: '999' }),
+    /gives 1000 hosts, more than the limit of 999/,
+  );
+  assert.equal(expandHostnameRange('h[0:100000]', { RUNBOOK_MAX_RANGE_HOSTS: '200000' }).length, 100_001);
+  assert.deepEqual(expandHostnameRange('h[0:10:5]-[a:b]'), ['h0-a', 'h0-b', 'h5-a', 'h5-b', 'h10-a', 'h10-b']);
+  assert.deepEqual(expandHostnameRange('h[3:1]'), []);
+});
+
 test('bad inventories: each fails with a code, the file and the line', () => {
   expectError('dup-key.yml', 'E_INVENTORY_SYNTAX', 6, /duplicate/);
   expectError('cycle.ini', 'E_INVENTORY_SYNTAX', 4, /loop/);
   expectError('self-child.yml', 'E_INVENTORY_SYNTAX', 3, /child of itself/);
   expectError('bad-range-width.ini', 'E_INVENTORY_SYNTAX', 2, /equal length/);
   expectError('bad-range-letters.ini', 'E_INVENTORY_SYNTAX', 2, /numbers .* or single letters/);
+  expectError('huge-range.ini', 'E_INVENTORY_SYNTAX', 3, /gives 100000000 hosts, more than the limit of 100000 .*RUNBOOK_MAX_RANGE_HOSTS/);
+  expectError('huge-range-product.yml', 'E_INVENTORY_SYNTAX', 4, /gives 1000000 hosts, more than the limit of 100000/);
   expectError('vars-undefined.ini', 'E_INVENTORY_SYNTAX', 3, /never declared/);
   expectError('child-undefined.ini', 'E_INVENTORY_SYNTAX', 2, /undefined group 'nosuch'/);
   expectError('host-token.ini', 'E_INVENTORY_SYNTAX', 2, /key=value/);

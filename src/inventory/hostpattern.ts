@@ -64,8 +64,26 @@ export class RangeError_ extends CodedError {
 
 const ASCII_LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
 
-/** expand_hostname_range: every '[a:b(:s)]' expanded, left to right, recursively. Throws RangeError_. */
-export function expandHostnameRange(line: string): string[] {
+/**
+ * Names one host pattern may expand to (`h[0:99999999]` would take gigabytes before anything else could
+ * be said). RUNBOOK_MAX_RANGE_HOSTS raises it.
+ */
+export const MAX_RANGE_HOSTS = 100_000;
+
+function rangeLimit(env: NodeJS.ProcessEnv = process.env): number {
+  const n = Number(env.RUNBOOK_MAX_RANGE_HOSTS);
+  return Number.isInteger(n) && n > 0 ? n : MAX_RANGE_HOSTS;
+}
+
+/** The first '[a:b(:s)]' of a line: what is around it and its values, not yet materialized. */
+interface FirstRange {
+  head: string;
+  tail: string;
+  count: number;
+  item(i: number): string;
+}
+
+function firstRange(line: string): FirstRange {
   const open = line.indexOf('[');
   const close = line.indexOf(']');
   // Python: line.replace('[','|',1).replace(']','|',1).split('|') must give exactly 3 parts
@@ -91,24 +109,50 @@ export function expandHostnameRange(line: string): string[] {
   const step = pyInt(stepStr);
   if (step === undefined) throw new RangeError_(`host range step '${stepStr}' is not a number`);
   if (step <= 0) throw new RangeError_(`host range step must be a positive number, got ${stepStr}`);
-  let seq: (string | number)[];
   const ib = beg.length === 1 ? ASCII_LETTERS.indexOf(beg) : -1;
   const ie = end.length === 1 ? ASCII_LETTERS.indexOf(end) : -1;
   if (ib >= 0 && ie >= 0) {
     if (ib > ie) throw new RangeError_(`host range [${nrange}] must have begin <= end`);
-    seq = [];
-    for (let k = ib; k <= ie; k += step) seq.push(ASCII_LETTERS[k]);
-  } else {
-    const b = pyInt(beg);
-    const e = pyInt(end);
-    if (b === undefined || e === undefined) throw new RangeError_(`host range [${nrange}] must be numbers (01:20) or single letters (a:f)`);
-    seq = [];
-    for (let k = b; k <= e; k += step) seq.push(k);
+    return { head, tail, count: Math.floor((ie - ib) / step) + 1, item: (i) => ASCII_LETTERS[ib + i * step] };
   }
+  const b = pyInt(beg);
+  const e = pyInt(end);
+  if (b === undefined || e === undefined) throw new RangeError_(`host range [${nrange}] must be numbers (01:20) or single letters (a:f)`);
+  return { head, tail, count: e < b ? 0 : Math.floor((e - b) / step) + 1, item: (i) => fill(b + i * step) };
+}
+
+/** How many names a line with ranges expands to (the product of its ranges' sizes), without expanding it. */
+function rangeCount(line: string): number {
+  let n = 1;
+  for (let rest = line; rest.includes('[') && n > 0; ) {
+    const r = firstRange(rest);
+    n *= r.count;
+    rest = r.tail;
+  }
+  return n;
+}
+
+/**
+ * expand_hostname_range: every '[a:b(:s)]' expanded, left to right, recursively. Throws RangeError_,
+ * also when the line would give more than MAX_RANGE_HOSTS names (before expanding any).
+ */
+export function expandHostnameRange(line: string, env: NodeJS.ProcessEnv = process.env): string[] {
+  const limit = rangeLimit(env);
+  const n = rangeCount(line);
+  if (n > limit) {
+    throw new RangeError_(
+      `host range '${line}' gives ${n} hosts, more than the limit of ${limit} for one pattern; split it, or raise the limit with RUNBOOK_MAX_RANGE_HOSTS=N`,
+    );
+  }
+  return expandChecked(line);
+}
+
+function expandChecked(line: string): string[] {
+  const r = firstRange(line);
   const out: string[] = [];
-  for (const r of seq) {
-    const h = head + fill(r) + tail;
-    if (h.includes('[')) out.push(...expandHostnameRange(h));
+  for (let i = 0; i < r.count; i++) {
+    const h = r.head + r.item(i) + r.tail;
+    if (h.includes('[')) out.push(...expandChecked(h));
     else out.push(h);
   }
   return out;
