@@ -6,14 +6,27 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from 'js-yaml';
 import { startSshHosts, type SshFleet, type SshHost } from './harness/sshd.js';
 import { waitFor, within } from './harness/wait.js';
-import { BIN, ROOT, cleanEnv, journals, parseNdjson, runbook, tmp, why, write, type CliRun } from './fixtures/ssh/cli.js';
+import {
+  BIN,
+  ROOT,
+  background,
+  cleanEnv,
+  waitWhileRunning,
+  journals,
+  parseNdjson,
+  runbook,
+  tmp,
+  why,
+  write,
+  type CliRun,
+} from './fixtures/ssh/cli.js';
 
-const NAMES = ['ep'];
+const NAMES = ['ep', 'ul'];
 let fleet: SshFleet;
 let dir: string;
 let env: NodeJS.ProcessEnv;
@@ -37,10 +50,13 @@ function inventory(name: string, hosts: SshHost[], vars: Record<string, unknown>
       ansible_port: h.port,
       ansible_user: h.user,
       ansible_ssh_private_key_file: fleet.clientKeyFile,
+      runbook_lock_path: lockPath(h),
     };
   }
   return write(join(dir, `${name}.yml`), dump({ all: { hosts: hs, vars } }));
 }
+/** netns mode: each host has its own /run; local mode: all hosts are this machine, one lock file each. */
+const lockPath = (h: SshHost): string => (fleet.mode === 'netns' ? '/run/runbook/lock' : join(dir, `lock-${h.name}`));
 const common = (): string[] => ['--known-hosts', fleet.knownHostsFile];
 const existsOn = async (h: SshHost, path: string): Promise<boolean> => (await fleet.exec(h, `test -e ${path}`)).code === 0;
 
@@ -95,11 +111,58 @@ describe('hardening sweep', { concurrency: true }, () => {
   });
 });
 
+describe('hardening sweep: state', { concurrency: true }, () => {
+  test('11: unlock refuses the lock of a run that is still running here (exit 1, lock kept) unless --force', async () => {
+    const h = fleet.host('ul');
+    const hostDir = '/tmp/rbh-ul';
+    await fleet.exec(h, `rm -rf ${hostDir}`);
+    const inv = inventory('ul', [h], { dir: hostDir });
+    const state = tmp('rb-hard-state-');
+    let runId: string | undefined;
+    const run = background(
+      runbook(['apply', book('gated.yml'), '-i', inv, '--json', '--state-dir', state, ...common()], {
+        env,
+        onEvent: (e) => {
+          if (e.type === 'run-start') runId = String(e.run_id);
+        },
+      }),
+    );
+    await waitWhileRunning(run, async () => runId !== undefined && (await existsOn(h, `${hostDir}/two`)), {
+      what: 'step two running on the host',
+    });
+    const unlock = (extra: string[]) =>
+      runbook(['unlock', 'ul', '-i', inv, '--run', runId!, '--state-dir', state, ...common(), ...extra], { env });
+    const refused = await unlock([]);
+    assert.equal(refused.code, 1, why(refused));
+    assert.match(refused.stderr, /ul is locked by run \S+ \(gated\).*still running; nothing was removed\. .*--force/);
+    assert.ok(await existsOn(h, lockPath(h)), 'the lock is kept');
+    const forced = await unlock(['--force']);
+    assert.equal(forced.code, 0, why(forced));
+    assert.ok(!(await existsOn(h, lockPath(h))), 'the lock is gone');
+    await fleet.exec(h, `touch ${hostDir}/go`);
+    const r = await run.done;
+    assert.equal(r.code, 0, why(r));
+  });
+});
+
 describe('hardening sweep: inputs', { concurrency: true }, () => {
   test('10: a host range past the limit is one clear error (exit 1) before anything is expanded', async () => {
     const r = await runbook(['inventory', '-i', join(ROOT, 'test/fixtures/inventories/_bad/huge-range.ini'), '--list'], { env });
     assert.equal(r.code, 1, why(r));
     assert.match(r.stderr, /huge-range\.ini:3: .*gives 100000000 hosts, more than the limit of 100000 .*RUNBOOK_MAX_RANGE_HOSTS=N/);
     assert.equal(r.stdout, '');
+  });
+
+  test('11: a runbook or inventory that is not UTF-8 is refused with its byte offset (exit 1), nothing run', async () => {
+    const rb = join(dir, 'latin1.yml');
+    writeFileSync(rb, Buffer.from('name: latin1\nsteps:\n  - name: caf\u00e9\n    run: touch /tmp/never\n', 'latin1'));
+    const v = await runbook(['validate', rb], { env });
+    assert.equal(v.code, 1, why(v));
+    assert.match(v.stderr, /latin1\.yml:3: the runbook is not UTF-8 \(byte 0xe9 at offset 33\)/);
+    const inv = join(dir, 'latin1.ini');
+    writeFileSync(inv, Buffer.from('[web]\nh\u00f4te ansible_connection=local\n', 'latin1'));
+    const a = await runbook(['apply', book('gated.yml'), '-i', inv, '--state-dir', tmp('rb-hard-state-')], { env });
+    assert.equal(a.code, 1, why(a));
+    assert.match(a.stderr, /latin1\.ini:2: the inventory file is not UTF-8 \(byte 0xf4 at offset 7\)/);
   });
 });

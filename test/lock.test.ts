@@ -18,6 +18,7 @@ import {
   createHostLock,
   lockAccessFromHosts,
   DEFAULT_LOCK_PATH,
+  lockPathForHost,
   type LockInfo,
 } from '../src/engine/lock.js';
 import { RunbookError } from '../src/core/errors.js';
@@ -172,4 +173,17 @@ test('createHostLock: the engine HostLock, per-host path from the runbook_lock_p
   assert.equal(existsSync(join(d, 'a.lock')), false);
   await l2.acquire(t, 'a');
   await l2.release(t, 'a');
+});
+
+test('a local host name with "/" or ".." keeps its lock file in the temp dir (encoded), and apart from other names', () => {
+  const tmp = '/tmp/x';
+  const at = (name: string) => lockPathForHost({ name, vars: {}, connection: { kind: 'local' } }, tmp);
+  for (const name of ['a/../../etc/evil', '../up', 'a/b', 'plain', 'a%2Fb']) {
+    const p = at(name);
+    assert.ok(p.startsWith(`${tmp}/runbook-lock-`) && !p.slice(tmp.length + 1).includes('/'), `${name} -> ${p}`);
+  }
+  assert.equal(at('plain'), '/tmp/x/runbook-lock-plain');
+  assert.notEqual(at('a/b'), at('a%2Fb'));
+  assert.equal(at('a/b'), '/tmp/x/runbook-lock-a%2Fb');
+  assert.equal(lockPathForHost({ name: 'a/b', vars: {}, connection: { kind: 'ssh' } }, tmp), '/run/runbook/lock');
 });

@@ -306,6 +306,7 @@ export async function main(args: string[]): Promise<void> {
       (y) =>
         outputOpts(connectionOpts(inventoryOpts(y.positional('host', { type: 'string' }))))
           .option('run', { type: 'string', demandOption: true, describe: 'Run id that holds the lock' })
+          .option('force', { type: 'boolean', default: false, describe: 'Remove it even if that run is still running here' })
           .example('$0 unlock node3 -i prod.yml --run 20261126-1950-ab12', 'Remove the lock that run left'),
       lazy(() => import('./commands/unlock.js')),
     )

@@ -149,7 +149,13 @@ export async function releaseLock(t: Transport, host: string, runId: string, a: 
  * `runbook unlock`: removes a stale lock, only if its holder's run id is `runId`.
  * Returns the holder that was removed. Throws E_NOT_LOCKED or E_LOCK_HOLDER_MISMATCH.
  */
-export async function breakLock(t: Transport, host: string, runId: string, a: LockAccess = {}): Promise<LockInfo> {
+export async function breakLock(
+  t: Transport,
+  host: string,
+  runId: string,
+  a: LockAccess = {},
+  isLive: (holder: LockInfo) => boolean = () => false,
+): Promise<LockInfo> {
   const path = a.path ?? DEFAULT_LOCK_PATH;
   const cur = await readLock(t, host, a);
   if (!cur) throw new RunbookError('E_NOT_LOCKED', `${host} has no run lock (${path}); nothing to unlock`);
@@ -160,6 +166,11 @@ export async function breakLock(t: Transport, host: string, runId: string, a: Lo
       `${host} is locked by ${who}, not by run ${runId}; nothing was removed. Pass the holder's run id to --run if that run is dead`,
     );
   }
+  if (isLive(cur.holder))
+    throw new RunbookError(
+      'E_LOCK_LIVE',
+      `${host} is locked by ${describeHolder(cur.holder)}, and that process is still running; nothing was removed. Stop that run first, or pass --force to remove its lock anyway`,
+    );
   const p = shQuote(path);
   const mine = shQuote(`"run_id":${JSON.stringify(runId)},`);
   const r = await run(
@@ -225,6 +236,7 @@ export function lockAccessFromHosts(hosts: LockHost[], tmp: string): { pathFor: 
 export function lockPathForHost(h: LockHost, tmp: string): string {
   const v = h.vars[LOCK_PATH_VAR];
   if (typeof v === 'string' && v.length > 0) return v;
-  if (h.connection.kind === 'local') return `${tmp.replace(/\/$/, '')}/runbook-lock-${h.name}`;
+  // A name may hold '/' (or '..' after one): encoded, so the file stays in the temp dir.
+  if (h.connection.kind === 'local') return `${tmp.replace(/\/$/, '')}/runbook-lock-${h.name.replace(/[%/\0]/g, encodeURIComponent)}`;
   return DEFAULT_LOCK_PATH;
 }

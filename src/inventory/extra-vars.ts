@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ValidationError } from '../core/errors.js';
+import { decodeUtf8 } from '../core/text.js';
 import { isMapping, loadYaml, YamlSyntaxError } from './yaml.js';
 
 /** Ansible's split_args + parse_kv for one -e string: quote-aware split on spaces, then key=value. */
@@ -79,7 +80,7 @@ export function parseExtraVars(values: string[], cwd: string): Record<string, un
       const f = resolve(cwd, raw.slice(1));
       if (!existsSync(f))
         throw new ValidationError([{ file: raw.slice(1), path: 'extra-vars', message: `extra vars file not found: ${f}` }], 'E_EXTRA_VARS');
-      const text = readFileSync(f, 'utf8');
+      const text = decodeUtf8(readFileSync(f), f, 'extra vars file');
       if (text.trimStart().startsWith('$ANSIBLE_VAULT')) {
         throw new ValidationError(
           [{ file: f, path: 'extra-vars', message: 'the file is Ansible Vault-encrypted; runbook does not decrypt vault' }],

@@ -4,6 +4,7 @@
  * Variables: group_vars/ and host_vars/ beside each source (and in extraVarDirs, like a playbook dir),
  * merged in Ansible's precedence order.
  */
+import { decodeUtf8 } from '../core/text.js';
 import { accessSync, constants, existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { homedir } from 'node:os';
@@ -93,6 +94,7 @@ class Loader {
         `${file}: inventory scripts are not supported (the file is ${shebang ? 'a script (#!)' : 'an executable'}); export its output to a YAML inventory, e.g. \`${file} --list > inventory.json\`, and pass that file with -i.`,
       );
     }
+    decodeUtf8(buf, file, 'inventory file');
     if (text.trimStart().startsWith('$ANSIBLE_VAULT')) {
       throw new RunbookError(
         'E_INVENTORY_VAULT',
@@ -269,7 +271,7 @@ class VarsFiles {
   }
 
   private loadFile(f: string): Record<string, unknown> | undefined {
-    const text = readFileSync(f, 'utf8');
+    const text = decodeUtf8(readFileSync(f), f, 'variables file');
     if (text.trimStart().startsWith('$ANSIBLE_VAULT')) {
       throw new RunbookError(
         'E_INVENTORY_VAULT',

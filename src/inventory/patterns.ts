@@ -5,6 +5,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { didYouMean, ValidationError, type ValidationIssue } from '../core/errors.js';
+import { decodeUtf8 } from '../core/text.js';
 import type { Inventory, InventoryGroup, InventoryHost } from './types.js';
 import { parseAddress } from './hostpattern.js';
 import { LOCALHOST_NAMES } from './data.js';
@@ -254,7 +255,7 @@ export function expandLimit(limit: string, cwd: string): string[] {
           'E_PATTERN',
         );
       out.push(
-        ...readFileSync(f, 'utf8')
+        ...decodeUtf8(readFileSync(f), f, 'limit file')
           .split('\n')
           .map((l) => l.trim()),
       );

@@ -3,7 +3,7 @@
  * into a run history (history.ts); the list of runs.
  */
 import { promises as fsp } from 'node:fs';
-import { hostname } from 'node:os';
+import { processAlive } from '../core/pid.js';
 import { join } from 'node:path';
 import { RunbookError } from '../core/errors.js';
 import { replay, summarize, type RunHistory, type RunSummary } from './history.js';
@@ -76,18 +76,9 @@ export async function readJournal(path: string): Promise<JournalContents> {
   return parseJournal(text, path);
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Whether the process that opened a journal still runs (on this machine; elsewhere we cannot tell, so no). */
 export function openerAlive(o: JournalOpenRecord): boolean {
-  return o.controller === hostname() && typeof o.pid === 'number' && pidAlive(o.pid);
+  return typeof o.pid === 'number' && processAlive(o.controller ?? '', o.pid) === true;
 }
 
 /** Reads and replays one run's journal. */

@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { decodeUtf8 } from '../core/text.js';
 import { YAMLException } from 'js-yaml';
 import { parseDuration } from '../core/duration.js';
 import { RunbookError, ValidationError, type ValidationIssue } from '../core/errors.js';
@@ -30,7 +31,10 @@ export function loadRunbook(nameOrPath: string, cwd: string = process.cwd()): Ru
       cause: err,
     });
   }
-  return parseRunbook(bytes.toString('utf8'), file, { cwd, hash: createHash('sha256').update(bytes).digest('hex') });
+  return parseRunbook(decodeUtf8(bytes, displayPath(file, cwd), 'runbook'), file, {
+    cwd,
+    hash: createHash('sha256').update(bytes).digest('hex'),
+  });
 }
 
 /** Validates runbook text as if read from `file` (absolute). Exported for tests and tools. */

@@ -7,7 +7,8 @@ import { existsSync, rmdirSync, rmSync } from 'node:fs';
 import { hostname, tmpdir, userInfo } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { didYouMean, RunbookError } from '../../core/errors.js';
-import { breakLock, describeHolder, lockAccessFor } from '../../engine/lock.js';
+import { processAlive } from '../../core/pid.js';
+import { breakLock, describeHolder, type LockInfo, lockAccessFor } from '../../engine/lock.js';
 import { connectionFor, loadInventory } from '../../inventory/index.js';
 import { checkRunId, journalPath, openJournal, resolveStateDir } from '../../journal/writer.js';
 import { createTransport } from '../../transport/index.js';
@@ -48,7 +49,8 @@ export async function run(argv: Args): Promise<number> {
     journal = await openJournal(stateDir, runId, { fsync: true });
     await journal.sync();
     removing = true;
-    const holder = await breakLock(t, host, runId, access);
+    const live = (holder: LockInfo): boolean => !argv.force && processAlive(holder.controller, holder.pid) === true;
+    const holder = await breakLock(t, host, runId, access, live);
     journal.write({
       type: 'lock-broken',
       time: new Date().toISOString(),
