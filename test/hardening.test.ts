@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from 'js-yaml';
 import { startSshHosts, type SshFleet, type SshHost } from './harness/sshd.js';
@@ -26,7 +26,7 @@ import {
   type CliRun,
 } from './fixtures/ssh/cli.js';
 
-const NAMES = ['ep', 'ul'];
+const NAMES = ['ep', 'ul', 'ho'];
 let fleet: SshFleet;
 let dir: string;
 let env: NodeJS.ProcessEnv;
@@ -108,6 +108,62 @@ describe('hardening sweep', { concurrency: true }, () => {
     await fleet.exec(h, `rm -rf ${hostDir}; mkdir -p ${hostDir}; touch ${hostDir}/go`);
     const again: CliRun = await runbook(['apply', book('gated.yml'), '-i', inv, '--json', '--state-dir', state, ...common()], { env });
     assert.equal(again.code, 0, why(again));
+  });
+});
+
+/** What a host printed reached us; no control sequence of it did (tty: our own CSI cursor and color codes may be there). */
+function assertNoControls(text: string, where: string, tty = false, words = /clip .*end/): void {
+  assert.match(text, words, `${where}: the host's words are shown`);
+  const bad = [
+    /[\u0000-\u0008\u000b-\u001a\u001c-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/,
+    tty ? /\u001b[^[]|\u001b\[6n/ : /\u001b/,
+  ];
+  for (const re of bad) {
+    const m = re.exec(text);
+    assert.equal(
+      m,
+      null,
+      `${where}: a control sequence got through at ${m?.index}: ${JSON.stringify(text.slice(Math.max(0, (m?.index ?? 0) - 40), (m?.index ?? 0) + 40))}`,
+    );
+  }
+}
+
+describe('hardening sweep: hostile output', { concurrency: true }, () => {
+  test('9: control sequences from a host reach no terminal: plain and verbose output, the TTY view, NDJSON, show-run, reports', async () => {
+    const h = fleet.host('ho');
+    const inv = inventory('ho', [h]);
+    const state = tmp('rb-hard-state-');
+    const md = join(dir, 'ho.md');
+    const plain = await runbook(
+      ['apply', book('hostile-output.yml'), '-i', inv, '--verbose', '--state-dir', state, '--report', md, ...common()],
+      { env },
+    );
+    assert.equal(plain.code, 2, why(plain));
+    assertNoControls(plain.stdout, 'plain stdout');
+    assertNoControls(readFileSync(md, 'utf8'), 'markdown report');
+    const json = await runbook(['apply', book('hostile-output.yml'), '-i', inv, '--json', '--verbose', '--state-dir', state, ...common()], {
+      env,
+    });
+    assert.equal(json.code, 2, why(json));
+    assertNoControls(json.stdout.replace(/\\u[0-9a-f]{4}/g, ''), 'NDJSON');
+    assert.match(json.stdout, /\\u001b\]52;/, 'NDJSON keeps the bytes, escaped');
+    const runId = String(plain.stdout.match(/run (\S+) start/)?.[1]);
+    const shown = await runbook(['show-run', runId, '--state-dir', state], { env });
+    assert.equal(shown.code, 0, why(shown));
+    assertNoControls(shown.stdout, 'show-run', false, /failed: exit 3: err/);
+    // The live view: stderr is a terminal (script(1) gives the run a pty and keeps every byte it wrote).
+    const typescript = join(dir, 'ho.typescript');
+    const argv = [BIN, 'apply', book('hostile-output.yml'), '-i', inv, '--verbose', '--state-dir', state, ...common()];
+    const tty = await new Promise<number | null>((res) => {
+      const c = spawn('script', ['-q', '-e', '-c', argv.map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' '), typescript], {
+        cwd: ROOT,
+        env: { ...env, NO_COLOR: '' },
+        stdio: 'ignore',
+      });
+      c.on('close', (code) => res(code));
+    });
+    assert.equal(tty, 2);
+    assertNoControls(readFileSync(typescript, 'utf8').replace(/\r/g, ''), 'the TTY view', true);
   });
 });
 

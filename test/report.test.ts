@@ -14,6 +14,7 @@ import { XMLParser } from 'fast-xml-parser';
 import type { RunEvent } from '../src/engine/events.js';
 import { createRenderer, summarize, writeReports, writeMetrics, type RendererOptions } from '../src/report/index.js';
 import { renderMetrics } from '../src/report/metrics.js';
+import { safeJson, safeText } from '../src/report/text.js';
 
 const FIX = new URL('./fixtures/events/', import.meta.url).pathname;
 const load = (name: string): RunEvent[] =>
@@ -369,4 +370,28 @@ describe('metrics file', () => {
     await assert.rejects(writeMetrics(join(dir, 'ro', 'x.prom'), summarize(load('ok.ndjson'))), /Cannot write the metrics file/);
     assert.equal(existsSync(join(dir, 'ro', 'x.prom')), false);
   });
+});
+
+test('safeText: every control sequence and character goes, the words stay; safeJson escapes what JSON leaves raw', () => {
+  const E = '\u001b';
+  const cases: Array<[string, string]> = [
+    [`a${E}]52;c;ZXZpbA==\u0007b`, 'ab'], // OSC 52, BEL-terminated
+    [`a${E}]0;title${E}\\b`, 'ab'], // OSC, ST-terminated
+    [`a${E}]8;;http://x${E}\\link${E}]8;;${E}\\b`, 'alinkb'], // hyperlink
+    [`a${E}cb`, 'ab'], // RIS
+    [`a${E}P1$qm${E}\\b`, 'ab'], // DCS
+    [`a${E}_apc${E}\\b`, 'ab'], // APC
+    [`a${E}[31;1mred${E}[0mb`, 'aredb'], // CSI SGR
+    [`a${E}[6nb`, 'ab'], // device status report
+    [`a${E}[?1049hb`, 'ab'],
+    [`a${E}(0b`, 'ab'], // charset
+    ['a\u009b31mb', 'ab'], // 8-bit CSI
+    ['a\u009d0;t\u009cb', 'ab'], // 8-bit OSC
+    [`a${E}]52;c;unterminated`, 'a'],
+    ['a\u202eb\u2066c', 'abc'], // bidi
+    ['a\u0007\u0008\u007f\rb', 'ab'],
+    ['tab\tand\nnewline 日本 é', 'tab\tand\nnewline 日本 é'],
+  ];
+  for (const [input, want] of cases) assert.equal(safeText(input), want, JSON.stringify(input));
+  assert.equal(safeJson({ s: `x${E}]52\u009b\u202e` }), '{"s":"x\\u001b]52\\u009b\\u202e"}');
 });

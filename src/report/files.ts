@@ -4,7 +4,7 @@ import { basename, dirname, extname, join } from 'node:path';
 import { RunbookError } from '../core/errors.js';
 import { formatDuration } from '../core/duration.js';
 import { PROBLEM_STATUSES, stepColumn, type HostSummary, type RunSummary } from './summary.js';
-import { countsText, hostDetail, stripAnsi } from './text.js';
+import { countsText, hostDetail, safeText, safeValue } from './text.js';
 
 export type ReportFormat = 'json' | 'md' | 'xml';
 
@@ -20,7 +20,9 @@ export function reportFormatOf(file: string): ReportFormat {
   );
 }
 
-export function renderReport(format: ReportFormat, s: RunSummary): string {
+/** A report of the run; what hosts printed is made safe to `cat` on a terminal (safeText) in every format. */
+export function renderReport(format: ReportFormat, summary: RunSummary): string {
+  const s = safeValue(summary);
   switch (format) {
     case 'json':
       return `${JSON.stringify({ schema: 'runbook-report/1', ...s }, null, 2)}\n`;
@@ -116,16 +118,13 @@ function markdown(s: RunSummary): string {
 
 /** Drops characters XML 1.0 forbids (control chars, ANSI escapes) and escapes the rest. */
 export function xmlEscape(s: string): string {
-  return (
-    stripAnsi(s)
-      // eslint-disable-next-line no-control-regex
-      .replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g, '')
-      .replace(/&/g, '&amp;')
-      .replace(/</g, '&lt;')
-      .replace(/>/g, '&gt;')
-      .replace(/"/g, '&quot;')
-      .replace(/'/g, '&apos;')
-  );
+  return safeText(s)
+    .replace(/[\uFFFE\uFFFF]/g, '')
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&apos;');
 }
 
 const secs = (ms: number) => (ms / 1000).toFixed(3);

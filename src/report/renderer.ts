@@ -27,6 +27,8 @@ import {
   formatElapsed,
   pad,
   statusColor,
+  safeJson,
+  safeValue,
   summaryText,
   truncate,
   width,
@@ -78,7 +80,7 @@ class JsonRenderer implements Renderer {
   constructor(private out: NodeJS.WritableStream) {}
   onEvent(e: RunEvent): void {
     const line = e.time ? e : { ...e, time: new Date().toISOString() };
-    this.out.write(`${JSON.stringify(line)}\n`);
+    this.out.write(`${safeJson(line)}\n`);
   }
   async close(): Promise<void> {
     /* every line was written as its event came */
@@ -160,8 +162,9 @@ class PlainRenderer implements Renderer {
   private line(time: string, text: string) {
     this.opts.stdout.write(`${time} ${text}\n`);
   }
-  onEvent(e: RunEvent): void {
+  onEvent(raw: RunEvent): void {
     if (this.closed) return;
+    const e = safeValue(raw);
     if (e.type !== 'output') this.events.push(e);
     if (e.type === 'output') {
       if (this.opts.verbose) for (const l of this.buf.push(e)) this.line(e.time, outputPrefix(e.host, e.stream) + l);
@@ -264,8 +267,9 @@ class TtyRenderer implements Renderer {
     }
   }
 
-  onEvent(e: RunEvent): void {
+  onEvent(raw: RunEvent): void {
     if (this.closed) return;
+    const e = safeValue(raw);
     if (e.type !== 'output') this.events.push(e);
     const now = Date.now();
     switch (e.type) {

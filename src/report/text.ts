@@ -38,6 +38,40 @@ export function stripAnsi(s: string): string {
   return s.replace(ANSI, '');
 }
 
+/**
+ * Every terminal control sequence and control character a host's output (or any other text from outside)
+ * could carry: ESC sequences (CSI, OSC to BEL or ST, DCS/SOS/PM/APC to ST, unterminated ones to the end,
+ * two-byte ones like `ESC c`), their 8-bit C1 forms, C0 controls but tab and newline, DEL, and the Unicode
+ * bidirectional overrides (text that reads differently than it runs).
+ */
+const CONTROLS =
+  /\u001b(?:\[[0-?]*[ -/]*[@-~]?|[\]PX^_][^\u0007\u001b\u009c]*(?:\u0007|\u001b\\|\u009c)?|[ -/]*[0-~]?)|\u009b[0-?]*[ -/]*[@-~]?|[\u0090\u0098\u009d\u009e\u009f][^\u0007\u001b\u009c]*(?:\u0007|\u009c|\u001b\\)?|[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+/** `s` with every control sequence and character removed (CONTROLS); tabs and newlines stay. Our own colors are added after. */
+export function safeText(s: string): string {
+  return s.replace(CONTROLS, '');
+}
+
+/** Deep safeText over the strings of a JSON-like value (an event). */
+export function safeValue<T>(v: T): T {
+  if (typeof v === 'string') return safeText(v) as T;
+  if (Array.isArray(v)) return v.map(safeValue) as T;
+  if (v && typeof v === 'object') {
+    const o: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) o[k] = safeValue(x);
+    return o as T;
+  }
+  return v;
+}
+
+/** JSON text that a terminal shows as it is: JSON escapes C0 itself; DEL, C1 and the bidi overrides are escaped too. */
+export function safeJson(v: unknown): string {
+  return JSON.stringify(v).replace(
+    /[\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
 /** Display width, counting code points (the names we print are ASCII in practice). */
 export function width(s: string): number {
   return [...stripAnsi(s)].length;

@@ -3,6 +3,7 @@ import { type HostHistory, type StepLine, summarize } from '../../journal/histor
 import { openerAlive, readHistory } from '../../journal/reader.js';
 import { checkRunId, resolveStateDir } from '../../journal/writer.js';
 import { hostsText } from '../../report/runs.js';
+import { safeJson, safeText } from '../../report/text.js';
 import type { Args } from '../main.js';
 
 /** A host as show-run prints it (and --json emits it). */
@@ -33,8 +34,8 @@ export async function run(argv: Args): Promise<number> {
   const sum = summarize(history, openerAlive);
   const views = [...history.hosts.values()].map(hostView);
   if (argv.json) {
-    process.stdout.write(`${JSON.stringify({ type: 'run', ...sum })}\n`);
-    for (const v of views) process.stdout.write(`${JSON.stringify({ type: 'host', ...v })}\n`);
+    process.stdout.write(`${safeJson({ type: 'run', ...sum })}\n`);
+    for (const v of views) process.stdout.write(`${safeJson({ type: 'host', ...v })}\n`);
     return 0;
   }
   const out: string[] = [];
@@ -53,6 +54,6 @@ export async function run(argv: Args): Promise<number> {
     out.push('');
     out.push(`The run did not finish. Continue it: runbook resume ${sum.run_id}   or undo it: runbook rollback ${sum.run_id}`);
   }
-  process.stdout.write(`${out.join('\n')}\n`);
+  process.stdout.write(`${safeText(out.join('\n'))}\n`);
   return 0;
 }
