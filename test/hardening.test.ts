@@ -26,7 +26,7 @@ import {
   type CliRun,
 } from './fixtures/ssh/cli.js';
 
-const NAMES = ['ep', 'ul', 'ho'];
+const NAMES = ['ep', 'ul', 'ho', 'se'];
 let fleet: SshFleet;
 let dir: string;
 let env: NodeJS.ProcessEnv;
@@ -164,6 +164,76 @@ describe('hardening sweep: hostile output', { concurrency: true }, () => {
     });
     assert.equal(tty, 2);
     assertNoControls(readFileSync(typescript, 'utf8').replace(/\r/g, ''), 'the TTY view', true);
+  });
+});
+
+const SECRET = `Pa'ss$wo"rd-7f3k9QzX\`bq`;
+
+/** Fails when `text` holds the secret or any 6-character piece of it, also once JSON's escapes are undone. */
+function assertNoSecret(text: string, where: string): void {
+  const forms = [text, text.replace(/\\(["\\])/g, '$1')];
+  for (let i = 0; i + 6 <= SECRET.length; i++) {
+    const piece = SECRET.slice(i, i + 6);
+    for (const t of forms) {
+      const at = t.indexOf(piece);
+      assert.equal(
+        at,
+        -1,
+        `${where}: a piece of the secret (${JSON.stringify(piece)}) at ${at}: ${JSON.stringify(t.slice(Math.max(0, at - 60), at + 60))}`,
+      );
+    }
+  }
+}
+
+describe('hardening sweep: secrets', { concurrency: true }, () => {
+  test('2: a secret shows in no output channel, whole or in pieces: stdout, stderr, NDJSON, journal, reports, metrics, show-run, runs, plan; -e errors do not echo it', async () => {
+    const h = fleet.host('se');
+    const inv = inventory('se', [h], { token_copy: SECRET });
+    const state = tmp('rb-hard-state-');
+    const ev = ['-e', JSON.stringify({ token: SECRET, other: 'fine' })];
+    const out = (f: string) => join(dir, `se-${f}`);
+    const texts: Array<[string, string]> = [];
+    const keep = (where: string, r: CliRun) => texts.push([`${where} stdout`, r.stdout], [`${where} stderr`, r.stderr]);
+    const reports = ['--report', out('r.md'), '--report', out('r.json'), '--report', out('r.xml'), '--metrics-file', out('m.prom')];
+    const plain = await runbook(
+      ['apply', book('secret-everywhere.yml'), '-i', inv, ...ev, '--verbose', '--state-dir', state, ...reports, ...common()],
+      { env },
+    );
+    assert.equal(plain.code, 2, why(plain));
+    assert.match(plain.stdout, /token is \*\*\*/, 'the step ran with the secret');
+    keep('apply', plain);
+    for (const f of ['r.md', 'r.json', 'r.xml', 'm.prom']) texts.push([f, readFileSync(out(f), 'utf8')]);
+    const json = await runbook(
+      ['apply', book('secret-everywhere.yml'), '-i', inv, ...ev, '--json', '--verbose', '--state-dir', state, ...common()],
+      { env },
+    );
+    assert.equal(json.code, 2, why(json));
+    assert.ok(
+      json.events.some((e) => e.type === 'output' && e.step === 'chunks'),
+      'chunks were streamed',
+    );
+    keep('apply --json', json);
+    const runId = String(json.events.find((e) => e.type === 'run-start')?.run_id);
+    for (const args of [['show-run', runId], ['show-run', runId, '--json'], ['runs'], ['runs', '--json']])
+      keep(args.join(' '), await runbook([...args, '--state-dir', state], { env }));
+    for (const extra of [[], ['--json']])
+      keep(`plan ${extra}`, await runbook(['plan', book('secret-everywhere.yml'), '-i', inv, ...ev, ...extra], { env }));
+    const js = journals(state);
+    assert.equal(js.length, 2);
+    for (const [i, j] of js.entries()) texts.push([`journal ${i}`, j]);
+    assert.match(
+      js[0],
+      /"extra_vars":\["\{\\"token\\":\\"\*\*\*\\",\\"other\\":\\"fine\\"\}"\]/,
+      'the journal keeps the -e without the secret',
+    );
+    // -e that cannot be parsed: the error names the -e and its variables, never the text.
+    for (const bad of [`token='${SECRET}`, `{"token": "${SECRET}"`, `token ${SECRET}`]) {
+      const r = await runbook(['validate', book('secret-everywhere.yml'), '-i', inv, '-e', bad], { env });
+      assert.equal(r.code, 1, why(r));
+      assert.match(r.stderr, /-e number 1/);
+      keep(`validate -e ${bad.slice(0, 8)}`, r);
+    }
+    for (const [where, text] of texts) assertNoSecret(text, where);
   });
 });
 

@@ -15,6 +15,7 @@ import type { RunEvent } from '../src/engine/events.js';
 import { createRenderer, summarize, writeReports, writeMetrics, type RendererOptions } from '../src/report/index.js';
 import { renderMetrics } from '../src/report/metrics.js';
 import { safeJson, safeText } from '../src/report/text.js';
+import { redactorFor } from '../src/engine/engine.js';
 
 const FIX = new URL('./fixtures/events/', import.meta.url).pathname;
 const load = (name: string): RunEvent[] =>
@@ -394,4 +395,21 @@ test('safeText: every control sequence and character goes, the words stay; safeJ
   ];
   for (const [input, want] of cases) assert.equal(safeText(input), want, JSON.stringify(input));
   assert.equal(safeJson({ s: `x${E}]52\u009b\u202e` }), '{"s":"x\\u001b]52\\u009b\\u202e"}');
+});
+
+test('Redactor: every rendered form, cut edges, and chunks that split a secret', () => {
+  const secret = `Pa'ss$wo"rd-42`;
+  const r = redactorFor([secret]);
+  assert.equal(r.redact(`a ${secret} b`), 'a *** b');
+  assert.equal(r.redact(`echo 'Pa'\\''ss$wo"rd-42'`), 'echo ***', 'shell-quoted');
+  assert.equal(r.redact(`"Pa'ss\\$wo\\"rd-42"`), '"***"', 'escaped for double quotes');
+  assert.equal(r.redact(JSON.stringify({ t: secret })), '{"t":"***"}', 'as JSON writes it');
+  assert.equal(r.redactCut(`wo"rd-42 and more`, { start: true }), '*** and more', 'a tail that starts inside the secret');
+  assert.equal(r.redactCut(`some text Pa'ss$w`, { end: true }), 'some text ***', 'a head that ends inside the secret');
+  assert.equal(r.redactCut('plain text', { start: true, end: true }), 'plain text');
+  const s = r.stream();
+  const shown = [s.push('x Pa'), s.push("'ss$wo"), s.push('"rd-42 y Pa'), s.push('nic'), s.end()];
+  assert.deepEqual(shown, ['x ', '', '*** y ', 'Panic', '']);
+  const t = r.stream();
+  assert.equal(t.push('ends with Pa') + t.end(), 'ends with Pa', 'a start of the secret at the real end is shown');
 });

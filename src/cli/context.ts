@@ -12,8 +12,8 @@ import type { RunInputs } from '../engine/events.js';
 import { RunbookError } from '../core/errors.js';
 import { loadRunbook } from '../runbook/load.js';
 import { loadInventory, selectHosts, connectionFor } from '../inventory/index.js';
-import { parseExtraVars } from '../inventory/extra-vars.js';
-import { createPlan } from '../plan/plan.js';
+import { journaledExtraVars, parseExtraVars } from '../inventory/extra-vars.js';
+import { createPlan, SECRET_VAR_NAMES } from '../plan/plan.js';
 
 export interface Loaded {
   runbook: Runbook;
@@ -47,7 +47,7 @@ export function loadPlan(argv: Args, runId: string, cwd = process.cwd()): Loaded
     inputs: {
       inventory: sources,
       limit: argv.limit,
-      extra_vars: argv['extra-vars'] ?? [],
+      extra_vars: journaledExtraVars(argv['extra-vars'] ?? [], new Set([...runbook.secretVars, ...SECRET_VAR_NAMES]), cwd),
       cwd,
       options: { forks: plan.forks, user: argv.user, 'private-key': argv['private-key'] },
     },

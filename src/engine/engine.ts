@@ -7,6 +7,7 @@
  */
 import { Redactor } from '../core/redact.js';
 import type { PlannedHost } from '../plan/types.js';
+import { shEscapeDouble, shQuote } from '../transport/shell.js';
 import { type EventInput, type HostStatus, type JournalSink, nullJournal, type RunEvent, runStatusOf } from './events.js';
 import { type FleetScope, HostRun } from './host.js';
 import type { EngineOptions, ProbeResult, RunMode, RunResult } from './options.js';
@@ -61,8 +62,15 @@ class Limiter {
   }
 }
 
+/** A Redactor of the run's secrets, each also as a command renders it (shell-quoted, escaped for "..."). */
+export function redactorFor(secrets: string[]): Redactor {
+  const r = new Redactor();
+  for (const s of secrets) r.add(s, [shQuote(s), shEscapeDouble(s)]);
+  return r;
+}
+
 export class Engine implements FleetScope {
-  private readonly redactor = new Redactor();
+  readonly redactor: Redactor;
   private readonly journal: JournalSink;
   private readonly results = new Map<string, HostStatus>();
   private readonly open: HostRun[] = [];
@@ -72,7 +80,7 @@ export class Engine implements FleetScope {
   private readonly mode: RunMode;
 
   constructor(readonly opts: EngineOptions) {
-    for (const s of opts.plan.secrets) this.redactor.add(s);
+    this.redactor = redactorFor(opts.plan.secrets);
     this.journal = opts.journal ?? nullJournal;
     this.mode = opts.mode ?? { kind: 'apply' };
   }

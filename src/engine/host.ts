@@ -324,8 +324,8 @@ export class HostRun extends StepRunner {
         status: ok ? 'ok' : 'failed',
         code: res?.code ?? null,
         duration_ms: Date.now() - started,
-        stdout: tail(res?.stdout ?? ''),
-        stderr: tail(res?.stderr ?? ''),
+        stdout: tail(this.fleet.redactor, res?.stdout ?? ''),
+        stderr: tail(this.fleet.redactor, res?.stderr ?? ''),
         command: cmd,
         ...(message ? { message } : {}),
       });

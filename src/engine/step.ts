@@ -5,6 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RunbookError } from '../core/errors.js';
+import type { Redactor } from '../core/redact.js';
 import { lookupPath, renderCommand } from '../plan/template.js';
 import type { PlannedHost } from '../plan/types.js';
 import type { StepSpec, VerifySpec } from '../runbook/types.js';
@@ -16,8 +17,9 @@ import type { EngineOptions } from './options.js';
 const OUTPUT_TAIL = 4096;
 const REGISTER_MAX = 65536;
 
-export function tail(s: string, n = OUTPUT_TAIL): string {
-  return s.length > n ? `…${s.slice(s.length - n)}` : s;
+/** The last n characters of s, redacted: what is left of a secret at the cut goes too. */
+export function tail(redactor: Redactor, s: string, n = OUTPUT_TAIL): string {
+  return s.length > n ? `…${redactor.redactCut(s.slice(s.length - n), { start: true })}` : redactor.redact(s);
 }
 
 export function errMessage(err: unknown): string {
@@ -41,6 +43,8 @@ export class JournalStop extends Error {}
 export interface RunScope {
   readonly opts: EngineOptions;
   readonly interrupted: boolean;
+  /** Every secret of the run, in every form (engine.ts redactorFor). */
+  readonly redactor: Redactor;
   emit(e: EventInput, journal?: boolean): void;
   /** Makes everything journaled so far durable; throws JournalStop when the journal is broken. */
   sync(): Promise<void>;
@@ -88,16 +92,22 @@ export class StepRunner {
       gate = undefined;
     }
     const name = this.host.name;
-    const onOutput = this.run.opts.streamOutput
-      ? (stream: 'stdout' | 'stderr', data: string) => this.run.emit({ type: 'output', host: name, step: step.name, stream, data }, false)
-      : undefined;
-    return t.exec(cmd, {
-      timeoutMs: step.timeoutMs,
-      become: step.become || undefined, // not set on the step: the host's ansible_become applies
-      becomeUser: this.host.connection.becomeUser,
-      onOutput,
-      ...(gate !== undefined ? { gate } : {}),
-    });
+    // Streamed output is redacted as it comes: a secret split over two chunks is held back until it is whole.
+    const streams = this.run.opts.streamOutput ? { stdout: this.run.redactor.stream(), stderr: this.run.redactor.stream() } : undefined;
+    const show = (stream: 'stdout' | 'stderr', data: string): void => {
+      if (data) this.run.emit({ type: 'output', host: name, step: step.name, stream, data }, false);
+    };
+    try {
+      return await t.exec(cmd, {
+        timeoutMs: step.timeoutMs,
+        become: step.become || undefined, // not set on the step: the host's ansible_become applies
+        becomeUser: this.host.connection.becomeUser,
+        onOutput: streams && ((stream, data) => show(stream, streams[stream].push(data))),
+        ...(gate !== undefined ? { gate } : {}),
+      });
+    } finally {
+      if (streams) for (const s of ['stdout', 'stderr'] as const) show(s, streams[s].end());
+    }
   }
 
   /**
@@ -187,7 +197,14 @@ export class StepRunner {
         reason: `timed out after ${step.timeoutMs} ms and was killed`,
       };
     if (r.code !== 0)
-      return { status: 'failed', stage: 'run', code: r.code, result: r, command: cmd, reason: `exit ${r.code ?? r.signal}${lastWords(r)}` };
+      return {
+        status: 'failed',
+        stage: 'run',
+        code: r.code,
+        result: r,
+        command: cmd,
+        reason: `exit ${r.code ?? r.signal}${lastWords(this.run.redactor, r)}`,
+      };
     if (!step.verify) return { status: done, stage: 'run', code: 0, result: r, command: cmd };
     return this.verify(step, step.verify, done);
   }
@@ -218,8 +235,14 @@ export class StepRunner {
       result: last,
       command: vcmd,
       attempts,
-      reason: `verify did not hold after ${attempts} attempt${attempts > 1 ? 's' : ''} (last exit ${last?.timedOut ? 'timeout' : (last?.code ?? last?.signal)})${last ? lastWords(last) : ''}`,
+      reason: `verify did not hold after ${attempts} attempt${attempts > 1 ? 's' : ''} (last exit ${last?.timedOut ? 'timeout' : (last?.code ?? last?.signal)})${last ? lastWords(this.run.redactor, last) : ''}`,
     };
+  }
+
+  /** A register as events show it: redacted, and a secret cut at REGISTER_MAX goes too. */
+  private shownRegister(reg: Registered): Registered {
+    const cut = (s: string) => this.run.redactor.redactCut(s, { end: s.length >= REGISTER_MAX });
+    return { ...reg, stdout: cut(reg.stdout), stderr: cut(reg.stderr) };
   }
 
   endStep(step: StepSpec, r: StepOutcome, started: number): void {
@@ -236,17 +259,17 @@ export class StepRunner {
       stage: r.stage,
       ...(r.attempts ? { attempts: r.attempts } : {}),
       ...(r.result?.timedOut ? { timed_out: true } : {}),
-      stdout: tail(r.result?.stdout ?? ''),
-      stderr: tail(r.result?.stderr ?? ''),
+      stdout: tail(this.run.redactor, r.result?.stdout ?? ''),
+      stderr: tail(this.run.redactor, r.result?.stderr ?? ''),
       ...(r.command !== undefined ? { command: r.command } : {}),
       ...(r.reason ? { message: r.reason } : {}),
-      ...(reg ? { register: reg } : {}),
+      ...(reg ? { register: this.shownRegister(reg) } : {}),
     } as Omit<Extract<RunEvent, { type: 'step-end' }>, 'time'>);
   }
 }
 
 /** ": <last line the command printed>" (stderr first), to say why in one line; '' if silent. */
-export function lastWords(r: ExecResult): string {
+export function lastWords(redactor: Redactor, r: ExecResult): string {
   const line = (r.stderr.trim() || r.stdout.trim()).split('\n').pop()?.trim() ?? '';
-  return line ? `: ${line.length > 300 ? `${line.slice(0, 300)}…` : line}` : '';
+  return line ? `: ${line.length > 300 ? `${redactor.redactCut(line.slice(0, 300), { end: true })}…` : redactor.redact(line)}` : '';
 }

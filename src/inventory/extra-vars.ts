@@ -8,8 +8,11 @@ import { ValidationError } from '../core/errors.js';
 import { decodeUtf8 } from '../core/text.js';
 import { isMapping, loadYaml, YamlSyntaxError } from './yaml.js';
 
-/** Ansible's split_args + parse_kv for one -e string: quote-aware split on spaces, then key=value. */
-export function parseKv(s: string): Record<string, string> {
+/**
+ * Ansible's split_args + parse_kv for one -e string: quote-aware split on spaces, then key=value. An error
+ * never shows the value (it may be a secret): only its place (`which`) and the names before '='.
+ */
+export function parseKv(s: string, which = '-e'): Record<string, string> {
   const tokens: string[] = [];
   let cur = '';
   let quote: string | undefined;
@@ -43,7 +46,11 @@ export function parseKv(s: string): Record<string, string> {
     cur += c;
     has = true;
   }
-  if (quote) throw new ValidationError([{ path: 'extra-vars', message: `unbalanced quotes in -e '${s}'` }], 'E_EXTRA_VARS');
+  if (quote)
+    throw new ValidationError(
+      [{ path: 'extra-vars', message: `unbalanced quotes in ${which}${namesIn(s)} (its value is not shown: it may be a secret)` }],
+      'E_EXTRA_VARS',
+    );
   if (has) tokens.push(cur);
   const out: Record<string, string> = {};
   for (const t of tokens) {
@@ -60,7 +67,12 @@ export function parseKv(s: string): Record<string, string> {
     }
     if (eq <= 0)
       throw new ValidationError(
-        [{ path: 'extra-vars', message: `'${t}' in -e is not key=value; use -e key=value, -e '{"key": ...}' or -e @file.yml` }],
+        [
+          {
+            path: 'extra-vars',
+            message: `a word of ${which}${namesIn(s)} is not key=value (not shown: it may be a secret); use -e key=value, -e '{"key": ...}' or -e @file.yml`,
+          },
+        ],
         'E_EXTRA_VARS',
       );
     const k = t.slice(0, eq).trim();
@@ -71,10 +83,17 @@ export function parseKv(s: string): Record<string, string> {
   return out;
 }
 
+/** ` (setting a, b)`: the names an -e string sets, as far as they can be told, for an error message. */
+function namesIn(s: string): string {
+  const names = [...s.matchAll(/(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=/g)].map((m) => m[1]);
+  return names.length ? ` (setting ${names.join(', ')})` : '';
+}
+
 export function parseExtraVars(values: string[], cwd: string): Record<string, unknown> {
   let vars: Record<string, unknown> = {};
-  for (const raw of values ?? []) {
+  for (const [i, raw] of (values ?? []).entries()) {
     if (!raw) continue;
+    const which = `-e number ${i + 1}`;
     let data: unknown;
     if (raw.startsWith('@')) {
       const f = resolve(cwd, raw.slice(1));
@@ -105,19 +124,37 @@ export function parseExtraVars(values: string[], cwd: string): Record<string, un
         data = loadYaml(raw, '-e');
       } catch (e) {
         if (e instanceof YamlSyntaxError)
-          throw new ValidationError([{ path: 'extra-vars', message: `-e '${raw}': ${e.message}` }], 'E_EXTRA_VARS');
+          throw new ValidationError(
+            [
+              {
+                path: 'extra-vars',
+                message: `${which} is not valid JSON or YAML (line ${e.line ?? '?'}; its text is not shown: it may hold a secret)`,
+              },
+            ],
+            'E_EXTRA_VARS',
+          );
         throw e;
       }
     } else {
-      data = parseKv(raw);
+      data = parseKv(raw, which);
     }
     if (!isMapping(data)) {
-      throw new ValidationError(
-        [{ path: 'extra-vars', message: `-e '${raw}' does not give a mapping of names to values` }],
-        'E_EXTRA_VARS',
-      );
+      throw new ValidationError([{ path: 'extra-vars', message: `${which} does not give a mapping of names to values` }], 'E_EXTRA_VARS');
     }
     vars = { ...vars, ...data };
   }
   return vars;
+}
+
+/**
+ * The -e values as the journal keeps them (resume and rollback replay them): one that sets a secret is kept
+ * as a JSON object in which each secret's value is "***" (it must be given again); `@file` stays a path.
+ */
+export function journaledExtraVars(values: string[], secretNames: ReadonlySet<string>, cwd: string): string[] {
+  return values.map((raw) => {
+    if (!raw || raw.startsWith('@')) return raw;
+    const set = parseExtraVars([raw], cwd);
+    if (!Object.keys(set).some((k) => secretNames.has(k))) return raw;
+    return JSON.stringify(Object.fromEntries(Object.entries(set).map(([k, v]) => [k, secretNames.has(k) ? '***' : v])));
+  });
 }

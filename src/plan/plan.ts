@@ -23,7 +23,13 @@ export interface PlanOptions {
 }
 
 /** Variables that hold secrets whatever the runbook says. */
-const SECRET_VAR_NAMES = ['ansible_password', 'ansible_ssh_pass', 'ansible_become_password', 'ansible_become_pass', 'ansible_sudo_pass'];
+export const SECRET_VAR_NAMES = [
+  'ansible_password',
+  'ansible_ssh_pass',
+  'ansible_become_password',
+  'ansible_become_pass',
+  'ansible_sudo_pass',
+];
 
 export function createPlan(runbook: Runbook, hosts: HostInput[], opts: PlanOptions): Plan {
   const issues: ValidationIssue[] = [];

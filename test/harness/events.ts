@@ -32,10 +32,16 @@ export interface CliEvent {
   [field: string]: unknown;
 }
 
-/** The events of an NDJSON text (lines that are not JSON objects are skipped). */
+/** The events of an NDJSON text (lines that are not whole JSON objects, e.g. of pretty-printed JSON, are skipped). */
 export function parseNdjson(s: string): CliEvent[] {
-  return s
-    .split('\n')
-    .filter((l) => l.trim().startsWith('{'))
-    .map((l) => JSON.parse(l) as CliEvent);
+  const out: CliEvent[] = [];
+  for (const l of s.split('\n')) {
+    if (!l.trim().startsWith('{')) continue;
+    try {
+      out.push(JSON.parse(l) as CliEvent);
+    } catch {
+      /* not a whole object on one line */
+    }
+  }
+  return out;
 }

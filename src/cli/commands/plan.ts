@@ -7,15 +7,14 @@ import type { PlannedHost } from '../../plan/types.js';
 import type { StepSpec } from '../../runbook/types.js';
 import { loadPlan } from '../context.js';
 import { renderCommand, rawRefs, lookupPath } from '../../plan/template.js';
-import { Redactor } from '../../core/redact.js';
+import { redactorFor } from '../../engine/engine.js';
 import { formatDuration } from '../../core/duration.js';
 import { Engine } from '../../engine/engine.js';
 import { newRunId } from '../../journal/writer.js';
 
 export async function run(argv: Args): Promise<number> {
   const { plan, runbook } = loadPlan(argv, newRunId());
-  const redactor = new Redactor();
-  for (const s of plan.secrets) redactor.add(s);
+  const redactor = redactorFor(plan.secrets);
   const allSteps = [...runbook.preflight, ...runbook.steps];
   const registers = new Set(allSteps.map((s) => s.register).filter(Boolean) as string[]);
 
