@@ -26,7 +26,7 @@ import {
   type CliRun,
 } from './fixtures/ssh/cli.js';
 
-const NAMES = ['ep', 'ul', 'ho', 'se'];
+const NAMES = ['ep', 'ul', 'ho', 'se', 'o1', 'o2'];
 let fleet: SshFleet;
 let dir: string;
 let env: NodeJS.ProcessEnv;
@@ -234,6 +234,50 @@ describe('hardening sweep: secrets', { concurrency: true }, () => {
       keep(`validate -e ${bad.slice(0, 8)}`, r);
     }
     for (const [where, text] of texts) assertNoSecret(text, where);
+  });
+});
+
+/** Runs bin/runbook ARGS and samples its peak RSS (VmHWM, kB) until it exits. */
+async function withPeakRss(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; peakMb: number }> {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  let peakKb = 0;
+  const sample = setInterval(() => {
+    try {
+      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      if (m) peakKb = Math.max(peakKb, Number(m[1]));
+    } catch {
+      /* exited */
+    }
+  }, 50);
+  const code = await new Promise<number | null>((res) => child.on('close', (c) => res(c)));
+  clearInterval(sample);
+  return { code, stdout, stderr, peakMb: peakKb / 1024 };
+}
+
+describe('hardening sweep: resources', { concurrency: true }, () => {
+  test('6: a step printing 250 MB on each of two hosts: the controller keeps a head and a tail, says so, stays under 200 MB RSS', async (t) => {
+    const inv = inventory('loud', [fleet.host('o1'), fleet.host('o2')]);
+    const r = await withPeakRss(['apply', book('loud.yml'), '-i', inv, '--json', '--state-dir', tmp('rb-hard-state-'), ...common()]);
+    t.diagnostic(`controller peak RSS ${r.peakMb.toFixed(0)} MB for 2 x 250 MB of output`);
+    const events = parseNdjson(r.stdout);
+    assert.equal(r.code, 0, r.stderr + r.stdout.slice(-3000));
+    for (const host of ['o1', 'o2']) {
+      const end = events.find((e) => e.type === 'step-end' && e.host === host && e.step === 'loud');
+      assert.ok(end, `step-end of loud on ${host}`);
+      assert.match(String(end.stdout), /^… \[output truncated: 250000014 bytes printed, the last 4096 characters kept\]\n/);
+      assert.match(String(end.stdout), /END-OF-OUTPUT\n$/);
+      assert.ok(events.some((e) => e.type === 'host-end' && e.host === host && e.status === 'changed'));
+    }
+    assert.ok(r.peakMb > 0, 'RSS was sampled');
+    assert.ok(r.peakMb < 200, `controller peak RSS ${r.peakMb.toFixed(0)} MB`);
   });
 });
 

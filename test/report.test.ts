@@ -16,6 +16,7 @@ import { createRenderer, summarize, writeReports, writeMetrics, type RendererOpt
 import { renderMetrics } from '../src/report/metrics.js';
 import { safeJson, safeText } from '../src/report/text.js';
 import { redactorFor } from '../src/engine/engine.js';
+import { Capture } from '../src/transport/capture.js';
 
 const FIX = new URL('./fixtures/events/', import.meta.url).pathname;
 const load = (name: string): RunEvent[] =>
@@ -412,4 +413,24 @@ test('Redactor: every rendered form, cut edges, and chunks that split a secret',
   assert.deepEqual(shown, ['x ', '', '*** y ', 'Panic', '']);
   const t = r.stream();
   assert.equal(t.push('ends with Pa') + t.end(), 'ends with Pa', 'a start of the secret at the real end is shown');
+});
+
+test('Capture: keeps the head and the tail of a stream, counts every byte, says what it dropped', () => {
+  const c = new Capture(10, 8);
+  c.push(Buffer.from('0123456789'));
+  c.push(Buffer.from('abc'));
+  assert.equal(c.text(), '0123456789abc');
+  assert.equal(c.cut, false);
+  for (let i = 0; i < 1000; i++) c.push(Buffer.from('xyz'));
+  c.push(Buffer.from('TAIL-END'));
+  assert.equal(c.bytes, 13 + 3000 + 8);
+  assert.equal(c.cut, true);
+  assert.equal(c.text(), `0123456789\n… output truncated (${13 + 3000 + 8 - 18} of ${c.bytes} bytes not kept) …\nTAIL-END`);
+  const big = new Capture(4, 4);
+  big.push(Buffer.alloc(1_000_000, 97));
+  assert.equal(big.text(), 'aaaa\n… output truncated (999992 of 1000000 bytes not kept) …\naaaa');
+  const early = new Capture(4, 4);
+  early.push(Buffer.from('cmd'));
+  early.unshift([Buffer.from('pre-')]);
+  assert.equal(early.text(), 'pre-cmd');
 });

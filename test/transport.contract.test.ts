@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CAPTURE_HEAD, CAPTURE_TAIL } from '../src/transport/capture.js';
 import { startSshHosts, type SshFleet } from './harness/sshd.js';
 import { waitFor } from './harness/wait.js';
 import { LocalTransport } from '../src/transport/local.js';
@@ -84,12 +85,20 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
       assert.equal(r.signal, 'SIGTERM');
     });
 
-    test('binary-ish and large output, interleaved streams, no trailing-newline changes', async () => {
-      const r = await t.exec("printf 'x\\001\\002\\t\\r\\n\\303\\251'; head -c 3000000 /dev/zero | tr '\\0' 'z'; printf 'end' >&2");
+    test('binary-ish and large output, interleaved streams, no trailing-newline changes; a huge one keeps its head and tail', async () => {
+      const r = await t.exec("printf 'x\\001\\002\\t\\r\\n\\303\\251'; head -c 100000 /dev/zero | tr '\\0' 'z'; printf 'end' >&2");
       assert.equal(r.code, 0);
-      assert.equal(r.stdout.length, 7 + 3_000_000);
-      assert.equal(r.stdout.slice(0, 7), 'x\u0001\u0002\t\r\n\u00e9');
+      assert.equal(r.stdout, `x\u0001\u0002\t\r\n\u00e9${'z'.repeat(100_000)}`);
       assert.equal(r.stderr, 'end');
+      assert.equal(r.truncated, undefined);
+      const huge = await t.exec("printf 'head'; head -c 3000000 /dev/zero | tr '\\0' 'z'; printf 'tail'");
+      assert.equal(huge.code, 0);
+      assert.deepEqual(huge.truncated, { stdout: 3_000_008 });
+      assert.ok(
+        huge.stdout.startsWith(`head${'z'.repeat(CAPTURE_HEAD - 4)}\n… output truncated (`),
+        huge.stdout.slice(CAPTURE_HEAD - 10, CAPTURE_HEAD + 80),
+      );
+      assert.ok(huge.stdout.endsWith(`…\n${'z'.repeat(CAPTURE_TAIL - 4)}tail`));
       const big = await t.exec('i=0; while [ $i -lt 2000 ]; do echo "out $i"; echo "err $i" >&2; i=$((i+1)); done');
       assert.equal(big.stdout.split('\n').length, 2001);
       assert.equal(big.stderr.split('\n')[1999], 'err 1999');

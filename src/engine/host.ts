@@ -324,8 +324,8 @@ export class HostRun extends StepRunner {
         status: ok ? 'ok' : 'failed',
         code: res?.code ?? null,
         duration_ms: Date.now() - started,
-        stdout: tail(this.fleet.redactor, res?.stdout ?? ''),
-        stderr: tail(this.fleet.redactor, res?.stderr ?? ''),
+        stdout: tail(this.fleet.redactor, res?.stdout ?? '', res?.truncated?.stdout),
+        stderr: tail(this.fleet.redactor, res?.stderr ?? '', res?.truncated?.stderr),
         command: cmd,
         ...(message ? { message } : {}),
       });

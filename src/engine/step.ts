@@ -17,9 +17,15 @@ import type { EngineOptions } from './options.js';
 const OUTPUT_TAIL = 4096;
 const REGISTER_MAX = 65536;
 
-/** The last n characters of s, redacted: what is left of a secret at the cut goes too. */
-export function tail(redactor: Redactor, s: string, n = OUTPUT_TAIL): string {
-  return s.length > n ? `…${redactor.redactCut(s.slice(s.length - n), { start: true })}` : redactor.redact(s);
+/**
+ * The last n characters of s, redacted: what is left of a secret at the cut goes too. `bytes`: how much the
+ * command printed when the transport kept only part of it (said in front).
+ */
+export function tail(redactor: Redactor, s: string, bytes?: number, n = OUTPUT_TAIL): string {
+  if (s.length <= n && bytes === undefined) return redactor.redact(s);
+  const said =
+    bytes === undefined ? '…' : `… [output truncated: ${bytes} bytes printed, the last ${Math.min(n, s.length)} characters kept]\n`;
+  return `${said}${redactor.redactCut(s.slice(Math.max(0, s.length - n)), { start: true })}`;
 }
 
 export function errMessage(err: unknown): string {
@@ -259,8 +265,8 @@ export class StepRunner {
       stage: r.stage,
       ...(r.attempts ? { attempts: r.attempts } : {}),
       ...(r.result?.timedOut ? { timed_out: true } : {}),
-      stdout: tail(this.run.redactor, r.result?.stdout ?? ''),
-      stderr: tail(this.run.redactor, r.result?.stderr ?? ''),
+      stdout: tail(this.run.redactor, r.result?.stdout ?? '', r.result?.truncated?.stdout),
+      stderr: tail(this.run.redactor, r.result?.stderr ?? '', r.result?.truncated?.stderr),
       ...(r.command !== undefined ? { command: r.command } : {}),
       ...(r.reason ? { message: r.reason } : {}),
       ...(reg ? { register: this.shownRegister(reg) } : {}),

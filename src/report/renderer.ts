@@ -126,6 +126,8 @@ function oneLine(s: string): string {
   return s.replace(/\s*\n\s*/g, ' / ').trim();
 }
 
+const LINE_MAX = 16 * 1024;
+
 /** Splits streamed output into complete lines per (host, step, stream); flushes the rest at step-end. */
 class LineBuffer {
   private parts = new Map<string, string>();
@@ -133,7 +135,12 @@ class LineBuffer {
     const key = `${e.host}\0${e.step}\0${e.stream}`;
     const text = (this.parts.get(key) ?? '') + e.data;
     const lines = text.split('\n');
-    const rest = lines.pop() ?? '';
+    let rest = lines.pop() ?? '';
+    // A line without end (a command printing megabytes on one line) is shown in pieces, not held whole.
+    while (rest.length > LINE_MAX) {
+      lines.push(rest.slice(0, LINE_MAX));
+      rest = rest.slice(LINE_MAX);
+    }
     if (rest === '') this.parts.delete(key);
     else this.parts.set(key, rest);
     return lines.map((l) => l.replace(/\r$/, ''));

@@ -5,6 +5,7 @@
  */
 import { StringDecoder } from 'node:string_decoder';
 import type { Readable, Writable } from 'node:stream';
+import { Capture, truncation } from './capture.js';
 import { BECOME_REJECTED, StderrMarkerFilter, type PreparedRun } from './shell.js';
 import type { ExecOptions, ExecResult } from './types.js';
 
@@ -25,8 +26,8 @@ export function normalizeSignal(sig: string | null | undefined): string | null {
 
 export function driveRun(io: RunIO, prep: PreparedRun, opts: ExecOptions): Promise<ExecResult> {
   const started = Date.now();
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
+  const out = new Capture();
+  const err = new Capture();
   const filter = new StderrMarkerFilter(prep, io.stdin);
   const decOut = new StringDecoder('utf8');
   const decErr = new StringDecoder('utf8');
@@ -88,8 +89,9 @@ export function driveRun(io: RunIO, prep: PreparedRun, opts: ExecOptions): Promi
       return {
         code: killed ? null : code,
         signal: killed ? (sig ?? 'SIGKILL') : sig,
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
+        stdout: out.text(),
+        stderr: err.text(),
+        ...truncation(out, err),
         timedOut: killed === 'timeout',
         durationMs: Date.now() - started,
       };

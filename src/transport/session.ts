@@ -12,6 +12,7 @@ import { StringDecoder } from 'node:string_decoder';
 import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BECOME_REJECTED, StderrMarkerFilter, sessionKillScript, type PreparedStep, type SessionLaunch } from './shell.js';
+import { Capture, truncation } from './capture.js';
 import { normalizeSignal } from './run-driver.js';
 import type { ExecOptions, ExecResult } from './types.js';
 
@@ -211,8 +212,8 @@ export class ShellSession {
   async run(step: PreparedStep, opts: ExecOptions): Promise<ExecResult> {
     if (this.active) throw new Error('session busy');
     const started = Date.now();
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
+    const out = new Capture();
+    const err = new Capture();
     const decOut = new StringDecoder('utf8');
     const decErr = new StringDecoder('utf8');
     let sub: { pid: number; ticks: number } | undefined;
@@ -290,8 +291,8 @@ export class ShellSession {
         const rest = s.flush();
         if (rest.length) list.push(rest);
       }
-      if (!a.out.started) out.unshift(...this.looseOut.splice(0));
-      if (!a.err.started) err.unshift(...this.looseErr.splice(0));
+      if (!a.out.started) out.unshift(this.looseOut.splice(0));
+      if (!a.err.started) err.unshift(this.looseErr.splice(0));
       code = d.code;
       signal = normalizeSignal(d.signal);
     } else {
@@ -308,8 +309,9 @@ export class ShellSession {
     return {
       code,
       signal,
-      stdout: Buffer.concat(out).toString('utf8'),
-      stderr: Buffer.concat(err).toString('utf8'),
+      stdout: out.text(),
+      stderr: err.text(),
+      ...truncation(out, err),
       timedOut: killed === 'timeout',
       durationMs: Date.now() - started,
     };

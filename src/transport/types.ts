@@ -34,6 +34,8 @@ export interface ExecResult {
   stderr: string;
   timedOut: boolean;
   durationMs: number;
+  /** Bytes printed on each stream, when more than stdout/stderr keep (capture.ts: head + tail). */
+  truncated?: { stdout?: number; stderr?: number };
 }
 
 /**
