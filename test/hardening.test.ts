@@ -26,39 +26,49 @@ import {
   type CliRun,
 } from './fixtures/ssh/cli.js';
 
-const NAMES = ['ep', 'ul', 'ho', 'se', 'o1', 'o2'];
+const NAMES = ['ep', 'ul', 'ho', 'se', 'o1', 'o2', 'st'];
 let fleet: SshFleet;
+/** One host with `MaxSessions 1`: a second channel (a kill) cannot open while a command runs. */
+let single: SshFleet;
 let dir: string;
 let env: NodeJS.ProcessEnv;
 const book = (f: string): string => join(ROOT, 'test/fixtures/hardening', f);
 
 before(async () => {
-  fleet = await startSshHosts(NAMES.length, { names: NAMES, prefix: 'rbh' });
+  [fleet, single] = await Promise.all([
+    startSshHosts(NAMES.length, { names: NAMES, prefix: 'rbh' }),
+    startSshHosts(1, { names: ['ms'], prefix: 'rbm', sshdConfigExtra: 'MaxSessions 1\n' }),
+  ]);
   dir = tmp('rb-hard-');
   env = cleanEnv(join(dir, 'home'));
 });
 after(async () => {
-  await fleet?.stop();
+  await Promise.all([fleet?.stop(), single?.stop()]);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-function inventory(name: string, hosts: SshHost[], vars: Record<string, unknown> = {}): string {
+function inventory(name: string, hosts: SshHost[], vars: Record<string, unknown> = {}, f: SshFleet = fleet): string {
   const hs: Record<string, Record<string, unknown>> = {};
   for (const h of hosts) {
     hs[h.name] = {
       ansible_host: h.address,
       ansible_port: h.port,
       ansible_user: h.user,
-      ansible_ssh_private_key_file: fleet.clientKeyFile,
-      runbook_lock_path: lockPath(h),
+      ansible_ssh_private_key_file: f.clientKeyFile,
+      runbook_lock_path: f.mode === 'netns' ? '/run/runbook/lock' : join(dir, `lock-${h.name}`),
     };
   }
   return write(join(dir, `${name}.yml`), dump({ all: { hosts: hs, vars } }));
 }
 /** netns mode: each host has its own /run; local mode: all hosts are this machine, one lock file each. */
 const lockPath = (h: SshHost): string => (fleet.mode === 'netns' ? '/run/runbook/lock' : join(dir, `lock-${h.name}`));
-const common = (): string[] => ['--known-hosts', fleet.knownHostsFile];
-const existsOn = async (h: SshHost, path: string): Promise<boolean> => (await fleet.exec(h, `test -e ${path}`)).code === 0;
+const common = (f: SshFleet = fleet): string[] => ['--known-hosts', f.knownHostsFile];
+const existsOn = async (h: SshHost, path: string, f: SshFleet = fleet): Promise<boolean> => (await f.exec(h, `test -e ${path}`)).code === 0;
+/** `sleep MARK` processes on the host (`[s]leep`: pgrep must not match its own sh). */
+const sleepers = async (f: SshFleet, h: SshHost, mark: number): Promise<string> =>
+  (await f.exec(h, `pgrep -f '[s]leep ${mark}' || true`)).stdout.trim();
+/** Client config that notices a silent connection in ~2-3 s (ServerAlive 1 s x 2). */
+const fastKeepalive = (): string => write(join(dir, 'ssh_config_fast'), 'Host *\n  ServerAliveInterval 1\n  ServerAliveCountMax 2\n');
 
 describe('hardening sweep', { concurrency: true }, () => {
   test('1: a closed stdout does not end a run: it goes on to its end, writes its journal, frees the lock, exits with its own code', async () => {
@@ -278,6 +288,80 @@ describe('hardening sweep: resources', { concurrency: true }, () => {
     }
     assert.ok(r.peakMb > 0, 'RSS was sampled');
     assert.ok(r.peakMb < 200, `controller peak RSS ${r.peakMb.toFixed(0)} MB`);
+  });
+});
+
+describe('hardening sweep: hostile hosts', { concurrency: true }, () => {
+  test('3: after a lost connection the command is killed through a new one before its rollback runs; never reported rolled back while it runs', async (t) => {
+    const h = fleet.host('st');
+    const hostDir = '/tmp/rbh-st';
+    const mark = 1017;
+    await fleet.exec(h, `rm -rf ${hostDir}`);
+    const inv = inventory('st', [h], { dir: hostDir, mark });
+    const run = background(
+      runbook(
+        [
+          'apply',
+          book('stuck.yml'),
+          '-i',
+          inv,
+          '--json',
+          '--state-dir',
+          tmp('rb-hard-state-'),
+          '--ssh-config',
+          fastKeepalive(),
+          ...common(),
+        ],
+        { env },
+      ),
+    );
+    await waitWhileRunning(run, async () => (await sleepers(fleet, h, mark)) !== '', { what: `sleep ${mark} running on the host` });
+    // Freeze the connection's sshd processes (children of the listener): the link goes silent, the command runs on.
+    const listener = fleet.mode === 'netns' ? 1 : h.pid;
+    const frozen = (await fleet.exec(h, `for p in $(pgrep -P ${listener}); do echo $p; pgrep -P $p; done`)).stdout
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean);
+    assert.ok(frozen.length > 0, 'found the connection sshd');
+    await fleet.exec(h, `kill -STOP ${frozen.join(' ')}`);
+    try {
+      const r = await within(run.done, { what: 'the run to end after its connection froze', timeoutMs: 120_000 });
+      t.diagnostic(`exit after ${r.ms} ms`);
+      assert.equal(r.code, 2, why(r));
+      const end = r.events.find((e) => e.type === 'host-end' && e.host === 'st');
+      assert.equal(end?.status, 'rolled-back', why(r));
+      assert.equal(await sleepers(fleet, h, mark), '', 'the command was killed before the rollback');
+      assert.ok(!(await existsOn(h, `${hostDir}/two`)) && !(await existsOn(h, `${hostDir}/one`)), 'the rollbacks ran');
+    } finally {
+      await fleet.exec(h, `kill -CONT ${frozen.join(' ')}; kill -KILL ${frozen.join(' ')} 2>/dev/null; pkill -f '[s]leep ${mark}'; true`);
+    }
+  });
+
+  test('5: a timeout is a deadline even when no kill channel can open (MaxSessions 1): unknown, the command killed over a new connection, rolled back', async (t) => {
+    const h = single.host('ms');
+    const hostDir = '/tmp/rbh-ms';
+    const mark = 1018;
+    await single.exec(h, `rm -rf ${hostDir}`);
+    const inv = inventory('ms', [h], { dir: hostDir, mark }, single);
+    try {
+      const r = await runbook(
+        ['apply', book('stuck-timeout.yml'), '-i', inv, '--json', '--state-dir', tmp('rb-hard-state-'), ...common(single)],
+        {
+          env,
+          timeoutMs: 120_000,
+        },
+      );
+      assert.equal(r.code, 2, why(r));
+      const step = r.events.find((e) => e.type === 'step-end' && e.step === 'two');
+      t.diagnostic(`step two ended after ${step?.duration_ms} ms (timeout 3000 ms); exit after ${r.ms} ms`);
+      assert.equal(step?.status, 'unknown', why(r));
+      assert.match(String(step?.message), /timed out after 3000 ms; the kill could not be confirmed/);
+      assert.equal(r.events.find((e) => e.type === 'host-end')?.status, 'rolled-back', why(r));
+      assert.equal(await sleepers(single, h, mark), '', 'the command was killed');
+      assert.ok(!(await existsOn(h, `${hostDir}/two`, single)), 'rolled back');
+    } finally {
+      await single.exec(h, `pkill -f '[s]leep ${mark}'; true`);
+    }
   });
 });
 

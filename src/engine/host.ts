@@ -241,13 +241,22 @@ export class HostRun extends StepRunner {
     const what = step ? `step "${step.name}" ${r.status === 'unknown' ? 'has an unknown outcome' : 'failed'}` : 'the connection was lost';
     const why = `${what}: ${r.reason ?? ''}`.trim();
     if (r.status === 'unknown') {
-      // The connection died: reconnect to run the rollbacks, or hand the host to a human.
+      // The connection died (or a kill was not confirmed): reconnect, make sure the command is no longer
+      // running (a rollback must not race it), then roll back; else hand the host to a human.
       try {
         await this.t.reconnect();
       } catch (err) {
         return this.end(
           'needs-attention',
           `${why}; could not reconnect to roll back (${errMessage(err)}); check the host by hand, then run: runbook rollback ${this.fleet.runId}`,
+          step?.name,
+        );
+      }
+      const settled = (await this.t.settleOrphans?.()) ?? { ok: true };
+      if (!settled.ok) {
+        return this.end(
+          'needs-attention',
+          `${why}; ${settled.detail}, so nothing was rolled back (it would race the command): stop it on the host, then run: runbook rollback ${this.fleet.runId}`,
           step?.name,
         );
       }
@@ -304,6 +313,9 @@ export class HostRun extends StepRunner {
         } else if (err instanceof TransportError) {
           try {
             await this.t.reconnect();
+            // The first try may still run: it must be gone before the rollback runs again.
+            const settled = (await this.t.settleOrphans?.()) ?? { ok: true };
+            if (!settled.ok) throw new Error(`the first try of this rollback: ${settled.detail}`);
             res = await this.exec(step, cmd);
           } catch (err2) {
             lost = `the host cannot be reached (${errMessage(err2)})`;

@@ -195,12 +195,15 @@ export class StepRunner {
     const done: StepStatus = step.phase === 'preflight' ? 'ok' : 'changed';
     if (r.timedOut)
       return {
-        status: 'failed',
+        // A kill that could not be confirmed leaves the command perhaps running: its effect is unknown.
+        status: r.killUnconfirmed && step.phase === 'step' ? 'unknown' : 'failed',
         stage: 'run',
         code: null,
         result: r,
         command: cmd,
-        reason: `timed out after ${step.timeoutMs} ms and was killed`,
+        reason: r.killUnconfirmed
+          ? `timed out after ${step.timeoutMs} ms; the kill could not be confirmed (no channel for it, or the command outlived it), so it may still be running`
+          : `timed out after ${step.timeoutMs} ms and was killed`,
       };
     if (r.code !== 0)
       return {

@@ -23,7 +23,7 @@ export interface SessionIO {
   /** Resolves when the shell ended (channel closed) with its exit status; rejects when the connection is lost. */
   exited: Promise<{ code: number | null; signal: string | null }>;
   /** Runs a script on a second channel with the session's privileges (used to kill a command). */
-  runAside(script: string, timeoutMs: number): Promise<void>;
+  runAside(script: string, timeoutMs: number): Promise<unknown>;
   /** Ends the session shell at once (SIGKILL to it, channel closed). */
   destroy(): void;
 }
@@ -122,7 +122,19 @@ interface Active {
   outEnd?: string;
 }
 
+/** A command whose end is not known (its kill was not confirmed, or the link went): how to find it again. */
+export interface Orphan {
+  pgid: number;
+  /** The command's subshell: pid and start time (clock ticks), so only it and what it started match. */
+  pid: number;
+  ticks: number;
+  /** The session shell and its parent (sudo): never killed. */
+  keep: number[];
+}
+
 export class ShellSession {
+  /** The command started last: its subshell and the session's group (see Orphan). */
+  lastCommand?: Orphan;
   /** PGID:PID:PPID from READY. */
   private group?: { pgid: number; pid: number; ppid: number };
   private readyWaiters: Array<() => void> = [];
@@ -211,6 +223,7 @@ export class ShellSession {
    */
   async run(step: PreparedStep, opts: ExecOptions): Promise<ExecResult> {
     if (this.active) throw new Error('session busy');
+    this.lastCommand = undefined;
     const started = Date.now();
     const out = new Capture();
     const err = new Capture();
@@ -240,12 +253,22 @@ export class ShellSession {
       },
       onStart: (payload) => {
         const [pid, ticks] = payload.split(':').map(Number);
-        if (Number.isInteger(pid) && Number.isInteger(ticks)) sub = { pid, ticks };
+        if (Number.isInteger(pid) && Number.isInteger(ticks)) {
+          sub = { pid, ticks };
+          const g = this.group;
+          this.lastCommand = g ? { pgid: g.pgid, pid, ticks, keep: [g.pid, g.ppid] } : undefined;
+        }
         startedSub();
       },
       onEnd: () => ended(),
     };
     const a = this.active;
+    // Set when the kill could not be confirmed: the command is left to the caller (an Orphan), not waited for.
+    let unconfirmed = false;
+    let giveUp!: () => void;
+    const givenUp = new Promise<void>((r) => {
+      giveUp = r;
+    });
     const kill = (why: 'timeout' | 'abort'): void => {
       if (killed) return;
       killed = why;
@@ -255,7 +278,11 @@ export class ShellSession {
         startP,
         endP,
         deathP,
-      );
+      ).then((over) => {
+        if (over) return;
+        unconfirmed = true;
+        giveUp();
+      });
     };
     let timer: NodeJS.Timeout | undefined;
     const onAbort = (): void => kill('abort');
@@ -271,7 +298,7 @@ export class ShellSession {
           else opts.signal.addEventListener('abort', onAbort, { once: true });
         }
       }
-      await Promise.race([endP, deathP]);
+      await Promise.race([endP, deathP, givenUp]);
       if (killing !== undefined) await killing;
     } finally {
       if (timer) clearTimeout(timer);
@@ -279,10 +306,14 @@ export class ShellSession {
       this.active = undefined;
     }
     const d = a.out.done && a.err.done ? undefined : this.dead;
-    if (d && 'error' in d) throw d.error;
+    if (d && 'error' in d && !unconfirmed) throw d.error;
     let code: number | null;
     let signal: string | null = null;
-    if (d) {
+    if (unconfirmed) {
+      // The deadline passed and the command could not be shown dead: report that, never wait for it.
+      code = null;
+      signal = null;
+    } else if (d && !('error' in d)) {
       // The shell ended before the command's END: its exit status is the command's (as for a shell of its own).
       for (const [s, list] of [
         [a.out, out],
@@ -300,7 +331,7 @@ export class ShellSession {
       code = Number.isInteger(rc) ? rc : null;
     }
     if (this.filter.rejected) err.push(Buffer.from(BECOME_REJECTED));
-    if (killed) {
+    if (killed && !unconfirmed) {
       // Killed by us: report the signal, as for a process that died of it.
       if (code !== null && code > 128 && SIGNAL_NAMES.has(code - 128)) signal = SIGNAL_NAMES.get(code - 128)!;
       signal ??= 'SIGKILL';
@@ -311,37 +342,41 @@ export class ShellSession {
       signal,
       stdout: out.text(),
       stderr: err.text(),
-      ...truncation(out, err),
       timedOut: killed === 'timeout',
       durationMs: Date.now() - started,
+      ...(unconfirmed ? { killUnconfirmed: true } : {}),
+      ...truncation(out, err),
     };
   }
 
-  /** TERM/KILL the running command through a second channel; if that cannot be done, end the whole session. */
+  /**
+   * TERM/KILL the running command through a second channel; if that cannot be done, end the whole session.
+   * Bounded in time whatever the host does (no channel for the kill: MaxSessions; a kill that hangs): true
+   * when the command is known to be over, false when it may still run (the caller reports, never waits).
+   */
   private async killStep(
     isOver: () => boolean,
     sub: () => { pid: number; ticks: number } | undefined,
     startP: Promise<void>,
     endP: Promise<void>,
     deathP: Promise<void>,
-  ): Promise<void> {
+  ): Promise<boolean> {
     const grace = this.killGraceMs;
+    const over = (ms: number) => Promise.race([endP.then(() => true), deathP.then(() => true), sleep(ms).then(() => false)]);
     // Killed right after it was sent: its subshell reports itself within a round trip.
     await Promise.race([startP, endP, deathP, sleep(2000)]);
-    if (isOver()) return; // it ended meanwhile: nothing to kill
+    if (isOver()) return true; // it ended meanwhile: nothing to kill
     const s = sub();
     const g = this.group;
     if (s && g) {
-      try {
-        await this.io.runAside(sessionKillScript(g.pgid, s.pid, s.ticks, [g.pid, g.ppid], grace), grace + 10_000);
-      } catch {
-        /* connection trouble: handled below */
-      }
-      const done = await Promise.race([endP.then(() => true), deathP.then(() => true), sleep(3000).then(() => false)]);
-      if (done) return;
+      const aside = this.io.runAside(sessionKillScript(g.pgid, s.pid, s.ticks, [g.pid, g.ppid], grace), grace + 5000).catch(() => {
+        /* no channel, or connection trouble: handled below */
+      });
+      await Promise.race([aside, sleep(grace + 2000)]);
+      if (await over(1000)) return true;
     }
     // The command had not started yet, the group is unknown, or it did not end: the session goes.
     this.close();
-    await Promise.race([deathP, sleep(3000)]);
+    return over(2000);
   }
 }

@@ -206,6 +206,9 @@ export function prepareStep(spec: Pick<ScriptRunSpec, 'script' | 'env' | 'stdin'
  * not below the subshell's (pids grow). Never the session shell and its parent (`keep`). Waits up to graceMs for
  * them to go, then KILLs what is left of them (and anything they started meanwhile).
  */
+/** Exit status of sessionKillScript when a process of the command is still there after KILL. */
+export const KILL_UNCONFIRMED_EXIT = 3;
+
 export function sessionKillScript(pgid: number, sub: number, startTicks: number, keep: number[], graceMs = 2000): string {
   for (const n of [pgid, sub, startTicks, ...keep]) if (!Number.isInteger(n) || n < 0) throw new Error(`bad process id ${n}`);
   if (pgid <= 1) throw new Error(`bad process group ${pgid}`);
@@ -216,12 +219,14 @@ export function sessionKillScript(pgid: number, sub: number, startTicks: number,
     .join(' ');
   return `${[
     'rb_list() { L=; for d in /proc/[0-9]*; do read -r s <"$d/stat" 2>/dev/null || continue; p=${s%% *}; s=${s##*) }; set -- $s;',
-    `  [ "$3" = ${pgid} ] || continue; ${skip} [ "\${20}" -gt ${startTicks} ] || { [ "\${20}" -eq ${startTicks} ] && [ "$p" -ge ${sub} ]; } || continue; L="$L $p"; done; }`,
+    `  [ "$1" != Z ] || continue; [ "$3" = ${pgid} ] || continue; ${skip} [ "\${20}" -gt ${startTicks} ] || { [ "\${20}" -eq ${startTicks} ] && [ "$p" -ge ${sub} ]; } || continue; L="$L $p"; done; }`,
     'rb_list; [ -n "$L" ] || exit 0',
     'kill -TERM $L 2>/dev/null',
     `i=0; while [ $i -lt ${rounds} ]; do a=; for p in $L; do kill -0 $p 2>/dev/null && a=1; done; [ -n "$a" ] || break; sleep 0.1; i=$((i+1)); done`,
     'rb_list; [ -z "$L" ] || kill -KILL $L 2>/dev/null',
-    'exit 0',
+    // Exit 0 only once none is left (zombies are dead): the caller may rely on it.
+    'i=0; while [ $i -lt 20 ]; do rb_list; [ -n "$L" ] || exit 0; sleep 0.1; i=$((i+1)); done',
+    `echo "still running:$L" >&2; exit ${KILL_UNCONFIRMED_EXIT}`,
   ].join('\n')}\n`;
 }
 

@@ -39,8 +39,8 @@ import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { Client as ClientT, ClientChannel, ConnectConfig, SFTPWrapper, AnyAuthMethod, AuthenticationType } from 'ssh2';
 import type { ConnectionSpec } from '../inventory/types.js';
-import { prepareRun, prepareSession, prepareStep, type PreparedStep } from './shell.js';
-import { ShellSession } from './session.js';
+import { prepareRun, prepareSession, prepareStep, type PreparedStep, sessionKillScript } from './shell.js';
+import { type Orphan, ShellSession } from './session.js';
 import { driveRun } from './run-driver.js';
 import { TransportError, type ExecOptions, type ExecResult, type Transport } from './types.js';
 import {
@@ -183,6 +183,8 @@ export class SshTransport implements Transport {
   private ready = false;
   private closed = false;
   private lostWaiters = new Set<(e: TransportError) => void>();
+  /** Commands whose end is not known (lost link, unconfirmed kill), with the become they ran under. */
+  private orphans: Array<Orphan & { become: boolean; becomeUser: string | undefined }> = [];
   private sftpP?: Promise<SFTPWrapper>;
   private readonly sem: Semaphore;
   private readonly idle = new Map<string, ShellSession[]>();
@@ -564,6 +566,33 @@ export class SshTransport implements Transport {
     );
   }
 
+  async settleOrphans(): Promise<{ ok: boolean; detail?: string }> {
+    while (this.orphans.length) {
+      const o = this.orphans[0];
+      const grace = this.opts.killGraceMs ?? 2000;
+      let code: number | null;
+      try {
+        const client = await this.ensure();
+        code = await this.runAside(
+          client,
+          sessionKillScript(o.pgid, o.pid, o.ticks, o.keep, grace),
+          o.become,
+          o.becomeUser,
+          grace + 10_000,
+        );
+      } catch (e) {
+        return { ok: false, detail: `could not make sure its command ended (process group ${o.pgid}): ${(e as Error).message}` };
+      }
+      if (code !== 0)
+        return {
+          ok: false,
+          detail: `its command (process group ${o.pgid}, pid ${o.pid}) could not be shown dead: the kill ${code === null ? 'timed out' : `exited ${code}`}`,
+        };
+      this.orphans.shift();
+    }
+    return { ok: true };
+  }
+
   async reconnect(): Promise<void> {
     this.dropClient();
     const attempts = this.opts.reconnectAttempts ?? 6;
@@ -648,7 +677,15 @@ export class SshTransport implements Transport {
           throw e;
         }
       }
-      const r = await session.run(step, opts);
+      let r: ExecResult;
+      try {
+        r = await session.run(step, opts);
+      } catch (e) {
+        // The link went while the command ran: it may still run on the host (settleOrphans).
+        if (session.lastCommand) this.orphans.push({ ...session.lastCommand, become, becomeUser });
+        throw e;
+      }
+      if (r.killUnconfirmed && session.lastCommand) this.orphans.push({ ...session.lastCommand, become, becomeUser });
       this.putIdle(key, session);
       session = undefined;
       return r;
@@ -761,20 +798,24 @@ export class SshTransport implements Transport {
     );
   }
 
-  /** A one-off script on a channel of its own (the kill of a command), with the given become. */
+  /** A one-off script on a channel of its own (the kill of a command), with the given become: its exit code (null: timed out). */
   private async runAside(
     client: ClientT,
     script: string,
     become: boolean,
     becomeUser: string | undefined,
     timeoutMs: number,
-  ): Promise<void> {
+  ): Promise<number | null> {
     const prep = prepareRun({ script, become, becomeUser, becomePassword: become ? this.conn.becomePassword : undefined });
     const ch = await this.openChannelRetry(client, prep.command);
+    let code: number | null = null;
+    ch.on('exit', (c: number | null) => {
+      code = c ?? null;
+    });
     const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
-      ch.on('close', () => resolve({ code: null, signal: null })),
+      ch.on('close', () => resolve({ code, signal: null })),
     );
-    await Promise.race([
+    const r = await Promise.race([
       driveRun(
         {
           stdin: ch,
@@ -788,8 +829,9 @@ export class SshTransport implements Transport {
         prep,
         { timeoutMs },
       ),
-      sleep(timeoutMs),
+      sleep(timeoutMs).then(() => undefined),
     ]);
+    return r && !r.timedOut ? r.code : null;
   }
 
   private openChannel(client: ClientT, command: string): Promise<ClientChannel> {

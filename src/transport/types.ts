@@ -34,6 +34,11 @@ export interface ExecResult {
   stderr: string;
   timedOut: boolean;
   durationMs: number;
+  /**
+   * The deadline (timeout) or abort passed and the kill could not be confirmed (no channel for it, or the
+   * command outlived it): the command may still run. The transport keeps it as an orphan (settleOrphans).
+   */
+  killUnconfirmed?: true;
   /** Bytes printed on each stream, when more than stdout/stderr keep (capture.ts: head + tail). */
   truncated?: { stdout?: number; stderr?: number };
 }
@@ -67,6 +72,12 @@ export interface Transport {
   exec(script: string, opts?: ExecOptions): Promise<ExecResult>;
   put(content: string | Buffer, remotePath: string, opts?: { mode?: number }): Promise<void>;
   get(remotePath: string): Promise<Buffer>;
+  /**
+   * Makes sure no command whose end is unknown (a lost connection, an unconfirmed kill) still runs on the
+   * host: kills each through the current connection and checks it is gone. ok false: one may still run
+   * (detail says why). Transports without such commands need not implement it.
+   */
+  settleOrphans?(): Promise<{ ok: boolean; detail?: string }>;
   /** Drop the connection and connect again (after E_CONN_LOST), bounded retries with backoff. */
   reconnect(): Promise<void>;
   close(): Promise<void>;
