@@ -341,7 +341,9 @@ async function runHandler(run: () => Promise<unknown>): Promise<void> {
     await run();
   } catch (err) {
     const { text, exitCode } = errorReport(err);
-    process.stderr.write(text);
     process.exitCode = exitCode;
+    // A bug may leave a connection or a timer behind that would keep the process alive: end it now.
+    if (exitCode === EXIT_INTERNAL) process.stderr.write(text, () => process.exit(exitCode));
+    else process.stderr.write(text);
   }
 }
