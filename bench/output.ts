@@ -6,11 +6,11 @@
  *
  *   npm run build && node --import tsx bench/output.ts [--hosts 10] [--mb 1000]
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dump } from 'js-yaml';
+import { runWithPeakRss } from '../test/harness/rss.js';
 import { startSshHosts, type SshFleet } from '../test/harness/sshd.js';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -49,28 +49,8 @@ async function main(): Promise<void> {
       '--json',
     ];
     args.push('--known-hosts', f.knownHostsFile, '--state-dir', join(work, 'state'), '--forks', String(hosts));
-    const t0 = Date.now();
-    const child = spawn(process.execPath, args, { env: { ...process.env, HOME: work }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      err += d;
-    });
-    let peakKb = 0;
-    const sampler = setInterval(() => {
-      try {
-        const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-        if (m) peakKb = Math.max(peakKb, Number(m[1]));
-      } catch {
-        /* exited */
-      }
-    }, 50);
-    const code = await new Promise<number | null>((res) => child.on('close', (c) => res(c)));
-    clearInterval(sampler);
-    const s = (Date.now() - t0) / 1000;
+    const { code, stdout: out, stderr: err, peakMb, ms } = await runWithPeakRss(args, { env: { ...process.env, HOME: work } });
+    const s = ms / 1000;
     const events = out
       .split('\n')
       .filter((l) => l.startsWith('{'))
@@ -86,7 +66,7 @@ async function main(): Promise<void> {
         tails_intact: tails,
         wall_s: Number(s.toFixed(1)),
         mb_per_s: Math.round((hosts * mb) / s),
-        peak_rss_mb: Math.round(peakKb / 1024),
+        peak_rss_mb: Math.round(peakMb),
         ...(code === 0 ? {} : { stderr: err.slice(-500) }),
       }),
     );

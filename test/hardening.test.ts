@@ -10,6 +10,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from 'js-yaml';
 import { startSshHosts, type SshFleet, type SshHost } from './harness/sshd.js';
+import { runWithPeakRss } from './harness/rss.js';
 import { waitFor, within } from './harness/wait.js';
 import {
   BIN,
@@ -247,35 +248,13 @@ describe('hardening sweep: secrets', { concurrency: true }, () => {
   });
 });
 
-/** Runs bin/runbook ARGS and samples its peak RSS (VmHWM, kB) until it exits. */
-async function withPeakRss(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; peakMb: number }> {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
-    stdout += d;
-  });
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    stderr += d;
-  });
-  let peakKb = 0;
-  const sample = setInterval(() => {
-    try {
-      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-      if (m) peakKb = Math.max(peakKb, Number(m[1]));
-    } catch {
-      /* exited */
-    }
-  }, 50);
-  const code = await new Promise<number | null>((res) => child.on('close', (c) => res(c)));
-  clearInterval(sample);
-  return { code, stdout, stderr, peakMb: peakKb / 1024 };
-}
-
 describe('hardening sweep: resources', { concurrency: true }, () => {
   test('6: a step printing 250 MB on each of two hosts: the controller keeps a head and a tail, says so, stays under 200 MB RSS', async (t) => {
     const inv = inventory('loud', [fleet.host('o1'), fleet.host('o2')]);
-    const r = await withPeakRss(['apply', book('loud.yml'), '-i', inv, '--json', '--state-dir', tmp('rb-hard-state-'), ...common()]);
+    const r = await runWithPeakRss(
+      [BIN, 'apply', book('loud.yml'), '-i', inv, '--json', '--state-dir', tmp('rb-hard-state-'), ...common()],
+      { cwd: ROOT, env },
+    );
     t.diagnostic(`controller peak RSS ${r.peakMb.toFixed(0)} MB for 2 x 250 MB of output`);
     const events = parseNdjson(r.stdout);
     assert.equal(r.code, 0, r.stderr + r.stdout.slice(-3000));

@@ -200,15 +200,16 @@ export function prepareStep(spec: Pick<ScriptRunSpec, 'script' | 'env' | 'stdin'
   return { text: `${lines.join('\n')}\n`, startMarker, endMarker };
 }
 
+/** Exit status of sessionKillScript when a process of the command is still there after KILL. */
+export const KILL_UNCONFIRMED_EXIT = 3;
+
 /**
  * Kill script for a command of a session: TERM every process of process group `pgid` created since the
  * command's subshell (pid `sub`, started at `startTicks`): a later start time, or the same clock tick and a pid
  * not below the subshell's (pids grow). Never the session shell and its parent (`keep`). Waits up to graceMs for
- * them to go, then KILLs what is left of them (and anything they started meanwhile).
+ * them to go, then KILLs what is left of them (and anything they started meanwhile). Exits 0 once none of them
+ * is left (zombies count as gone), KILL_UNCONFIRMED_EXIT when one still is about 2 s after the KILL.
  */
-/** Exit status of sessionKillScript when a process of the command is still there after KILL. */
-export const KILL_UNCONFIRMED_EXIT = 3;
-
 export function sessionKillScript(pgid: number, sub: number, startTicks: number, keep: number[], graceMs = 2000): string {
   for (const n of [pgid, sub, startTicks, ...keep]) if (!Number.isInteger(n) || n < 0) throw new Error(`bad process id ${n}`);
   if (pgid <= 1) throw new Error(`bad process group ${pgid}`);
