@@ -68,8 +68,8 @@ const existsOn = async (h: SshHost, path: string, f: SshFleet = fleet): Promise<
 /** `sleep MARK` processes on the host (`[s]leep`: pgrep must not match its own sh). */
 const sleepers = async (f: SshFleet, h: SshHost, mark: number): Promise<string> =>
   (await f.exec(h, `pgrep -f '[s]leep ${mark}' || true`)).stdout.trim();
-/** Client config that notices a silent connection in ~2-3 s (ServerAlive 1 s x 2). */
-const fastKeepalive = (): string => write(join(dir, 'ssh_config_fast'), 'Host *\n  ServerAliveInterval 1\n  ServerAliveCountMax 2\n');
+/** Client config that notices a silent connection in ~6-8 s (ServerAlive 2 s x 3): soon, yet not fooled by a busy machine. */
+const fastKeepalive = (): string => write(join(dir, 'ssh_config_fast'), 'Host *\n  ServerAliveInterval 2\n  ServerAliveCountMax 3\n');
 
 describe('hardening sweep', { concurrency: true }, () => {
   test('1: a closed stdout does not end a run: it goes on to its end, writes its journal, frees the lock, exits with its own code', async () => {
