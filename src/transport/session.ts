@@ -362,9 +362,11 @@ export class ShellSession {
     deathP: Promise<void>,
   ): Promise<boolean> {
     const grace = this.killGraceMs;
-    const over = (ms: number) => Promise.race([endP.then(() => true), deathP.then(() => true), sleep(ms).then(() => false)]);
+    // Unref'd waits: a deadline that lost its race must not keep the process alive after the run.
+    const wait = (ms: number) => sleep(ms, undefined, { ref: false });
+    const over = (ms: number) => Promise.race([endP.then(() => true), deathP.then(() => true), wait(ms).then(() => false)]);
     // Killed right after it was sent: its subshell reports itself within a round trip.
-    await Promise.race([startP, endP, deathP, sleep(2000)]);
+    await Promise.race([startP, endP, deathP, wait(2000)]);
     if (isOver()) return true; // it ended meanwhile: nothing to kill
     const s = sub();
     const g = this.group;
@@ -372,7 +374,7 @@ export class ShellSession {
       const aside = this.io.runAside(sessionKillScript(g.pgid, s.pid, s.ticks, [g.pid, g.ppid], grace), grace + 5000).catch(() => {
         /* no channel, or connection trouble: handled below */
       });
-      await Promise.race([aside, sleep(grace + 2000)]);
+      await Promise.race([aside, wait(grace + 2000)]);
       if (await over(1000)) return true;
     }
     // The command had not started yet, the group is unknown, or it did not end: the session goes.

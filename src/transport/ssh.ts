@@ -829,7 +829,8 @@ export class SshTransport implements Transport {
         prep,
         { timeoutMs },
       ),
-      sleep(timeoutMs).then(() => undefined),
+      // unref'd: once the script ended, this deadline must not keep the process alive
+      sleep(timeoutMs, undefined, { ref: false }).then(() => undefined),
     ]);
     return r && !r.timedOut ? r.code : null;
   }
