@@ -3,10 +3,12 @@
  * error messages). One instance per run, shared by all sinks.
  *
  * A secret is known in every form it is rendered in (added by the caller: shell-quoted, escaped for double
- * quotes) and as JSON writes it. Text is redacted before it is cut (a tail, a first line, a bounded register):
- * redactCut() then removes what is left of a secret at a cut edge, and stream() redacts output that arrives in
- * chunks, holding back a chunk's end while it could be the start of a secret.
+ * quotes) and as JSON writes it. Text cut from a longer one (a tail, a first line, a bounded register) goes
+ * through redactCut(), which also removes what is left of a secret at the cut edge; stream() redacts output
+ * that arrives in chunks, holding back a chunk's end while it could be the start of a secret.
  */
+import { mapStrings } from './text.js';
+
 export class Redactor {
   private forms: string[] = [];
 
@@ -85,14 +87,6 @@ export class Redactor {
 
   /** Deep-redacts strings inside plain JSON-like values. */
   redactValue<T>(v: T): T {
-    if (this.forms.length === 0) return v;
-    if (typeof v === 'string') return this.redact(v) as unknown as T;
-    if (Array.isArray(v)) return v.map((x) => this.redactValue(x)) as unknown as T;
-    if (v && typeof v === 'object') {
-      const o: Record<string, unknown> = {};
-      for (const [k, x] of Object.entries(v)) o[k] = this.redactValue(x);
-      return o as T;
-    }
-    return v;
+    return this.forms.length === 0 ? v : mapStrings(v, (s) => this.redact(s));
   }
 }

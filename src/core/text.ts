@@ -1,3 +1,15 @@
+/** `v` with `f` applied to every string inside it (plain JSON-like values: arrays, objects). */
+export function mapStrings<T>(v: T, f: (s: string) => string): T {
+  if (typeof v === 'string') return f(v) as T;
+  if (Array.isArray(v)) return v.map((x) => mapStrings(x, f)) as T;
+  if (v && typeof v === 'object') {
+    const o: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) o[k] = mapStrings(x, f);
+    return o as T;
+  }
+  return v;
+}
+
 /**
  * Input files (runbooks, inventories, variables and limit files) must be UTF-8: a file in another encoding
  * would be silently altered (every invalid byte turned into U+FFFD) and then run. Refused instead, with the

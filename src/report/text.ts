@@ -1,5 +1,6 @@
 /** Text helpers shared by the renderers and the reports: colors, widths, the summary block. */
 import { formatDuration } from '../core/duration.js';
+import { mapStrings } from '../core/text.js';
 import type { HostStatus } from '../engine/events.js';
 import { HOST_STATUSES, PROBLEM_STATUSES, stepColumn, whatToDoNow, type HostSummary, type RunSummary } from './summary.js';
 
@@ -54,14 +55,7 @@ export function safeText(s: string): string {
 
 /** Deep safeText over the strings of a JSON-like value (an event). */
 export function safeValue<T>(v: T): T {
-  if (typeof v === 'string') return safeText(v) as T;
-  if (Array.isArray(v)) return v.map(safeValue) as T;
-  if (v && typeof v === 'object') {
-    const o: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) o[k] = safeValue(x);
-    return o as T;
-  }
-  return v;
+  return mapStrings(v, safeText);
 }
 
 /** JSON text that a terminal shows as it is: JSON escapes C0 itself; DEL, C1 and the bidi overrides are escaped too. */
