@@ -249,6 +249,23 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
       }
     });
 
+    test('become as the login user itself goes through no sudo (a root login on a host without sudo works)', async () => {
+      const me = (await t.exec('id -un')).stdout.trim();
+      for (const becomePassword of [undefined, 'never-asked']) {
+        const tb = T.make(becomePassword ? { becomePassword } : {});
+        try {
+          // In a step, $PPID is the session shell's parent: sudo when the session was started through it.
+          const r = await tb.exec('cat /proc/$PPID/comm; id -un', { become: true, becomeUser: me });
+          assert.equal(r.code, 0, r.stderr);
+          const [parent, who] = r.stdout.trim().split('\n');
+          assert.notEqual(parent, 'sudo', `password ${becomePassword ?? 'none'}`);
+          assert.equal(who, me);
+        } finally {
+          await tb.close();
+        }
+      }
+    });
+
     test('become with a password: sent only when sudo prompts, never in output', async () => {
       const pw = T.password ?? 'unused-password';
       const tb = T.make({ ...(T.sudoUser ?? {}), becomePassword: pw });

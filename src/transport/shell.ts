@@ -90,11 +90,14 @@ function launch(spec: Pick<ScriptRunSpec, 'become' | 'becomeUser' | 'becomePassw
   const what = pids ? `"$3:$$:$2"` : '"$3"';
   const report = `read -r rb_s </proc/$$/stat; rb_s=\${rb_s##*) }; set -- $rb_s; printf '%s%s>>\\n' '${readyMarker}' ${what} >&2; set --; unset rb_s`;
   const waitForReady = promptMarker !== undefined;
-  const user = spec.becomeUser || 'root';
+  const user = shQuote(spec.becomeUser || 'root');
+  // Become the user one already is (a root login, often on hosts without sudo): no sudo at all.
+  const unlessAlready = (direct: string, sudo: string) => `if [ "$(id -un)" = ${user} ]; then ${direct}; else ${sudo}; fi`;
   let command: string;
-  if (waitForReady)
-    command = `exec sudo -H -S -p ${shQuote(promptMarker)} -u ${shQuote(user)} -- sh -c ${shQuote(`${report}; exec sh -s`)}`;
-  else if (spec.become) command = `exec sudo -H -n -u ${shQuote(user)} -- sh -s`;
+  if (waitForReady) {
+    const inner = shQuote(`${report}; exec sh -s`);
+    command = unlessAlready(`exec sh -c ${inner}`, `exec sudo -H -S -p ${shQuote(promptMarker)} -u ${user} -- sh -c ${inner}`);
+  } else if (spec.become) command = unlessAlready('exec sh -s', `exec sudo -H -n -u ${user} -- sh -s`);
   else command = 'exec sh -s';
   return { command, report, waitForReady, readyMarker, promptMarker };
 }
