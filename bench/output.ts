@@ -9,7 +9,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { dump } from 'js-yaml';
 import { runWithPeakRss } from '../test/harness/rss.js';
 import { startSshHosts, type SshFleet } from '../test/harness/sshd.js';
 
@@ -28,16 +27,11 @@ async function main(): Promise<void> {
     fleet = await startSshHosts(hosts, { prefix: 'rbo' });
     const f = fleet;
     const inv = join(work, 'inv.yml');
-    const hs: Record<string, unknown> = {};
-    for (const h of f.hosts)
-      hs[h.name] = {
-        ansible_host: h.address,
-        ansible_port: h.port,
-        ansible_user: h.user,
-        ansible_ssh_private_key_file: f.clientKeyFile,
-        runbook_lock_path: f.mode === 'netns' ? '/run/runbook/lock' : join(work, `lock-${h.name}`),
-      };
-    writeFileSync(inv, dump({ all: { hosts: hs } }));
+    const lock = (name: string) => (f.mode === 'netns' ? '/run/runbook/lock' : join(work, `lock-${name}`));
+    writeFileSync(
+      inv,
+      f.inventoryYaml({ hostVars: Object.fromEntries(f.hosts.map((h) => [h.name, { runbook_lock_path: lock(h.name) }])) }),
+    );
     const args = [
       join(root, 'bin/runbook'),
       'apply',

@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { dump } from 'js-yaml';
 import { startSshHosts, type SshFleet, type SshHost } from './harness/sshd.js';
 import { runWithPeakRss } from './harness/rss.js';
 import { waitFor, within } from './harness/wait.js';
@@ -48,21 +47,13 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-function inventory(name: string, hosts: SshHost[], vars: Record<string, unknown> = {}, f: SshFleet = fleet): string {
-  const hs: Record<string, Record<string, unknown>> = {};
-  for (const h of hosts) {
-    hs[h.name] = {
-      ansible_host: h.address,
-      ansible_port: h.port,
-      ansible_user: h.user,
-      ansible_ssh_private_key_file: f.clientKeyFile,
-      runbook_lock_path: f.mode === 'netns' ? '/run/runbook/lock' : join(dir, `lock-${h.name}`),
-    };
-  }
-  return write(join(dir, `${name}.yml`), dump({ all: { hosts: hs, vars } }));
-}
 /** netns mode: each host has its own /run; local mode: all hosts are this machine, one lock file each. */
-const lockPath = (h: SshHost): string => (fleet.mode === 'netns' ? '/run/runbook/lock' : join(dir, `lock-${h.name}`));
+const lockPath = (h: SshHost, f: SshFleet = fleet): string => (f.mode === 'netns' ? '/run/runbook/lock' : join(dir, `lock-${h.name}`));
+
+function inventory(name: string, hosts: SshHost[], vars: Record<string, unknown> = {}, f: SshFleet = fleet): string {
+  const hostVars = Object.fromEntries(hosts.map((h) => [h.name, { runbook_lock_path: lockPath(h, f) }]));
+  return write(join(dir, `${name}.yml`), f.inventoryYaml({ only: hosts.map((h) => h.name), vars, hostVars }));
+}
 const common = (f: SshFleet = fleet): string[] => ['--known-hosts', f.knownHostsFile];
 const existsOn = async (h: SshHost, path: string, f: SshFleet = fleet): Promise<boolean> => (await f.exec(h, `test -e ${path}`)).code === 0;
 /** `sleep MARK` processes on the host (`[s]leep`: pgrep must not match its own sh). */

@@ -74,6 +74,8 @@ export interface SshHost {
 }
 
 export interface InventoryExtra {
+  /** Only these hosts (default: every host of the fleet). */
+  only?: string[];
   /** Variables under all.vars. */
   vars?: Record<string, unknown>;
   /** Extra variables per host name (merged over the connection variables). */
@@ -408,6 +410,7 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
     const inventoryYaml = (extra: InventoryExtra = {}): string => {
       const hostsObj: Record<string, Record<string, unknown>> = {};
       for (const h of hosts) {
+        if (extra.only && !extra.only.includes(h.name)) continue;
         hostsObj[h.name] = {
           ansible_host: h.address,
           ansible_port: h.port,
