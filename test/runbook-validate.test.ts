@@ -130,7 +130,17 @@ test('the issue-2 example loads verbatim with normalized values', () => {
   assert.deepEqual(rb.secretVars, []);
   assert.equal(rb.hosts, undefined);
   assert.deepEqual(rb.preflight, [
-    { name: 'Shell works', phase: 'preflight', index: 0, run: 'true', timeoutMs: 300_000, local: false, become: false, line: 10 },
+    {
+      name: 'Shell works',
+      phase: 'preflight',
+      index: 0,
+      run: 'true',
+      timeoutMs: 300_000,
+      local: false,
+      become: false,
+      line: 10,
+      origin: { path: 'preflight[0]' },
+    },
   ]);
   assert.deepEqual(rb.steps, [
     {
@@ -147,6 +157,7 @@ test('the issue-2 example loads verbatim with normalized values', () => {
       register: 'wrote',
       local: false,
       become: false,
+      origin: { path: 'steps[0]' },
     },
   ]);
   assert.equal(rb.file, file);
@@ -168,7 +179,21 @@ test('good: minimal runbook gets every default', () => {
       vars: {},
       secretVars: [],
       preflight: [],
-      steps: [{ name: 'only', phase: 'step', index: 0, run: 'true', timeoutMs: 300_000, local: false, become: false, line: 3 }],
+      steps: [
+        {
+          name: 'only',
+          phase: 'step',
+          index: 0,
+          run: 'true',
+          timeoutMs: 300_000,
+          local: false,
+          become: false,
+          line: 3,
+          origin: { path: 'steps[0]' },
+        },
+      ],
+      scopes: [],
+      includes: [],
       source: undefined,
       hash: undefined,
       file: undefined,

@@ -5,7 +5,8 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { RunbookError } from '../core/errors.js';
+import { RunbookError, ValidationError } from '../core/errors.js';
+import { loadRunbook } from '../runbook/load.js';
 import type { RunHistory } from '../journal/history.js';
 import { openerAlive, readHistory } from '../journal/reader.js';
 import { checkRunId, resolveStateDir } from '../journal/writer.js';
@@ -34,10 +35,17 @@ function decided<T>(d: Decided<T>): T {
   return d.value;
 }
 
+/** The runbook's hash as a run records it (its included files count); a file that no longer validates: its bytes'. */
 function runbookNow(file: string | undefined): RecoveryRequest['runbookNow'] {
   if (!file) return { error: 'no runbook file recorded' };
   try {
-    return { hash: createHash('sha256').update(readFileSync(file)).digest('hex') };
+    const bytes = readFileSync(file);
+    try {
+      return { hash: loadRunbook(file).hash };
+    } catch (err) {
+      if (!(err instanceof ValidationError)) throw err;
+      return { hash: createHash('sha256').update(bytes).digest('hex') };
+    }
   } catch (err) {
     return { error: (err as NodeJS.ErrnoException).code ?? (err as Error).message };
   }

@@ -5,6 +5,8 @@ export interface Registered {
   stdout: string;
   stderr: string;
   code: number | null;
+  /** How the step ended (journals before format 2 lack it). */
+  status?: StepStatus;
 }
 
 export type HostStatus = 'ok' | 'changed' | 'failed' | 'rolled-back' | 'needs-attention' | 'unreachable' | 'skipped';

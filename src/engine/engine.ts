@@ -6,6 +6,7 @@
  * It emits events; it never prints.
  */
 import { Redactor } from '../core/redact.js';
+import { splitBatches } from '../plan/plan.js';
 import type { PlannedHost } from '../plan/types.js';
 import { shEscapeDouble, shQuote } from '../transport/shell.js';
 import { type EventInput, type HostStatus, type JournalSink, nullJournal, type RunEvent, runStatusOf } from './events.js';
@@ -43,6 +44,8 @@ const STRUCTURAL = new Set([
   'duration_ms',
   'failed_step',
   'changed_steps',
+  'alternative',
+  'rank',
 ]);
 
 /** A counting semaphore for --forks. */
@@ -197,8 +200,17 @@ export class Engine implements FleetScope {
       }
     }
 
-    // Phase 2: batches, in order; the failure budget spans the whole run.
-    for (const [bi, batch] of plan.batches.entries()) {
+    // Phase 2: batches, in order; the failure budget spans the whole run. With apply_if, only the hosts
+    // that go on take a place in a batch (a percentage counts only them).
+    let batches = plan.batches;
+    if (plan.runbook.applyIf) {
+      batches = splitBatches(
+        plan.hosts.map((h) => h.name).filter((n) => !this.results.has(n)),
+        plan.runbook.serial,
+      );
+      this.emit({ type: 'batches', batches });
+    }
+    for (const [bi, batch] of batches.entries()) {
       await Promise.all(
         batch.map((name) =>
           limiter.run(async () => {

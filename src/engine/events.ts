@@ -63,8 +63,10 @@ export interface StepEndEvent extends Base {
   status: StepStatus;
   code: number | null;
   duration_ms: number;
-  /** Which part decided: when/unless/run/verify, and the attempt count for verify. */
-  stage?: 'when' | 'unless' | 'run' | 'verify';
+  /** Which part decided: if/when/unless/run/verify, and the attempt count for verify. */
+  stage?: 'if' | 'when' | 'unless' | 'run' | 'verify';
+  /** A step of an escalation's alternative: its name; an escalation's own end: the alternative that held. */
+  alternative?: string;
   attempts?: number;
   timed_out?: boolean;
   /** Bounded (tail), redacted. */
@@ -106,6 +108,32 @@ export interface HostEndEvent extends Base {
   failed_step?: string;
   changed_steps?: string[];
 }
+/** An alternative of an escalation starts (`step`/`index`: the escalation). */
+export interface AlternativeStartEvent extends Base {
+  type: 'alternative-start';
+  host: string;
+  step: string;
+  index: number;
+  alternative: string;
+  rank: number;
+}
+/** held: all its steps held (it won); undone: a step failed and its rollbacks ran; not-applicable: its if was false. */
+export type AlternativeStatus = 'held' | 'undone' | 'undo-failed' | 'not-applicable';
+export interface AlternativeEndEvent extends Base {
+  type: 'alternative-end';
+  host: string;
+  step: string;
+  index: number;
+  alternative: string;
+  rank: number;
+  status: AlternativeStatus;
+  message?: string;
+}
+/** The batches of the main phase, once apply_if has let only some hosts go on. */
+export interface BatchesEvent extends Base {
+  type: 'batches';
+  batches: string[][];
+}
 export interface OutputEvent extends Base {
   type: 'output';
   host: string;
@@ -137,6 +165,9 @@ export type RunEvent =
   | RollbackStartEvent
   | RollbackEndEvent
   | HostEndEvent
+  | AlternativeStartEvent
+  | AlternativeEndEvent
+  | BatchesEvent
   | OutputEvent
   | WarningEvent
   | RunEndEvent;

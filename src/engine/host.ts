@@ -14,6 +14,7 @@
  * - locked by another run, or a failed preflight -> `skipped`, nothing changed.
  */
 import { RunbookError } from '../core/errors.js';
+import { ExprError } from '../plan/expr.js';
 import type { HostResumeState } from '../plan/types.js';
 import type { StepSpec } from '../runbook/types.js';
 import type { ExecResult } from '../transport/types.js';
@@ -36,6 +37,10 @@ export interface FleetScope extends RunScope {
 
 export class HostRun extends StepRunner {
   private readonly changed: string[] = [];
+  /** What the escalations did ("repaired by: wipe (targeted did not hold: ...)"), for the host's end. */
+  private readonly notes: string[] = [];
+  /** An alternative could not be undone: however the rest unwinds, a human must look. */
+  private undoFailed = false;
   private started = Date.now();
   private connected = false;
   private locked = false;
@@ -115,7 +120,18 @@ export class HostRun extends StepRunner {
         return false;
       }
     }
-    return true;
+    const applyIf = this.fleet.opts.plan.runbook.applyIf;
+    if (!applyIf) return true;
+    let go: boolean;
+    try {
+      go = this.decide(applyIf);
+    } catch (err) {
+      if (!(err instanceof ExprError)) throw err;
+      await this.end('skipped', `apply_if: ${applyIf.source}: ${err.message}`);
+      return false;
+    }
+    if (!go) await this.end('ok', `nothing to do: ${applyIf.source}`);
+    return go;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -136,18 +152,22 @@ export class HostRun extends StepRunner {
       await this.fleet.sync();
       const steps = this.steps;
       // The dead run had already failed a step on this host: finish its unwind.
-      const failed = rs && [...rs.done.entries()].find(([, st]) => st === 'failed' || st === 'unknown');
+      // (A step of an alternative that failed is the escalation's to handle: it tries the next one.)
+      const failed = rs && [...rs.done.entries()].find(([i, st]) => (st === 'failed' || st === 'unknown') && !steps[i]?.alternative);
       if (failed) {
         return await this.fail(steps[failed[0]], { status: 'failed', stage: 'run', code: null, reason: 'failed in the interrupted run' });
       }
       for (const step of steps) {
-        if (rs?.done.has(step.index)) continue; // adopt() took its outcome
-        if (this.fleet.stopping) {
-          return await this.abort(this.fleet.interrupted ? 'interrupted' : `the run journal cannot be written: ${this.fleet.journalError}`);
-        }
-        const r = rs?.unknown === step.index ? await this.settleUnknown(step) : await this.runStep(step);
-        if (r.status === 'changed') this.changed.push(step.name);
-        if (r.status === 'failed' || r.status === 'unknown') return await this.fail(step, r);
+        if (step.alternative || rs?.done.has(step.index)) continue; // run by its escalation; adopt() took its outcome
+        if (this.fleet.stopping) return await this.abort(this.stopReason());
+        const r = step.escalate
+          ? await this.escalation(step, rs)
+          : rs?.unknown === step.index
+            ? await this.settleUnknown(step)
+            : await this.runStep(step);
+        if ('stop' in r) return await this.abort(this.stopReason());
+        if (r.status === 'changed' && !step.escalate) this.changed.push(step.name);
+        if (r.status === 'failed' || r.status === 'unknown') return await this.fail(r.step ?? step, r);
       }
       await this.end(this.changed.length ? 'changed' : 'ok');
     } catch (err) {
@@ -169,6 +189,109 @@ export class HostRun extends StepRunner {
     return this.end('needs-attention', `${what}; the host was left as it is: check it, then runbook rollback ${this.fleet.runId}`);
   }
 
+  private stopReason(): string {
+    return this.fleet.interrupted ? 'interrupted' : `the run journal cannot be written: ${this.fleet.journalError}`;
+  }
+
+  /**
+   * An escalation: its alternatives in order, least destructive first. A step of one fails (run,
+   * verify, timeout): that alternative's own rollbacks run in reverse and the next one starts. The
+   * first whose steps all hold wins and its rollbacks stay in the host's ledger. A lost link
+   * (`unknown`) ends the escalation as any step's would; `rs`: continue where a dead run stopped.
+   */
+  private async escalation(group: StepSpec, rs?: HostResumeState): Promise<(StepOutcome & { step?: StepSpec }) | { stop: true }> {
+    const started = Date.now();
+    this.current = group;
+    const host = this.host.name;
+    this.fleet.emit({ type: 'step-start', host, step: group.name, phase: group.phase, index: group.index });
+    const done = (out: StepOutcome, alternative?: string): StepOutcome => {
+      this.endStep(group, out, started, alternative);
+      return out;
+    };
+    if (group.if) {
+      const said = this.condition(group.if, group);
+      if (said !== true) return done(said);
+    }
+    const tried: string[] = [];
+    for (const [rank, alt] of group.escalate!.entries()) {
+      const key = `${group.index}/${rank}`;
+      const prior = rs?.alternatives?.get(key);
+      const ev = { host, step: group.name, index: group.index, alternative: alt.name, rank };
+      if (prior === 'undone' || prior === 'not-applicable') {
+        tried.push(prior === 'undone' ? `${alt.name} did not hold` : `${alt.name} did not apply`);
+        continue;
+      }
+      if (prior !== 'held') {
+        if (alt.if) {
+          let applies: boolean;
+          try {
+            applies = this.decide(alt.if, group);
+          } catch (err) {
+            if (!(err instanceof ExprError)) throw err;
+            return done({
+              status: 'failed',
+              stage: 'if',
+              code: null,
+              reason: `alternative "${alt.name}" if: ${alt.if.source}: ${err.message}`,
+            });
+          }
+          if (!applies) {
+            this.fleet.emit({ type: 'alternative-end', ...ev, status: 'not-applicable', message: `if is false: ${alt.if.source}` });
+            tried.push(`${alt.name} did not apply`);
+            continue;
+          }
+        }
+        this.fleet.emit({ type: 'alternative-start', ...ev });
+        // Its own part of the ledger: what a dead run already pushed for it (at the end), and what comes now.
+        const first = this.ledger.findIndex((st) => st.alternative?.group === group.index && st.alternative.rank === rank);
+        const mark = first < 0 ? this.ledger.length : first;
+        let failure: (StepOutcome & { step: StepSpec }) | undefined;
+        for (const i of alt.steps) {
+          const step = this.steps[i];
+          const was = rs?.done.get(i);
+          if (was === 'failed') {
+            failure = { status: 'failed', stage: 'run', code: null, reason: 'failed in the interrupted run', step };
+            break;
+          }
+          if (was !== undefined) continue;
+          if (this.fleet.stopping) return { stop: true };
+          const r = rs?.unknown === i ? await this.settleUnknown(step) : await this.runStep(step);
+          if (r.status === 'changed') this.changed.push(step.name);
+          if (r.status === 'unknown') return { ...r, step };
+          if (r.status === 'failed') {
+            failure = { ...r, step };
+            break;
+          }
+        }
+        if (failure) {
+          const ok = await this.unwind(mark);
+          const why = `step "${failure.step.name}": ${failure.reason ?? failure.status}`;
+          if (!ok) {
+            this.undoFailed = true;
+            this.fleet.emit({ type: 'alternative-end', ...ev, status: 'undo-failed', message: why });
+            return done({
+              status: 'failed',
+              stage: 'run',
+              code: null,
+              reason: `alternative "${alt.name}" did not hold (${why}) and a rollback of it failed`,
+            });
+          }
+          const undone = new Set(alt.steps.filter((i) => this.steps[i].rollback).map((i) => this.steps[i].name));
+          this.changed.splice(0, this.changed.length, ...this.changed.filter((n) => !undone.has(n)));
+          this.fleet.emit({ type: 'alternative-end', ...ev, status: 'undone', message: why });
+          tried.push(`${alt.name} did not hold: ${why}`);
+          continue;
+        }
+        this.fleet.emit({ type: 'alternative-end', ...ev, status: 'held' });
+      }
+      const note = `${group.name}: repaired by ${alt.name}${tried.length ? ` (${tried.join('; ')})` : ''}`;
+      this.notes.push(note);
+      const changed = alt.steps.some((i) => this.changed.includes(this.steps[i].name));
+      return done({ status: changed ? 'changed' : 'ok', stage: 'run', code: 0, reason: note }, alt.name);
+    }
+    return done({ status: 'failed', stage: 'run', code: null, reason: `no alternative held: ${tried.join('; ')}` });
+  }
+
   /** A step's intent was durable in a dead run but not its outcome: learn what happened. */
   private async settleUnknown(step: StepSpec): Promise<StepOutcome> {
     const started = Date.now();
@@ -185,7 +308,7 @@ export class HostRun extends StepRunner {
       const reason = 'the dead run started this step and it has no verify or unless to tell whether it took effect';
       out = { status: 'failed', stage: 'run', code: null, reason };
     } else {
-      const cmd = this.render(probe.run);
+      const cmd = this.render(probe.run, step);
       const res = await this.exec(step, cmd);
       out =
         res.code === 0
@@ -269,7 +392,7 @@ export class HostRun extends StepRunner {
       );
     }
     if (this.ledger.length === 0) return this.end('failed', why, step?.name);
-    const ok = await this.unwind();
+    const ok = (await this.unwind()) && !this.undoFailed;
     await this.end(ok ? 'rolled-back' : 'needs-attention', ok ? why : `${why}; a rollback failed too, the host needs a human`, step?.name);
   }
 
@@ -284,18 +407,18 @@ export class HostRun extends StepRunner {
         this.changed.length ? `${why}; steps without rollback changed the host` : why,
       );
     }
-    const ok = await this.unwind();
+    const ok = (await this.unwind()) && !this.undoFailed;
     await this.end(ok ? 'rolled-back' : 'needs-attention', ok ? why : `${why}; a rollback failed, the host needs a human`);
   }
 
   /**
-   * Runs the ledger in reverse: the failed step's own rollback first (it was pushed last),
-   * then earlier changed steps. A failing rollback does not stop the unwind.
+   * Runs the ledger in reverse, down to `downTo` entries: the failed step's own rollback first
+   * (it was pushed last), then earlier changed steps. A failing rollback does not stop the unwind.
    */
-  private async unwind(): Promise<boolean> {
+  private async unwind(downTo = 0): Promise<boolean> {
     let allOk = true;
     let lost: string | undefined; // set once the host cannot be reached again: the rest is not attempted
-    while (this.ledger.length) {
+    while (this.ledger.length > downTo) {
       const step = this.ledger.pop()!;
       const started = Date.now();
       this.fleet.emit({ type: 'rollback-start', host: this.host.name, step: step.name, index: step.index });
@@ -304,7 +427,7 @@ export class HostRun extends StepRunner {
       let message: string | undefined;
       let cmd = '';
       try {
-        cmd = this.render(step.rollback!);
+        cmd = this.render(step.rollback!, step);
         if (lost) throw new TransportError('E_CONN_LOST', this.host.name, lost);
         res = await this.exec(step, cmd);
       } catch (err) {
@@ -350,6 +473,7 @@ export class HostRun extends StepRunner {
 
   async end(status: HostStatus, message?: string, failedStep?: string): Promise<void> {
     if (!this.fleet.settle(this.host.name, status)) return;
+    if (message === undefined && this.notes.length) message = this.notes.join('; ');
     // In step order, whether the dead run (adopt) or this one changed them.
     const order = new Map(this.steps.map((s) => [s.name, s.index]));
     this.changed.sort((a, b) => (order.get(a) ?? 0) - (order.get(b) ?? 0));
@@ -421,7 +545,18 @@ export class HostRun extends StepRunner {
           break;
         }
       }
-      if (!res.blocked) for (const step of this.steps) res.steps.push({ step: step.name, verdict: await this.probeStep(step) });
+      const applyIf = this.fleet.opts.plan.runbook.applyIf;
+      if (!res.blocked && applyIf) {
+        try {
+          res.applyIf = this.decide(applyIf);
+        } catch (err) {
+          if (!(err instanceof ExprError)) throw err;
+          res.blocked = `apply_if: ${applyIf.source}: ${err.message}`;
+        }
+      }
+      if (!res.blocked && res.applyIf !== false) {
+        for (const step of this.steps) res.steps.push({ step: step.name, verdict: await this.probeStep(step) });
+      }
     } catch (err) {
       res.reachable = false;
       res.blocked = errMessage(err);
@@ -433,12 +568,18 @@ export class HostRun extends StepRunner {
   }
 
   private async probeStep(step: StepSpec): Promise<string> {
+    const alt = step.alternative ? `[alternative ${step.alternative.name}] ` : '';
     try {
-      if (step.when !== undefined && (await this.exec(step, this.render(step.when))).code !== 0) return 'skip (when is false)';
-      if (step.unless !== undefined && (await this.exec(step, this.render(step.unless))).code === 0) {
-        return 'ok (unless is true: already done)';
+      if (step.if) {
+        const said = this.condition(step.if, step);
+        if (said !== true) return `${alt}${said.status === 'skipped' ? 'skip (if is false)' : `would fail: ${said.reason}`}`;
       }
-      return 'would run';
+      if (step.escalate) return `would try, until one holds: ${step.escalate.map((a) => a.name).join(', then ')}`;
+      if (step.when !== undefined && (await this.exec(step, this.render(step.when, step))).code !== 0) return `${alt}skip (when is false)`;
+      if (step.unless !== undefined && (await this.exec(step, this.render(step.unless, step))).code === 0) {
+        return `${alt}ok (unless is true: already done)`;
+      }
+      return `${alt}would run`;
     } catch (err) {
       if (err instanceof RunbookError) return `unknown until earlier steps run (${err.message})`;
       throw err;

@@ -57,5 +57,7 @@ export interface ProbeResult {
   /** Why the host would not change (unreachable, failed preflight). */
   blocked?: string;
   preflight: Array<{ step: string; ok: boolean; output: string; reason?: string }>;
+  /** apply_if after the preflight (false: the host has nothing to do). */
+  applyIf?: boolean;
   steps: Array<{ step: string; verdict: string }>;
 }

@@ -6,8 +6,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RunbookError } from '../core/errors.js';
 import type { Redactor } from '../core/redact.js';
+import { type Expr, ExprError, evalExpr } from '../plan/expr.js';
 import { lookupPath, renderCommand } from '../plan/template.js';
-import type { PlannedHost } from '../plan/types.js';
+import { type PlannedHost, varsFor } from '../plan/types.js';
 import type { StepSpec, VerifySpec } from '../runbook/types.js';
 import type { ExecResult, Transport } from '../transport/types.js';
 import { TransportError } from '../transport/types.js';
@@ -34,7 +35,9 @@ export function errMessage(err: unknown): string {
 
 export interface StepOutcome {
   status: StepStatus;
-  stage: 'when' | 'unless' | 'run' | 'verify';
+  /** The step that decided (an escalation's failing step). */
+  step?: StepSpec;
+  stage: 'if' | 'when' | 'unless' | 'run' | 'verify';
   code: number | null;
   result?: ExecResult;
   command?: string;
@@ -77,11 +80,23 @@ export class StepRunner {
     await Promise.allSettled([this.t.close(), this.local?.close()]);
   }
 
-  render(tpl: string): string {
+  /** A template of `step` rendered for this host: its registers, then the step's variables. */
+  render(tpl: string, step: StepSpec): string {
+    const vars = varsFor(this.host, step);
     return renderCommand(tpl, (path) => {
       const root = path.split('.')[0];
       if (root in this.registers) return lookupPath(this.registers as unknown as Record<string, unknown>, path);
-      return lookupPath(this.host.vars, path);
+      return lookupPath(vars, path);
+    });
+  }
+
+  /** A condition (if:, apply_if:) decided here, without a round trip; throws ExprError. */
+  decide(e: Expr, scope: { scope?: number } = {}): boolean {
+    return evalExpr(e, {
+      vars: varsFor(this.host, scope),
+      host: this.host.name,
+      runId: this.run.opts.plan.runId,
+      registers: this.registers,
     });
   }
 
@@ -136,20 +151,26 @@ export class StepRunner {
       // A template that cannot render for this host (e.g. a register of a skipped step).
       out = { status: 'failed', stage: 'run', code: null, reason: errMessage(err) };
     }
-    this.keepEmptyRegister(step);
+    this.keepEmptyRegister(step, out.status);
     this.endStep(step, out, started);
     return out;
   }
 
-  /** A step that did not run still defines its register, so later templates render. */
-  keepEmptyRegister(step: StepSpec): void {
-    if (step.register && !(step.register in this.registers)) this.registers[step.register] = { stdout: '', stderr: '', code: null };
+  /** A step that did not run still defines its register, so later templates render; conditions also read how it ended. */
+  keepEmptyRegister(step: StepSpec, status: StepStatus = 'skipped'): void {
+    if (!step.register) return;
+    this.registers[step.register] ??= { stdout: '', stderr: '', code: null };
+    this.registers[step.register].status = status;
   }
 
-  /** when -> unless -> run -> verify (retried). The intent is durable before `run` starts. */
+  /** if (here) -> when -> unless -> run -> verify (retried). The intent is durable before `run` starts. */
   async stepBody(step: StepSpec): Promise<StepOutcome> {
+    if (step.if) {
+      const said = this.condition(step.if, step);
+      if (said !== true) return said;
+    }
     if (step.when !== undefined) {
-      const cmd = this.render(step.when);
+      const cmd = this.render(step.when, step);
       const r = await this.exec(step, cmd);
       if (r.timedOut)
         return {
@@ -163,11 +184,11 @@ export class StepRunner {
       if (r.code !== 0) return { status: 'skipped', stage: 'when', code: r.code, result: r, command: cmd };
     }
     if (step.unless !== undefined) {
-      const cmd = this.render(step.unless);
+      const cmd = this.render(step.unless, step);
       const r = await this.exec(step, cmd);
       if (r.code === 0) return { status: 'ok', stage: 'unless', code: 0, result: r, command: cmd };
     }
-    const cmd = this.render(step.run);
+    const cmd = this.render(step.run, step);
     // Write-ahead: the step-start intent is on disk before anything changes. The sync is the exec's gate: the
     // transport opens the channel meanwhile and sends the script only after it; the ledger entry comes first.
     let gate: Promise<void> | undefined;
@@ -218,8 +239,19 @@ export class StepRunner {
     return this.verify(step, step.verify, done);
   }
 
+  /** A step's if: true, or the outcome it decides (false: skipped; an error: failed, nothing sent). */
+  condition(e: Expr, step: StepSpec): true | StepOutcome {
+    try {
+      if (this.decide(e, step)) return true;
+      return { status: 'skipped', stage: 'if', code: null, reason: `if is false: ${e.source}` };
+    } catch (err) {
+      if (!(err instanceof ExprError)) throw err;
+      return { status: 'failed', stage: 'if', code: null, reason: `if: ${e.source}: ${err.message}` };
+    }
+  }
+
   private async verify(step: StepSpec, verify: VerifySpec, done: StepStatus): Promise<StepOutcome> {
-    const vcmd = this.render(verify.run);
+    const vcmd = this.render(verify.run, step);
     let last: ExecResult | undefined;
     const attempts = verify.retries + 1;
     for (let i = 1; i <= attempts; i++) {
@@ -254,7 +286,8 @@ export class StepRunner {
     return { ...reg, stdout: cut(reg.stdout), stderr: cut(reg.stderr) };
   }
 
-  endStep(step: StepSpec, r: StepOutcome, started: number): void {
+  /** `alternative`: for an escalation, the one that held (a step of an alternative names its own). */
+  endStep(step: StepSpec, r: StepOutcome, started: number, alternative = step.alternative?.name): void {
     const reg = step.register && this.registers[step.register];
     this.run.emit({
       type: 'step-end',
@@ -273,6 +306,7 @@ export class StepRunner {
       ...(r.command !== undefined ? { command: r.command } : {}),
       ...(r.reason ? { message: r.reason } : {}),
       ...(reg ? { register: this.shownRegister(reg) } : {}),
+      ...(alternative !== undefined ? { alternative } : {}),
     } as Omit<Extract<RunEvent, { type: 'step-end' }>, 'time'>);
   }
 }

@@ -48,6 +48,8 @@ export interface HostHistory {
   rollbackFailed: Set<number>;
   /** A rollback with an intent and no outcome (the controller died during it). */
   rollbackInFlight?: number;
+  /** How each alternative ended, by "ESCALATION_INDEX/RANK" (the last end recorded). */
+  alternatives: Map<string, string>;
   /** Registered outputs in the order recorded, by phase and step index (the runbook gives their names). */
   registers: Array<{ phase: Phase; index: number; value: Registered }>;
   /** Every step and rollback, in order. */
@@ -82,6 +84,7 @@ function newHost(host: string): HostHistory {
     ran: [],
     rolledBack: new Set(),
     rollbackFailed: new Set(),
+    alternatives: new Map(),
     registers: [],
     lines: [],
     events: [],
@@ -192,6 +195,14 @@ export function replay(records: JournalRecord[], meta: { runId: string; path: st
         } else s.rollbackFailed.add(r.index);
         break;
       }
+      case 'alternative-start':
+        host(r.host).alternatives.delete(`${r.index}/${r.rank}`);
+        break;
+      case 'alternative-end':
+        host(r.host).alternatives.set(`${r.index}/${r.rank}`, r.status);
+        break;
+      case 'batches':
+        break;
       case 'lock-broken':
         host(r.host).events.push(
           `lock of run ${String(r.holder?.run_id)} broken at ${r.time} by ${String(r.by_controller)} pid ${String(r.by_pid)}`,
@@ -244,11 +255,14 @@ function endLine(
   if (r.message !== undefined) line.message = r.message;
 }
 
-function registered(v: { stdout?: unknown; stderr?: unknown; code?: unknown }): Registered {
+const STEP_STATUSES = new Set<string>(['skipped', 'ok', 'changed', 'failed', 'unknown']);
+
+function registered(v: { stdout?: unknown; stderr?: unknown; code?: unknown; status?: unknown }): Registered {
   return {
     stdout: typeof v.stdout === 'string' ? v.stdout : '',
     stderr: typeof v.stderr === 'string' ? v.stderr : '',
     code: typeof v.code === 'number' ? v.code : null,
+    ...(typeof v.status === 'string' && STEP_STATUSES.has(v.status) ? { status: v.status as StepStatus } : {}),
   };
 }
 

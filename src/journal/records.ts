@@ -58,7 +58,7 @@ interface Field {
 const STEP_STATUSES: readonly StepStatus[] = ['skipped', 'ok', 'changed', 'failed', 'unknown'];
 const HOST_STATUSES: readonly HostStatus[] = ['ok', 'changed', 'failed', 'rolled-back', 'needs-attention', 'unreachable', 'skipped'];
 const PHASES: readonly Phase[] = ['preflight', 'step'];
-const STAGES = ['when', 'unless', 'run', 'verify'] as const;
+const STAGES = ['if', 'when', 'unless', 'run', 'verify'] as const;
 
 const req = (kind: Kind, oneOf?: readonly string[]): Field => ({ kind, required: true, ...(oneOf ? { oneOf } : {}) });
 const opt = (kind: Kind, oneOf?: readonly string[]): Field => ({ kind, ...(oneOf ? { oneOf } : {}) });
@@ -107,6 +107,25 @@ const SCHEMA: Record<JournalRecord['type'], Record<string, Field>> = {
     message: opt('string'),
   },
   'host-end': { time: req('string'), host: req('string'), status: req('string', HOST_STATUSES), message: opt('string') },
+  'alternative-start': {
+    time: req('string'),
+    host: req('string'),
+    step: req('string'),
+    index: req('int'),
+    alternative: req('string'),
+    rank: req('int'),
+  },
+  'alternative-end': {
+    time: req('string'),
+    host: req('string'),
+    step: req('string'),
+    index: req('int'),
+    alternative: req('string'),
+    rank: req('int'),
+    status: req('string', ['held', 'undone', 'undo-failed', 'not-applicable']),
+    message: opt('string'),
+  },
+  batches: { time: req('string'), batches: req('array') },
   warning: { time: req('string'), host: opt('string'), message: req('string') },
   'run-end': { time: req('string'), run_id: opt('string'), status: req('string'), exit_code: opt('int'), hosts: opt('object') },
 };

@@ -5,7 +5,8 @@
  */
 import type { Runbook, StepSpec } from '../runbook/types.js';
 import type { ConnectionSpec } from '../inventory/types.js';
-import type { Plan, PlannedHost } from './types.js';
+import { type Plan, type PlannedHost, varsFor } from './types.js';
+import { checkForHost, type Expr } from './expr.js';
 import { RunbookError, ValidationError, type ValidationIssue } from '../core/errors.js';
 import { lookupPath, renderCommand, templateRefs } from './template.js';
 
@@ -39,26 +40,31 @@ export function createPlan(runbook: Runbook, hosts: HostInput[], opts: PlanOptio
   if (!Number.isInteger(opts.forks) || opts.forks < 1)
     issues.push({ path: '--forks', message: `--forks must be a whole number >= 1 (got ${opts.forks})` });
 
-  const planned: PlannedHost[] = hosts.map((h) => ({
-    name: h.name,
-    connection: h.connection,
-    vars: {
-      ...runbook.vars,
+  const planned: PlannedHost[] = hosts.map((h) => {
+    const over = {
       ...h.vars,
       ...(opts.extraVars ?? {}),
       inventory_hostname: h.name,
       inventory_hostname_short: h.name.split('.')[0],
       run_id: opts.runId,
-    },
-  }));
+    };
+    const p: PlannedHost = { name: h.name, connection: h.connection, vars: { ...runbook.vars, ...over } };
+    if (runbook.scopes?.length) p.scoped = runbook.scopes.map((sc) => ({ ...sc, ...over }));
+    return p;
+  });
 
-  for (const h of planned) checkRefs(runbook, h, issues);
+  for (const h of planned) {
+    checkRefs(runbook, h, issues);
+    checkConditions(runbook, h, issues);
+  }
 
   const secrets = new Set<string>();
   for (const h of planned) {
-    for (const name of [...runbook.secretVars, ...SECRET_VAR_NAMES]) {
-      const v = h.vars[name];
-      if (v !== undefined && v !== null && String(v) !== '') secrets.add(String(v));
+    for (const vars of [h.vars, ...(h.scoped ?? [])]) {
+      for (const name of [...runbook.secretVars, ...SECRET_VAR_NAMES]) {
+        const v = vars[name];
+        if (v !== undefined && v !== null && String(v) !== '') secrets.add(String(v));
+      }
     }
     for (const v of [h.connection.password, h.connection.becomePassword]) if (v) secrets.add(v);
   }
@@ -95,12 +101,10 @@ function checkRefs(runbook: Runbook, host: PlannedHost, issues: ValidationIssue[
         if (registered.has(ref.name) || ref.default !== undefined) continue;
         // A step's own register is available to its verify and rollback (they run after run).
         if (ref.name === step.register && (field === 'verify.run' || field === 'rollback')) continue;
-        if (lookupPath(host.vars, ref.path) === undefined) {
+        if (lookupPath(varsFor(host, step), ref.path) === undefined) {
           const later = all.some((s) => s.register === ref.name);
           issues.push({
-            file: runbook.file,
-            path: `${step.phase === 'preflight' ? 'preflight' : 'steps'}[${step.index}].${field}`,
-            line: step.line,
+            ...where(runbook, step, field),
             message: later
               ? `variable "${ref.path}" is registered by a later step; step "${step.name}" cannot use it (host ${host.name})`
               : `variable "${ref.path}" is not defined for host ${host.name} (step "${step.name}"); define it in the runbook's vars, the inventory, or with -e ${ref.name}=...`,
@@ -112,19 +116,54 @@ function checkRefs(runbook: Runbook, host: PlannedHost, issues: ValidationIssue[
       // value is only known at run time and is checked then.
       if (issues.length === before) {
         try {
-          renderCommand(tpl, (path) => (registerNames.has(path.split('.')[0]) ? '0' : lookupPath(host.vars, path)));
+          renderCommand(tpl, (path) => (registerNames.has(path.split('.')[0]) ? '0' : lookupPath(varsFor(host, step), path)));
         } catch (err) {
           if (!(err instanceof RunbookError)) throw err;
           issues.push({
-            file: runbook.file,
-            path: `${step.phase === 'preflight' ? 'preflight' : 'steps'}[${step.index}].${field}`,
-            line: step.line,
+            ...where(runbook, step, field),
             message: `${err.message} (host ${host.name}, step "${step.name}")`,
           });
         }
       }
     }
     if (step.register) registered.add(step.register);
+  }
+}
+
+/** Where a step's field is written, for an issue: its file (an included one, or the runbook), path and line. */
+function where(runbook: Runbook, step: StepSpec, field: string): Pick<ValidationIssue, 'file' | 'path' | 'line'> {
+  const path = step.origin?.path ?? `${step.phase === 'preflight' ? 'preflight' : 'steps'}[${step.index}]`;
+  return { file: step.origin?.file ?? runbook.file, path: `${path}.${field}`, ...(step.line !== undefined ? { line: step.line } : {}) };
+}
+
+/** Names the conditions of a runbook read as registers. */
+export function registerNames(runbook: Runbook): string[] {
+  return [...runbook.preflight, ...runbook.steps].flatMap((s) => (s.register ? [s.register] : []));
+}
+
+/** Every condition of the runbook, with the step whose variables it sees and the field it is written in. */
+export function conditionsOf(runbook: Runbook): Array<{ expr: Expr; step: StepSpec | undefined; field: string }> {
+  const out: Array<{ expr: Expr; step: StepSpec | undefined; field: string }> = [];
+  if (runbook.applyIf) out.push({ expr: runbook.applyIf, step: undefined, field: 'apply_if' });
+  for (const s of [...runbook.preflight, ...runbook.steps]) {
+    if (s.if) out.push({ expr: s.if, step: s, field: 'if' });
+    s.escalate?.forEach((a, i) => {
+      if (a.if) out.push({ expr: a.if, step: s, field: `escalate[${i}].if` });
+    });
+  }
+  return out;
+}
+
+/** Every condition must type-check with this host's values, and every vars.NAME it reads be defined. */
+function checkConditions(runbook: Runbook, host: PlannedHost, issues: ValidationIssue[]): void {
+  const regs = registerNames(runbook);
+  for (const c of conditionsOf(runbook)) {
+    const err = checkForHost(c.expr, regs, c.step ? varsFor(host, c.step) : host.vars);
+    if (!err) continue;
+    issues.push({
+      ...(c.step ? where(runbook, c.step, c.field) : { file: runbook.file, path: 'apply_if' }),
+      message: `${err.message} (host ${host.name}${c.step ? `, step "${c.step.name}"` : ''})`,
+    });
   }
 }
 

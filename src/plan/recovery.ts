@@ -185,6 +185,7 @@ export function hostRecovery(s: HostHistory, runbook: Pick<Runbook, 'steps' | 'p
     ...(u !== undefined ? { unknown: u } : {}),
     ledger,
     registers,
+    ...(s.alternatives.size ? { alternatives: new Map(s.alternatives) } : {}),
     ...(s.finished !== undefined ? { finished: s.finished as HostStatus } : {}),
   };
   return { resume, undo };

@@ -10,6 +10,13 @@ export interface PlannedHost {
    * children < host) < -e extra vars; plus built-ins inventory_hostname and run_id.
    */
   vars: Record<string, unknown>;
+  /** The same for the steps of each include (Runbook.scopes): its vars take the place of the runbook's. */
+  scoped?: Array<Record<string, unknown>>;
+}
+
+/** The variables a step's templates and conditions see on a host. */
+export function varsFor(host: PlannedHost, step: { scope?: number }): Record<string, unknown> {
+  return step.scope !== undefined && host.scoped ? host.scoped[step.scope] : host.vars;
 }
 
 export interface Plan {
@@ -35,5 +42,7 @@ export interface HostResumeState {
   /** Indices of steps that started running and own a rollback not yet done, in order. */
   ledger: number[];
   registers: Record<string, Registered>;
+  /** How each alternative the dead run tried ended ("GROUP_INDEX/RANK" -> held, undone, not-applicable). */
+  alternatives?: Map<string, string>;
   finished?: HostStatus;
 }

@@ -102,8 +102,9 @@ export const PLAIN_LINES: LineOf = {
   'step-end': (e) => {
     let s = `${e.host} ${stepLabel(e.phase, e.index, e.step)} ${e.status}`;
     const bits: string[] = [];
-    if (e.stage && (e.status === 'failed' || e.status === 'unknown' || e.stage === 'when' || e.stage === 'unless'))
+    if (e.stage && (e.status === 'failed' || e.status === 'unknown' || e.stage === 'if' || e.stage === 'when' || e.stage === 'unless'))
       bits.push(`by ${e.stage}`);
+    if (e.alternative) bits.push(`alternative ${e.alternative}`);
     if (e.attempts !== undefined && e.attempts > 1) bits.push(`${e.attempts} attempts`);
     if (e.timed_out) bits.push('timed out');
     else if (e.code !== null && e.code !== 0) bits.push(`exit ${e.code}`);
@@ -117,6 +118,10 @@ export const PLAIN_LINES: LineOf = {
     `${e.host} rollback "${e.step}" ${e.status}${e.status === 'failed' ? ` (exit ${e.code ?? 'none'})` : ''}${e.message ? `: ${oneLine(e.message)}` : ''}`,
   'host-end': (e) =>
     `${e.host} ${e.status} (${formatDuration(e.duration_ms)})${e.failed_step ? ` at "${e.failed_step}"` : ''}${e.message ? `: ${oneLine(e.message)}` : ''}`,
+  'alternative-start': (e) => `${e.host} ${stepLabel('step', e.index, e.step)} alternative ${e.rank + 1} "${e.alternative}" start`,
+  'alternative-end': (e) =>
+    `${e.host} ${stepLabel('step', e.index, e.step)} alternative ${e.rank + 1} "${e.alternative}" ${e.status}${e.message ? `: ${oneLine(e.message)}` : ''}`,
+  batches: (e) => `main phase: ${e.batches.reduce((n, b) => n + b.length, 0)} host(s) go on, in ${e.batches.length} batch(es)`,
   output: () => undefined, // handled line by line (verbose only)
   warning: (e) => `WARNING ${e.host ? `${e.host}: ` : ''}${oneLine(e.message)}`,
   'run-end': (e) => `run ${e.run_id} end: ${e.status}, exit ${e.exit_code}, ${formatDuration(e.duration_ms)}`,

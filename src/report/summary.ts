@@ -124,7 +124,8 @@ export function summarize(events: RunEvent[]): RunSummary {
       case 'step-end': {
         const h = get(e.host);
         if (e.status === 'changed' && e.phase === 'step' && !h.changed_steps.includes(e.step)) h.changed_steps.push(e.step);
-        if ((e.status === 'failed' || e.status === 'unknown') && h.failed_step === undefined) {
+        // A failed step of an alternative is the escalation's (it tries the next one); an unknown one ends the host.
+        if ((e.status === 'unknown' || (e.status === 'failed' && !e.alternative)) && h.failed_step === undefined) {
           h.failed_step = e.step;
           h.failed_phase = e.phase;
           h.failed_stage = e.stage;
@@ -155,7 +156,8 @@ export function summarize(events: RunEvent[]): RunSummary {
         h.duration_ms = e.duration_ms;
         if (e.message) h.message = e.message;
         if (e.failed_step && h.failed_step === undefined) h.failed_step = e.failed_step;
-        if (e.changed_steps) for (const s of e.changed_steps) if (!h.changed_steps.includes(s)) h.changed_steps.push(s);
+        // The host's own list wins: it leaves out steps of an alternative that was undone.
+        if (e.changed_steps) h.changed_steps = [...e.changed_steps];
         break;
       }
       case 'warning':
@@ -168,6 +170,9 @@ export function summarize(events: RunEvent[]): RunSummary {
         break;
       case 'output':
       case 'rollback-start':
+      case 'alternative-start':
+      case 'alternative-end':
+      case 'batches':
         break;
       default: {
         const never: never = e;

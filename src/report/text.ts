@@ -237,6 +237,8 @@ export function summaryText(s: RunSummary, o: SummaryOptions = {}): string {
     if (listed.length > rowsFor)
       body.push(cut(`… and ${listed.length - rowsFor} more not ok (runbook show-run ${s.run_id}, or --report FILE.md)`));
   }
+  // What an escalation did on a host that ended well ("Repair: repaired by wipe (targeted did not hold: ...)").
+  if (!compact) for (const h of listed) if (h.status === 'changed' && h.message) body.push(cut(`${h.host}: ${h.message}`));
   if (fine && compact)
     body.push(cut(p.dim(`${fine} host${fine === 1 ? '' : 's'} ok or changed, not listed (--report FILE.md lists every host)`)));
   budget -= body.length;

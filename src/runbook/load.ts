@@ -11,7 +11,8 @@ import { parseDuration } from '../core/duration.js';
 import { RunbookError, ValidationError, type ValidationIssue } from '../core/errors.js';
 import { displayPath, resolveRunbookPath } from './find.js';
 import { type PositionMap, parseYamlWithPositions } from './positions.js';
-import { type AddIssue, checkSteps, checkTemplates, checkTopLevel } from './rules.js';
+import { type Entry, type Expanded, expand, type FileCtx, inOrder } from './expand.js';
+import { type AddIssue, type Conditions, checkConditions, checkSteps, checkTemplates, checkTopLevel } from './rules.js';
 import { shapeIssues, show } from './schema.js';
 import { DEFAULT_STEP_TIMEOUT_MS, type Runbook, type StepSpec, type VerifySpec } from './types.js';
 
@@ -38,22 +39,46 @@ export function loadRunbook(nameOrPath: string, cwd: string = process.cwd()): Ru
 }
 
 /** Validates runbook text as if read from `file` (absolute). Exported for tests and tools. */
-export function parseRunbook(source: string, file: string, opts: { cwd?: string; hash?: string } = {}): Runbook {
-  const shown = displayPath(file, opts.cwd ?? process.cwd());
+export function parseRunbook(
+  source: string,
+  file: string,
+  opts: { cwd?: string; hash?: string; read?: (file: string) => Buffer } = {},
+): Runbook {
+  const cwd = opts.cwd ?? process.cwd();
+  const shown = displayPath(file, cwd);
   const issues: ValidationIssue[] = [];
-  const add: AddIssue = (path, message, pos) => {
-    issues.push({ file: shown, path: path || undefined, line: pos?.line, column: pos?.column, message });
-  };
+  const issue =
+    (inFile: string): AddIssue =>
+    (path, message, pos) => {
+      issues.push({ file: inFile, path: path || undefined, line: pos?.line, column: pos?.column, message });
+    };
+  const add = issue(shown);
   const { d, positions } = parseDocument(source, shown, issues, add);
+  const main: FileCtx = { file, shown, positions, add };
   shapeIssues(d, positions, add);
-  const vars = checkTopLevel(d, file, positions, add);
-  const steps = checkSteps(d, vars, positions, add);
-  checkTemplates(steps, vars, positions, add);
+  const vars = checkTopLevel(d, main);
+  const x = expand(d, main, vars, { cwd, issue, ...(opts.read ? { read: opts.read } : {}) });
+  const idx = checkSteps(d, x, vars, main);
+  checkTemplates(x, idx, vars);
+  const conds = checkConditions(d, x, idx, main);
   if (issues.length) {
-    issues.sort((a, b) => (a.line ?? 1e9) - (b.line ?? 1e9) || (a.column ?? 0) - (b.column ?? 0));
+    const files = [shown, ...x.includes.map((i) => displayPath(i.file, cwd))];
+    issues.sort(
+      (a, b) =>
+        files.indexOf(a.file ?? shown) - files.indexOf(b.file ?? shown) ||
+        (a.line ?? 1e9) - (b.line ?? 1e9) ||
+        (a.column ?? 0) - (b.column ?? 0),
+    );
     throw new ValidationError(issues);
   }
-  return normalize(d, vars, positions, { file, source, hash: opts.hash ?? createHash('sha256').update(source, 'utf8').digest('hex') });
+  // Without includes the hash is the file's own (journals of earlier versions still match).
+  let hash = opts.hash ?? createHash('sha256').update(source, 'utf8').digest('hex');
+  if (x.includes.length) {
+    const h = createHash('sha256').update(hash);
+    for (const inc of x.includes) h.update(`\0${inc.file}\0`).update(createHash('sha256').update(inc.bytes).digest('hex'));
+    hash = h.digest('hex');
+  }
+  return normalize(d, vars, x, conds, main, { file, source, hash });
 }
 
 /** The one YAML document of a runbook, as a mapping; anything else is a ValidationError. */
@@ -123,16 +148,18 @@ function expandedSize(v: unknown, cap: number): number {
   return n;
 }
 
-/** The validated document as a Runbook: defaults filled in, durations in ms, steps numbered. */
+/** The validated document as a Runbook: defaults filled in, durations in ms, steps numbered in run order. */
 function normalize(
   d: Record<string, unknown>,
   vars: Record<string, unknown>,
-  positions: PositionMap,
+  x: Expanded,
+  conds: Conditions,
+  main: FileCtx,
   src: { file: string; source: string; hash: string },
 ): Runbook {
   const { file, source, hash } = src;
-  const toStep = (phase: 'preflight' | 'step', s: Record<string, unknown>, index: number): StepSpec => {
-    const sp = `${phase === 'preflight' ? 'preflight' : 'steps'}[${index}]`;
+  const toStep = (e: Entry, index: number): StepSpec => {
+    const s = e.obj;
     let verify: VerifySpec | undefined;
     if (typeof s.verify === 'string') verify = { run: s.verify, retries: 0, delayMs: 0 };
     else if (s.verify && typeof s.verify === 'object') {
@@ -145,21 +172,44 @@ function normalize(
     }
     const step: StepSpec = {
       name: s.name as string,
-      phase,
+      phase: e.phase,
       index,
-      run: s.run as string,
+      run: (s.run as string | undefined) ?? '',
       timeoutMs: s.timeout !== undefined ? parseDuration(s.timeout)! : DEFAULT_STEP_TIMEOUT_MS,
       local: (s.local as boolean | undefined) ?? false,
       become: (s.become as boolean | undefined) ?? (d.become as boolean | undefined) ?? false,
-      line: positions.find(sp, 'value')?.line,
+      line: e.ctx.positions.find(e.path, 'value')?.line,
+      origin: { ...(e.ctx !== main ? { file: e.ctx.file } : {}), path: e.path },
     };
+    const cond = conds.steps.get(e);
+    if (cond) step.if = cond;
     if (s.when !== undefined) step.when = s.when as string;
     if (s.unless !== undefined) step.unless = s.unless as string;
     if (verify) step.verify = verify;
     if (s.rollback !== undefined) step.rollback = s.rollback as string;
     if (s.register !== undefined) step.register = s.register as string;
+    if (e.scope !== undefined) step.scope = e.scope;
     return step;
   };
+  const preflight = x.preflight.map((e, i) => toStep(e, i));
+  const steps: StepSpec[] = [];
+  const byEntry = new Map<Entry, StepSpec>();
+  for (const e of inOrder({ preflight: [], steps: x.steps })) {
+    const st = toStep(e, steps.length);
+    byEntry.set(e, st);
+    steps.push(st);
+    if (e.alt) {
+      const group = byEntry.get(e.alt.group)!;
+      st.alternative = { group: group.index, name: e.alt.name, rank: e.alt.rank };
+      group.escalate![e.alt.rank].steps.push(st.index);
+    }
+    if (e.alternatives) {
+      st.escalate = e.alternatives.map((a) => {
+        const c = conds.alternatives.get(a.path);
+        return { name: a.name, ...(c ? { if: c } : {}), steps: [] };
+      });
+    }
+  }
   let serial: Array<number | string> = [];
   if (Array.isArray(d.serial)) serial = d.serial.map((x) => (typeof x === 'string' ? x.replace(/\s+/g, '') : x)) as Array<number | string>;
   else if (typeof d.serial === 'string') serial = [d.serial.replace(/\s+/g, '')];
@@ -173,12 +223,15 @@ function normalize(
     preflightFailure: (d.preflight_failure as 'skip-host' | 'abort' | undefined) ?? 'skip-host',
     vars: { ...vars },
     secretVars: Array.isArray(d.secrets) ? (d.secrets as string[]) : [],
-    preflight: (Array.isArray(d.preflight) ? d.preflight : []).map((s, i) => toStep('preflight', s as Record<string, unknown>, i)),
-    steps: (d.steps as unknown[]).map((s, i) => toStep('step', s as Record<string, unknown>, i)),
+    preflight,
+    steps,
+    scopes: x.scopes,
+    includes: x.includes.map((i) => i.file),
     file,
     hash,
     source,
   };
+  if (conds.applyIf) rb.applyIf = conds.applyIf;
   if (typeof d.description === 'string') rb.description = d.description;
   if (typeof d.hosts === 'string') rb.hosts = d.hosts;
   return rb;

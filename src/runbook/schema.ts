@@ -124,6 +124,7 @@ const verifySchema = unknown().check(
 
 const stepSchema = strictObject({
   name: leaf(nonEmptyString, 'missing required key "name" (every step needs a unique name)'),
+  if: optional(leaf(nonEmptyString)),
   when: optional(leaf(nonEmptyString)),
   unless: optional(leaf(nonEmptyString)),
   run: leaf(nonEmptyString, 'missing required key "run" (the shell command of the step)'),
@@ -135,7 +136,19 @@ const stepSchema = strictObject({
   become: optional(leaf(isBool)),
 });
 
-const stepListSchema = (what: string, required: boolean) =>
+/** `- include: lib/drain.yml` with optional vars: the steps of another file, in place. */
+const includeSchema = strictObject({
+  include: leaf(nonEmptyString),
+  vars: optional(leaf(isMapping)),
+});
+
+type Issue = Parameters<Parameters<typeof superRefine>[0]>[1]['addIssue'] extends (i: infer I) => void ? I : never;
+const nest = (ctx: { addIssue: (i: Issue) => void }, prefix: PropertyKey[], issues: ReadonlyArray<{ path: PropertyKey[] }>): void => {
+  for (const iss of issues) ctx.addIssue({ ...iss, path: [...prefix, ...iss.path] } as never);
+};
+
+/** A list of steps (each a step, an include or an escalation); `what` names it in messages. */
+const stepListSchema = (what: string, required: boolean, escalations = true) =>
   unknown().check(
     superRefine((v, ctx) => {
       if (v === undefined || v === null) {
@@ -148,7 +161,10 @@ const stepListSchema = (what: string, required: boolean) =>
         return;
       }
       if (v.length === 0 && required) {
-        ctx.addIssue({ code: 'custom', message: 'is empty (a runbook needs at least one step)' });
+        ctx.addIssue({
+          code: 'custom',
+          message: `is empty (${what === 'steps' ? 'a runbook needs at least one step' : 'give at least one step'})`,
+        });
         return;
       }
       v.forEach((item, i) => {
@@ -156,11 +172,56 @@ const stepListSchema = (what: string, required: boolean) =>
           ctx.addIssue({ code: 'custom', message: `${show(item)} is not a step (a step is a mapping with name and run)`, path: [i] });
           return;
         }
-        const r = stepSchema.safeParse(item);
-        if (!r.success) for (const iss of r.error.issues) ctx.addIssue({ ...iss, path: [i, ...iss.path] } as never);
+        const kind = stepKind(item as Record<string, unknown>);
+        if (kind === 'escalate' && !escalations) {
+          ctx.addIssue({
+            code: 'custom',
+            message: 'an escalation cannot be inside another escalation or in preflight (write its steps in place)',
+            path: [i, 'escalate'],
+          });
+          return;
+        }
+        const schema = kind === 'include' ? includeSchema : kind === 'escalate' ? escalateSchema : stepSchema;
+        const r = schema.safeParse(item);
+        if (!r.success) nest(ctx, [i], r.error.issues);
       });
     }),
   );
+
+export function stepKind(item: Record<string, unknown>): 'include' | 'escalate' | 'step' {
+  return 'include' in item ? 'include' : 'escalate' in item ? 'escalate' : 'step';
+}
+
+const alternativeSchema = strictObject({
+  name: leaf(nonEmptyString, 'missing required key "name" (every alternative needs a name)'),
+  if: optional(leaf(nonEmptyString)),
+  steps: stepListSchema('steps', true, false),
+});
+
+/** `escalate:` alternatives, least destructive first. */
+const escalateSchema = strictObject({
+  name: leaf(nonEmptyString, 'missing required key "name" (every step needs a unique name)'),
+  if: optional(leaf(nonEmptyString)),
+  escalate: unknown().check(
+    superRefine((v, ctx) => {
+      if (!Array.isArray(v) || v.length === 0) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${Array.isArray(v) ? 'is empty' : `${show(v)} is not a list`} (give the alternatives, least destructive first: "- name: ...\n  steps: [...]")`,
+        });
+        return;
+      }
+      v.forEach((item, i) => {
+        if (item === null || typeof item !== 'object' || Array.isArray(item)) {
+          ctx.addIssue({ code: 'custom', message: `${show(item)} is not an alternative (a mapping with name and steps)`, path: [i] });
+          return;
+        }
+        const r = alternativeSchema.safeParse(item);
+        if (!r.success) nest(ctx, [i], r.error.issues);
+      });
+    }),
+  ),
+});
 
 export const runbookSchema = strictObject({
   name: leaf(nonEmptyString, 'missing required key "name" (it must equal the file name without .yml)'),
@@ -173,13 +234,25 @@ export const runbookSchema = strictObject({
   hosts: optional(leaf(nonEmptyString)),
   secrets: optional(leaf(isList)),
   preflight_failure: optional(leaf(isPreflightFailure)),
-  preflight: optional(stepListSchema('preflight', false)),
+  preflight: optional(stepListSchema('preflight', false, false)),
+  apply_if: optional(leaf(nonEmptyString)),
+  steps: stepListSchema('steps', true),
+});
+
+/** A file of steps that runbooks include (`- include: lib/drain.yml`). */
+export const fragmentSchema = strictObject({
+  description: optional(leaf(isString)),
+  vars: optional(leaf(isMapping)),
   steps: stepListSchema('steps', true),
 });
 
 export const TOP_KEYS = Object.keys(runbookSchema.shape);
+export const FRAGMENT_KEYS = Object.keys(fragmentSchema.shape);
 export const STEP_KEYS = Object.keys(stepSchema.shape);
-export const VERIFY_KEYS = Object.keys(verifyObject.shape);
+const VERIFY_KEYS = Object.keys(verifyObject.shape);
+const INCLUDE_KEYS = Object.keys(includeSchema.shape);
+const ESCALATE_KEYS = Object.keys(escalateSchema.shape);
+const ALTERNATIVE_KEYS = Object.keys(alternativeSchema.shape);
 
 export function zodPath(path: ReadonlyArray<PropertyKey>): string {
   let s = '';
@@ -198,21 +271,30 @@ export function suggest(word: string, known: readonly string[]): string | undefi
   return didYouMean(word, known) ?? known.find((k) => common(k.toLowerCase()) >= Math.min(4, k.length, w.length) && w.length >= 3);
 }
 
-export function knownKeysAt(path: string): readonly string[] {
-  if (path === '') return TOP_KEYS;
-  if (/^(steps|preflight)\[\d+\]$/.test(path)) return STEP_KEYS;
-  if (/^(steps|preflight)\[\d+\]\.verify$/.test(path)) return VERIFY_KEYS;
+/** The keys allowed in the mapping at `path` (`top`: the document's own). */
+function knownKeysAt(path: ReadonlyArray<PropertyKey>, d: Record<string, unknown>, top: readonly string[]): readonly string[] {
+  if (path.length === 0) return top;
+  let v: unknown = d;
+  for (const p of path) v = v && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[p] : undefined;
+  const last = path[path.length - 1];
+  const parent = path[path.length - 2];
+  if (last === 'verify') return VERIFY_KEYS;
+  if (typeof last === 'number' && parent === 'escalate') return ALTERNATIVE_KEYS;
+  if (typeof last === 'number' && v && typeof v === 'object') {
+    const kind = stepKind(v as Record<string, unknown>);
+    return kind === 'include' ? INCLUDE_KEYS : kind === 'escalate' ? ESCALATE_KEYS : STEP_KEYS;
+  }
   return [];
 }
 
 /** Translates the schema's issues into ours: "unknown key" with a did-you-mean, the rest as the check said. */
-export function shapeIssues(d: Record<string, unknown>, positions: PositionMap, add: AddIssue): void {
-  const r = runbookSchema.safeParse(d);
+export function shapeIssues(d: Record<string, unknown>, positions: PositionMap, add: AddIssue, fragment = false): void {
+  const r = (fragment ? fragmentSchema : runbookSchema).safeParse(d);
   if (!r.success) {
     for (const iss of r.error.issues) {
       const path = zodPath(iss.path);
       if (iss.code === 'unrecognized_keys') {
-        const known = knownKeysAt(path);
+        const known = knownKeysAt(iss.path, d, fragment ? FRAGMENT_KEYS : TOP_KEYS);
         for (const key of iss.keys) {
           const kp = joinPath(path, key);
           const close = suggest(key, known);

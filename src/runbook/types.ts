@@ -1,4 +1,7 @@
 /** A runbook after loading and validation. Templates (`{{ var }}`) are kept unrendered here. */
+import type { Expr } from '../plan/expr.js';
+
+export type { Expr } from '../plan/expr.js';
 export interface VerifySpec {
   run: string;
   /** Extra attempts after the first (retries: 3 -> up to 4 attempts). */
@@ -10,8 +13,13 @@ export interface StepSpec {
   name: string;
   /** 'preflight' steps are read-only and have no rollback. */
   phase: 'preflight' | 'step';
-  /** Index inside its phase list (steps[3] -> 3). */
+  /**
+   * Index inside its phase list, once every include and escalation is laid out in order: an
+   * escalation is one step, followed by the steps of its alternatives.
+   */
   index: number;
+  /** Decided on the controller (CEL), before `when`. */
+  if?: Expr;
   when?: string;
   unless?: string;
   run: string;
@@ -23,6 +31,21 @@ export interface StepSpec {
   become: boolean;
   /** Source line of the step (1-based), for messages. */
   line?: number;
+  /** Where it is written: the file (absolute, when not the runbook itself: an included one) and its path there. */
+  origin?: { file?: string; path: string };
+  /** The variables of an include's steps replace the runbook's vars (Runbook.scopes). */
+  scope?: number;
+  /** A step of an escalation's alternative. */
+  alternative?: { group: number; name: string; rank: number };
+  /** An escalation: its alternatives, least destructive first (`run` is empty). */
+  escalate?: Alternative[];
+}
+
+export interface Alternative {
+  name: string;
+  if?: Expr;
+  /** Indices (in Runbook.steps) of its steps, in order. */
+  steps: number[];
 }
 
 export interface Runbook {
@@ -42,10 +65,16 @@ export interface Runbook {
   /** Names of variables whose values are secrets: redacted everywhere. */
   secretVars: string[];
   preflight: StepSpec[];
+  /** After the preflight: a host where it is false ends `ok` and leaves the run. */
+  applyIf?: Expr;
   steps: StepSpec[];
+  /** Per include: the vars its steps see instead of `vars` (fragment defaults < runbook vars < the include's vars). */
+  scopes?: Array<Record<string, unknown>>;
+  /** Included files (absolute), in the order first read. */
+  includes?: string[];
   /** Absolute path of the file it was loaded from. */
   file: string;
-  /** sha256 of the file's bytes (the journal uses it to detect a changed runbook on resume). */
+  /** sha256 of the file's bytes, and of every included file's (the journal uses it to detect a changed runbook on resume). */
   hash: string;
   /** The file's text, for line lookups in messages. */
   source: string;
