@@ -149,8 +149,11 @@ export function checkForHost(e: Expr, allRegisters: readonly string[], vars: Rec
   }
   const schema: Record<string, string> = {};
   for (const [k, v] of Object.entries(vars)) schema[k] = celType(v);
-  const r = cachedEnv(allRegisters, schema).check(e.source) as { valid: boolean; error?: unknown };
-  return r.valid ? undefined : exprError(r.error);
+  const r = cachedEnv(allRegisters, schema).check(e.source) as { valid: boolean; type?: string; error?: unknown };
+  if (!r.valid) return exprError(r.error);
+  return r.type === 'bool' || r.type === 'dyn'
+    ? undefined
+    : new ExprError(`with this host's values the expression is a ${r.type}, not a bool`, 0);
 }
 
 export interface ExprContext {

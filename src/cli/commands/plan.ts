@@ -1,10 +1,12 @@
 /**
  * `runbook plan NAME -i INV [--probe]`: per host, the steps with their rendered commands
- * (secrets redacted). --probe adds a read-only look: preflight, when, unless.
+ * (secrets redacted) and each condition decided on the controller where the host's variables
+ * decide it. --probe adds a read-only look: preflight, apply_if, if, when, unless.
  */
 import type { Args } from '../main.js';
-import type { PlannedHost } from '../../plan/types.js';
-import type { StepSpec } from '../../runbook/types.js';
+import { type PlannedHost, varsFor } from '../../plan/types.js';
+import type { Expr, StepSpec } from '../../runbook/types.js';
+import { evalPartial } from '../../plan/expr.js';
 import { loadPlan } from '../context.js';
 import { renderCommand, rawRefs, lookupPath } from '../../plan/template.js';
 import { redactorFor } from '../../engine/engine.js';
@@ -18,11 +20,15 @@ export async function run(argv: Args): Promise<number> {
   const allSteps = [...runbook.preflight, ...runbook.steps];
   const registers = new Set(allSteps.map((s) => s.register).filter(Boolean) as string[]);
 
-  const show = (h: PlannedHost, tpl: string) => {
-    const text = renderCommand(tpl, (path) => (registers.has(path.split('.')[0]) ? `<${path} at run time>` : lookupPath(h.vars, path)));
+  const show = (h: PlannedHost, s: StepSpec, tpl: string) => {
+    const vars = varsFor(h, s);
+    const text = renderCommand(tpl, (path) => (registers.has(path.split('.')[0]) ? `<${path} at run time>` : lookupPath(vars, path)));
     const raw = rawRefs(tpl);
     return redactor.redact(text) + (raw.length ? `    # verbatim (| raw): ${raw.join(', ')}` : '');
   };
+  /** A condition before anything ran: true/false when the host's variables decide it, else when it is decided. */
+  const decided = (h: PlannedHost, e: Expr, scope: { scope?: number }, when: string): boolean | string =>
+    evalPartial(e, { vars: varsFor(h, scope), host: h.name, runId: plan.runId, registers: {} }) ?? when;
 
   let probe: Map<string, import('../../engine/engine.js').ProbeResult> | undefined;
   if (argv.probe) {
@@ -40,7 +46,13 @@ export async function run(argv: Args): Promise<number> {
       forks: plan.forks,
       hosts: plan.hosts.map((h) => ({
         name: h.name,
-        steps: allSteps.map((s) => renderStepJson(s, (t) => show(h, t))),
+        ...(runbook.applyIf
+          ? { apply_if: { expr: runbook.applyIf.source, value: decided(h, runbook.applyIf, {}, 'after the preflight') } }
+          : {}),
+        steps: allSteps.map((s) => ({
+          ...renderStepJson(s, (t) => show(h, s, t)),
+          ...(s.if ? { if: { expr: s.if.source, value: decided(h, s.if, s, 'at run time') } } : {}),
+        })),
         ...(probe ? { probe: probe.get(h.name) } : {}),
       })),
     };
@@ -56,25 +68,41 @@ export async function run(argv: Args): Promise<number> {
     w('');
     const p = probe?.get(h.name);
     let head = `== ${h.name} (${h.connection.kind === 'local' ? 'local' : `${h.connection.user ? `${h.connection.user}@` : ''}${h.connection.address}${h.connection.port ? `:${h.connection.port}` : ''}`})`;
-    if (p)
-      head += p.blocked ? `  BLOCKED: ${p.blocked}` : p.steps.some((s) => s.verdict === 'would run') ? '  would change' : '  nothing to do';
+    if (p) {
+      const changes = p.steps.some((s) => s.verdict.endsWith('would run') || s.verdict.startsWith('would try'));
+      head += p.blocked
+        ? `  BLOCKED: ${p.blocked}`
+        : p.applyIf === false
+          ? '  nothing to do (apply_if is false)'
+          : changes
+            ? '  would change'
+            : '  nothing to do';
+    }
     w(head);
     if (p)
       for (const pf of p.preflight)
         w(`   preflight ${pf.ok ? 'ok    ' : 'FAILED'} ${pf.step}${pf.output ? `: ${pf.output.replace(/\n/g, ' | ')}` : ''}`);
     for (const s of allSteps) {
       const verdict = p?.steps.find((x) => x.step === s.name)?.verdict;
+      const alt = s.alternative ? ` [alternative ${s.alternative.name}]` : '';
       w(
-        `  ${s.phase === 'preflight' ? 'preflight' : `step ${s.index + 1}`}: ${s.name}${s.local ? ' [on controller]' : ''}${s.become ? ' [sudo]' : ''}  (timeout ${formatDuration(s.timeoutMs)})${verdict ? `  -> ${verdict}` : ''}`,
+        `  ${s.phase === 'preflight' ? 'preflight' : `step ${s.index + 1}`}: ${s.name}${alt}${s.local ? ' [on controller]' : ''}${s.become ? ' [sudo]' : ''}${s.escalate ? '' : `  (timeout ${formatDuration(s.timeoutMs)})`}${verdict ? `  -> ${verdict}` : ''}`,
       );
-      if (s.when !== undefined) w(`      when:     ${show(h, s.when)}`);
-      if (s.unless !== undefined) w(`      unless:   ${show(h, s.unless)}`);
-      w(`      run:      ${indent(show(h, s.run))}`);
+      if (s.if) w(`      if:       ${s.if.source}  -> ${decided(h, s.if, s, 'at run time')}`);
+      if (s.escalate) {
+        w(`      escalate: ${s.escalate.map((a) => a.name).join(', then ')} (until one holds; a failed one is undone first)`);
+        continue;
+      }
+      if (s.when !== undefined) w(`      when:     ${show(h, s, s.when)}`);
+      if (s.unless !== undefined) w(`      unless:   ${show(h, s, s.unless)}`);
+      w(`      run:      ${indent(show(h, s, s.run))}`);
       if (s.verify)
         w(
-          `      verify:   ${indent(show(h, s.verify.run))}${s.verify.retries ? `  (retries ${s.verify.retries}, delay ${formatDuration(s.verify.delayMs)})` : ''}`,
+          `      verify:   ${indent(show(h, s, s.verify.run))}${s.verify.retries ? `  (retries ${s.verify.retries}, delay ${formatDuration(s.verify.delayMs)})` : ''}`,
         );
-      if (s.rollback !== undefined) w(`      rollback: ${indent(show(h, s.rollback))}`);
+      if (s.rollback !== undefined) w(`      rollback: ${indent(show(h, s, s.rollback))}`);
+      if (s === runbook.preflight[runbook.preflight.length - 1] && runbook.applyIf)
+        w(`  apply_if: ${runbook.applyIf.source}  -> ${p?.applyIf ?? decided(h, runbook.applyIf, {}, 'after the preflight')}`);
     }
   }
   return probe && [...probe.values()].some((p) => p.blocked) ? 2 : 0;

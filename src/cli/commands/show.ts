@@ -24,13 +24,25 @@ function command(label: string, text: string, p: Paint, extra = ''): string[] {
   return [`     ${lab}${extra ? p.dim(extra) : ''}`.replace(/\s+$/, ''), ...t.split('\n').map((l) => `       ${p.dim('|')} ${l}`)];
 }
 
-function step(s: StepSpec, p: Paint): string[] {
+function step(s: StepSpec, p: Paint, cwd: string, rb: Runbook): string[] {
+  if (s.alternative) return [];
   const flags: string[] = [];
+  if (s.origin?.file) flags.push(`from ${displayPath(s.origin.file, cwd)}`);
   if (s.local) flags.push('on the controller');
   if (s.become) flags.push('sudo');
   if (s.timeoutMs !== DEFAULT_STEP_TIMEOUT_MS) flags.push(`timeout ${formatDuration(s.timeoutMs)}`);
   if (s.register) flags.push(`register ${s.register}`);
   const out = [`  ${p.bold(`${s.index + 1}. ${s.name}`)}${flags.length ? `  ${p.dim(`[${flags.join(', ')}]`)}` : ''}`];
+  if (s.if) out.push(...command('if', s.if.source, p, '(decided on the controller: no command is sent)'));
+  if (s.escalate) {
+    out.push(`     ${p.dim('escalate: the alternatives in order, until one holds; a failed one is undone first')}`);
+    s.escalate.forEach((a, i) => {
+      out.push(`     ${p.bold(`${String.fromCharCode(97 + (i % 26))}) ${a.name}`)}`);
+      if (a.if) out.push(...command('if', a.if.source, p, '(else this alternative is passed over)').map((l) => `  ${l}`));
+      for (const j of a.steps) out.push(...step({ ...rb.steps[j], alternative: undefined }, p, cwd, rb).map((l) => `    ${l}`));
+    });
+    return out;
+  }
   if (s.when) out.push(...command('when', s.when, p, '(runs the step only if this succeeds)'));
   if (s.unless) out.push(...command('unless', s.unless, p, '(already done if this succeeds)'));
   out.push(...command('run', s.run, p));
@@ -48,7 +60,8 @@ export function showText(rb: Runbook, o: { paint?: Paint; cwd?: string } = {}): 
   const p = o.paint ?? NO_COLORS;
   const lines: string[] = [];
   lines.push(`${p.bold(rb.name)}${rb.destructive ? `  ${p.yellow('(destructive: asks before it runs, or needs --yes)')}` : ''}`);
-  lines.push(p.dim(displayPath(rb.file, o.cwd ?? process.cwd())));
+  const cwd = o.cwd ?? process.cwd();
+  lines.push(p.dim(displayPath(rb.file, cwd)));
   if (rb.description) lines.push(rb.description);
   const fleet = [
     `serial: ${rb.serial.length ? rb.serial.join(', ') : 'all hosts at once'}`,
@@ -65,9 +78,14 @@ export function showText(rb: Runbook, o: { paint?: Paint; cwd?: string } = {}): 
   }
   if (rb.preflight.length) {
     lines.push('', p.bold('Preflight (read-only, on every host before any host changes):'));
-    for (const s of rb.preflight) lines.push(...step(s, p));
+    for (const s of rb.preflight) lines.push(...step(s, p, cwd, rb));
   }
+  if (rb.applyIf)
+    lines.push(
+      '',
+      `${p.bold('apply_if:')} ${rb.applyIf.source}  ${p.dim('(after the preflight; a host where it is false ends ok, untouched)')}`,
+    );
   lines.push('', p.bold(`Steps (per host, in order; on failure the rollbacks run in reverse):`));
-  for (const s of rb.steps) lines.push(...step(s, p));
+  for (const s of rb.steps) lines.push(...step(s, p, cwd, rb));
   return `${lines.join('\n')}\n`;
 }
