@@ -9,45 +9,14 @@ import type { RunEvent, JournalSink } from '../src/engine/events.js';
 import type { Runbook, StepSpec } from '../src/runbook/types.js';
 import type { PlannedHost } from '../src/plan/types.js';
 import { createPlan, splitBatches, resolveCount } from '../src/plan/plan.js';
-import { TransportError, type ExecOptions, type ExecResult, type Transport } from '../src/transport/types.js';
+import { TransportError } from '../src/transport/types.js';
+import { type Behaviour, FakeTransport } from './harness/fake-transport.js';
 
 /** A type guard for events of one type. */
 const isType =
   <T extends RunEvent['type']>(type: T) =>
   (e: RunEvent): e is Extract<RunEvent, { type: T }> =>
     e.type === type;
-
-type Behaviour = (host: string, script: string, call: number) => Partial<ExecResult> | 'lost' | Promise<Partial<ExecResult> | 'lost'>;
-
-class FakeTransport implements Transport {
-  calls: string[] = [];
-  connected = false;
-  constructor(
-    readonly host: string,
-    private b: Behaviour,
-    private log: string[],
-    private opts: { unreachable?: boolean; reconnectFails?: boolean } = {},
-  ) {}
-  async connect() {
-    if (this.opts.unreachable) throw new TransportError('E_UNREACHABLE', this.host, `cannot connect to ${this.host}`);
-    this.connected = true;
-  }
-  async exec(script: string, _o?: ExecOptions): Promise<ExecResult> {
-    this.calls.push(script);
-    this.log.push(`${this.host}:${script}`);
-    const r = await this.b(this.host, script, this.calls.filter((c) => c === script).length);
-    if (r === 'lost') throw new TransportError('E_CONN_LOST', this.host, 'connection lost');
-    return { code: 0, signal: null, stdout: '', stderr: '', timedOut: false, durationMs: 1, ...r };
-  }
-  async put() {}
-  async get() {
-    return Buffer.alloc(0);
-  }
-  async reconnect() {
-    if (this.opts.reconnectFails) throw new TransportError('E_UNREACHABLE', this.host, 'still down');
-  }
-  async close() {}
-}
 
 function step(name: string, index: number, extra: Partial<StepSpec> = {}): StepSpec {
   return {

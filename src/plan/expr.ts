@@ -24,8 +24,10 @@ export interface Expr {
   source: string;
   /** Registers it reads, by name. */
   registers: string[];
-  /** `vars.NAME` / `vars['NAME']` it reads outside a has(), with the offset of each. */
+  /** `vars.NAME` / `vars['NAME']` it reads, with the offset of each; not those it tests with has(). */
   vars: Array<{ name: string; offset: number }>;
+  /** The names it tests with has(vars.NAME). */
+  tested: string[];
 }
 
 /** What a register looks like to an expression: `code` is -1 when there is no exit code (the step did not run, or was killed). */
@@ -76,14 +78,14 @@ export function compileExpr(source: string, registers: readonly string[]): Expr 
   if (r.type !== 'bool' && r.type !== 'dyn') throw new ExprError(`the expression is a ${r.type}, not a bool (true or false)`, 0);
   const ast = (env.parse(source) as { ast: Node }).ast;
   const regs = new Set<string>();
-  const vars: Expr['vars'] = [];
+  const reads: Expr['vars'] = [];
+  const tested = new Set<string>(); // has(vars.NAME) anywhere: the expression handles its absence
   walk(ast, false, (n, guarded) => {
     if (n.op === 'id' && typeof n.args === 'string' && registers.includes(n.args)) regs.add(n.args);
-    if (guarded) return;
     const name = varAccess(n);
-    if (name !== undefined) vars.push({ name, offset: n.pos ?? 0 });
+    if (name !== undefined) guarded ? tested.add(name) : reads.push({ name, offset: n.pos ?? 0 });
   });
-  return { source, registers: [...regs], vars };
+  return { source, registers: [...regs], vars: reads.filter((v) => !tested.has(v.name)), tested: [...tested] };
 }
 
 interface Node {
@@ -148,6 +150,7 @@ export function checkForHost(e: Expr, allRegisters: readonly string[], vars: Rec
     }
   }
   const schema: Record<string, string> = {};
+  for (const k of e.tested) schema[k] = 'dyn'; // may be absent: has() says
   for (const [k, v] of Object.entries(vars)) schema[k] = celType(v);
   const r = cachedEnv(allRegisters, schema).check(e.source) as { valid: boolean; type?: string; error?: unknown };
   if (!r.valid) return exprError(r.error);
