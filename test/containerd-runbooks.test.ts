@@ -8,7 +8,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { loadRunbook } from '../src/runbook/load.js';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as yaml from 'js-yaml';
@@ -42,7 +43,14 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
     // every step and preflight entry is introduced by a comment line
     const lines = load(n).text.split('\n');
     lines.forEach((l, i) => {
-      if (/^ {2}- name: /.test(l)) assert.match(lines[i - 1], /^\s*#/, `${n}:${i + 1} "${l.trim()}" has no comment above it`);
+      if (/^ {2}- (name|include): /.test(l)) assert.match(lines[i - 1], /^\s*#/, `${n}:${i + 1} "${l.trim()}" has no comment above it`);
+    });
+  }
+  for (const f of readdirSync(join(REPO, 'runbooks', 'lib'))) {
+    const lines = readFileSync(join(REPO, 'runbooks', 'lib', f), 'utf8').split('\n');
+    assert.match(lines[0], /^# /, `lib/${f} says what it is for in its first line`);
+    lines.forEach((l, i) => {
+      if (/^ {2}- name: /.test(l)) assert.match(lines[i - 1], /^\s*#/, `lib/${f}:${i + 1} "${l.trim()}" has no comment above it`);
     });
   }
   const rec = load('containerd-recover').doc;
@@ -64,8 +72,16 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
     pre(rec, 'Diagnose containerd'),
     'containerd-health diagnoses differently',
   );
-  // every step that changes a node can be undone, or is a start/clean that needs none
-  const noRollback = rec.steps.filter((s) => !s.rollback).map((s) => s.name);
+  // every step that changes a node can be undone, or is a start/clean that needs none (included steps too)
+  const expanded = loadRunbook(join(REPO, 'runbooks', 'containerd-recover.yml'), REPO);
+  assert.deepEqual(
+    expanded.includes?.map((f) => f.slice(REPO.length + 1)),
+    ['runbooks/lib/k8s-drain.yml', 'runbooks/lib/k8s-uncordon.yml'],
+  );
+  // no gate is a shell round trip on the diagnosis any more: those are decided on the controller
+  for (const st of [...expanded.preflight, ...expanded.steps])
+    assert.doesNotMatch(`${st.when ?? ''} ${st.unless ?? ''}`, /diag\.stdout|printf/, `${st.name}: a shell gate on a register`);
+  const noRollback = expanded.steps.filter((s) => !s.rollback).map((s) => s.name);
   assert.deepEqual(noRollback, ['Drain the node', 'Clean the state dir', 'Start kubelet', 'Uncordon the node']);
 });
 
@@ -98,7 +114,9 @@ test('containerd-health reports healthy, broken with the signature, and needs-a-
     /broken: CRI state corrupt \((activating|failed), \d+ restarts\): .*failed to recover state/,
   );
   assert.match(step('lock3', 'Diagnose containerd')?.stderr ?? '', /do not wipe: the bolt lock .* is held by PID \d+ \(flock\)/);
-  assert.equal(step('ok1', 'containerd is healthy')?.status, 'ok');
+  // healthy: the report is decided on the controller from the diagnosis, no command sent
+  assert.equal(step('ok1', 'containerd is healthy')?.status, 'skipped');
+  assert.equal(step('ok1', 'containerd is healthy')?.stage, 'if');
   assert.equal(await treeFingerprint(fleet, 'cri2', ROOT), fp);
   await fleet.sh('lock3', 'systemctl stop rb-boltlock');
 });

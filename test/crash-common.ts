@@ -56,7 +56,7 @@ export const END_STATE = 'data=new\ndata.bak=old\nsvc=running\n';
 export const STATE_SCRIPT = (dir: string) =>
   `cd ${dir} && for f in $(ls -A | LC_ALL=C sort); do printf '%s=%s\\n' "$f" "$(cat "$f")"; done`;
 export const RESET_SCRIPT = (dir: string) =>
-  `rm -rf ${dir} ${dir}.look ${dir}.rebuild ${dir}.go && mkdir -p ${dir} && echo old > ${dir}/data && echo running > ${dir}/svc`;
+  `rm -rf ${dir} ${dir}.* && mkdir -p ${dir} && echo old > ${dir}/data && echo running > ${dir}/svc`;
 
 export interface TestFleet {
   kind: 'local' | 'ssh';
@@ -69,8 +69,8 @@ export interface TestFleet {
   state(name: string): Promise<string>;
   /** Run-lock file content on a host, or null. */
   lock(name: string): Promise<string | null>;
-  /** Whether a step's command has started on a host: it touches `<dir>.<what>` first (look, rebuild). */
-  started(name: string, what: 'look' | 'rebuild'): Promise<boolean>;
+  /** Whether a step's command has started on a host: it touches `<dir>.<what>` first (look, rebuild, ...). */
+  started(name: string, what: string): Promise<boolean>;
   /** Lets a held rebuild (host var hold: yes) go on: creates `<dir>.go` on the host. */
   release(name: string): Promise<void>;
   /** Extra CLI args for apply/resume/rollback (keys, known_hosts). */

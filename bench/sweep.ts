@@ -1,0 +1,252 @@
+/**
+ * Fleet sweep (issue 13): N loopback sshd hosts, K of them broken, the containerd-recover shape: a
+ * read-only diagnosis in preflight, 9 steps of `sleep 0.2` for broken hosts only, serial 1, budget 0.
+ * Side by side in one run, per N and K (median of --runs):
+ *   sweep          format 2: apply_if after the diagnosis (healthy hosts leave, the batches hold only broken ones)
+ *   sweep-v1       the same as a format-1 runbook: 9 steps gated by `when: printf ... | grep -q '^broken'`
+ *   diagnosis      the sweep with no host broken: the diagnosis over every host at once
+ *   one-broken     the sweep on one broken host alone (--limit)
+ *   ansible        ansible-playbook, serial: 1, `when:` on the registered result (only at --ansible-hosts)
+ * Target: sweep <= 1.2 x (diagnosis + K x one-broken), and no worse from N = 100 to 200.
+ *
+ *   npm run build && node --import tsx bench/sweep.ts [--hosts 100,200] [--broken 1,2] [--runs 3] [--ansible-hosts 20]
+ *
+ * A contender that fails is reported with its first error line; the bench never dies with a stack trace.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { type SshFleet, startSshHosts } from '../test/harness/sshd.js';
+
+const root = new URL('..', import.meta.url).pathname;
+const bin = join(root, 'bin/runbook');
+const opt = (name: string, def: string): string => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : def;
+};
+const list = (s: string) =>
+  s
+    .split(',')
+    .map(Number)
+    .filter((n) => Number.isInteger(n) && n >= 0);
+const HOSTS = list(opt('hosts', '100,200'));
+const BROKEN = list(opt('broken', '1,2'));
+const RUNS = Number(opt('runs', '3'));
+const ANSIBLE_HOSTS = Number(opt('ansible-hosts', '20'));
+const MODE = process.env.RUNBOOK_TEST_SSH_MODE ?? 'local';
+
+const DIAG = `    run: echo "{{ state }}"`;
+const SWEEP = `name: sweep
+serial: 1
+max_failed: 0
+preflight:
+  - name: Diagnose
+    register: diag
+${DIAG}
+apply_if: diag.stdout.startsWith('broken')
+steps:
+${Array.from({ length: 9 }, (_, i) => `  - name: step ${i + 1}\n    run: sleep 0.2`).join('\n')}
+`;
+const SWEEP_V1 = `name: sweep-v1
+serial: 1
+max_failed: 0
+preflight:
+  - name: Diagnose
+    register: diag
+${DIAG}
+steps:
+${Array.from({ length: 9 }, (_, i) => `  - name: step ${i + 1}\n    when: printf '%s\\n' "{{ diag.stdout }}" | grep -q '^broken'\n    run: sleep 0.2`).join('\n')}
+`;
+const PLAYBOOK = `- hosts: all
+  gather_facts: false
+  serial: 1
+  max_fail_percentage: 0
+  tasks:
+    - name: Diagnose
+      ansible.builtin.command: echo "{{ state }}"
+      register: diag
+      changed_when: false
+${Array.from({ length: 9 }, (_, i) => `    - name: step ${i + 1}\n      ansible.builtin.command: sleep 0.2\n      when: diag.stdout.startswith('broken')`).join('\n')}
+`;
+
+interface Sample {
+  ms?: number;
+  error?: string;
+}
+
+function run(argv: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<Sample> {
+  return new Promise((res) => {
+    const t0 = performance.now();
+    let err = '';
+    let out = '';
+    const p = spawn(argv[0], argv.slice(1), { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    p.stdout.on('data', (d) => {
+      out = (out + d).slice(-4000);
+    });
+    p.stderr.on('data', (d) => {
+      err = (err + d).slice(-4000);
+    });
+    p.on('error', (e) => res({ error: e.message }));
+    p.on('close', (code) => {
+      const ms = performance.now() - t0;
+      if (code === 0) return res({ ms });
+      const line =
+        (err.trim() || out.trim()).split('\n').find((l) => /fail|error|unreach|refus/i.test(l)) ??
+        (err.trim() || out.trim()).split('\n').pop();
+      res({ error: `exit ${code}: ${(line ?? '').slice(0, 200)}` });
+    });
+  });
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** ssh ControlPersist masters of one ansible run: they daemonize, so they are killed by pid. */
+function killControlMasters(cpDir: string): void {
+  for (const n of readdirSync('/proc')) {
+    if (!/^\d+$/.test(n)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${n}/cmdline`, 'latin1');
+      if (cmd.startsWith('ssh\0') && cmd.includes(cpDir)) process.kill(Number(n), 'SIGTERM');
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+async function fleetOf(n: number): Promise<SshFleet> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startSshHosts(n, { mode: MODE as 'local' | 'netns', prefix: 'rbsw' });
+    } catch (e) {
+      if (attempt >= 3) throw e;
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'rb-bench-sweep-'));
+  const env = { ...process.env, NO_COLOR: '1', HOME: work };
+  const haveAnsible = spawnSync('ansible-playbook', ['--version'], { stdio: 'ignore' }).status === 0;
+  const rows: Array<Record<string, unknown>> = [];
+  let fleet: SshFleet | undefined;
+  const stop = async () => {
+    const f = fleet;
+    fleet = undefined;
+    await f?.stop().catch(() => undefined);
+  };
+  process.on('SIGINT', () => void stop().then(() => process.exit(130)));
+  try {
+    for (const n of [...new Set([...HOSTS, ...(haveAnsible ? [ANSIBLE_HOSTS] : [])])].sort((a, b) => a - b)) {
+      process.stderr.write(`sweep: ${n} sshd hosts (${MODE} mode)...\n`);
+      fleet = await fleetOf(n);
+      const dir = join(work, `n${n}`);
+      mkdirSync(dir);
+      for (const [f, text] of [
+        ['sweep.yml', SWEEP],
+        ['sweep-v1.yml', SWEEP_V1],
+        ['playbook.yml', PLAYBOOK],
+      ])
+        writeFileSync(join(dir, f), text);
+      const names = fleet.hosts.map((h) => h.name);
+      const inventory = (k: number) => {
+        const file = join(dir, `inv-${k}.yml`);
+        const hostVars = Object.fromEntries(
+          names.map((h, i) => [h, { state: i < k ? 'broken: meta.db' : 'healthy', runbook_lock_path: join(dir, 'locks', h) }]),
+        );
+        writeFileSync(file, fleet!.inventoryYaml({ hostVars }));
+        return file;
+      };
+      const rbArgs = (file: string, inv: string, extra: string[] = []) => [
+        process.execPath,
+        bin,
+        'apply',
+        join(dir, file),
+        '-i',
+        inv,
+        '--known-hosts',
+        fleet!.knownHostsFile,
+        '--state-dir',
+        join(dir, 'state'),
+        '--forks',
+        '50',
+        ...extra,
+      ];
+      const ansibleRun = async (inv: string): Promise<Sample> => {
+        const cp = mkdtempSync(join(work, 'cp-'));
+        try {
+          return await run(
+            ['ansible-playbook', '-i', inv, '-f', '50', join(dir, 'playbook.yml')],
+            {
+              ...env,
+              ANSIBLE_HOST_KEY_CHECKING: 'True',
+              ANSIBLE_SSH_EXTRA_ARGS: `-o UserKnownHostsFile=${fleet!.knownHostsFile} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes`,
+              ANSIBLE_SSH_CONTROL_PATH_DIR: cp,
+              ANSIBLE_PIPELINING: 'True',
+              ANSIBLE_SSH_ARGS: '-C -o ControlMaster=auto -o ControlPersist=60s',
+              ANSIBLE_PYTHON_INTERPRETER: 'auto_silent',
+              ANSIBLE_LOCAL_TEMP: join(cp, 'tmp'),
+              ANSIBLE_RETRY_FILES_ENABLED: 'False',
+            },
+            dir,
+          );
+        } finally {
+          killControlMasters(cp);
+          rmSync(cp, { recursive: true, force: true });
+        }
+      };
+      for (const k of BROKEN) {
+        const inv = inventory(k);
+        const contenders: Array<[string, () => Promise<Sample>]> = [];
+        if (HOSTS.includes(n)) {
+          const healthy = inventory(0);
+          contenders.push(
+            ['sweep', () => run(rbArgs('sweep.yml', inv), env, dir)],
+            ['sweep-v1', () => run(rbArgs('sweep-v1.yml', inv), env, dir)],
+            ['diagnosis', () => run(rbArgs('sweep.yml', healthy), env, dir)],
+            ['one-broken', () => run(rbArgs('sweep.yml', inv, ['--limit', names[0]]), env, dir)],
+          );
+        }
+        if (haveAnsible && n === ANSIBLE_HOSTS) contenders.push(['ansible', () => ansibleRun(inv)]);
+        const samples = new Map<string, Sample[]>(contenders.map(([c]) => [c, []]));
+        for (const [, f] of contenders) await f(); // warm-up round (page cache, known-hosts cache)
+        for (let r = 0; r < RUNS; r++) {
+          for (let i = 0; i < contenders.length; i++) {
+            const [c, f] = contenders[(i + r) % contenders.length]; // rotate the order per round
+            samples.get(c)!.push(await f());
+          }
+        }
+        const row: Record<string, unknown> = { hosts: n, broken: k };
+        for (const [c, ss] of samples) {
+          const ok = ss.filter((s) => s.ms !== undefined).map((s) => s.ms!);
+          row[c] = ok.length === ss.length ? Number((median(ok) / 1000).toFixed(2)) : `failed: ${ss.find((s) => s.error)?.error}`;
+        }
+        if (typeof row.sweep === 'number' && typeof row.diagnosis === 'number' && typeof row['one-broken'] === 'number') {
+          const needed = row.diagnosis + k * row['one-broken'];
+          row.needed = Number(needed.toFixed(2));
+          row.ratio = Number((row.sweep / needed).toFixed(2));
+          if (typeof row['sweep-v1'] === 'number') row.ratio_v1 = Number((row['sweep-v1'] / needed).toFixed(2));
+        }
+        rows.push(row);
+        console.log(JSON.stringify(row));
+      }
+      await stop();
+    }
+  } finally {
+    await stop();
+    rmSync(work, { recursive: true, force: true });
+  }
+  const cols = ['hosts', 'broken', 'sweep', 'diagnosis', 'one-broken', 'needed', 'ratio', 'sweep-v1', 'ratio_v1', 'ansible'];
+  console.log(`\n${cols.join('\t')}`);
+  for (const r of rows) console.log(cols.map((c) => (r[c] === undefined ? '-' : String(r[c]))).join('\t'));
+  console.log('(seconds, median; ratio = sweep / (diagnosis + broken x one-broken); target <= 1.2)');
+}
+
+main().catch((e: unknown) => {
+  console.log(JSON.stringify({ error: e instanceof Error ? e.message.split('\n')[0] : String(e) }));
+  process.exitCode = 1;
+});
