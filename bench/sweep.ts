@@ -35,7 +35,8 @@ const HOSTS = list(opt('hosts', '100,200'));
 const BROKEN = list(opt('broken', '1,2'));
 const RUNS = Number(opt('runs', '3'));
 const ANSIBLE_HOSTS = Number(opt('ansible-hosts', '20'));
-const MODE = process.env.RUNBOOK_TEST_SSH_MODE ?? 'local';
+/** The harness's mode (auto: a network namespace per host as root, else loopback processes). */
+const MODE = (process.env.RUNBOOK_TEST_SSH_MODE ?? 'auto') as 'auto' | 'local' | 'netns';
 
 const DIAG = `    run: echo "{{ state }}"`;
 const SWEEP = `name: sweep
@@ -121,7 +122,7 @@ function killControlMasters(cpDir: string): void {
 async function fleetOf(n: number): Promise<SshFleet> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startSshHosts(n, { mode: MODE as 'local' | 'netns', prefix: 'rbsw' });
+      return await startSshHosts(n, { mode: MODE, prefix: 'rbsw' });
     } catch (e) {
       if (attempt >= 3) throw e;
     }
@@ -142,8 +143,9 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop().then(() => process.exit(130)));
   try {
     for (const n of [...new Set([...HOSTS, ...(haveAnsible ? [ANSIBLE_HOSTS] : [])])].sort((a, b) => a - b)) {
-      process.stderr.write(`sweep: ${n} sshd hosts (${MODE} mode)...\n`);
+      process.stderr.write(`sweep: ${n} sshd hosts...\n`);
       fleet = await fleetOf(n);
+      process.stderr.write(`sweep: fleet up (${fleet.mode} mode)\n`);
       const dir = join(work, `n${n}`);
       mkdirSync(dir);
       for (const [f, text] of [
@@ -156,7 +158,13 @@ async function main(): Promise<void> {
       const inventory = (k: number) => {
         const file = join(dir, `inv-${k}.yml`);
         const hostVars = Object.fromEntries(
-          names.map((h, i) => [h, { state: i < k ? 'broken: meta.db' : 'healthy', runbook_lock_path: join(dir, 'locks', h) }]),
+          names.map((h, i) => [
+            h,
+            {
+              state: i < k ? 'broken: meta.db' : 'healthy',
+              runbook_lock_path: fleet!.mode === 'netns' ? '/run/runbook/lock' : join(dir, 'locks', h),
+            },
+          ]),
         );
         writeFileSync(file, fleet!.inventoryYaml({ hostVars }));
         return file;

@@ -325,6 +325,15 @@ class TtyRenderer implements Renderer {
         }
         break;
       }
+      case 'alternative-end':
+        // The escalation goes on with the next alternative: say why this one did not hold.
+        if (e.status === 'undone' || e.status === 'undo-failed')
+          this.above(
+            (e.status === 'undone' ? this.paint.yellow : this.paint.red)(
+              `↺ ${e.host}: "${e.step}": ${e.alternative} ${e.status === 'undone' ? 'did not hold and was undone' : 'did not hold and its undo failed'}${e.message ? `: ${oneLine(e.message)}` : ''}`,
+            ),
+          );
+        break;
       case 'output':
         if (this.opts.verbose) for (const l of this.buf.push(e)) this.above(this.paint.dim(outputPrefix(e.host, e.stream)) + l);
         break;
