@@ -38,28 +38,19 @@ const ANSIBLE_HOSTS = Number(opt('ansible-hosts', '20'));
 /** The harness's mode (auto: a network namespace per host as root, else loopback processes). */
 const MODE = (process.env.RUNBOOK_TEST_SSH_MODE ?? 'auto') as 'auto' | 'local' | 'netns';
 
-const DIAG = `    run: echo "{{ state }}"`;
-const SWEEP = `name: sweep
+/** The shape: a read-only diagnosis, then 9 steps of sleep 0.2 that only broken hosts need; `gate` decides how. */
+const shape = (name: string, applyIf: string, gate: string) => `name: ${name}
 serial: 1
 max_failed: 0
 preflight:
   - name: Diagnose
     register: diag
-${DIAG}
-apply_if: diag.stdout.startsWith('broken')
-steps:
-${Array.from({ length: 9 }, (_, i) => `  - name: step ${i + 1}\n    run: sleep 0.2`).join('\n')}
+    run: echo "{{ state }}"
+${applyIf}steps:
+${Array.from({ length: 9 }, (_, i) => `  - name: step ${i + 1}\n${gate}    run: sleep 0.2`).join('\n')}
 `;
-const SWEEP_V1 = `name: sweep-v1
-serial: 1
-max_failed: 0
-preflight:
-  - name: Diagnose
-    register: diag
-${DIAG}
-steps:
-${Array.from({ length: 9 }, (_, i) => `  - name: step ${i + 1}\n    when: printf '%s\\n' "{{ diag.stdout }}" | grep -q '^broken'\n    run: sleep 0.2`).join('\n')}
-`;
+const SWEEP = shape('sweep', "apply_if: diag.stdout.startsWith('broken')\n", '');
+const SWEEP_V1 = shape('sweep-v1', '', `    when: printf '%s\\n' "{{ diag.stdout }}" | grep -q '^broken'\n`);
 const PLAYBOOK = `- hosts: all
   gather_facts: false
   serial: 1

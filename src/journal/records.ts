@@ -63,6 +63,16 @@ const STAGES = ['if', 'when', 'unless', 'run', 'verify'] as const;
 const req = (kind: Kind, oneOf?: readonly string[]): Field => ({ kind, required: true, ...(oneOf ? { oneOf } : {}) });
 const opt = (kind: Kind, oneOf?: readonly string[]): Field => ({ kind, ...(oneOf ? { oneOf } : {}) });
 
+/** The fields of both alternative records: which host, escalation (step, index) and alternative (name, rank). */
+const ALTERNATIVE: Record<string, Field> = {
+  time: req('string'),
+  host: req('string'),
+  step: req('string'),
+  index: req('int'),
+  alternative: req('string'),
+  rank: req('int'),
+};
+
 /** What recovery and the listings rely on, per record type; other fields pass through unchecked. */
 const SCHEMA: Record<JournalRecord['type'], Record<string, Field>> = {
   'journal-open': { time: req('string'), v: opt('int'), run_id: opt('string'), controller: opt('string'), pid: opt('int') },
@@ -107,21 +117,9 @@ const SCHEMA: Record<JournalRecord['type'], Record<string, Field>> = {
     message: opt('string'),
   },
   'host-end': { time: req('string'), host: req('string'), status: req('string', HOST_STATUSES), message: opt('string') },
-  'alternative-start': {
-    time: req('string'),
-    host: req('string'),
-    step: req('string'),
-    index: req('int'),
-    alternative: req('string'),
-    rank: req('int'),
-  },
+  'alternative-start': ALTERNATIVE,
   'alternative-end': {
-    time: req('string'),
-    host: req('string'),
-    step: req('string'),
-    index: req('int'),
-    alternative: req('string'),
-    rank: req('int'),
+    ...ALTERNATIVE,
     status: req('string', ['held', 'undone', 'undo-failed', 'not-applicable']),
     message: opt('string'),
   },
