@@ -11,6 +11,7 @@ import type { PlannedHost } from '../plan/types.js';
 import { shEscapeDouble, shQuote } from '../transport/shell.js';
 import { type EventInput, type HostStatus, type JournalSink, nullJournal, type RunEvent, runStatusOf } from './events.js';
 import { type FleetScope, HostRun } from './host.js';
+import { ProbeRun } from './probe.js';
 import type { EngineOptions, ProbeResult, RunMode, RunResult } from './options.js';
 import { errMessage, JournalStop } from './step.js';
 
@@ -255,7 +256,7 @@ export class Engine implements FleetScope {
   /** Read-only look at every host (plan --probe): connect, preflight, then each step's when/unless. */
   async probe(): Promise<ProbeResult[]> {
     const limiter = new Limiter(this.opts.plan.forks);
-    return Promise.all(this.opts.plan.hosts.map((h) => limiter.run(() => new HostRun(this, h).probe())));
+    return Promise.all(this.opts.plan.hosts.map((h) => limiter.run(() => new ProbeRun(this, h).probe())));
   }
 
   private runStartEvent(hosts: string[], batches: string[][]): void {

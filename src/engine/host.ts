@@ -1,5 +1,5 @@
 /**
- * One host's state machine, the same for every mode of a run (apply, resume, rollback, probe):
+ * One host's state machine, the same for every mode of a run (apply, resume, rollback; probe.ts looks only):
  *
  *   open (connect, lock) -> preflight -> steps -> end
  *                 \______________\__________\__> fail / abort / lost -> unwind the ledger -> end
@@ -13,14 +13,12 @@
  *   rollback ok -> `rolled-back`, else `needs-attention`.
  * - locked by another run, or a failed preflight -> `skipped`, nothing changed.
  */
-import { RunbookError } from '../core/errors.js';
 import { ExprError } from '../plan/expr.js';
 import type { HostResumeState } from '../plan/types.js';
 import type { StepSpec } from '../runbook/types.js';
 import type { ExecResult } from '../transport/types.js';
 import { TransportError } from '../transport/types.js';
 import type { HostStatus } from './events.js';
-import type { ProbeResult } from './options.js';
 import { errMessage, JournalStop, type RunScope, StepRunner, type StepOutcome, tail } from './step.js';
 
 /** What a host needs from the fleet around it. */
@@ -34,6 +32,9 @@ export interface FleetScope extends RunScope {
   settle(host: string, status: HostStatus): boolean;
   redact(s: string): string;
 }
+
+/** How one alternative ended (HostRun.alternative). */
+type Tried = { held: true } | { passed: string; why?: string } | { outcome: StepOutcome & { step?: StepSpec } } | { stop: true };
 
 export class HostRun extends StepRunner {
   private readonly changed: string[] = [];
@@ -202,8 +203,7 @@ export class HostRun extends StepRunner {
   private async escalation(group: StepSpec, rs?: HostResumeState): Promise<(StepOutcome & { step?: StepSpec }) | { stop: true }> {
     const started = Date.now();
     this.current = group;
-    const host = this.host.name;
-    this.fleet.emit({ type: 'step-start', host, step: group.name, phase: group.phase, index: group.index });
+    this.fleet.emit({ type: 'step-start', host: this.host.name, step: group.name, phase: group.phase, index: group.index });
     const done = (out: StepOutcome, alternative?: string): StepOutcome => {
       this.endStep(group, out, started, alternative);
       return out;
@@ -214,75 +214,13 @@ export class HostRun extends StepRunner {
     }
     const tried: string[] = [];
     for (const [rank, alt] of group.escalate!.entries()) {
-      const key = `${group.index}/${rank}`;
-      const prior = rs?.alternatives?.get(key);
-      const ev = { host, step: group.name, index: group.index, alternative: alt.name, rank };
-      if (prior === 'undone' || prior === 'not-applicable') {
-        tried.push(prior === 'undone' ? `${alt.name} did not hold` : `${alt.name} did not apply`);
+      const prior = rs?.alternatives?.get(`${group.index}/${rank}`);
+      const r: Tried = prior === 'held' ? { held: true } : prior ? { passed: prior } : await this.alternative(group, rank, rs);
+      if ('stop' in r) return r;
+      if ('outcome' in r) return r.outcome.step ? r.outcome : done(r.outcome);
+      if ('passed' in r) {
+        tried.push(r.passed === 'not-applicable' ? `${alt.name} did not apply` : `${alt.name} did not hold${r.why ? `: ${r.why}` : ''}`);
         continue;
-      }
-      if (prior !== 'held') {
-        if (alt.if) {
-          let applies: boolean;
-          try {
-            applies = this.decide(alt.if, group);
-          } catch (err) {
-            if (!(err instanceof ExprError)) throw err;
-            return done({
-              status: 'failed',
-              stage: 'if',
-              code: null,
-              reason: `alternative "${alt.name}" if: ${alt.if.source}: ${err.message}`,
-            });
-          }
-          if (!applies) {
-            this.fleet.emit({ type: 'alternative-end', ...ev, status: 'not-applicable', message: `if is false: ${alt.if.source}` });
-            tried.push(`${alt.name} did not apply`);
-            continue;
-          }
-        }
-        this.fleet.emit({ type: 'alternative-start', ...ev });
-        // Its own part of the ledger: what a dead run already pushed for it (at the end), and what comes now.
-        const first = this.ledger.findIndex((st) => st.alternative?.group === group.index && st.alternative.rank === rank);
-        const mark = first < 0 ? this.ledger.length : first;
-        let failure: (StepOutcome & { step: StepSpec }) | undefined;
-        for (const i of alt.steps) {
-          const step = this.steps[i];
-          const was = rs?.done.get(i);
-          if (was === 'failed') {
-            failure = { status: 'failed', stage: 'run', code: null, reason: 'failed in the interrupted run', step };
-            break;
-          }
-          if (was !== undefined) continue;
-          if (this.fleet.stopping) return { stop: true };
-          const r = rs?.unknown === i ? await this.settleUnknown(step) : await this.runStep(step);
-          if (r.status === 'changed') this.changed.push(step.name);
-          if (r.status === 'unknown') return { ...r, step };
-          if (r.status === 'failed') {
-            failure = { ...r, step };
-            break;
-          }
-        }
-        if (failure) {
-          const ok = await this.unwind(mark);
-          const why = `step "${failure.step.name}": ${failure.reason ?? failure.status}`;
-          if (!ok) {
-            this.undoFailed = true;
-            this.fleet.emit({ type: 'alternative-end', ...ev, status: 'undo-failed', message: why });
-            return done({
-              status: 'failed',
-              stage: 'run',
-              code: null,
-              reason: `alternative "${alt.name}" did not hold (${why}) and a rollback of it failed`,
-            });
-          }
-          const undone = new Set(alt.steps.filter((i) => this.steps[i].rollback).map((i) => this.steps[i].name));
-          this.changed.splice(0, this.changed.length, ...this.changed.filter((n) => !undone.has(n)));
-          this.fleet.emit({ type: 'alternative-end', ...ev, status: 'undone', message: why });
-          tried.push(`${alt.name} did not hold: ${why}`);
-          continue;
-        }
-        this.fleet.emit({ type: 'alternative-end', ...ev, status: 'held' });
       }
       const note = `${group.name}: repaired by ${alt.name}${tried.length ? ` (${tried.join('; ')})` : ''}`;
       this.notes.push(note);
@@ -290,6 +228,71 @@ export class HostRun extends StepRunner {
       return done({ status: changed ? 'changed' : 'ok', stage: 'run', code: 0, reason: note }, alt.name);
     }
     return done({ status: 'failed', stage: 'run', code: null, reason: `no alternative held: ${tried.join('; ')}` });
+  }
+
+  /**
+   * One alternative: held; passed over (its if is false) or undone (a step failed, its own part of
+   * the ledger unwound); or an outcome that ends the escalation (its undo failed, an if that cannot
+   * be decided, a lost link: `step` set), or a stop.
+   */
+  private async alternative(
+    group: StepSpec,
+    rank: number,
+    rs?: HostResumeState,
+  ): Promise<{ held: true } | { passed: string; why?: string } | { outcome: StepOutcome & { step?: StepSpec } } | { stop: true }> {
+    const alt = group.escalate![rank];
+    const ev = { host: this.host.name, step: group.name, index: group.index, alternative: alt.name, rank };
+    if (alt.if) {
+      let applies: boolean;
+      try {
+        applies = this.decide(alt.if, group);
+      } catch (err) {
+        if (!(err instanceof ExprError)) throw err;
+        const reason = `alternative "${alt.name}" if: ${alt.if.source}: ${err.message}`;
+        return { outcome: { status: 'failed', stage: 'if', code: null, reason } };
+      }
+      if (!applies) {
+        this.fleet.emit({ type: 'alternative-end', ...ev, status: 'not-applicable', message: `if is false: ${alt.if.source}` });
+        return { passed: 'not-applicable' };
+      }
+    }
+    this.fleet.emit({ type: 'alternative-start', ...ev });
+    // Its own part of the ledger: what a dead run already pushed for it (at the end), and what comes now.
+    const first = this.ledger.findIndex((st) => st.alternative?.group === group.index && st.alternative.rank === rank);
+    const mark = first < 0 ? this.ledger.length : first;
+    let failure: (StepOutcome & { step: StepSpec }) | undefined;
+    for (const i of alt.steps) {
+      const step = this.steps[i];
+      const was = rs?.done.get(i);
+      if (was === 'failed') {
+        failure = { status: 'failed', stage: 'run', code: null, reason: 'failed in the interrupted run', step };
+        break;
+      }
+      if (was !== undefined) continue;
+      if (this.fleet.stopping) return { stop: true };
+      const r = rs?.unknown === i ? await this.settleUnknown(step) : await this.runStep(step);
+      if (r.status === 'changed') this.changed.push(step.name);
+      if (r.status === 'unknown') return { outcome: { ...r, step } };
+      if (r.status === 'failed') {
+        failure = { ...r, step };
+        break;
+      }
+    }
+    if (!failure) {
+      this.fleet.emit({ type: 'alternative-end', ...ev, status: 'held' });
+      return { held: true };
+    }
+    const why = `step "${failure.step.name}": ${failure.reason ?? failure.status}`;
+    if (!(await this.unwind(mark))) {
+      this.undoFailed = true;
+      this.fleet.emit({ type: 'alternative-end', ...ev, status: 'undo-failed', message: why });
+      const reason = `alternative "${alt.name}" did not hold (${why}) and a rollback of it failed`;
+      return { outcome: { status: 'failed', stage: 'run', code: null, reason } };
+    }
+    const undone = new Set(alt.steps.filter((i) => this.steps[i].rollback).map((i) => this.steps[i].name));
+    this.changed.splice(0, this.changed.length, ...this.changed.filter((n) => !undone.has(n)));
+    this.fleet.emit({ type: 'alternative-end', ...ev, status: 'undone', message: why });
+    return { passed: 'undone', why };
   }
 
   /** A step's intent was durable in a dead run but not its outcome: learn what happened. */
@@ -522,71 +525,4 @@ export class HostRun extends StepRunner {
       await this.closeTransports();
     }
   }
-
-  // ---------------------------------------------------------------------------------------------
-  // probe (plan --probe): read-only
-
-  /** Connect, run the preflight, then each step's when/unless. Never runs a step's `run` or `rollback`. */
-  async probe(): Promise<ProbeResult> {
-    const res: ProbeResult = { host: this.host.name, reachable: true, preflight: [], steps: [] };
-    try {
-      await this.t.connect();
-      for (const step of this.fleet.opts.plan.runbook.preflight) {
-        const r = await this.stepBody(step);
-        this.keepEmptyRegister(step);
-        res.preflight.push({
-          step: step.name,
-          ok: r.status !== 'failed',
-          output: this.fleet.redact(lastLines(r.result ? `${r.result.stdout}\n${r.result.stderr}` : '', 3)),
-          reason: r.reason,
-        });
-        if (r.status === 'failed') {
-          res.blocked = `preflight "${step.name}" failed: ${r.reason}`;
-          break;
-        }
-      }
-      const applyIf = this.fleet.opts.plan.runbook.applyIf;
-      if (!res.blocked && applyIf) {
-        try {
-          res.applyIf = this.decide(applyIf);
-        } catch (err) {
-          if (!(err instanceof ExprError)) throw err;
-          res.blocked = `apply_if: ${applyIf.source}: ${err.message}`;
-        }
-      }
-      if (!res.blocked && res.applyIf !== false) {
-        for (const step of this.steps) res.steps.push({ step: step.name, verdict: await this.probeStep(step) });
-      }
-    } catch (err) {
-      res.reachable = false;
-      res.blocked = errMessage(err);
-    } finally {
-      this.closed = true;
-      await this.closeTransports();
-    }
-    return res;
-  }
-
-  private async probeStep(step: StepSpec): Promise<string> {
-    const alt = step.alternative ? `[alternative ${step.alternative.name}] ` : '';
-    try {
-      if (step.if) {
-        const said = this.condition(step.if, step);
-        if (said !== true) return `${alt}${said.status === 'skipped' ? 'skip (if is false)' : `would fail: ${said.reason}`}`;
-      }
-      if (step.escalate) return `would try, until one holds: ${step.escalate.map((a) => a.name).join(', then ')}`;
-      if (step.when !== undefined && (await this.exec(step, this.render(step.when, step))).code !== 0) return `${alt}skip (when is false)`;
-      if (step.unless !== undefined && (await this.exec(step, this.render(step.unless, step))).code === 0) {
-        return `${alt}ok (unless is true: already done)`;
-      }
-      return `${alt}would run`;
-    } catch (err) {
-      if (err instanceof RunbookError) return `unknown until earlier steps run (${err.message})`;
-      throw err;
-    }
-  }
-}
-
-function lastLines(s: string, n: number): string {
-  return s.trim().split('\n').filter(Boolean).slice(-n).join('\n');
 }
