@@ -104,6 +104,11 @@ test('an escalation on real hosts: targeted fails its verify and is undone, wipe
   assert.ok(!recs.some((x) => x.host === 'h3' && (x.type === 'host-start' || (x.type === 'step-start' && x.phase === 'step'))));
   assert.match(recs.find((x) => x.type === 'host-end' && x.host === 'h3')?.message ?? '', /^nothing to do: diag\.stdout\.startsWith/);
 
+  const shown = await runbook(['show-run', onlyRunId(s.stateDir), '--state-dir', s.stateDir]);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.match(shown.stdout, /"Repair": alternative targeted undone at \S+: step "Fix records": verify did not hold/);
+  assert.match(shown.stdout, /"Repair": alternative wipe held/);
+
   const back = await runbook(['rollback', onlyRunId(s.stateDir), '--yes', ...s.base]);
   assert.equal(back.code, 0, back.stderr);
   assert.deepEqual(await states(), want(START_STATE), 'rollback undid what stayed applied, nothing twice');

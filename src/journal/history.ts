@@ -54,7 +54,7 @@ export interface HostHistory {
   registers: Array<{ phase: Phase; index: number; value: Registered }>;
   /** Every step and rollback, in order. */
   lines: StepLine[];
-  /** Resumes, broken locks, warnings. */
+  /** Resumes, broken locks, warnings, how each alternative of an escalation ended. */
   events: string[];
 }
 
@@ -198,9 +198,12 @@ export function replay(records: JournalRecord[], meta: { runId: string; path: st
       case 'alternative-start':
         host(r.host).alternatives.delete(`${r.index}/${r.rank}`);
         break;
-      case 'alternative-end':
-        host(r.host).alternatives.set(`${r.index}/${r.rank}`, r.status);
+      case 'alternative-end': {
+        const s = host(r.host);
+        s.alternatives.set(`${r.index}/${r.rank}`, r.status);
+        s.events.push(`"${r.step}": alternative ${r.alternative} ${r.status} at ${r.time}${r.message ? `: ${r.message}` : ''}`);
         break;
+      }
       case 'batches':
         break;
       case 'lock-broken':
