@@ -169,6 +169,13 @@ const BAD: Record<string, { files: Record<string, string>; expect: Array<[string
     files: { 'rb.yml': `name: rb\npreflight:\n  - name: Repair\n    escalate: []\nsteps:\n  - name: A\n    run: 'true'\n` },
     expect: [['rb.yml', 'preflight[0].escalate', 4, 'cannot be inside another escalation or in preflight']],
   },
+  'escalate: in a fragment included inside an alternative': {
+    files: {
+      'rb.yml': `name: rb\nsteps:\n  - name: Repair\n    escalate:\n      - name: a\n        steps:\n          - include: f.yml\n`,
+      'f.yml': `steps:\n  - name: Inner\n    escalate:\n      - name: x\n        steps: [{ name: X, run: 'true' }]\n`,
+    },
+    expect: [['f.yml', 'steps[0].escalate', 3, 'this file is included in alternative "a"']],
+  },
   'escalate: two alternatives of the same name': {
     files: {
       'rb.yml': `name: rb\nsteps:\n  - name: Repair\n    escalate:\n      - name: a\n        steps: [{ name: A1, run: 'true' }]\n      - name: a\n        steps: [{ name: A2, run: 'true' }]\n`,

@@ -162,6 +162,15 @@ export function expand(d: Record<string, unknown>, main: FileCtx, vars: Record<s
           );
         return;
       }
+      // (A runbook's own lists are checked by the schema; a fragment does not know where it is included.)
+      if (kind === 'escalate' && (alt || phase === 'preflight') && ctx !== main) {
+        ctx.add(
+          `${path}.escalate`,
+          `an escalation cannot be inside another escalation or in preflight, and this file is included ${alt ? `in alternative "${alt.name}"` : 'in the preflight'}`,
+          ctx.positions.find(`${path}.escalate`),
+        );
+        return;
+      }
       const e: Entry = { obj, ctx, path, phase, kind, ...(scope !== undefined ? { scope } : {}), ...(alt ? { alt } : {}) };
       res.push(e);
       if (kind === 'escalate' && Array.isArray(obj.escalate)) {
