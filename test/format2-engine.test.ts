@@ -95,6 +95,20 @@ steps:
   assert.equal(h1.message, "nothing to do: diag.stdout.startsWith('broken')");
   assert.ok(!ofType(events, 'host-start').some((e) => e.host === 'h1'), 'a host with nothing to do never starts the main phase');
 
+  // preflight_failure: abort is about failed preflights: a host with nothing to do does not abort the run.
+  const aborting = await go(
+    rb(`preflight_failure: abort
+preflight:
+  - { name: D, register: diag, run: 'print {{ state }}' }
+apply_if: diag.stdout.startsWith('broken')
+steps:
+  - { name: S1, run: s1 }
+`),
+    3,
+    { vars: (i) => ({ state: i === 2 ? 'broken' : 'healthy' }) },
+  );
+  assert.deepEqual(aborting.result.hosts, { h1: 'ok', h2: 'changed', h3: 'ok' });
+
   // A percentage counts only those that go on: 4 of 10 go on, 50% -> batches of 2.
   const pct = rb(`serial: "50%"
 preflight:

@@ -191,7 +191,9 @@ export class Engine implements FleetScope {
         }),
       ),
     );
-    if (plan.runbook.preflightFailure === 'abort' && todo.some((h) => this.results.has(h.name))) {
+    // (A host that ended `ok` here had nothing to do: apply_if.)
+    const preflightFailed = todo.some((h) => (this.results.get(h.name) ?? 'ok') !== 'ok');
+    if (plan.runbook.preflightFailure === 'abort' && preflightFailed) {
       for (const h of todo) {
         this.endUnstarted(
           h.name,
