@@ -83,6 +83,8 @@ export async function run(argv: Args): Promise<number> {
       for (const pf of p.preflight)
         w(`   preflight ${pf.ok ? 'ok    ' : 'FAILED'} ${pf.step}${pf.output ? `: ${pf.output.replace(/\n/g, ' | ')}` : ''}`);
     for (const s of allSteps) {
+      if (s.phase === 'step' && s.index === 0 && runbook.applyIf)
+        w(`  apply_if: ${runbook.applyIf.source}  -> ${p?.applyIf ?? decided(h, runbook.applyIf, {}, 'after the preflight')}`);
       const verdict = p?.steps.find((x) => x.step === s.name)?.verdict;
       const alt = s.alternative ? ` [alternative ${s.alternative.name}]` : '';
       w(
@@ -101,8 +103,6 @@ export async function run(argv: Args): Promise<number> {
           `      verify:   ${indent(show(h, s, s.verify.run))}${s.verify.retries ? `  (retries ${s.verify.retries}, delay ${formatDuration(s.verify.delayMs)})` : ''}`,
         );
       if (s.rollback !== undefined) w(`      rollback: ${indent(show(h, s, s.rollback))}`);
-      if (s === runbook.preflight[runbook.preflight.length - 1] && runbook.applyIf)
-        w(`  apply_if: ${runbook.applyIf.source}  -> ${p?.applyIf ?? decided(h, runbook.applyIf, {}, 'after the preflight')}`);
     }
   }
   return probe && [...probe.values()].some((p) => p.blocked) ? 2 : 0;
