@@ -61,8 +61,14 @@ steps:
     );
     return { code: r.status, stderr: r.stderr, events: parseNdjson(r.stdout) };
   };
+  const plan = (extra: string[]) =>
+    spawnSync(process.execPath, [bin, 'plan', join(dir, 'repair.yml'), '-i', inv, '-e', `kubectl=${kubectl}`, ...extra], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, NO_COLOR: '1' },
+    });
   const log = () => (existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n') : []);
-  return { run, log };
+  return { run, plan, log };
 }
 
 test('k8s fragments with a kubectl stand-in (no API server here): off by default, no kubectl call', () => {
@@ -97,4 +103,14 @@ test('k8s fragments with a kubectl stand-in (no API server here): a failed repai
   assert.equal(r.code, 2, r.stderr);
   assert.deepEqual(s.log(), ['cordon node-b', 'drain node-b --ignore-daemonsets --delete-emptydir-data --timeout=42s', 'uncordon node-b']);
   assert.equal(r.events.find((e) => e.type === 'host-end')?.status, 'rolled-back');
+});
+
+test('plan shows, per host, what the conditions decide from its variables, and runs nothing', () => {
+  const s = setup();
+  const off = s.plan([]);
+  assert.equal(off.status, 0, off.stderr);
+  assert.match(off.stdout, /step 1: Cordon the node \[on controller\][^\n]*\n\s+if:\s+string\(vars\.kubernetes\) == 'true'  -> false/);
+  const on = s.plan(['-e', 'kubernetes=true']);
+  assert.match(on.stdout, /if:\s+string\(vars\.kubernetes\) == 'true'  -> true/);
+  assert.deepEqual(s.log(), [], 'plan runs nothing');
 });
