@@ -255,7 +255,7 @@ export class Engine implements FleetScope {
     return this.finish(names, ['rolled-back']);
   }
 
-  /** Read-only look at every host (plan --probe): connect, preflight, then each step's when/unless. */
+  /** Read-only look at every host (plan --probe): connect, preflight, apply_if, then each step's if/when/unless. */
   async probe(): Promise<ProbeResult[]> {
     const limiter = new Limiter(this.opts.plan.forks);
     return Promise.all(this.opts.plan.hosts.map((h) => limiter.run(() => new ProbeRun(this, h).probe())));

@@ -16,7 +16,7 @@ export class ProbeRun extends StepRunner {
       await this.t.connect();
       for (const step of this.run.opts.plan.runbook.preflight) {
         const r = await this.stepBody(step);
-        this.keepEmptyRegister(step);
+        this.settleRegister(step, r.status);
         res.preflight.push({
           step: step.name,
           ok: r.status !== 'failed',

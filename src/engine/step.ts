@@ -151,13 +151,13 @@ export class StepRunner {
       // A template that cannot render for this host (e.g. a register of a skipped step).
       out = { status: 'failed', stage: 'run', code: null, reason: errMessage(err) };
     }
-    this.keepEmptyRegister(step, out.status);
+    this.settleRegister(step, out.status);
     this.endStep(step, out, started);
     return out;
   }
 
-  /** A step that did not run still defines its register, so later templates render; conditions also read how it ended. */
-  keepEmptyRegister(step: StepSpec, status: StepStatus = 'skipped'): void {
+  /** Records how a step ended in its register; a step that did not run still defines it (empty), so later templates render. */
+  settleRegister(step: StepSpec, status: StepStatus): void {
     if (!step.register) return;
     this.registers[step.register] ??= { stdout: '', stderr: '', code: null };
     this.registers[step.register].status = status;
