@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { loadRunbook } from '../src/runbook/load.js';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as yaml from 'js-yaml';
 import { ROOT, type Fleet } from './harness/nspawn.js';
@@ -60,10 +60,10 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
   assert.equal(load('containerd-health').doc.destructive, false);
   assert.equal(load('containerd-prune-backups').doc.vars?.retention_days, 3);
   // One discovery and one diagnosis, in runbooks/lib, included by each runbook that needs them.
-  const fromFile = (n: string, step: string) =>
-    loadRunbook(join(REPO, 'runbooks', `${n}.yml`), REPO)
-      .preflight.find((s) => s.name === step)
-      ?.origin?.file?.slice(REPO.length + 1);
+  const fromFile = (n: string, step: string) => {
+    const f = loadRunbook(join(REPO, 'runbooks', `${n}.yml`), REPO).preflight.find((s) => s.name === step)?.origin?.file;
+    return f && relative(REPO, f);
+  };
   for (const n of ['containerd-recover', 'containerd-health', 'containerd-prune-backups'])
     assert.equal(fromFile(n, 'Discover containerd paths'), 'runbooks/lib/containerd-paths.yml', n);
   for (const n of ['containerd-recover', 'containerd-health'])
@@ -71,8 +71,13 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
   // every step that changes a node can be undone, or is a start/clean that needs none (included steps too)
   const expanded = loadRunbook(join(REPO, 'runbooks', 'containerd-recover.yml'), REPO);
   assert.deepEqual(
-    expanded.includes?.map((f) => f.slice(REPO.length + 1)),
-    ['runbooks/lib/k8s-drain.yml', 'runbooks/lib/k8s-uncordon.yml'],
+    expanded.includes?.map((f) => relative(REPO, f)),
+    [
+      'runbooks/lib/containerd-paths.yml',
+      'runbooks/lib/containerd-diagnose.yml',
+      'runbooks/lib/k8s-drain.yml',
+      'runbooks/lib/k8s-uncordon.yml',
+    ],
   );
   // no gate is a shell round trip on the diagnosis any more: those are decided on the controller
   for (const st of [...expanded.preflight, ...expanded.steps])
