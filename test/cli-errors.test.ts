@@ -459,6 +459,12 @@ const CASES: Record<string, Case[]> = {
       says: () => /--connect-timeout: "soon" is not a duration/,
     },
     {
+      input: 'bad --connect-concurrency (refused before anything is created)',
+      args: () => ['unlock', 'node1', '-i', P.closedInv, '--run', RUN_ID, '--state-dir', P.fresh, '--connect-concurrency', '0'],
+      code: 1,
+      says: () => /--connect-concurrency: --connect-concurrency must be a whole number >= 1 \(got 0\)/,
+    },
+    {
       input: 'missing --run (usage, with the help hint)',
       args: () => ['unlock', 'node1', '-i', P.closedInv, '--state-dir', P.fresh],
       code: 1,

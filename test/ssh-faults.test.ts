@@ -14,6 +14,7 @@ import { waitFor, within } from './harness/wait.js';
 import { SshTransport, type SshOptions } from '../src/transport/ssh.js';
 import type { ConnectionSpec } from '../src/inventory/types.js';
 import { TransportError } from '../src/transport/types.js';
+import { Limiter } from '../src/core/limiter.js';
 
 let fleet: SshFleet;
 let dir: string;
@@ -114,6 +115,43 @@ test('never reachable -> E_UNREACHABLE; connect timeout honoured', async (t) => 
     t.diagnostic(`gave up after ${took} ms (connect timeout 1500 ms)`);
     // It waited for the timeout (a lower bound holds on any machine); how much later a loaded machine gives up is not a bug.
     assert.ok(took >= 1000, `gave up after ${took} ms, before the connect timeout`);
+  } finally {
+    if (fleet.mode === 'netns') await fleet.linkUp(fleet.hosts[3]);
+  }
+});
+
+test('handshakes admitted one at a time: a queued one does not time out, a silent address holds no turn', async () => {
+  const handshakes = new Limiter(1);
+  const o = { connectTimeoutMs: 1500, handshakes };
+  // The only turn is held for longer than the connect timeout: the queued handshakes have not started, so they
+  // do not time out. (A fixed wait on our side, to make the queue time longer than the timeout; nothing is polled.)
+  let release!: () => void;
+  const held = handshakes.run(() => new Promise<void>((r) => (release = r)));
+  const live = [0, 1, 2].map((i) => tr(fleet.hosts[i], {}, o));
+  const connects = live.map((x) => x.connect());
+  await new Promise((r) => setTimeout(r, 2500));
+  release();
+  await held;
+  await Promise.all(connects);
+  await Promise.all(live.map((x) => x.close()));
+  // A silent address: its TCP connect times out without taking the turn, while the live hosts connect.
+  const silent =
+    fleet.mode === 'netns'
+      ? (await fleet.linkDown(fleet.hosts[3]), tr(fleet.hosts[3], {}, o))
+      : tr(fleet.hosts[0], { address: '192.0.2.254', port: 22 }, o);
+  try {
+    const order: string[] = [];
+    const again = [0, 1, 2].map((i) => tr(fleet.hosts[i], {}, o));
+    await Promise.all([
+      rejection(silent.connect()).then((e) => order.push(`silent ${e.code}: ${e.message}`)),
+      ...again.map((x) => x.connect().then(() => order.push('live'))),
+    ]);
+    assert.deepEqual(order.slice(0, 3), ['live', 'live', 'live']);
+    assert.match(
+      order[3],
+      /^silent E_UNREACHABLE: .*no SSH handshake within 1500 ms \(--connect-timeout\): the TCP connection did not open/,
+    );
+    await Promise.all(again.map((x) => x.close()));
   } finally {
     if (fleet.mode === 'netns') await fleet.linkUp(fleet.hosts[3]);
   }

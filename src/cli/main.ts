@@ -6,6 +6,7 @@
 import type { Argv } from 'yargs';
 import { CodedError } from '../core/errors.js';
 import { TransportError } from '../transport/types.js';
+import { DEFAULT_CONNECT_CONCURRENCY } from './defaults.js';
 import { outputClosed } from './output-guard.js';
 
 /**
@@ -33,6 +34,7 @@ export interface Args {
   'known-hosts'?: string;
   'host-key-checking'?: 'strict' | 'accept-new' | 'off';
   'connect-timeout'?: string;
+  'connect-concurrency'?: number;
   // outputOpts
   json?: boolean;
   verbose?: boolean;
@@ -149,7 +151,12 @@ function connectionOpts(y: Argv) {
       default: 'strict',
       describe: 'Unknown host keys: refuse, add, or ignore (warned)',
     })
-    .option('connect-timeout', { type: 'string', default: '10s', describe: 'SSH connect timeout' });
+    .option('connect-timeout', { type: 'string', default: '10s', describe: 'SSH connect timeout, per connection, from its own start' })
+    .option('connect-concurrency', {
+      type: 'number',
+      default: DEFAULT_CONNECT_CONCURRENCY,
+      describe: 'SSH handshakes in flight at once (the rest wait, their timeout not yet started)',
+    });
 }
 
 /** resume and rollback: two modes of recovering one recorded run, with the same options. */

@@ -7,6 +7,8 @@ import { resolve } from 'node:path';
 import type { Args } from './main.js';
 import { ValidationError } from '../core/errors.js';
 import { parseDuration } from '../core/duration.js';
+import { Limiter } from '../core/limiter.js';
+import { DEFAULT_CONNECT_CONCURRENCY } from './defaults.js';
 import { createTransport, type SshOptions } from '../transport/index.js';
 import type { PlannedHost } from '../plan/types.js';
 import type { Transport } from '../transport/types.js';
@@ -19,7 +21,15 @@ export function sshOptionsFrom(argv: Args): SshOptions {
       'E_USAGE',
     );
   }
+  const n = argv['connect-concurrency'] ?? DEFAULT_CONNECT_CONCURRENCY;
+  if (!Number.isInteger(n) || n < 1) {
+    throw new ValidationError(
+      [{ path: '--connect-concurrency', message: `--connect-concurrency must be a whole number >= 1 (got ${n})` }],
+      'E_USAGE',
+    );
+  }
   return {
+    handshakes: new Limiter(n),
     hostKeyChecking: argv['host-key-checking'] ?? 'strict',
     knownHostsFiles: argv['known-hosts'] ? [resolve(String(argv['known-hosts']))] : undefined,
     connectTimeoutMs,

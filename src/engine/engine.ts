@@ -5,6 +5,7 @@
  * mode: apply, resume (continue a dead run), rollback (undo an earlier run), probe (read-only).
  * It emits events; it never prints.
  */
+import { Limiter } from '../core/limiter.js';
 import { Redactor } from '../core/redact.js';
 import { splitBatches } from '../plan/plan.js';
 import type { PlannedHost } from '../plan/types.js';
@@ -48,23 +49,6 @@ const STRUCTURAL = new Set([
   'alternative',
   'rank',
 ]);
-
-/** A counting semaphore for --forks. */
-class Limiter {
-  private active = 0;
-  private queue: Array<() => void> = [];
-  constructor(private readonly max: number) {}
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((r) => this.queue.push(r));
-    this.active++;
-    try {
-      return await fn();
-    } finally {
-      this.active--;
-      this.queue.shift()?.();
-    }
-  }
-}
 
 /** A Redactor of the run's secrets, each also as a command renders it (shell-quoted, escaped for "..."). */
 export function redactorFor(secrets: string[]): Redactor {

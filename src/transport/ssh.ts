@@ -38,6 +38,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { Client as ClientT, ClientChannel, ConnectConfig, SFTPWrapper, AnyAuthMethod, AuthenticationType } from 'ssh2';
+import { Limiter } from '../core/limiter.js';
 import type { ConnectionSpec } from '../inventory/types.js';
 import { prepareRun, prepareSession, prepareStep, type PreparedStep, sessionKillScript } from './shell.js';
 import { type Orphan, ShellSession } from './session.js';
@@ -63,8 +64,14 @@ export interface SshOptions {
   /** known_hosts files to use instead of ~/.ssh/known_hosts + /etc/ssh/ssh_known_hosts (--known-hosts). */
   knownHostsFiles?: string[];
   hostKeyChecking: HostKeyPolicy;
-  /** TCP connect + handshake + auth (--connect-timeout, default 10 s in the CLI). */
+  /** TCP connect + handshake + auth (--connect-timeout, default 10 s in the CLI), counted from when the handshake is admitted. */
   connectTimeoutMs: number;
+  /**
+   * Handshakes in flight at once, shared by every transport given the same Limiter (--connect-concurrency).
+   * A handshake is mostly controller CPU (key exchange, signatures): hundreds at once on a few cores make each
+   * one slow, and their timeouts would run out while they wait for CPU, not for the host.
+   */
+  handshakes?: Limiter;
   /** ssh config file (--ssh-config); default ~/.ssh/config; 'none' reads no file. */
   sshConfigFile?: string;
   /** Login user when the inventory has none (--user). */
@@ -137,23 +144,6 @@ const passphraseCache = new Map<string, string>();
 /** Idle shell sessions kept per become user (the rest are closed). */
 const IDLE_SESSIONS = 2;
 
-class Semaphore {
-  private waiters: Array<() => void> = [];
-  constructor(private free: number) {}
-  async acquire(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((r) => this.waiters.push(r));
-  }
-  release(): void {
-    const w = this.waiters.shift();
-    if (w) w();
-    else this.free++;
-  }
-}
-
 async function ttyPrompt(question: string): Promise<string | undefined> {
   if (!process.stdin.isTTY || !process.stderr.isTTY) return undefined;
   const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
@@ -186,7 +176,7 @@ export class SshTransport implements Transport {
   /** Commands whose end is not known (lost link, unconfirmed kill), with the become they ran under. */
   private orphans: Array<Orphan & { become: boolean; becomeUser: string | undefined }> = [];
   private sftpP?: Promise<SFTPWrapper>;
-  private readonly sem: Semaphore;
+  private readonly channels: Limiter;
   private readonly idle = new Map<string, ShellSession[]>();
   private resolved?: {
     target: Hop;
@@ -203,7 +193,7 @@ export class SshTransport implements Transport {
     private readonly opts: SshOptions,
   ) {
     this.host = conn.name;
-    this.sem = new Semaphore(opts.maxChannels ?? 8);
+    this.channels = new Limiter(opts.maxChannels ?? 8);
   }
 
   // ------------------------------------------------------------------ settings
@@ -405,7 +395,43 @@ export class SshTransport implements Transport {
     return { methods, notes };
   }
 
+  /**
+   * One hop: the TCP connection (a direct hop; behind a jump host `sock` is the forwarded channel), then
+   * the SSH handshake, admitted by opts.handshakes. Each has its own --connect-timeout, started when it
+   * starts: a handshake waiting for its turn is not timing out, and a silent address holds no turn.
+   */
   private async openClient(hop: Hop, sock: Duplex | undefined): Promise<ClientT> {
+    const conn = sock ?? (await this.tcp(hop));
+    const shake = () => this.handshake(hop, conn, sock ? undefined : (conn as Socket));
+    return this.opts.handshakes ? this.opts.handshakes.run(shake) : shake();
+  }
+
+  private tcp(hop: Hop): Promise<Socket> {
+    const ms = this.opts.connectTimeoutMs;
+    return new Promise((resolve, reject) => {
+      // TCP_NODELAY from the first handshake packet: with Nagle, each handshake round trip waits for the peer's delayed ACK.
+      const s = netConnect({ host: hop.host, port: hop.port });
+      s.setNoDelay(true);
+      s.setMaxListeners(0);
+      const timer = setTimeout(() => {
+        s.destroy();
+        const why = `cannot connect to ${hop.label}: no SSH handshake within ${ms} ms (--connect-timeout): the TCP connection did not open. Check the address, port and firewall.`;
+        reject(new TransportError('E_UNREACHABLE', this.host, why));
+      }, ms);
+      s.once('connect', () => {
+        clearTimeout(timer);
+        s.removeAllListeners('error');
+        resolve(s);
+      });
+      s.once('error', (err: Error & { code?: string }) => {
+        clearTimeout(timer);
+        reject(new TransportError('E_UNREACHABLE', this.host, connectFailure(hop, err), { cause: err }));
+      });
+    });
+  }
+
+  /** The SSH handshake and authentication on a connected socket (`own`: ours, destroyed on failure). */
+  private async handshake(hop: Hop, sock: Duplex, own: Socket | undefined): Promise<ClientT> {
     const s = this.settings();
     const entries = loadKnownHosts(s.knownHostsFiles);
     const names = [hostEntryName(hop.host, hop.port)];
@@ -429,21 +455,11 @@ export class SshTransport implements Transport {
     };
 
     const client = new Client();
-    // A direct TCP hop: open the socket here so TCP_NODELAY is on from the first handshake packet (ssh2 only
-    // offers setNoDelay once ready; with Nagle, each handshake round trip waits for the peer's delayed ACK).
-    // ssh2 treats a still-connecting net.Socket like its own: readyTimeout starts now and covers the TCP
-    // connect, socket errors (ECONNREFUSED, ENOTFOUND, ...) arrive as its 'error' events.
-    let own: Socket | undefined;
-    if (!sock) {
-      own = netConnect({ host: hop.host, port: hop.port });
-      own.setNoDelay(true);
-      own.setMaxListeners(0);
-    }
     const cfg: ConnectConfig = {
       host: hop.host,
       port: hop.port,
       username: hop.user,
-      sock: (own ?? sock) as ConnectConfig['sock'],
+      sock: sock as ConnectConfig['sock'],
       readyTimeout: this.opts.connectTimeoutMs,
       keepaliveInterval: s.keepaliveMs,
       keepaliveCountMax: s.keepaliveCount,
@@ -480,7 +496,7 @@ export class SshTransport implements Transport {
         settled = true;
         client.removeAllListeners('ready');
         client.end();
-        if (own?.connecting) own.destroy();
+        own?.destroy();
         reject(e);
       };
       client.once('ready', () => {
@@ -662,7 +678,17 @@ export class SshTransport implements Transport {
       throw new TransportError('E_INVALID', this.host, (e as Error).message);
     }
     const key = become ? `sudo:${becomeUser || 'root'}` : '';
-    await this.sem.acquire();
+    return this.channels.run(() => this.execIn(key, step, opts, become, becomeUser));
+  }
+
+  /** One command in a session of `key` (a channel slot is held). */
+  private async execIn(
+    key: string,
+    step: PreparedStep,
+    opts: ExecOptions,
+    become: boolean,
+    becomeUser: string | undefined,
+  ): Promise<ExecResult> {
     let session: ShellSession | undefined;
     try {
       const client = await this.ensure();
@@ -691,7 +717,6 @@ export class SshTransport implements Transport {
       return r;
     } finally {
       if (session) session.close();
-      this.sem.release();
     }
   }
 
