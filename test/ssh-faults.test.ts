@@ -135,10 +135,8 @@ test('handshakes admitted one at a time: a queued one does not time out, a silen
   await Promise.all(connects);
   await Promise.all(live.map((x) => x.close()));
   // A silent address: its TCP connect times out without taking the turn, while the live hosts connect.
-  const silent =
-    fleet.mode === 'netns'
-      ? (await fleet.linkDown(fleet.hosts[3]), tr(fleet.hosts[3], {}, o))
-      : tr(fleet.hosts[0], { address: '192.0.2.254', port: 22 }, o);
+  if (fleet.mode === 'netns') await fleet.linkDown(fleet.hosts[3]);
+  const silent = fleet.mode === 'netns' ? tr(fleet.hosts[3], {}, o) : tr(fleet.hosts[0], { address: '192.0.2.254', port: 22 }, o);
   try {
     const order: string[] = [];
     const again = [0, 1, 2].map((i) => tr(fleet.hosts[i], {}, o));
