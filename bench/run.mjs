@@ -208,6 +208,19 @@ async function measure(name, argv, { env, cwd, logDir, tree = false }) {
   return result;
 }
 
+/** A failed run in one line: how it exited, and the first line it said about why (stderr first, else stdout's last). */
+function firstError(error) {
+  const [head, ...rest] = String(error).split('\n--- ');
+  const part = (name) =>
+    (rest.find((r) => r.startsWith(name)) ?? '')
+      .split('\n')
+      .slice(1)
+      .map((l) => l.trim())
+      .filter(Boolean);
+  const said = part('stderr').find((l) => !l.startsWith('bench:')) ?? part('stdout').pop();
+  return `${head.trim()}${said ? `: ${said}` : ''}`.slice(0, 240);
+}
+
 const median = (xs) => {
   if (!xs.length) return undefined;
   const s = [...xs].sort((a, b) => a - b);
@@ -332,15 +345,20 @@ async function main() {
         'runbook validate': [process.execPath, bin, 'validate', join(root, 'runbooks/hello.yml')],
       };
       const samples = Object.fromEntries(Object.keys(startup).map((k) => [k, []]));
+      const failedStartup = {};
       for (const k of Object.keys(startup)) await measure('warm', startup[k], { env: baseEnv, cwd: root, logDir }); // warm page cache
       for (let r = 0; r < o.startupRuns; r++) {
         for (const [k, argv] of Object.entries(startup)) {
           const m = await measure(k.replace(/\W+/g, '_'), argv, { env: baseEnv, cwd: root, logDir });
-          if (m.error) throw new Error(m.error);
-          samples[k].push(m);
+          if (m.error) failedStartup[k] ??= firstError(m.error);
+          else samples[k].push(m);
         }
       }
       for (const [k, ms] of Object.entries(samples)) {
+        if (failedStartup[k]) {
+          results.startup[k] = { failed: failedStartup[k] };
+          continue;
+        }
         results.startup[k] = {
           runs: ms.length,
           median_ms: median(ms.map((m) => m.wallMs)),
@@ -481,20 +499,28 @@ async function main() {
         return m;
       };
       // warm-up (untimed): node contenders once
+      // A contender that fails is reported as failed (first error line) and not run again; the others go on.
+      const failed = (c, m, when) => {
+        fr.contenders[c.key].failed = `${when}: ${firstError(m.error)}`;
+        process.stderr.write(`bench: ${n} hosts: ${c.key} FAILED (${fr.contenders[c.key].failed})\n`);
+      };
       for (const c of contenders.filter((x) => !x.ansible)) {
         const m = await runOne(c);
-        if (m.error) throw new Error(`warm-up: ${m.error}`);
+        if (m.error) failed(c, m, 'warm-up');
       }
       const maxRuns = Math.max(...contenders.map((c) => c.runs));
       for (let r = 0; r < maxRuns; r++) {
         const order = contenders.map((_, i) => contenders[(i + r) % contenders.length]);
         for (const c of order) {
-          if (fr.contenders[c.key].samples.length >= c.runs) continue;
+          if (fr.contenders[c.key].failed || fr.contenders[c.key].samples.length >= c.runs) continue;
           const m = await runOne(c);
           process.stderr.write(
             `bench: ${n} hosts, run ${r + 1}: ${c.key.padEnd(16)} ${(m.wallMs / 1000).toFixed(2).padStart(7)} s  cpu ${(m.cpuMs / 1000).toFixed(2).padStart(6)} s  ${(m.rssKiB / 1024).toFixed(0).padStart(5)} MB  load ${loadavg()[0].toFixed(1)}${m.error ? '  FAILED' : ''}\n`,
           );
-          if (m.error) throw new Error(m.error);
+          if (m.error) {
+            failed(c, m, `run ${r + 1}`);
+            continue;
+          }
           fr.contenders[c.key].samples.push({
             wall_ms: Math.round(m.wallMs),
             cpu_ms: m.cpuMs,
@@ -506,6 +532,12 @@ async function main() {
       }
       for (const c of Object.values(fr.contenders)) {
         c.runs = c.samples.length;
+        if (c.failed) {
+          // Its medians would mix good and failed runs: a failed contender has none.
+          c.samples = [];
+          c.runs = 0;
+          continue;
+        }
         c.median_ms = median(c.samples.map((s) => s.wall_ms));
         c.median_cpu_ms = median(c.samples.map((s) => s.cpu_ms));
         if (c.samples.every((s) => s.phases_ms)) {
@@ -529,6 +561,12 @@ async function main() {
       await cleanup();
     }
     printSummary(results);
+    // Reported above; the exit code says so too.
+    if (
+      results.fleets.some((f) => Object.values(f.contenders).some((c) => c.failed)) ||
+      Object.values(results.startup).some((v) => v.failed)
+    )
+      process.exitCode = 1;
     if (o.out) {
       writeFileSync(o.out, `${JSON.stringify(results, null, 2)}\n`);
       process.stderr.write(`bench: results written to ${o.out}\n`);
@@ -548,14 +586,18 @@ const x = (r) => (r === undefined ? '-' : `${r.toFixed(2)}x`);
 function printStartup(st) {
   const base = st['node -e 0']?.median_ms;
   const cbase = st['node -e 0']?.median_cpu_ms;
-  const rows = Object.entries(st).map(([k, v]) => [
-    k,
-    `${v.median_ms.toFixed(0)} ms`,
-    base ? x(v.median_ms / base) : '-',
-    `${v.median_cpu_ms} ms`,
-    cbase ? x(v.median_cpu_ms / cbase) : '-',
-    `${v.peak_rss_mb.toFixed(0)} MB`,
-  ]);
+  const rows = Object.entries(st).map(([k, v]) =>
+    v.failed
+      ? [k, `FAILED: ${v.failed}`, '-', '-', '-', '-']
+      : [
+          k,
+          `${v.median_ms.toFixed(0)} ms`,
+          base ? x(v.median_ms / base) : '-',
+          `${v.median_cpu_ms} ms`,
+          cbase ? x(v.median_cpu_ms / cbase) : '-',
+          `${v.peak_rss_mb.toFixed(0)} MB`,
+        ],
+  );
   table(['startup', 'median wall', 'wall vs node -e 0', 'median CPU (user+sys)', 'CPU vs node -e 0', 'RSS'], rows);
 }
 
@@ -563,16 +605,20 @@ function printFleet(fr) {
   process.stdout.write(
     `\n${fr.hosts} hosts x ${fr.steps} steps (${fr.fleet_mode} sshd, runbook --forks ${fr.forks})${fr.ansible_skipped ? `; ${fr.ansible_skipped}` : ''}\n`,
   );
-  const fl = fr.contenders.floor;
-  const rows = Object.entries(fr.contenders).map(([, c]) => [
-    c.label,
-    `${c.runs}`,
-    s(c.median_ms),
-    fl ? x(c.median_ms / fl.median_ms) : '-',
-    s(c.median_cpu_ms),
-    fl ? x(c.median_cpu_ms / fl.median_cpu_ms) : '-',
-    `${c.peak_rss_mb.toFixed(0)} MB`,
-  ]);
+  const fl = fr.contenders.floor?.failed ? undefined : fr.contenders.floor;
+  const rows = Object.entries(fr.contenders).map(([, c]) =>
+    c.failed
+      ? [c.label, '0', `FAILED: ${c.failed}`, '-', '-', '-', '-']
+      : [
+          c.label,
+          `${c.runs}`,
+          s(c.median_ms),
+          fl ? x(c.median_ms / fl.median_ms) : '-',
+          s(c.median_cpu_ms),
+          fl ? x(c.median_cpu_ms / fl.median_cpu_ms) : '-',
+          `${c.peak_rss_mb.toFixed(0)} MB`,
+        ],
+  );
   table(['contender', 'runs', 'median wall', 'wall vs floor', 'controller CPU', 'CPU vs floor', 'peak RSS'], rows);
   for (const [k, c] of Object.entries(fr.contenders)) {
     if (c.median_phases_ms)
@@ -600,7 +646,11 @@ function printSummary(res) {
     rows.push([
       any.contenders[k].label.replace(/ \(forks \d+, pipelining/, ' (forks N, pipelining'),
       ...res.fleets.map((f) =>
-        f.contenders[k] ? `${s(f.contenders[k].median_ms)} / ${f.contenders[k].peak_rss_mb.toFixed(0)} MB` : 'skipped',
+        !f.contenders[k]
+          ? 'skipped'
+          : f.contenders[k].failed
+            ? 'FAILED'
+            : `${s(f.contenders[k].median_ms)} / ${f.contenders[k].peak_rss_mb.toFixed(0)} MB`,
       ),
     ]);
   }
@@ -609,7 +659,7 @@ function printSummary(res) {
   rows.push(['runbook fsync / no-fsync', ...res.fleets.map((f) => x(f.ratios.journal_fsync_overhead))]);
   rows.push(['ansible defaults / runbook', ...res.fleets.map((f) => x(f.ratios.ansible_default_over_runbook))]);
   rows.push(['ansible tuned / runbook', ...res.fleets.map((f) => x(f.ratios.ansible_tuned_over_runbook))]);
-  const fl = res.fleets.filter((f) => f.contenders.runbook);
+  const fl = res.fleets.filter((f) => f.contenders.runbook && !f.contenders.runbook.failed);
   if (fl.length >= 2) {
     const a = fl[fl.length - 2];
     const b = fl[fl.length - 1];
@@ -646,8 +696,9 @@ function printTargets(res) {
       if (a !== undefined) out.push([`ansible tuned/runbook >= 20 at ${f.hosts} hosts`, x(a), a >= 20 ? 'met' : 'MISSED']);
     }
   }
-  const f200 = res.fleets.find((f) => f.hosts === 200 && f.contenders.runbook);
-  const f50 = res.fleets.find((f) => f.hosts === 50 && f.contenders.runbook);
+  const ok = (f) => f.contenders.runbook && !f.contenders.runbook.failed;
+  const f200 = res.fleets.find((f) => f.hosts === 200 && ok(f));
+  const f50 = res.fleets.find((f) => f.hosts === 50 && ok(f));
   if (f200)
     out.push([
       '200 hosts: peak controller RSS <= 200 MB',
@@ -681,5 +732,10 @@ if (!process.env.RB_BENCH_CHILD) {
   for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
   child.on('exit', (code, sig) => process.exit(code ?? (sig ? 130 : 1)));
 } else {
-  await main();
+  // A benchmark reports; it never dies with a stack trace (RUNBOOK_DEBUG=1 shows it).
+  await main().catch((e) => {
+    process.stderr.write(`bench: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}\n`);
+    if (process.env.RUNBOOK_DEBUG) process.stderr.write(`${e?.stack ?? ''}\n`);
+    process.exitCode = 1;
+  });
 }

@@ -331,6 +331,9 @@ export async function startSshHosts(n: number, opts: StartOptions = {}): Promise
     writeFileSync(join(dir, 'authorized_keys'), `${clientPublicKey}\n`, { mode: 0o644 });
     mkdirSync(join(dir, 'hosts'), { mode: 0o755 });
     const login = mode === 'netns' ? 'root' : userInfo().username;
+    // sshd run as root needs its privilege separation directory, which Debian's sshd unit creates at boot
+    // (RuntimeDirectory=sshd, under the /run tmpfs): a machine where that unit never ran has none.
+    if (mode === 'local' && process.getuid?.() === 0) mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
 
     await Promise.all(
       names.map(async (name) => {
