@@ -10,6 +10,7 @@ import { parseDuration } from '../core/duration.js';
 import { Limiter } from '../core/limiter.js';
 import { DEFAULT_CONNECT_CONCURRENCY } from './defaults.js';
 import { createTransport, type SshOptions } from '../transport/index.js';
+import { JumpPool } from '../transport/jump-pool.js';
 import type { PlannedHost } from '../plan/types.js';
 import type { Transport } from '../transport/types.js';
 
@@ -30,6 +31,7 @@ export function sshOptionsFrom(argv: Args): SshOptions {
   }
   return {
     handshakes: new Limiter(n),
+    jumpPool: new JumpPool(),
     hostKeyChecking: argv['host-key-checking'] ?? 'strict',
     knownHostsFiles: argv['known-hosts'] ? [resolve(String(argv['known-hosts']))] : undefined,
     connectTimeoutMs,

@@ -39,6 +39,7 @@ import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { Client as ClientT, ClientChannel, ConnectConfig, SFTPWrapper, AnyAuthMethod, AuthenticationType } from 'ssh2';
 import { Limiter } from '../core/limiter.js';
+import type { JumpPool } from './jump-pool.js';
 import type { ConnectionSpec } from '../inventory/types.js';
 import { prepareRun, prepareSession, prepareStep, type PreparedStep, sessionKillScript } from './shell.js';
 import { type Orphan, ShellSession } from './session.js';
@@ -72,6 +73,8 @@ export interface SshOptions {
    * one slow, and their timeouts would run out while they wait for CPU, not for the host.
    */
   handshakes?: Limiter;
+  /** One connection per jump host for every transport given the same pool (the CLI gives one per run). */
+  jumpPool?: JumpPool;
   /** ssh config file (--ssh-config); default ~/.ssh/config; 'none' reads no file. */
   sshConfigFile?: string;
   /** Login user when the inventory has none (--user). */
@@ -140,6 +143,11 @@ export function connectFailure(hop: Pick<Hop, 'label' | 'host' | 'port'>, err: E
   }
 }
 
+/** A chain of jumps as the pool knows it: every hop's address, login and keys. */
+function jumpKey(hops: Hop[]): string {
+  return JSON.stringify(hops.map((h) => [h.user, h.host, h.port, [...new Set(h.identityFiles)], h.useAgent]));
+}
+
 const passphraseCache = new Map<string, string>();
 /** Idle shell sessions kept per become user (the rest are closed). */
 const IDLE_SESSIONS = 2;
@@ -169,6 +177,9 @@ export class SshTransport implements Transport {
   readonly gates = true;
   private client?: ClientT;
   private jumpClients: ClientT[] = [];
+  /** Jump connections held in opts.jumpPool (by key), and the 'close' listener on the last of them. */
+  private jumpKeys: string[] = [];
+  private unlistenJump?: () => void;
   private connecting?: Promise<void>;
   private ready = false;
   private closed = false;
@@ -287,31 +298,33 @@ export class SshTransport implements Transport {
 
   private async doConnect(): Promise<void> {
     const s = this.settings();
+    const pool = this.opts.jumpPool;
     const opened: ClientT[] = [];
+    const held: string[] = [];
     try {
-      let sock: Duplex | undefined;
+      // Each jump over the one before it; with a pool, a jump host already connected for another target is
+      // used as it is (and no channel is opened to it).
+      let prev: ClientT | undefined;
       for (let i = 0; i < s.jumps.length; i++) {
         const hop = s.jumps[i];
-        const c = await this.openClient(hop, sock);
-        opened.push(c);
-        const next = i + 1 < s.jumps.length ? s.jumps[i + 1] : s.target;
-        sock = await new Promise<Duplex>((resolve, reject) => {
-          c.forwardOut('127.0.0.1', 0, next.host, next.port, (err, ch) => {
-            if (err)
-              reject(
-                new TransportError('E_UNREACHABLE', this.host, `${hop.label} cannot reach ${next.host}:${next.port}: ${err.message}`, {
-                  cause: err,
-                }),
-              );
-            else resolve(ch);
-          });
-        });
+        const before = prev;
+        const open = async () => this.openClient(hop, before ? await this.forward(before, s.jumps[i - 1], hop) : undefined);
+        if (pool) {
+          const key = jumpKey(s.jumps.slice(0, i + 1));
+          prev = await pool.acquire(key, open);
+          held.push(key);
+        } else {
+          prev = await open();
+          opened.push(prev);
+        }
       }
+      const sock = prev ? await this.forward(prev, s.jumps[s.jumps.length - 1], s.target) : undefined;
       const client = await this.openClient(s.target, sock);
       // settings that were not applied: surfaced once, as warnings (the engine emits them after connect)
       for (const n of s.notes) if (!this.warnings.includes(n)) this.warnings.push(n);
       this.client = client;
       this.jumpClients = opened;
+      this.jumpKeys = held;
       this.ready = true;
       this.sftpP = undefined;
       const onGone = (why: string): void => {
@@ -325,22 +338,50 @@ export class SshTransport implements Transport {
           `connection to ${s.target.label} lost (${why}); the effect of a running command is unknown`,
         );
         for (const w of [...this.lostWaiters]) w(err);
-        for (const j of this.jumpClients) j.end();
+        this.dropJumps();
       };
       let lastErr = 'closed';
       client.on('error', (e: Error) => {
         lastErr = e.message;
       });
       client.on('close', () => onGone(lastErr));
-      for (const j of opened)
-        j.on('close', () => {
-          if (this.client === client) client.end();
-          onGone('jump host connection closed');
-        });
+      const jumpGone = (): void => {
+        if (this.client === client) client.end();
+        onGone('jump host connection closed');
+      };
+      // (A pooled jump connection outlives this target: its listener goes when the target lets go of it.)
+      for (const j of [...opened, ...(prev && held.length ? [prev] : [])]) j.on('close', jumpGone);
+      if (held.length && prev) this.unlistenJump = () => prev.removeListener('close', jumpGone);
     } catch (e) {
       for (const c of opened) c.end();
+      for (const k of held) pool?.release(k);
       throw e;
     }
+  }
+
+  /** A channel from `via` (connected to `hop`) to the next hop. */
+  private forward(via: ClientT, hop: Hop, next: Hop): Promise<Duplex> {
+    return new Promise<Duplex>((resolve, reject) => {
+      via.forwardOut('127.0.0.1', 0, next.host, next.port, (err, ch) => {
+        if (err)
+          reject(
+            new TransportError('E_UNREACHABLE', this.host, `${hop.label} cannot reach ${next.host}:${next.port}: ${err.message}`, {
+              cause: err,
+            }),
+          );
+        else resolve(ch);
+      });
+    });
+  }
+
+  /** Lets go of the jump hosts: its own connections end, pooled ones are released. */
+  private dropJumps(): void {
+    for (const j of this.jumpClients) j.end();
+    this.jumpClients = [];
+    this.unlistenJump?.();
+    this.unlistenJump = undefined;
+    for (const k of this.jumpKeys) this.opts.jumpPool?.release(k);
+    this.jumpKeys = [];
   }
 
   private async loadKeys(hop: Hop): Promise<{ methods: AnyAuthMethod[]; notes: string[] }> {
@@ -648,8 +689,7 @@ export class SshTransport implements Transport {
       for (const w of [...this.lostWaiters]) w(err);
       c.end();
     }
-    for (const j of this.jumpClients) j.end();
-    this.jumpClients = [];
+    this.dropJumps();
   }
 
   async close(): Promise<void> {
