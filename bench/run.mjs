@@ -279,26 +279,6 @@ function haveAnsible() {
   return spawnSync('ansible-playbook', ['--version'], { stdio: 'ignore' }).status === 0;
 }
 
-/** ssh ControlPersist masters started for this control path dir: they daemonize, kill them by pid. */
-function killControlMasters(cpDir) {
-  for (const n of readdirSync('/proc')) {
-    if (n.charCodeAt(0) > 57) continue;
-    let cmd;
-    try {
-      cmd = readFileSync(`/proc/${n}/cmdline`, 'latin1');
-    } catch {
-      continue;
-    }
-    if (cmd.startsWith('ssh\0') && cmd.includes(cpDir)) {
-      try {
-        process.kill(Number(n), 'SIGTERM');
-      } catch {
-        /* gone */
-      }
-    }
-  }
-}
-
 // ------------------------------------------------------------------------------------------ main
 
 async function main() {
@@ -321,6 +301,7 @@ async function main() {
     fleets: [],
   };
   const { startSshHosts } = await import('../test/harness/sshd.ts');
+  const { ansibleBaseEnv, ANSIBLE_TUNED, killControlMasters } = await import('./ansible.ts');
   let fleet;
   const cleanup = async () => {
     if (fleet) {
@@ -408,21 +389,8 @@ async function main() {
       const rbArgs = ['apply', rb, '-i', inv, '--known-hosts', fleet.knownHostsFile, '--state-dir', state, '--forks', String(forks)];
       const ansibleEnv = (tuned, cp) => ({
         ...baseEnv,
-        ANSIBLE_HOST_KEY_CHECKING: 'True',
-        ANSIBLE_SSH_EXTRA_ARGS: `-o UserKnownHostsFile=${fleet.knownHostsFile} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes`,
-        ANSIBLE_SSH_CONTROL_PATH_DIR: cp,
-        ANSIBLE_PYTHON_INTERPRETER: 'auto_silent',
-        ANSIBLE_NOCOLOR: '1',
-        ANSIBLE_RETRY_FILES_ENABLED: 'False',
-        ANSIBLE_LOCAL_TEMP: join(cp, 'tmp'),
-        ...(tuned
-          ? {
-              ANSIBLE_FORKS: String(n),
-              ANSIBLE_PIPELINING: 'True',
-              ANSIBLE_STRATEGY: 'free',
-              ANSIBLE_SSH_ARGS: '-C -o ControlMaster=auto -o ControlPersist=60s',
-            }
-          : {}),
+        ...ansibleBaseEnv(fleet.knownHostsFile, cp),
+        ...(tuned ? { ANSIBLE_FORKS: String(n), ANSIBLE_STRATEGY: 'free', ...ANSIBLE_TUNED } : {}),
       });
       const contenders = [
         want('runbook') && {

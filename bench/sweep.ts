@@ -14,11 +14,12 @@
  * A contender that fails is reported with its first error line; the bench never dies with a stack trace.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type SshFleet, startSshHosts } from '../test/harness/sshd.js';
+import { ANSIBLE_TUNED, ansibleBaseEnv, killControlMasters } from './ansible.js';
 
 const root = new URL('..', import.meta.url).pathname;
 const bin = join(root, 'bin/runbook');
@@ -97,19 +98,6 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-/** ssh ControlPersist masters of one ansible run: they daemonize, so they are killed by pid. */
-function killControlMasters(cpDir: string): void {
-  for (const n of readdirSync('/proc')) {
-    if (!/^\d+$/.test(n)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${n}/cmdline`, 'latin1');
-      if (cmd.startsWith('ssh\0') && cmd.includes(cpDir)) process.kill(Number(n), 'SIGTERM');
-    } catch {
-      /* gone */
-    }
-  }
-}
-
 async function fleetOf(n: number): Promise<SshFleet> {
   for (let attempt = 1; ; attempt++) {
     try {
@@ -182,14 +170,8 @@ async function main(): Promise<void> {
             ['ansible-playbook', '-i', inv, '-f', '50', join(dir, 'playbook.yml')],
             {
               ...env,
-              ANSIBLE_HOST_KEY_CHECKING: 'True',
-              ANSIBLE_SSH_EXTRA_ARGS: `-o UserKnownHostsFile=${fleet!.knownHostsFile} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes`,
-              ANSIBLE_SSH_CONTROL_PATH_DIR: cp,
-              ANSIBLE_PIPELINING: 'True',
-              ANSIBLE_SSH_ARGS: '-C -o ControlMaster=auto -o ControlPersist=60s',
-              ANSIBLE_PYTHON_INTERPRETER: 'auto_silent',
-              ANSIBLE_LOCAL_TEMP: join(cp, 'tmp'),
-              ANSIBLE_RETRY_FILES_ENABLED: 'False',
+              ...ansibleBaseEnv(fleet!.knownHostsFile, cp),
+              ...ANSIBLE_TUNED,
             },
             dir,
           );

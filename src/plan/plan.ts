@@ -85,7 +85,7 @@ export function createPlan(runbook: Runbook, hosts: HostInput[], opts: PlanOptio
 function checkRefs(runbook: Runbook, host: PlannedHost, issues: ValidationIssue[]): void {
   const registered = new Set<string>();
   const all: StepSpec[] = [...runbook.preflight, ...runbook.steps];
-  const registerNames = new Set(all.flatMap((s) => (s.register ? [s.register] : [])));
+  const registers = new Set(registerNames(runbook));
   for (const step of all) {
     const fields: Array<[string, string | undefined]> = [
       ['when', step.when],
@@ -116,7 +116,7 @@ function checkRefs(runbook: Runbook, host: PlannedHost, issues: ValidationIssue[
       // value is only known at run time and is checked then.
       if (issues.length === before) {
         try {
-          renderCommand(tpl, (path) => (registerNames.has(path.split('.')[0]) ? '0' : lookupPath(varsFor(host, step), path)));
+          renderCommand(tpl, (path) => (registers.has(path.split('.')[0]) ? '0' : lookupPath(varsFor(host, step), path)));
         } catch (err) {
           if (!(err instanceof RunbookError)) throw err;
           issues.push({
