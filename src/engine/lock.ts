@@ -2,9 +2,9 @@
  * Per-host run locks, held ON the host (default file `/run/runbook/lock`; /run is cleared at
  * boot, so a reboot frees it). Only the Transport interface is used.
  *
- * Acquire is atomic: the holder's details are written to a temporary file, which is then
- * hard-linked to the lock path (link(2) fails if the path exists), so a lock is never seen
- * half-written. A lock held by the same run id (resume, rollback of that run) is taken
+ * Acquire is atomic and runs no process on the host: the lock file is created with O_EXCL (the
+ * shell's noclobber `>`), which fails if the path exists, and the holder's details are written
+ * in the same breath; a racer that finds it still empty reads again. A lock held by the same run id (resume, rollback of that run) is taken
  * over; any other holder is refused with its details (E_LOCKED). Release removes the lock
  * only if it is still ours. breakLock() (runbook unlock) removes it only if the holder's run
  * id is the one the user named.
@@ -115,19 +115,22 @@ export async function acquireLock(t: Transport, host: string, me: LockInfo, a: L
   const p = shQuote(path);
   const info = shQuote(JSON.stringify(me));
   const mine = shQuote(`"run_id":${JSON.stringify(me.run_id)},`);
-  // link(2) is atomic and fails when the path exists: the lock appears complete or not at all.
+  // noclobber: `>` opens with O_CREAT|O_EXCL, which fails when the path exists, so exactly one racer creates it,
+  // with builtins only (no process on the host). A racer that lost may find it created but not yet written: it
+  // reads again for up to ~1 s before it calls the holder unknown.
   const script = `${[
     'umask 022',
     `L=${p}`,
     'D=${L%/*}; [ "$D" != "$L" ] || D=.; [ -n "$D" ] || D=/',
     `[ -d "$D" ] || mkdir -p "$D" || exit ${TMP_FAIL_EXIT}`,
-    'T="$L.$$.tmp"',
-    `printf '%s\\n' ${info} > "$T" || { rm -f "$T"; exit ${TMP_FAIL_EXIT}; }`,
-    'if ln "$T" "$L" 2>/dev/null; then rm -f "$T"; echo acquired; exit 0; fi',
-    // Held. Ours (same run id: a resume)? Take it over with our pid and controller.
-    `if grep -qF ${mine} "$L" 2>/dev/null; then mv -f "$T" "$L" && { echo taken-over; exit 0; }; fi`,
-    'rm -f "$T"',
-    `cat "$L" 2>/dev/null; exit ${HELD_EXIT}`,
+    'set -C',
+    `if { printf '%s\\n' ${info} > "$L"; } 2>/dev/null; then echo acquired; exit 0; fi`,
+    'set +C',
+    `[ -e "$L" ] || exit ${TMP_FAIL_EXIT}`,
+    'c=; i=0; while :; do read -r c <"$L" 2>/dev/null; [ -z "$c" ] && [ $i -lt 100 ] || break; sleep 0.01; i=$((i+1)); done',
+    // Held. Ours (same run id: a resume)? Take it over with our pid and controller (written aside, then renamed).
+    `case $c in *${mine}*) T="$L.$$.tmp"; printf '%s\\n' ${info} > "$T" && mv -f "$T" "$L" && { echo taken-over; exit 0; }; rm -f "$T";; esac`,
+    `printf '%s\\n' "$c"; exit ${HELD_EXIT}`,
   ].join('\n')}\n`;
   const r = await run(t, script, a);
   if (r.code === 0) return r.stdout.includes('taken-over') ? 'taken-over' : 'acquired';
