@@ -151,6 +151,8 @@ function jumpKey(hops: Hop[]): string {
 const passphraseCache = new Map<string, string>();
 /** Idle shell sessions kept per become user (the rest are closed). */
 const IDLE_SESSIONS = 2;
+/** How long a TCP connection that has not opened keeps its connect turn (openClient). */
+const TURN_HOLD_MS = 250;
 
 async function ttyPrompt(question: string): Promise<string | undefined> {
   if (!process.stdin.isTTY || !process.stderr.isTTY) return undefined;
@@ -437,14 +439,41 @@ export class SshTransport implements Transport {
   }
 
   /**
-   * One hop: the TCP connection (a direct hop; behind a jump host `sock` is the forwarded channel), then
-   * the SSH handshake, admitted by opts.handshakes. Each has its own --connect-timeout, started when it
-   * starts: a handshake waiting for its turn is not timing out, and a silent address holds no turn.
+   * One hop: the TCP connection (a direct hop; behind a jump host `sock` is the forwarded channel), then the SSH
+   * handshake, both admitted by opts.handshakes, each with its own --connect-timeout started when it starts: a
+   * host waiting for its turn is not timing out. A TCP connection that has not opened within TURN_HOLD_MS gives
+   * its turn back and waits for another one once it has opened, so a silent address holds a turn only briefly.
+   * (Admitting the TCP connections too matters when the hosts share the controller's CPU, as in the bench: every
+   * accepted connection makes sshd fork and re-exec, and a thousand at once starve everything else.)
    */
   private async openClient(hop: Hop, sock: Duplex | undefined): Promise<ClientT> {
-    const conn = sock ?? (await this.tcp(hop));
-    const shake = () => this.handshake(hop, conn, sock ? undefined : (conn as Socket));
-    return this.opts.handshakes ? this.opts.handshakes.run(shake) : shake();
+    const turns = this.opts.handshakes;
+    if (sock) return turns ? turns.run(() => this.handshake(hop, sock, undefined)) : this.handshake(hop, sock, undefined);
+    if (!turns) {
+      const conn = await this.tcp(hop);
+      return this.handshake(hop, conn, conn);
+    }
+    let release: (() => void) | undefined = await turns.acquire();
+    const hold = setTimeout(() => {
+      release?.();
+      release = undefined;
+    }, TURN_HOLD_MS);
+    hold.unref();
+    let conn: Socket;
+    try {
+      conn = await this.tcp(hop);
+    } catch (e) {
+      release?.();
+      throw e;
+    } finally {
+      clearTimeout(hold);
+    }
+    release ??= await turns.acquire();
+    try {
+      return await this.handshake(hop, conn, conn);
+    } finally {
+      release();
+    }
   }
 
   private tcp(hop: Hop): Promise<Socket> {
@@ -454,18 +483,31 @@ export class SshTransport implements Transport {
       const s = netConnect({ host: hop.host, port: hop.port });
       s.setNoDelay(true);
       s.setMaxListeners(0);
-      const timer = setTimeout(() => {
-        s.destroy();
-        const why = `cannot connect to ${hop.label}: no SSH handshake within ${ms} ms (--connect-timeout): the TCP connection did not open. Check the address, port and firewall.`;
-        reject(new TransportError('E_UNREACHABLE', this.host, why));
-      }, ms);
+      let settled = false;
+      // The timeout is decided after one more turn of the event loop: when a busy loop held back both the timer and
+      // the connect event, the connect event (I/O, polled before setImmediate callbacks) wins.
+      const timer = setTimeout(
+        () =>
+          setImmediate(() => {
+            if (settled) return;
+            settled = true;
+            s.destroy();
+            const why = `cannot connect to ${hop.label}: no SSH handshake within ${ms} ms (--connect-timeout): the TCP connection did not open. Check the address, port and firewall.`;
+            reject(new TransportError('E_UNREACHABLE', this.host, why));
+          }),
+        ms,
+      );
       s.once('connect', () => {
         clearTimeout(timer);
         s.removeAllListeners('error');
+        if (settled) return;
+        settled = true;
         resolve(s);
       });
       s.once('error', (err: Error & { code?: string }) => {
         clearTimeout(timer);
+        if (settled) return;
+        settled = true;
         reject(new TransportError('E_UNREACHABLE', this.host, connectFailure(hop, err), { cause: err }));
       });
     });
