@@ -1,10 +1,15 @@
 #!/usr/bin/env node
 // The raw ssh2 floor: connect to every host at once (TCP_NODELAY from the first byte), verify the
 // host key against known_hosts, then run STEPS commands one after the other on each connection.
-// Usage: node bench/floor.mjs HOSTS.json STEPS [exec|session]
+// Usage: node bench/floor.mjs HOSTS.json STEPS [exec|session|subshell] [CONNECT_CONCURRENCY]
 //   exec (default): one exec request (channel + login shell on the host) per command: the issue's floor.
 //   session: one `sh -s` channel per connection, the commands written to its stdin one after the other, each
 //   answered by an end line: the floor of runbook's own technique (its transport runs a shell session per host).
+//   subshell: session, each command in a subshell `( cmd ) </dev/null`, as runbook runs every step (a step's
+//   exit, cd, variables and traps end with it): the fork that isolation costs on the host, and nothing else.
+//   CONNECT_CONCURRENCY (default 32, runbook's --connect-concurrency default; 0 = all at once): connections
+//   (TCP + handshake) in flight at once. With hosts that share the controller's 2 cores, all at once makes every
+//   sshd fork and re-exec at the same moment: at 1,000 hosts most handshakes then time out.
 //   HOSTS.json: { "key": "/path/client_key", "knownHosts": "/path/known_hosts",
 //                 "hosts": [{ "name", "address", "port", "user" }, ...] }
 // Exit 0 when every command on every host exited 0 with the expected output.
@@ -14,7 +19,8 @@ import ssh2 from 'ssh2';
 
 const tImported = performance.now(); // ms since process start: node + ssh2 load
 
-const [file, stepsArg, mode = 'exec'] = process.argv.slice(2);
+const [file, stepsArg, mode = 'exec', ccArg = '32'] = process.argv.slice(2);
+const connectConcurrency = Number(ccArg);
 const spec = JSON.parse(readFileSync(file, 'utf8'));
 const steps = Number(stepsArg ?? 10);
 const key = readFileSync(spec.key);
@@ -65,7 +71,9 @@ function openSession(client) {
         run: (cmd) =>
           new Promise((r) => {
             waiter = r;
-            ch.write(`${cmd}\nprintf '\\n<<end:%s>>\\n' $?\n`);
+            ch.write(
+              mode === 'subshell' ? `( ${cmd}\n) </dev/null; printf '\\n<<end:%s>>\\n' $?\n` : `${cmd}\nprintf '\\n<<end:%s>>\\n' $?\n`,
+            );
           }),
         end: () => ch.end(),
       });
@@ -73,13 +81,27 @@ function openSession(client) {
   );
 }
 
-async function host(h) {
+// A counting semaphore for the connections in flight.
+let inFlight = 0;
+const waiting = [];
+async function admitted(fn) {
+  if (connectConcurrency > 0 && inFlight >= connectConcurrency) await new Promise((r) => waiting.push(r));
+  inFlight++;
+  try {
+    return await fn();
+  } finally {
+    inFlight--;
+    waiting.shift()?.();
+  }
+}
+
+function connectClient(h) {
   const entry = h.port === 22 ? h.address : `[${h.address}]:${h.port}`;
   const sock = tcpConnect({ host: h.address, port: h.port });
   sock.setNoDelay(true);
   const client = new ssh2.Client();
-  await new Promise((resolve, reject) => {
-    client.once('ready', resolve).once('error', reject);
+  return new Promise((resolve, reject) => {
+    client.once('ready', () => resolve(client)).once('error', reject);
     client.connect({
       sock,
       username: h.user,
@@ -88,8 +110,12 @@ async function host(h) {
       hostVerifier: (k) => known.has(entry) && known.get(entry).equals(k),
     });
   });
+}
+
+async function host(h) {
+  const client = await admitted(() => connectClient(h));
   connected.push(performance.now());
-  const session = mode === 'session' ? await openSession(client) : undefined;
+  const session = mode === 'exec' ? undefined : await openSession(client);
   for (let i = 1; i <= steps; i++) {
     const r = session ? await session.run(`echo step ${i}`) : await exec(client, `echo step ${i}`);
     if (r.code !== 0 || r.out !== `step ${i}\n`) throw new Error(`${h.name}: step ${i}: exit ${r.code} ${JSON.stringify(r.out)}`);
@@ -106,5 +132,6 @@ process.stdout.write(
   `${JSON.stringify({ phases_ms: { startup: Math.round(tImported), connect: Math.round(Math.max(...connected) - tImported), steps: Math.round(tDone - Math.max(...connected)) } })}\n`,
 );
 const bad = results.filter((r) => r.status === 'rejected');
-for (const r of bad) process.stderr.write(`floor: ${r.reason?.message ?? r.reason}\n`);
+for (const r of bad.slice(0, 3)) process.stderr.write(`floor: ${r.reason?.message ?? r.reason}\n`);
+if (bad.length > 3) process.stderr.write(`floor: ${bad.length - 3} more hosts failed\n`);
 process.exit(bad.length ? 1 : 0);
