@@ -8,18 +8,12 @@
  *
  * A failing run is reported in the table; the bench never dies with a stack trace.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { type SshFleet, startSshHosts } from '../test/harness/sshd.js';
+import { bin, hostStatuses, lockPath, opt, run } from './lib.js';
 
-const root = new URL('..', import.meta.url).pathname;
-const opt = (name: string, def: string): string => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : def;
-};
 const HOSTS = Number(opt('hosts', '200'));
 const VALUES = opt('values', '8,16,32,64,200').split(',').map(Number);
 const RUNS = Number(opt('runs', '2'));
@@ -31,23 +25,10 @@ interface Outcome {
   first?: string;
 }
 
-function apply(args: string[], env: NodeJS.ProcessEnv): Promise<Outcome> {
-  return new Promise((res) => {
-    const t0 = performance.now();
-    let out = '';
-    const p = spawn(process.execPath, [join(root, 'bin/runbook'), ...args], { env, stdio: ['ignore', 'pipe', 'ignore'] });
-    p.stdout.on('data', (d) => {
-      out += d;
-    });
-    p.on('close', (code) => {
-      const ends = out
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as { type: string; status?: string; message?: string })
-        .filter((e) => e.type === 'host-end' && e.status === 'unreachable');
-      res({ ms: performance.now() - t0, code, unreachable: ends.length, ...(ends[0] ? { first: ends[0].message } : {}) });
-    });
-  });
+async function apply(args: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<Outcome> {
+  const o = await run([process.execPath, bin, ...args], env, cwd);
+  const s = hostStatuses(o.out);
+  return { ms: o.ms, code: o.code, unreachable: s.counts.unreachable ?? 0, ...(s.first ? { first: s.first } : {}) };
 }
 
 async function main(): Promise<void> {
@@ -57,7 +38,7 @@ async function main(): Promise<void> {
     fleet = await startSshHosts(HOSTS, { prefix: 'rbcn' });
     const f = fleet;
     const inv = join(work, 'inv.yml');
-    const lock = (h: string) => (f.mode === 'netns' ? '/run/runbook/lock' : join(work, `lock-${h}`));
+    const lock = (h: string) => lockPath(f, work, h);
     writeFileSync(
       inv,
       f.inventoryYaml({ hostVars: Object.fromEntries(f.hosts.map((h) => [h.name, { runbook_lock_path: lock(h.name) }])) }),
@@ -80,11 +61,11 @@ async function main(): Promise<void> {
       '--connect-concurrency',
       String(c),
     ];
-    await apply(args(VALUES[0]), env); // warm-up
+    await apply(args(VALUES[0]), env, work); // warm-up
     const rows: string[] = [];
     for (const c of VALUES) {
       const os: Outcome[] = [];
-      for (let r = 0; r < RUNS; r++) os.push(await apply(args(c), env));
+      for (let r = 0; r < RUNS; r++) os.push(await apply(args(c), env, work));
       const med = [...os.map((o) => o.ms)].sort((a, b) => a - b)[os.length >> 1];
       const bad = os.find((o) => o.unreachable || o.code !== 0);
       const row = {

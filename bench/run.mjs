@@ -110,7 +110,7 @@ function usage(msg) {
   if (msg) process.stderr.write(`bench: ${msg}\n`);
   process.stderr.write(`usage: npm run bench -- [--hosts 20,50,200] [--steps 10] [--runs 3] [--ansible-runs N[,N..] (per --hosts entry)] [--ansible-max-hosts 50]
        [--skip-ansible] [--startup-runs 10] [--forks N (runbook; default N hosts)] [--only runbook,floor,...] [--out FILE.json] [--keep]
-contenders for --only: runbook, runbook-nofsync, ansible-default, ansible-tuned, floor, floor-session, startup\n`);
+contenders for --only: runbook, runbook-nofsync, ansible-default, ansible-tuned, floor, floor-session, floor-subshell, startup\n`);
   process.exit(msg ? 2 : 0);
 }
 
@@ -252,7 +252,12 @@ function runPhases(stateDir, m) {
     if ([open, runStart, runEnd].some((x) => x === undefined) || !hostStarts.length || open < m.startedAt - 5) return undefined;
     const first = Math.min(...hostStarts);
     const last = Math.max(...hostEnds);
-    return { startup: open - m.startedAt, prepare: first - runStart, steps: last - first, teardown: Math.round(m.endedAt - last) };
+    const statuses = {};
+    for (const st of Object.values(ev.find((e) => e.type === 'run-end').hosts ?? {})) statuses[st] = (statuses[st] ?? 0) + 1;
+    return {
+      phases: { startup: open - m.startedAt, prepare: first - runStart, steps: last - first, teardown: Math.round(m.endedAt - last) },
+      statuses,
+    };
   } catch {
     return undefined;
   }
@@ -417,6 +422,12 @@ async function main() {
           argv: [process.execPath, join(root, 'bench/floor.mjs'), floorSpec, String(o.steps), 'session'],
           runs: o.runs,
         },
+        want('floor-subshell') && {
+          key: 'floor-subshell',
+          label: `ssh2 subshell floor (session, each cmd in ( ))`,
+          argv: [process.execPath, join(root, 'bench/floor.mjs'), floorSpec, String(o.steps), 'subshell'],
+          runs: o.runs,
+        },
         ansible &&
           n <= o.ansibleMaxHosts &&
           want('ansible-default') && {
@@ -456,7 +467,7 @@ async function main() {
           }
         }
         const m = await measure(c.key, c.argv, { env: baseEnv, cwd: dir, logDir, tree: false });
-        if (c.key.startsWith('runbook') && !m.error) m.phases = runPhases(state, m);
+        if (c.key.startsWith('runbook') && !m.error) Object.assign(m, runPhases(state, m));
         if (c.key.startsWith('floor') && !m.error) {
           try {
             m.phases = JSON.parse(m.stdout.trim().split('\n').pop()).phases_ms;
@@ -495,6 +506,7 @@ async function main() {
             peak_rss_mb: Math.round(m.rssKiB / 102.4) / 10,
             load1: loadavg()[0],
             ...(m.phases ? { phases_ms: m.phases } : {}),
+            ...(m.statuses ? { host_statuses: m.statuses } : {}),
           });
         }
       }
@@ -519,6 +531,7 @@ async function main() {
       fr.ratios = {
         runbook_over_floor: med('runbook') && med('floor') ? med('runbook') / med('floor') : undefined,
         runbook_over_session_floor: med('runbook') && med('floor-session') ? med('runbook') / med('floor-session') : undefined,
+        runbook_over_subshell_floor: med('runbook') && med('floor-subshell') ? med('runbook') / med('floor-subshell') : undefined,
         runbook_nofsync_over_floor: med('runbook-nofsync') && med('floor') ? med('runbook-nofsync') / med('floor') : undefined,
         journal_fsync_overhead: med('runbook') && med('runbook-nofsync') ? med('runbook') / med('runbook-nofsync') : undefined,
         ansible_default_over_runbook: med('ansible-default') && med('runbook') ? med('ansible-default') / med('runbook') : undefined,
@@ -598,14 +611,14 @@ function printFleet(fr) {
   }
   const r = fr.ratios;
   process.stdout.write(
-    `  runbook/floor ${x(r.runbook_over_floor)}  (session floor ${x(r.runbook_over_session_floor)}; no-fsync ${x(r.runbook_nofsync_over_floor)}), fsync overhead ${x(r.journal_fsync_overhead)}, ansible-default/runbook ${x(r.ansible_default_over_runbook)}, ansible-tuned/runbook ${x(r.ansible_tuned_over_runbook)}\n`,
+    `  runbook/floor ${x(r.runbook_over_floor)}  (session floor ${x(r.runbook_over_session_floor)}, subshell floor ${x(r.runbook_over_subshell_floor)}; no-fsync ${x(r.runbook_nofsync_over_floor)}), fsync overhead ${x(r.journal_fsync_overhead)}, ansible-default/runbook ${x(r.ansible_default_over_runbook)}, ansible-tuned/runbook ${x(r.ansible_tuned_over_runbook)}\n`,
   );
 }
 
 function printSummary(res) {
   if (!res.fleets.length) return;
   process.stdout.write('\nSummary (median wall time; peak RSS of the controller process tree)\n');
-  const keys = ['runbook', 'runbook-nofsync', 'floor', 'floor-session', 'ansible-default', 'ansible-tuned'];
+  const keys = ['runbook', 'runbook-nofsync', 'floor', 'floor-session', 'floor-subshell', 'ansible-default', 'ansible-tuned'];
   const head = ['', ...res.fleets.map((f) => `${f.hosts} hosts`)];
   const rows = [];
   for (const k of keys) {
@@ -624,6 +637,7 @@ function printSummary(res) {
   }
   rows.push(['runbook / floor', ...res.fleets.map((f) => x(f.ratios.runbook_over_floor))]);
   rows.push(['runbook / session floor', ...res.fleets.map((f) => x(f.ratios.runbook_over_session_floor))]);
+  rows.push(['runbook / subshell floor', ...res.fleets.map((f) => x(f.ratios.runbook_over_subshell_floor))]);
   rows.push(['runbook fsync / no-fsync', ...res.fleets.map((f) => x(f.ratios.journal_fsync_overhead))]);
   rows.push(['ansible defaults / runbook', ...res.fleets.map((f) => x(f.ratios.ansible_default_over_runbook))]);
   rows.push(['ansible tuned / runbook', ...res.fleets.map((f) => x(f.ratios.ansible_tuned_over_runbook))]);
@@ -677,8 +691,37 @@ function printTargets(res) {
     const g = f200.contenders.runbook.median_ms / f50.contenders.runbook.median_ms;
     out.push(['time 50 -> 200 hosts no worse than linear (<= 4x)', `${g.toFixed(2)}x`, g <= 4 ? 'met' : 'MISSED']);
   }
+  // Issue 17: every host changed with no unreachable, the session-floor ratio at 20/200/1000, RSS and growth at 1,000.
+  for (const f of res.fleets.filter(ok)) {
+    const runs = f.contenders.runbook.samples;
+    const bad = runs.filter((r) => (r.host_statuses?.changed ?? 0) !== f.hosts);
+    out.push([
+      `${f.hosts} hosts: every host changed in every run (none unreachable)`,
+      bad.length
+        ? `${bad.length} of ${runs.length} runs: ${JSON.stringify(bad[0].host_statuses)}`
+        : `${runs.length} of ${runs.length} runs`,
+      bad.length ? 'MISSED' : 'met',
+    ]);
+    if ([20, 200, 1000].includes(f.hosts) && f.ratios.runbook_over_session_floor !== undefined) {
+      const r = f.ratios.runbook_over_session_floor;
+      out.push([
+        `runbook/session floor <= 1.25 at ${f.hosts} hosts`,
+        `${x(r)} (subshell floor ${x(f.ratios.runbook_over_subshell_floor)})`,
+        r <= 1.25 ? 'met' : 'MISSED',
+      ]);
+    }
+  }
+  const f1000 = res.fleets.find((f) => f.hosts === 1000 && ok(f));
+  if (f1000) {
+    const rss = f1000.contenders.runbook.peak_rss_mb;
+    out.push(['1,000 hosts: peak controller RSS <= 300 MB', `${rss.toFixed(0)} MB`, rss <= 300 ? 'met' : 'MISSED']);
+    if (f200) {
+      const g = f1000.contenders.runbook.median_ms / f200.contenders.runbook.median_ms;
+      out.push(['time 200 -> 1,000 hosts no worse than linear (<= 5x)', `${g.toFixed(2)}x`, g <= 5 ? 'met' : 'MISSED']);
+    }
+  }
   if (out.length) {
-    process.stdout.write('\nTargets (issue 7)\n');
+    process.stdout.write('\nTargets (issues 7 and 17)\n');
     table(['target', 'measured', ''], out);
   }
   res.targets = out.map(([target, measured, verdict]) => ({ target, measured, verdict }));

@@ -13,25 +13,14 @@
  *
  * A contender that fails is reported with its first error line; the bench never dies with a stack trace.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { type SshFleet, startSshHosts } from '../test/harness/sshd.js';
 import { ANSIBLE_TUNED, ansibleBaseEnv, killControlMasters } from './ansible.js';
+import { bin, lockPath, median, numbers as list, opt, type Outcome as Sample, run } from './lib.js';
 
-const root = new URL('..', import.meta.url).pathname;
-const bin = join(root, 'bin/runbook');
-const opt = (name: string, def: string): string => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : def;
-};
-const list = (s: string) =>
-  s
-    .split(',')
-    .map(Number)
-    .filter((n) => Number.isInteger(n) && n >= 0);
 const HOSTS = list(opt('hosts', '100,200'));
 const BROKEN = list(opt('broken', '1,2'));
 const RUNS = Number(opt('runs', '3'));
@@ -63,40 +52,6 @@ const PLAYBOOK = `- hosts: all
       changed_when: false
 ${Array.from({ length: 9 }, (_, i) => `    - name: step ${i + 1}\n      ansible.builtin.command: sleep 0.2\n      when: diag.stdout.startswith('broken')`).join('\n')}
 `;
-
-interface Sample {
-  ms?: number;
-  error?: string;
-}
-
-function run(argv: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<Sample> {
-  return new Promise((res) => {
-    const t0 = performance.now();
-    let err = '';
-    let out = '';
-    const p = spawn(argv[0], argv.slice(1), { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    p.stdout.on('data', (d) => {
-      out = (out + d).slice(-4000);
-    });
-    p.stderr.on('data', (d) => {
-      err = (err + d).slice(-4000);
-    });
-    p.on('error', (e) => res({ error: e.message }));
-    p.on('close', (code) => {
-      const ms = performance.now() - t0;
-      if (code === 0) return res({ ms });
-      const line =
-        (err.trim() || out.trim()).split('\n').find((l) => /fail|error|unreach|refus/i.test(l)) ??
-        (err.trim() || out.trim()).split('\n').pop();
-      res({ error: `exit ${code}: ${(line ?? '').slice(0, 200)}` });
-    });
-  });
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 async function fleetOf(n: number): Promise<SshFleet> {
   for (let attempt = 1; ; attempt++) {
@@ -141,7 +96,7 @@ async function main(): Promise<void> {
             h,
             {
               state: i < k ? 'broken: meta.db' : 'healthy',
-              runbook_lock_path: fleet!.mode === 'netns' ? '/run/runbook/lock' : join(dir, 'locks', h),
+              runbook_lock_path: lockPath(fleet!, dir, h),
             },
           ]),
         );
@@ -203,7 +158,7 @@ async function main(): Promise<void> {
         }
         const row: Record<string, unknown> = { hosts: n, broken: k };
         for (const [c, ss] of samples) {
-          const ok = ss.filter((s) => s.ms !== undefined).map((s) => s.ms!);
+          const ok = ss.filter((s) => !s.error).map((s) => s.ms);
           row[c] = ok.length === ss.length ? Number((median(ok) / 1000).toFixed(2)) : `failed: ${ss.find((s) => s.error)?.error}`;
         }
         if (typeof row.sweep === 'number' && typeof row.diagnosis === 'number' && typeof row['one-broken'] === 'number') {

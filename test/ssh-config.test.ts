@@ -10,7 +10,19 @@ import { dump } from 'js-yaml';
 import { canUseNamespaces } from './harness/netns.js';
 import { startSshHosts, type SshFleet, type SshHost } from './harness/sshd.js';
 import { waitFor } from './harness/wait.js';
-import { cleanEnv, fixture, hostEnd, runbook, tmp, why, write, type CliRun } from './fixtures/ssh/cli.js';
+import {
+  background,
+  cleanEnv,
+  fixture,
+  hostEnd,
+  hostEnds,
+  runbook,
+  tmp,
+  waitWhileRunning,
+  why,
+  write,
+  type CliRun,
+} from './fixtures/ssh/cli.js';
 import { parseSshConfig, resolveSshConfig, parseSshArgs } from '../src/transport/ssh-config.js';
 
 let fleet: SshFleet;
@@ -236,6 +248,87 @@ test('ProxyJump: every target behind one jump host shares one connection to it f
   assert.deepEqual(Object.keys(whoOut(r)).sort(), targets.map((h) => `via-${h.name}`).sort());
   await connectionsLogged(() => fleet.connectionCount(jump) - before >= 1, 'a connection on the jump host');
   assert.equal(fleet.connectionCount(jump) - before, 1, 'one connection to the jump host, shared by the four targets');
+});
+
+test('ProxyJump: the bastion connection lost mid-run: its targets in flight end unknown and are rolled back, one new connection serves the rest', async (t) => {
+  if (fleet.mode !== 'netns') {
+    t.diagnostic('needs netns mode (hosts that reach each other)');
+    return;
+  }
+  const jump = H('jump');
+  const targets = ['web1', 'web2', 'db1', 'inner'].map(H);
+  const mark = `lost-jump-${process.pid}`;
+  const rb = write(
+    join(dir, 'hold.yml'),
+    `name: hold\nmax_failed: 2\nsteps:\n  - name: hold\n    run: touch /tmp/rb-held-${mark}; while [ ! -e /tmp/rb-go-${mark} ]; do sleep 0.1; done\n    rollback: touch /tmp/rb-undone-${mark}\n`,
+  );
+  const inv = Object.fromEntries(
+    targets.map((h) => [
+      h.name,
+      {
+        ansible_host: h.address,
+        ansible_user: 'root',
+        ansible_ssh_private_key_file: fleet.clientKeyFile,
+        ansible_ssh_common_args: `-o ProxyJump=root@${jump.address}`,
+        runbook_lock_path: `/run/rb-lock-lost-${h.name}`,
+      },
+    ]),
+  );
+  const invFile = write(join(dir, 'lost-jump.yml'), dump({ all: { hosts: inv } }));
+  const before = fleet.connectionCount(jump);
+  const has = async (h: SshHost, f: string) => (await fleet.exec(h, `[ -e /tmp/${f} ]`)).code === 0;
+  // forks 2: two targets hold on the bastion connection, the other two start once those have ended
+  const run = background(
+    runbook(
+      [
+        'apply',
+        rb,
+        '-i',
+        invFile,
+        '--json',
+        '--forks',
+        '2',
+        '--ssh-config',
+        'none',
+        '--connect-timeout',
+        '20s',
+        '--known-hosts',
+        knownHosts,
+        '--state-dir',
+        join(dir, 'state-lost-jump'),
+      ],
+      { env },
+    ),
+  );
+  const held = await waitWhileRunning(
+    run,
+    async () => {
+      const hs: SshHost[] = [];
+      for (const h of targets) if (await has(h, `rb-held-${mark}`)) hs.push(h);
+      return hs.length === 2 && hs;
+    },
+    { what: 'two targets holding in their step, through the bastion' },
+  );
+  // Cut our connection on the bastion: every sshd there but its listener (the oldest).
+  const cut = await fleet.exec(jump, 'L=$(pgrep -o -x sshd); for p in $(pgrep -x sshd); do [ "$p" = "$L" ] || kill -KILL "$p"; done');
+  assert.equal(cut.code, 0, cut.stderr);
+  const rest = targets.filter((h) => !held.includes(h));
+  for (const h of rest) await fleet.exec(h, `touch /tmp/rb-go-${mark}`);
+  const r = await run.done;
+  const ends = hostEnds(r);
+  for (const h of held) {
+    assert.equal(ends[h.name], 'rolled-back', `${h.name} was in flight when the bastion connection was lost\n${why(r)}`);
+    assert.match(String(hostEnd(r, h.name).message), /unknown outcome/);
+    assert.ok(await has(h, `rb-undone-${mark}`), `${h.name}: its step was rolled back`);
+    // The rollback came only after its command was shown dead, through the new connection.
+    assert.equal((await fleet.exec(h, `pgrep -f "[r]b-go-${mark}"`)).code, 1, `${h.name}: the held command is not left running`);
+  }
+  for (const h of rest) {
+    assert.equal(ends[h.name], 'changed', `${h.name} started after the loss\n${why(r)}`);
+    assert.equal(await has(h, `rb-undone-${mark}`), false);
+  }
+  await connectionsLogged(() => fleet.connectionCount(jump) - before >= 2, 'the first bastion connection and the re-opened one');
+  assert.equal(fleet.connectionCount(jump) - before, 2, 'the bastion connection was re-opened once, for all the targets after the loss');
 });
 
 test('config parsing: patterns, negation, first value wins, IdentityFile accumulates, args before the file', () => {
