@@ -33,7 +33,7 @@ export async function execute(argv: Args, loaded: Loaded, o: ExecuteOptions): Pr
     stderr: process.stderr,
   });
   const events: RunEvent[] = [];
-  const { transport, localTransport } = transportsFrom(argv);
+  const { transport, localTransport, close: closeTransports } = transportsFrom(argv);
 
   const abort = new AbortController();
   let signals = 0;
@@ -77,6 +77,7 @@ export async function execute(argv: Args, loaded: Loaded, o: ExecuteOptions): Pr
     };
     result = await runPlan(opts);
   } finally {
+    closeTransports();
     for (const sig of signalNames) process.off(sig, onSignal);
     await renderer.close();
     await journal.close();

@@ -41,11 +41,19 @@ export function sshOptionsFrom(argv: Args): SshOptions {
   };
 }
 
-/** The engine's two transport factories: the host's own (ssh or local), and the controller for `local: true` steps. */
-export function transportsFrom(argv: Args): { transport: (h: PlannedHost) => Transport; localTransport: (h: PlannedHost) => Transport } {
+/**
+ * The engine's two transport factories: the host's own (ssh or local), and the controller for `local: true` steps;
+ * close() once the run is over (the jump host connections are kept for the whole run).
+ */
+export function transportsFrom(argv: Args): {
+  transport: (h: PlannedHost) => Transport;
+  localTransport: (h: PlannedHost) => Transport;
+  close: () => void;
+} {
   const ssh = sshOptionsFrom(argv);
   return {
     transport: (h) => createTransport(h.connection, ssh),
     localTransport: (h) => createTransport({ kind: 'local', name: h.name, address: 'localhost' }, ssh),
+    close: () => ssh.jumpPool?.close(),
   };
 }

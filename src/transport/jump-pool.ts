@@ -2,8 +2,9 @@
  * One SSH connection per jump host (per chain of jumps, and per login and keys) for a whole run, shared by
  * every target behind it: each target is a channel (forwardOut) over it. A stock bastion drops new
  * unauthenticated connections past MaxStartups (10:30:100), so a connection per target is what makes a large
- * fleet behind one bastion fail at random. Counted by users: the last target to let go closes it; a lost
- * bastion connection is dropped from the pool, and the next target to connect opens a new one.
+ * fleet behind one bastion fail at random. Counted by users; one no target uses stays open for the next
+ * target (with forks below the fleet size, or between serial batches) until close(), at the end of the run. A
+ * lost bastion connection is dropped from the pool, and the next target to connect opens a new one.
  */
 import type { Client } from 'ssh2';
 
@@ -14,6 +15,7 @@ interface Entry {
 
 export class JumpPool {
   private readonly entries = new Map<string, Entry>();
+  private closed = false;
 
   /** The pooled connection for `key`, opened with `open` if there is none (concurrent callers share one open). */
   async acquire(key: string, open: () => Promise<Client>): Promise<Client> {
@@ -44,10 +46,20 @@ export class JumpPool {
     }
   }
 
-  /** A target no longer uses `key`'s connection; the last one closes it. */
+  /** A target no longer uses `key`'s connection; after close(), the last one closes it. */
   release(key: string): void {
     const e = this.entries.get(key);
-    if (!e || --e.users > 0) return;
+    if (!e || --e.users > 0 || !this.closed) return;
+    this.end(key, e);
+  }
+
+  /** The run is over: closes every connection no target uses now, and the others when their last target lets go. */
+  close(): void {
+    this.closed = true;
+    for (const [key, e] of [...this.entries]) if (e.users <= 0) this.end(key, e);
+  }
+
+  private end(key: string, e: Entry): void {
     this.entries.delete(key);
     void e.client.then(
       (c) => c.end(),

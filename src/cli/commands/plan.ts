@@ -33,8 +33,13 @@ export async function run(argv: Args): Promise<number> {
   let probe: Map<string, import('../../engine/engine.js').ProbeResult> | undefined;
   if (argv.probe) {
     const { transportsFrom } = await import('../transports.js'); // transports and ssh2 only to connect
-    const engine = new Engine({ plan, emit: () => {}, ...transportsFrom(argv) });
-    probe = new Map((await engine.probe()).map((p) => [p.host, p]));
+    const { close, ...transports } = transportsFrom(argv);
+    const engine = new Engine({ plan, emit: () => {}, ...transports });
+    try {
+      probe = new Map((await engine.probe()).map((p) => [p.host, p]));
+    } finally {
+      close();
+    }
   }
 
   if (argv.json) {

@@ -84,6 +84,7 @@ export async function run(argv: Args): Promise<number> {
     throw err;
   } finally {
     await t.close().catch(() => {});
+    sshOptions.jumpPool?.close();
     await journal?.close().catch(() => {});
     // Nothing was broken: do not leave a journal (or a state directory) behind for a run this state dir never knew.
     if (!removed && !hadJournal) {
