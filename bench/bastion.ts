@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type SshFleet, startSshHosts } from '../test/harness/sshd.js';
 import { ANSIBLE_TUNED, ansibleBaseEnv, killControlMasters } from './ansible.js';
-import { bin, hostStatuses, lockPath, median, opt, type Outcome, run } from './lib.js';
+import { bin, hostStatuses, lockPath, median, opt, type Outcome, run, runMain } from './lib.js';
 
 const HOSTS = Number(opt('hosts', '200'));
 const RUNS = Number(opt('runs', '3'));
@@ -163,7 +163,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  console.log(JSON.stringify({ hosts: HOSTS, error: e instanceof Error ? e.message.split('\n')[0] : String(e) }));
-  process.exitCode = 1;
-});
+runMain(main, { hosts: HOSTS });

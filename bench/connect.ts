@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type SshFleet, startSshHosts } from '../test/harness/sshd.js';
-import { bin, hostStatuses, lockPath, opt, run } from './lib.js';
+import { bin, hostStatuses, lockPath, opt, run, runMain } from './lib.js';
 
 const HOSTS = Number(opt('hosts', '200'));
 const VALUES = opt('values', '8,16,32,64,200').split(',').map(Number);
@@ -86,7 +86,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  console.log(JSON.stringify({ hosts: HOSTS, error: e instanceof Error ? e.message.split('\n')[0] : String(e) }));
-  process.exitCode = 1;
-});
+runMain(main, { hosts: HOSTS });

@@ -74,3 +74,11 @@ export function hostStatuses(out: string): { counts: Record<string, number>; fir
 /** Where a host keeps its run lock: the default in netns mode (a host each), else a file of its own under dir. */
 export const lockPath = (fleet: SshFleet, dir: string, host: string): string =>
   fleet.mode === 'netns' ? '/run/runbook/lock' : join(dir, 'locks', host);
+
+/** Runs a bench's main: an error is one JSON line on stdout and exit 1, never a stack trace. */
+export function runMain(main: () => Promise<void>, context: Record<string, unknown> = {}): void {
+  main().catch((e: unknown) => {
+    console.log(JSON.stringify({ ...context, error: e instanceof Error ? e.message.split('\n')[0] : String(e) }));
+    process.exitCode = 1;
+  });
+}

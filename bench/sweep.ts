@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type SshFleet, startSshHosts } from '../test/harness/sshd.js';
 import { ANSIBLE_TUNED, ansibleBaseEnv, killControlMasters } from './ansible.js';
-import { bin, lockPath, median, numbers as list, opt, type Outcome as Sample, run } from './lib.js';
+import { bin, lockPath, median, numbers as list, opt, type Outcome as Sample, run, runMain } from './lib.js';
 
 const HOSTS = list(opt('hosts', '100,200'));
 const BROKEN = list(opt('broken', '1,2'));
@@ -182,7 +182,4 @@ async function main(): Promise<void> {
   console.log('(seconds, median; ratio = sweep / (diagnosis + broken x one-broken); target <= 1.2)');
 }
 
-main().catch((e: unknown) => {
-  console.log(JSON.stringify({ error: e instanceof Error ? e.message.split('\n')[0] : String(e) }));
-  process.exitCode = 1;
-});
+runMain(main);
