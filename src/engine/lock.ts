@@ -4,10 +4,10 @@
  *
  * Acquire is atomic and runs no process on the host: the lock file is created with O_EXCL (the
  * shell's noclobber `>`), which fails if the path exists, and the holder's details are written
- * in the same breath; a racer that finds it still empty reads again. A lock held by the same run id (resume, rollback of that run) is taken
- * over; any other holder is refused with its details (E_LOCKED). Release removes the lock
- * only if it is still ours. breakLock() (runbook unlock) removes it only if the holder's run
- * id is the one the user named.
+ * in the same breath; a racer that finds it still empty reads again. A lock held by the same
+ * run id (resume, rollback of that run) is taken over; any other holder is refused with its
+ * details (E_LOCKED). Release removes the lock only if it is still ours. breakLock() (runbook
+ * unlock) removes it only if the holder's run id is the one the user named.
  */
 import { hostname } from 'node:os';
 import { RunbookError } from '../core/errors.js';
