@@ -16,11 +16,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type SshFleet, startSshHosts } from '../test/harness/sshd.js';
 import { ANSIBLE_TUNED, ansibleBaseEnv, killControlMasters } from './ansible.js';
-import { bin, hostStatuses, lockPath, median, opt, type Outcome, run, runMain } from './lib.js';
+import { bin, hostStatuses, lockPath, median, opt, type Outcome, run, runMain, workDir } from './lib.js';
 
 const HOSTS = Number(opt('hosts', '200'));
 const RUNS = Number(opt('runs', '3'));
@@ -50,7 +49,7 @@ function ansibleFailures(out: string): { bad: number; first?: string } {
 }
 
 async function main(): Promise<void> {
-  const work = mkdtempSync(join(tmpdir(), 'rb-bench-bastion-'));
+  const work = workDir('bastion');
   let fleet: SshFleet | undefined;
   try {
     // The bastion is one more host of the fleet, with sshd's stock limits (the harness sets neither).

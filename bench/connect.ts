@@ -8,11 +8,10 @@
  *
  * A failing run is reported in the table; the bench never dies with a stack trace.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type SshFleet, startSshHosts } from '../test/harness/sshd.js';
-import { bin, hostStatuses, lockPath, opt, run, runMain } from './lib.js';
+import { bin, hostStatuses, lockPath, opt, run, runMain, workDir } from './lib.js';
 
 const HOSTS = Number(opt('hosts', '200'));
 const VALUES = opt('values', '8,16,32,64,200').split(',').map(Number);
@@ -32,7 +31,7 @@ async function apply(args: string[], env: NodeJS.ProcessEnv, cwd: string): Promi
 }
 
 async function main(): Promise<void> {
-  const work = mkdtempSync(join(tmpdir(), 'rb-bench-connect-'));
+  const work = workDir('connect');
   let fleet: SshFleet | undefined;
   try {
     fleet = await startSshHosts(HOSTS, { prefix: 'rbcn' });

@@ -1,7 +1,10 @@
 /** What the TypeScript benches share: options, medians, running a contender, the fleet's lock paths. */
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { registerCleanup } from '../test/harness/netns.js';
 import type { SshFleet } from '../test/harness/sshd.js';
 
 export const root = new URL('..', import.meta.url).pathname;
@@ -81,4 +84,11 @@ export function runMain(main: () => Promise<void>, context: Record<string, unkno
     console.log(JSON.stringify({ ...context, error: e instanceof Error ? e.message.split('\n')[0] : String(e) }));
     process.exitCode = 1;
   });
+}
+
+/** A work directory of the bench's own, removed when it ends: normally, or on SIGINT/SIGTERM/SIGHUP (with the fleet). */
+export function workDir(name: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `rb-bench-${name}-`));
+  registerCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }

@@ -15,11 +15,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type SshFleet, startSshHosts } from '../test/harness/sshd.js';
 import { ANSIBLE_TUNED, ansibleBaseEnv, killControlMasters } from './ansible.js';
-import { bin, lockPath, median, numbers as list, opt, type Outcome as Sample, run, runMain } from './lib.js';
+import { bin, lockPath, median, numbers as list, opt, type Outcome as Sample, run, runMain, workDir } from './lib.js';
 
 const HOSTS = list(opt('hosts', '100,200'));
 const BROKEN = list(opt('broken', '1,2'));
@@ -64,7 +63,7 @@ async function fleetOf(n: number): Promise<SshFleet> {
 }
 
 async function main(): Promise<void> {
-  const work = mkdtempSync(join(tmpdir(), 'rb-bench-sweep-'));
+  const work = workDir('sweep');
   const env = { ...process.env, NO_COLOR: '1', HOME: work };
   const haveAnsible = spawnSync('ansible-playbook', ['--version'], { stdio: 'ignore' }).status === 0;
   const rows: Array<Record<string, unknown>> = [];
