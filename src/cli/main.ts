@@ -155,7 +155,7 @@ function connectionOpts(y: Argv) {
     .option('connect-concurrency', {
       type: 'number',
       default: DEFAULT_CONNECT_CONCURRENCY,
-      describe: 'SSH handshakes in flight at once (the rest wait, their timeout not yet started)',
+      describe: 'SSH connections (TCP + handshake) in flight at once (the rest wait, their timeout not yet started)',
     });
 }
 

@@ -65,12 +65,12 @@ export interface SshOptions {
   /** known_hosts files to use instead of ~/.ssh/known_hosts + /etc/ssh/ssh_known_hosts (--known-hosts). */
   knownHostsFiles?: string[];
   hostKeyChecking: HostKeyPolicy;
-  /** TCP connect + handshake + auth (--connect-timeout, default 10 s in the CLI), counted from when the handshake is admitted. */
+  /** TCP connect, then handshake + auth, each (--connect-timeout, default 10 s in the CLI) counted from its own admitted start. */
   connectTimeoutMs: number;
   /**
-   * Handshakes in flight at once, shared by every transport given the same Limiter (--connect-concurrency).
-   * A handshake is mostly controller CPU (key exchange, signatures): hundreds at once on a few cores make each
-   * one slow, and their timeouts would run out while they wait for CPU, not for the host.
+   * Connections (TCP connect + handshake) in flight at once, shared by every transport given the same Limiter
+   * (--connect-concurrency). A handshake is mostly CPU (key exchange, signatures): hundreds at once on a few
+   * cores make each one slow, and their timeouts would run out while they wait for CPU, not for the host.
    */
   handshakes?: Limiter;
   /** One connection per jump host for every transport given the same pool (the CLI gives one per run). */
