@@ -310,6 +310,47 @@ describe('metrics file', () => {
     for (const t of p.type.values()) assert.equal(t, 'gauge');
   });
 
+  test('one status series per host; a --limit run replaces its own hosts and keeps the others', async () => {
+    const dir = tmp();
+    const file = join(dir, 'runbook.prom');
+    const all = summarize(load('mixed.ndjson'));
+    await writeMetrics(file, all);
+    const p1 = parseProm(readFileSync(file, 'utf8'));
+    const rb = { runbook: 'containerd-recover' };
+    for (const h of all.hosts) {
+      const v = p1.get('runbook_last_run_host_status', { ...rb, host: h.host });
+      assert.deepEqual(
+        v.map((x) => [x.labels.status, x.value]),
+        [[h.status, 1]],
+        `${h.host}: exactly one series, its status`,
+      );
+      assert.equal(p1.get('runbook_last_run_host_timestamp_seconds', { ...rb, host: h.host }).length, 1);
+    }
+    assert.ok(all.hosts.length >= 3, 'the fixture has several hosts');
+    // A later run of one host only (its status changed): that host's series change, the others stay.
+    const [first, ...rest] = all.hosts;
+    const one = summarize(
+      load('mixed.ndjson')
+        .filter((e) => !('host' in e) || e.host === first.host)
+        .map((e) =>
+          e.type === 'run-end' ? { ...e, hosts: { [first.host]: 'ok' } } : e.type === 'run-start' ? { ...e, hosts: [first.host] } : e,
+        ),
+    );
+    await writeMetrics(file, one);
+    const p2 = parseProm(readFileSync(file, 'utf8'));
+    assert.deepEqual(
+      p2.get('runbook_last_run_host_status', { ...rb, host: first.host }).map((x) => x.labels.status),
+      ['ok'],
+    );
+    for (const h of rest) {
+      assert.deepEqual(
+        p2.get('runbook_last_run_host_status', { ...rb, host: h.host }).map((x) => x.labels.status),
+        [h.status],
+        `${h.host} kept`,
+      );
+    }
+  });
+
   test('a failed run keeps the last success time; other runbooks in the same file are kept', async () => {
     const dir = tmp();
     const file = join(dir, 'runbook.prom');

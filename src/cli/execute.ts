@@ -6,6 +6,7 @@ import { hostname, tmpdir } from 'node:os';
 import { type EngineOptions, type RunInfo, type RunMode, type RunResult, runPlan } from '../engine/engine.js';
 import type { RunEvent } from '../engine/events.js';
 import { createHostLock, lockAccessFromHosts } from '../engine/lock.js';
+import { type AttemptPolicy, attemptsDirForHost, createAttemptGate } from '../engine/attempts.js';
 import { defaultStateDir, openJournal } from '../journal/writer.js';
 import type { Plan } from '../plan/types.js';
 import { createRenderer } from '../report/index.js';
@@ -17,6 +18,7 @@ import { transportsFrom } from './transports.js';
 export interface ExecuteOptions {
   mode: RunMode;
   mayStartHost?: () => string | undefined;
+  attempts?: AttemptPolicy;
 }
 
 /** Runs `loaded.plan` in `mode`; the journal is the run's own (a resume or rollback appends to it). Returns the exit code. */
@@ -72,6 +74,7 @@ export async function execute(argv: Args, loaded: Loaded, o: ExecuteOptions): Pr
       rollbackOnFailure: argv.rollback !== false,
       mayStartHost: o.mayStartHost,
       lock: hostLock(plan),
+      attempts: o.attempts && attemptGate(plan, o.attempts),
       streamOutput: Boolean(argv.verbose),
       journalRunInfo: journalRunInfo(loaded, journal.path),
     };
@@ -99,6 +102,18 @@ function hostLock(plan: Plan) {
     controller: hostname(),
     pid: process.pid,
     ...lockAccessFromHosts(plan.hosts, tmpdir()),
+  });
+}
+
+/** --cooldown / --max-attempts, recorded on each host (runbook_attempts_dir, else /var/lib/runbook/attempts). */
+function attemptGate(plan: Plan, policy: AttemptPolicy) {
+  const by = new Map(plan.hosts.map((h) => [h.name, h]));
+  return createAttemptGate({
+    ...policy,
+    runId: plan.runId,
+    runbook: plan.runbook.name,
+    dirFor: (h) => attemptsDirForHost(by.get(h)!, tmpdir()),
+    becomeFor: (h) => !!by.get(h)?.connection.become,
   });
 }
 

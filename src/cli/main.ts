@@ -46,6 +46,8 @@ export interface Args {
   report?: string[];
   'metrics-file'?: string;
   window?: string;
+  cooldown?: string;
+  'max-attempts'?: string;
   fsync?: boolean;
   force?: boolean;
   // inventory
@@ -54,6 +56,8 @@ export interface Args {
   'list-hosts'?: boolean;
   // unlock
   run?: string;
+  // serve
+  config?: string;
 }
 type Handler = (argv: Args) => Promise<number>;
 
@@ -250,6 +254,14 @@ export async function main(args: string[]): Promise<void> {
           .option('report', { type: 'string', array: true, describe: 'Write a summary: FILE.json, FILE.md or FILE.xml (JUnit)' })
           .option('metrics-file', { type: 'string', describe: 'node_exporter textfile (.prom), written atomically' })
           .option('window', { type: 'string', describe: 'Maintenance window HH:MM-HH:MM (local time); no host starts outside it' })
+          .option('cooldown', {
+            type: 'string',
+            describe: 'Skip a host this runbook started on within DURATION (30m; recorded on the host)',
+          })
+          .option('max-attempts', {
+            type: 'string',
+            describe: 'COUNT/DURATION (2/24h): skip a host with that many starts of this runbook in that span; left for a human',
+          })
           .option('fsync', {
             type: 'boolean',
             default: true,
@@ -316,6 +328,20 @@ export async function main(args: string[]): Promise<void> {
           .option('force', { type: 'boolean', default: false, describe: 'Remove it even if that run is still running here' })
           .example('$0 unlock node3 -i prod.yml --run 20261126-1950-ab12', 'Remove the lock that run left'),
       lazy(() => import('./commands/unlock.js')),
+    )
+    .command(
+      'serve',
+      'Repair on alerts: receive Alertmanager webhooks and run the routed runbooks',
+      (y) =>
+        y
+          .option('config', {
+            alias: 'c',
+            type: 'string',
+            demandOption: true,
+            describe: 'serve.yml (listen, inventory, auth, routes, brake)',
+          })
+          .example('$0 serve -c /etc/runbook/serve.yml', 'Foreground service; /metrics and /healthz on the same listener'),
+      lazy(() => import('./commands/serve.js')),
     )
     .completion('completion', 'Print a shell completion script (bash/zsh)')
     .demandCommand(1, 'Name a command; see runbook --help.')

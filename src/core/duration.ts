@@ -1,10 +1,10 @@
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** Parses `500ms`, `30s`, `5m`, `1h` (and a bare number of seconds). Returns undefined if invalid. */
+/** Parses `500ms`, `30s`, `5m`, `1h`, `1d` (and a bare number of seconds). Returns undefined if invalid. */
 export function parseDuration(v: unknown): number | undefined {
   if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return v * 1000;
   if (typeof v !== 'string') return undefined;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$/.exec(v);
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/.exec(v);
   if (!m) return undefined;
   return Math.round(parseFloat(m[1]) * UNITS[m[2]]);
 }

@@ -106,6 +106,8 @@ export interface HostEndEvent extends Base {
   message?: string;
   /** Name of the step that changed last / failed. */
   failed_step?: string;
+  /** Stable code of why the host did not run (E_LOCKED, E_COOLDOWN, E_MAX_ATTEMPTS, ...). */
+  code?: string;
   changed_steps?: string[];
 }
 /** An alternative of an escalation starts (`step`/`index`: the escalation). */

@@ -13,6 +13,7 @@
  *   rollback ok -> `rolled-back`, else `needs-attention`.
  * - locked by another run, or a failed preflight -> `skipped`, nothing changed.
  */
+import { RunbookError } from '../core/errors.js';
 import { ExprError } from '../plan/expr.js';
 import type { HostResumeState } from '../plan/types.js';
 import type { StepSpec } from '../runbook/types.js';
@@ -79,7 +80,7 @@ export class HostRun extends StepRunner {
       return true;
     } catch (err) {
       if (!(err instanceof TransportError)) {
-        await this.end('skipped', errMessage(err));
+        await this.end('skipped', errMessage(err), undefined, codeOf(err));
         return false;
       }
       // The link dropped while taking the lock, which may have been taken: release it at the end if
@@ -91,7 +92,7 @@ export class HostRun extends StepRunner {
         return true;
       } catch (err2) {
         if (!(err2 instanceof TransportError)) {
-          await this.end('skipped', errMessage(err2));
+          await this.end('skipped', errMessage(err2), undefined, codeOf(err2));
           return false;
         }
         this.connected = false; // nothing is done on a host without its lock: as if never reached
@@ -122,7 +123,7 @@ export class HostRun extends StepRunner {
       }
     }
     const applyIf = this.fleet.opts.plan.runbook.applyIf;
-    if (!applyIf) return true;
+    if (!applyIf) return this.claimAttempt();
     let go: boolean;
     try {
       go = this.decide(applyIf);
@@ -131,8 +132,31 @@ export class HostRun extends StepRunner {
       await this.end('skipped', `apply_if: ${applyIf.source}: ${err.message}`);
       return false;
     }
-    if (!go) await this.end('ok', `nothing to do: ${applyIf.source}`);
-    return go;
+    if (!go) {
+      await this.end('ok', `nothing to do: ${applyIf.source}`);
+      return false;
+    }
+    return this.claimAttempt();
+  }
+
+  /** --cooldown / --max-attempts: the host's own record says whether this run may start here. */
+  private async claimAttempt(): Promise<boolean> {
+    const gate = this.fleet.opts.attempts;
+    if (!gate || (this.fleet.opts.mode ?? { kind: 'apply' }).kind !== 'apply') return true;
+    let c: Awaited<ReturnType<typeof gate.claim>>;
+    try {
+      c = await gate.claim(this.t, this.host.name);
+    } catch (err) {
+      if (err instanceof TransportError) {
+        await this.lost(err);
+        return false;
+      }
+      await this.end('skipped', errMessage(err), undefined, codeOf(err));
+      return false;
+    }
+    if (c.ok) return true;
+    await this.end('skipped', c.reason, undefined, c.code);
+    return false;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -474,7 +498,7 @@ export class HostRun extends StepRunner {
   // ---------------------------------------------------------------------------------------------
   // The end
 
-  async end(status: HostStatus, message?: string, failedStep?: string): Promise<void> {
+  async end(status: HostStatus, message?: string, failedStep?: string, code?: string): Promise<void> {
     if (!this.fleet.settle(this.host.name, status)) return;
     if (message === undefined && this.notes.length) message = this.notes.join('; ');
     // In step order, whether the dead run (adopt) or this one changed them.
@@ -487,6 +511,7 @@ export class HostRun extends StepRunner {
       duration_ms: Date.now() - this.started,
       ...(message ? { message } : {}),
       ...(failedStep ? { failed_step: failedStep } : {}),
+      ...(code ? { code } : {}),
       ...(this.changed.length ? { changed_steps: this.changed } : {}),
     });
     await this.fleet.sync().catch(() => undefined); // the end is durable before the lock goes
@@ -525,4 +550,9 @@ export class HostRun extends StepRunner {
       await this.closeTransports();
     }
   }
+}
+
+/** The stable code of a RunbookError (E_LOCKED, ...), for the host's end. */
+function codeOf(err: unknown): string | undefined {
+  return err instanceof RunbookError ? err.code : undefined;
 }

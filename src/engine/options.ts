@@ -1,6 +1,7 @@
 /** What the engine is given and what it returns. */
 import type { HostResumeState, Plan, PlannedHost } from '../plan/types.js';
 import type { Transport } from '../transport/types.js';
+import type { AttemptGate } from './attempts.js';
 import type { EventSink, HostStatus, JournalSink, RunStartEvent, RunStatus } from './events.js';
 
 export type RunInfo = Pick<RunStartEvent, 'journal' | 'runbook_file' | 'runbook_hash' | 'inputs' | 'plan'>;
@@ -37,6 +38,8 @@ export interface EngineOptions {
   /** Gate checked before each host starts (maintenance window): a reason string blocks it. */
   mayStartHost?: () => string | undefined;
   lock?: HostLock;
+  /** apply only: cooldown and attempt budget, recorded on the host (claimed before a host's first step). */
+  attempts?: AttemptGate;
   /** Emit `output` events as command output arrives (--verbose). */
   streamOutput?: boolean;
   /** What the run-start record also journals, so a resume or rollback can rebuild the plan. */

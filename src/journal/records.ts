@@ -116,7 +116,13 @@ const SCHEMA: Record<JournalRecord['type'], Record<string, Field>> = {
     code: opt('int|null'),
     message: opt('string'),
   },
-  'host-end': { time: req('string'), host: req('string'), status: req('string', HOST_STATUSES), message: opt('string') },
+  'host-end': {
+    time: req('string'),
+    host: req('string'),
+    status: req('string', HOST_STATUSES),
+    message: opt('string'),
+    code: opt('string'),
+  },
   'alternative-start': ALTERNATIVE,
   'alternative-end': {
     ...ALTERNATIVE,

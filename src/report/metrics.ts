@@ -29,7 +29,18 @@ export const METRIC_FAMILIES: Record<string, Family> = {
   },
   runbook_last_run_hosts: { help: 'Hosts of the last run by final status.', type: 'gauge' },
   runbook_last_success_timestamp_seconds: { help: 'Unix time the last run with exit code 0 ended.', type: 'gauge' },
+  runbook_last_run_host_status: {
+    help: 'Final status of each host in the last run of this runbook that included it (1, labelled by status).',
+    type: 'gauge',
+  },
+  runbook_last_run_host_timestamp_seconds: {
+    help: 'Unix time the last run of this runbook that included the host ended.',
+    type: 'gauge',
+  },
 };
+
+/** Per-host families: a run replaces its own hosts' series and keeps the other hosts' (a --limit run). */
+const PER_HOST = new Set(['runbook_last_run_host_status', 'runbook_last_run_host_timestamp_seconds']);
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 
@@ -107,7 +118,14 @@ export function renderMetrics(summary: RunSummary, previous = ''): string {
     const prev = old.samples.find((s) => s.name === 'runbook_last_success_timestamp_seconds' && mine(s));
     if (prev) fresh.push({ name: 'runbook_last_success_timestamp_seconds', labels: { runbook: rb }, value: prev.value });
   }
-  const kept = old.samples.filter((s) => !mine(s) || !(s.name in METRIC_FAMILIES));
+  const ran = new Set(summary.hosts.map((h) => h.host));
+  for (const h of summary.hosts) {
+    fresh.push({ name: 'runbook_last_run_host_status', labels: { runbook: rb, host: h.host, status: h.status }, value: '1' });
+    fresh.push({ name: 'runbook_last_run_host_timestamp_seconds', labels: { runbook: rb, host: h.host }, value: num(endSec) });
+  }
+  const kept = old.samples.filter(
+    (s) => !mine(s) || !(s.name in METRIC_FAMILIES) || (PER_HOST.has(s.name) && !ran.has(s.labels.host ?? '')),
+  );
   const all = [...kept, ...fresh];
   const names = [...Object.keys(METRIC_FAMILIES), ...new Set(kept.map((s) => s.name).filter((n) => !(n in METRIC_FAMILIES)))];
   const out: string[] = [];
@@ -121,6 +139,7 @@ export function renderMetrics(summary: RunSummary, previous = ''): string {
     ss.sort(
       (a, b) =>
         (a.labels.runbook ?? '').localeCompare(b.labels.runbook ?? '') ||
+        (a.labels.host ?? '').localeCompare(b.labels.host ?? '') ||
         HOST_STATUSES.indexOf(a.labels.status as HostStatus) - HOST_STATUSES.indexOf(b.labels.status as HostStatus),
     );
     for (const s of ss) out.push(sampleLine(s));
