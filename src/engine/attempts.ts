@@ -92,15 +92,16 @@ export function createAttemptGate(o: AttemptGateOptions): AttemptGate {
   };
 }
 
-/** "45s", "30m", "2h5m", "1d": a span as an operator writes it. */
+/** "45s", "30m", "1h", "2h5m", "1d": a span as an operator writes it. */
 function span(s: number): string {
   if (!Number.isFinite(s) || s < 0) return '?';
+  if (s >= 86_400 && s % 86_400 === 0) return `${s / 86_400}d`;
+  if (s >= 3600 && s % 3600 === 0) return `${s / 3600}h`;
   if (s < 120) return `${s}s`;
   const m = Math.floor(s / 60);
   if (m < 120) return `${m}m`;
   const h = Math.floor(m / 60);
-  if (h < 48) return m % 60 ? `${h}h${m % 60}m` : `${h}h`;
-  return `${Math.floor(h / 24)}d`;
+  return m % 60 ? `${h}h${m % 60}m` : `${h}h`;
 }
 
 /**
