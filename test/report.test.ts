@@ -351,6 +351,31 @@ describe('metrics file', () => {
     }
   });
 
+  test('a host another run had locked keeps its last status series (it was not looked at)', async () => {
+    const dir = tmp();
+    const file = join(dir, 'runbook.prom');
+    const all = summarize(load('mixed.ndjson'));
+    await writeMetrics(file, all);
+    const [first] = all.hosts;
+    const locked = summarize(
+      load('mixed.ndjson').map((e) =>
+        e.type === 'host-end' && e.host === first.host
+          ? { ...e, status: 'skipped', code: 'E_LOCKED', message: 'locked by run x' }
+          : e.type === 'run-end'
+            ? { ...e, hosts: { ...(e.hosts as Record<string, string>), [first.host]: 'skipped' } }
+            : e,
+      ),
+    );
+    assert.equal(locked.hosts.find((h) => h.host === first.host)?.status, 'skipped');
+    assert.notEqual(first.status, 'skipped');
+    await writeMetrics(file, locked);
+    const p = parseProm(readFileSync(file, 'utf8'));
+    assert.deepEqual(
+      p.get('runbook_last_run_host_status', { runbook: 'containerd-recover', host: first.host }).map((x) => x.labels.status),
+      [first.status],
+    );
+  });
+
   test('a failed run keeps the last success time; other runbooks in the same file are kept', async () => {
     const dir = tmp();
     const file = join(dir, 'runbook.prom');

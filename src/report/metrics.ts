@@ -118,8 +118,11 @@ export function renderMetrics(summary: RunSummary, previous = ''): string {
     const prev = old.samples.find((s) => s.name === 'runbook_last_success_timestamp_seconds' && mine(s));
     if (prev) fresh.push({ name: 'runbook_last_success_timestamp_seconds', labels: { runbook: rb }, value: prev.value });
   }
-  const ran = new Set(summary.hosts.map((h) => h.host));
-  for (const h of summary.hosts) {
+  // A host another run had locked was not looked at: its last known series stay (a health check must
+  // not report a node under repair as a problem of its own).
+  const looked = summary.hosts.filter((h) => h.end_code !== 'E_LOCKED');
+  const ran = new Set(looked.map((h) => h.host));
+  for (const h of looked) {
     fresh.push({ name: 'runbook_last_run_host_status', labels: { runbook: rb, host: h.host, status: h.status }, value: '1' });
     fresh.push({ name: 'runbook_last_run_host_timestamp_seconds', labels: { runbook: rb, host: h.host }, value: num(endSec) });
   }

@@ -36,6 +36,8 @@ export interface HostSummary {
   /** Rendered, redacted command that decided the failure. */
   command?: string;
   code?: number | null;
+  /** Stable code of why the host did not run (host-end's code: E_LOCKED, E_COOLDOWN, ...). */
+  end_code?: string;
   timed_out?: boolean;
   /** Last lines of the failing command's stderr (already bounded and redacted by the engine). */
   stderr_tail?: string;
@@ -155,6 +157,7 @@ export function summarize(events: RunEvent[]): RunSummary {
         h.ended_at = e.time;
         h.duration_ms = e.duration_ms;
         if (e.message) h.message = e.message;
+        if (e.code) h.end_code = e.code;
         if (e.failed_step && h.failed_step === undefined) h.failed_step = e.failed_step;
         // The host's own list wins: it leaves out steps of an alternative that was undone.
         if (e.changed_steps) h.changed_steps = [...e.changed_steps];

@@ -27,7 +27,9 @@ export const DECISIONS = [
   'no_route',
 ] as const;
 export type Decision = (typeof DECISIONS)[number];
-const HOLDS = new Set<Decision>(['queued', 'brake_rate', 'brake_unhealthy', 'approval_needed']);
+const HOLDS = new Set<Decision>(['queued', 'brake_rate', 'brake_unhealthy', 'approval_needed', 'locked']);
+/** A host locked by another run (a health check, another replica's repair) is asked again this much later. */
+export const LOCK_RETRY_MS = 15_000;
 
 export interface DecisionRecord {
   decision: Decision;
@@ -66,6 +68,9 @@ interface Entry {
   phase: 'idle' | 'pending' | 'running';
   hold?: Decision;
   lastStart?: number;
+  /** The start before the last one (restored when the last one found the host locked). */
+  prevStart?: number;
+  lockedUntil?: number;
   lastEnd?: { at: number; status: string };
   /** Left for a human until then (max attempts, or the run said needs-attention), or until resolved. */
   attentionUntil?: number;
@@ -203,7 +208,10 @@ export class Policy {
     let d: Decision;
     let reason: string | undefined;
     if (e.phase === 'running') d = 'in_flight';
-    else if (e.attentionUntil !== undefined && now < e.attentionUntil) {
+    else if (e.lockedUntil !== undefined && now < e.lockedUntil) {
+      d = 'locked';
+      reason = `another run holds the host lock; asked again ${Math.ceil((e.lockedUntil - now) / 1000)} s from now`;
+    } else if (e.attentionUntil !== undefined && now < e.attentionUntil) {
       d = 'max_attempts';
       reason = `left for a human after the last run (${e.lastEnd?.status ?? 'max attempts'}); fix the host, or wait until the alert resolves`;
     } else if (e.lastStart !== undefined && now - e.lastStart < r.cooldownMs) {
@@ -226,6 +234,7 @@ export class Policy {
     if (d === 'run_started') {
       e.phase = 'running';
       e.hold = undefined;
+      e.prevStart = e.lastStart;
       e.lastStart = now;
       this.running++;
       this.starts.push(now);
