@@ -362,7 +362,7 @@ describe('metrics file', () => {
         e.type === 'host-end' && e.host === first.host
           ? { ...e, status: 'skipped', code: 'E_LOCKED', message: 'locked by run x' }
           : e.type === 'run-end'
-            ? { ...e, hosts: { ...(e.hosts as Record<string, string>), [first.host]: 'skipped' } }
+            ? { ...e, hosts: { ...e.hosts, [first.host]: 'skipped' as const } }
             : e,
       ),
     );
