@@ -11,6 +11,7 @@
 import { RunbookError } from '../core/errors.js';
 import { shQuote } from '../transport/shell.js';
 import type { Transport } from '../transport/types.js';
+import { localHostPath } from './lock.js';
 
 export const DEFAULT_ATTEMPTS_DIR = '/var/lib/runbook/attempts';
 /** Host variable that overrides the directory (several test "hosts" on one machine need one each). */
@@ -111,6 +112,6 @@ function span(s: number): string {
 export function attemptsDirForHost(h: { name: string; vars: Record<string, unknown>; connection: { kind: string } }, tmp: string): string {
   const v = h.vars[ATTEMPTS_DIR_VAR];
   if (typeof v === 'string' && v.length > 0) return v;
-  if (h.connection.kind === 'local') return `${tmp.replace(/\/$/, '')}/runbook-attempts-${h.name.replace(/[%/\0]/g, encodeURIComponent)}`;
+  if (h.connection.kind === 'local') return localHostPath(tmp, 'runbook-attempts', h.name);
   return DEFAULT_ATTEMPTS_DIR;
 }

@@ -236,10 +236,14 @@ export function lockAccessFromHosts(hosts: LockHost[], tmp: string): { pathFor: 
  * DEFAULT_LOCK_PATH; hosts with a local connection are all this machine, so each gets its own
  * file under the temp dir. apply, resume, rollback and unlock must agree on it.
  */
+/** A per-host path in the temp dir for a local-connection host. A name may hold '/' (or '..' after one): encoded, so it stays there. */
+export function localHostPath(tmp: string, prefix: string, name: string): string {
+  return `${tmp.replace(/\/$/, '')}/${prefix}-${name.replace(/[%/\0]/g, encodeURIComponent)}`;
+}
+
 export function lockPathForHost(h: LockHost, tmp: string): string {
   const v = h.vars[LOCK_PATH_VAR];
   if (typeof v === 'string' && v.length > 0) return v;
-  // A name may hold '/' (or '..' after one): encoded, so the file stays in the temp dir.
-  if (h.connection.kind === 'local') return `${tmp.replace(/\/$/, '')}/runbook-lock-${h.name.replace(/[%/\0]/g, encodeURIComponent)}`;
+  if (h.connection.kind === 'local') return localHostPath(tmp, 'runbook-lock', h.name);
   return DEFAULT_LOCK_PATH;
 }

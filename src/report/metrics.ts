@@ -83,7 +83,7 @@ function parseLabels(s: string): Record<string, string> | undefined {
   return out;
 }
 
-function escapeLabel(v: string): string {
+export function escapeLabel(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
 

@@ -1,4 +1,5 @@
 /** `GET /metrics` of serve: Prometheus text exposition of its counters and the policy's state. */
+import { escapeLabel } from '../report/metrics.js';
 import { DECISIONS } from './policy.js';
 import type { Policy } from './policy.js';
 
@@ -12,10 +13,9 @@ export class Counters {
   }
 }
 
-const esc = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 const lbl = (l: Record<string, string>) => {
   const k = Object.keys(l);
-  return k.length ? `{${k.map((x) => `${x}="${esc(l[x])}"`).join(',')}}` : '';
+  return k.length ? `{${k.map((x) => `${x}="${escapeLabel(l[x])}"`).join(',')}}` : '';
 };
 
 export function renderServeMetrics(c: Counters, p: Policy, routes: string[], startedAt: number): string {
