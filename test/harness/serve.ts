@@ -64,8 +64,14 @@ export async function startServe(config: string, o: { auditFile: string; env?: N
     child.on('exit', (code, signal) => resolve({ code, signal })),
   );
   let gone = false;
+  // A test process that dies (or is killed) takes its serve with it.
+  const reap = () => {
+    if (!gone) child.kill('SIGKILL');
+  };
+  process.on('exit', reap);
   void exited.then(() => {
     gone = true;
+    process.off('exit', reap);
   });
   const port = await waitFor(
     () => {
