@@ -30,7 +30,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, wri
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { dump } from 'js-yaml';
-import { registerCleanup } from './netns.js';
+import { procStartTime, registerCleanup } from './netns.js';
 import { pollSync, refuseInUnitTier, waitFor } from './wait.js';
 
 export interface MonitoringOptions {
@@ -133,15 +133,6 @@ function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
-}
-
-function procStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
 }
 
 /** Gone, or a zombie (killed; exit-time cleanup cannot reap it, its parent's exit will). */

@@ -129,7 +129,8 @@ async function ip(args: string[]): Promise<string> {
   }
 }
 
-function procStartTime(pid: number): string | undefined {
+/** Start time of a process (field 22 of /proc/PID/stat), undefined when it is gone. */
+export function procStartTime(pid: number): string | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // field 22 (starttime); fields after the ")" of comm
