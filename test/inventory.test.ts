@@ -198,6 +198,13 @@ test('connectionFor: ansible_* variables, aliases, overrides, errors', () => {
     () => connectionFor(host({ ansible_connection: 'winrm' })),
     (e: unknown) => e instanceof RunbookError && e.code === 'E_CONNECTION' && /winrm/.test(e.message),
   );
+  // sudo only: su reads its password from a terminal (README: become)
+  assert.equal(connectionFor(host({ ansible_become_method: 'sudo' })).kind, 'ssh');
+  assert.throws(
+    () => connectionFor(host({ ansible_become_method: 'su' })),
+    (e: unknown) =>
+      e instanceof RunbookError && e.code === 'E_CONNECTION' && /'su' is not supported, runbook becomes with sudo only/.test(e.message),
+  );
   assert.throws(
     () => connectionFor(host({ ansible_port: 'abc' })),
     (e: unknown) => e instanceof RunbookError && /abc/.test(e.message),

@@ -55,6 +55,13 @@ export function connectionFor(host: InventoryHost, overrides: ConnectionOverride
   if (pw !== undefined) spec.password = String(pw);
   const become = first(v, ['ansible_become', 'ansible_sudo']);
   if (become !== undefined) spec.become = ansibleBool(become);
+  const method = first(v, ['ansible_become_method']);
+  if (method !== undefined && String(method) !== 'sudo') {
+    throw new RunbookError(
+      'E_CONNECTION',
+      `host ${host.name}: ansible_become_method '${String(method)}' is not supported, runbook becomes with sudo only (README: become); install sudo on the host or log in as the become user.`,
+    );
+  }
   const bu = first(v, ['ansible_become_user', 'ansible_sudo_user']);
   if (bu !== undefined) spec.becomeUser = String(bu);
   const bp = first(v, ['ansible_become_password', 'ansible_become_pass', 'ansible_sudo_pass', 'ansible_sudo_password']);

@@ -92,7 +92,10 @@ function launch(spec: Pick<ScriptRunSpec, 'become' | 'becomeUser' | 'becomePassw
   const waitForReady = promptMarker !== undefined;
   const user = shQuote(spec.becomeUser || 'root');
   // Become the user one already is (a root login, often on hosts without sudo): no sudo at all.
-  const unlessAlready = (direct: string, sudo: string) => `if [ "$(id -un)" = ${user} ]; then ${direct}; else ${sudo}; fi`;
+  // Another user without sudo on the host: one line that says so and what to do, before anything runs.
+  const noSudo = `printf 'runbook: logged in as %s, becoming %s needs sudo, which is not installed on this host: install sudo, or log in as %s (ansible_user)\\n' "$(id -un)" ${user} ${user} >&2; exit 127`;
+  const unlessAlready = (direct: string, sudo: string) =>
+    `if [ "$(id -un)" = ${user} ]; then ${direct}; elif command -v sudo >/dev/null 2>&1; then ${sudo}; else ${noSudo}; fi`;
   let command: string;
   if (waitForReady) {
     const inner = shQuote(`${report}; exec sh -s`);
