@@ -109,6 +109,8 @@ export interface HostEndEvent extends Base {
   /** Stable code of why the host did not run (E_LOCKED, E_COOLDOWN, E_MAX_ATTEMPTS, ...). */
   code?: string;
   changed_steps?: string[];
+  /** The runbook's `facts:` for this host (what it found there, one line each). */
+  facts?: Record<string, string>;
 }
 /** An alternative of an escalation starts (`step`/`index`: the escalation). */
 export interface AlternativeStartEvent extends Base {

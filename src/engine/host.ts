@@ -504,6 +504,7 @@ export class HostRun extends StepRunner {
     // In step order, whether the dead run (adopt) or this one changed them.
     const order = new Map(this.steps.map((s) => [s.name, s.index]));
     this.changed.sort((a, b) => (order.get(a) ?? 0) - (order.get(b) ?? 0));
+    const facts = this.facts();
     this.fleet.emit({
       type: 'host-end',
       host: this.host.name,
@@ -513,6 +514,7 @@ export class HostRun extends StepRunner {
       ...(failedStep ? { failed_step: failedStep } : {}),
       ...(code ? { code } : {}),
       ...(this.changed.length ? { changed_steps: this.changed } : {}),
+      ...(facts ? { facts } : {}),
     });
     await this.fleet.sync().catch(() => undefined); // the end is durable before the lock goes
     await this.close();

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { RunbookError } from '../core/errors.js';
 import type { Redactor } from '../core/redact.js';
 import { type Expr, ExprError, evalExpr } from '../plan/expr.js';
-import { lookupPath, renderCommand } from '../plan/template.js';
+import { lookupPath, renderCommand, renderText } from '../plan/template.js';
 import { type PlannedHost, varsFor } from '../plan/types.js';
 import type { StepSpec, VerifySpec } from '../runbook/types.js';
 import type { ExecResult, Transport } from '../transport/types.js';
@@ -88,6 +88,32 @@ export class StepRunner {
       if (root in this.registers) return lookupPath(this.registers as unknown as Record<string, unknown>, path);
       return lookupPath(vars, path);
     });
+  }
+
+  /**
+   * The runbook's facts for this host, from what ran: one line each (at most 300 characters, redacted).
+   * A fact whose register did not run (a failed preflight) is left out.
+   */
+  facts(): Record<string, string> | undefined {
+    const defs = this.run.opts.plan.runbook.facts;
+    if (!defs) return undefined;
+    const vars = varsFor(this.host, {});
+    const out: Record<string, string> = {};
+    for (const [name, tpl] of Object.entries(defs)) {
+      try {
+        const v = renderText(tpl, (path) => {
+          const root = path.split('.')[0];
+          const src = root in this.registers ? (this.registers as unknown as Record<string, unknown>) : vars;
+          const x = lookupPath(src, path);
+          return typeof x === 'string' ? x.trimEnd() : x; // a command's output ends with a newline
+        });
+        const line = this.run.redactor.redact(v.trim().replace(/\s*\n\s*/g, ' | ')).slice(0, 300);
+        if (line) out[name] = line;
+      } catch {
+        /* its register did not run */
+      }
+    }
+    return Object.keys(out).length ? out : undefined;
   }
 
   /** A condition (if:, apply_if:) decided here, without a round trip; throws ExprError. */

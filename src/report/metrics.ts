@@ -37,10 +37,14 @@ export const METRIC_FAMILIES: Record<string, Family> = {
     help: 'Unix time the last run of this runbook that included the host ended.',
     type: 'gauge',
   },
+  runbook_last_run_host_fact: {
+    help: "What the last run found on the host: the runbook's facts (1, labelled by fact and value).",
+    type: 'gauge',
+  },
 };
 
 /** Per-host families: a run replaces its own hosts' series and keeps the other hosts' (a --limit run). */
-const PER_HOST = new Set(['runbook_last_run_host_status', 'runbook_last_run_host_timestamp_seconds']);
+const PER_HOST = new Set(['runbook_last_run_host_status', 'runbook_last_run_host_timestamp_seconds', 'runbook_last_run_host_fact']);
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 
@@ -125,6 +129,8 @@ export function renderMetrics(summary: RunSummary, previous = ''): string {
   for (const h of looked) {
     fresh.push({ name: 'runbook_last_run_host_status', labels: { runbook: rb, host: h.host, status: h.status }, value: '1' });
     fresh.push({ name: 'runbook_last_run_host_timestamp_seconds', labels: { runbook: rb, host: h.host }, value: num(endSec) });
+    for (const [fact, value] of Object.entries(h.facts ?? {}))
+      fresh.push({ name: 'runbook_last_run_host_fact', labels: { runbook: rb, host: h.host, fact, value }, value: '1' });
   }
   const kept = old.samples.filter(
     (s) => !mine(s) || !(s.name in METRIC_FAMILIES) || (PER_HOST.has(s.name) && !ran.has(s.labels.host ?? '')),

@@ -44,6 +44,8 @@ export interface HostSummary {
   stdout_tail?: string;
   /** One sentence from the engine: why the host ended as it did. */
   message?: string;
+  /** The runbook's facts for this host (host-end). */
+  facts?: Record<string, string>;
   rollbacks: RollbackSummary[];
   started_at?: string;
   ended_at?: string;
@@ -158,6 +160,7 @@ export function summarize(events: RunEvent[]): RunSummary {
         h.duration_ms = e.duration_ms;
         if (e.message) h.message = e.message;
         if (e.code) h.end_code = e.code;
+        if (e.facts) h.facts = { ...e.facts };
         if (e.failed_step && h.failed_step === undefined) h.failed_step = e.failed_step;
         // The host's own list wins: it leaves out steps of an alternative that was undone.
         if (e.changed_steps) h.changed_steps = [...e.changed_steps];

@@ -239,6 +239,8 @@ export function summaryText(s: RunSummary, o: SummaryOptions = {}): string {
   }
   // What an escalation did on a host that ended well ("Repair: repaired by wipe (targeted did not hold: ...)").
   if (!compact) for (const h of listed) if (h.status === 'changed' && h.message) body.push(cut(`${h.host}: ${h.message}`));
+  // What the runbook found on each host (its facts: "n1: containerd: containerd 1.7.24: affected ...").
+  if (!compact) for (const h of listed) for (const [k, v] of Object.entries(h.facts ?? {})) body.push(cut(`${h.host}: ${k}: ${v}`));
   if (fine && compact)
     body.push(cut(p.dim(`${fine} host${fine === 1 ? '' : 's'} ok or changed, not listed (--report FILE.md lists every host)`)));
   budget -= body.length;

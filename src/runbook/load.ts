@@ -12,7 +12,7 @@ import { RunbookError, ValidationError, type ValidationIssue } from '../core/err
 import { displayPath, resolveRunbookPath } from './find.js';
 import { type PositionMap, parseYamlWithPositions } from './positions.js';
 import { type Entry, type Expanded, expand, type FileCtx, inOrder } from './expand.js';
-import { type AddIssue, type Conditions, checkConditions, checkSteps, checkTemplates, checkTopLevel } from './rules.js';
+import { type AddIssue, type Conditions, checkConditions, checkFacts, checkSteps, checkTemplates, checkTopLevel } from './rules.js';
 import { shapeIssues, show } from './schema.js';
 import { DEFAULT_STEP_TIMEOUT_MS, type Runbook, type StepSpec, type VerifySpec } from './types.js';
 
@@ -60,6 +60,7 @@ export function parseRunbook(
   const x = expand(d, main, vars, { cwd, issue, ...(opts.read ? { read: opts.read } : {}) });
   const idx = checkSteps(d, x, vars, main);
   checkTemplates(x, idx, vars);
+  checkFacts(d, idx, vars, main);
   const conds = checkConditions(d, x, idx, main);
   if (issues.length) {
     const files = [shown, ...x.includes.map((i) => displayPath(i.file, cwd))];
@@ -232,6 +233,7 @@ function normalize(
     source,
   };
   if (conds.applyIf) rb.applyIf = conds.applyIf;
+  if (d.facts && typeof d.facts === 'object') rb.facts = { ...(d.facts as Record<string, string>) };
   if (typeof d.description === 'string') rb.description = d.description;
   if (typeof d.hosts === 'string') rb.hosts = d.hosts;
   return rb;

@@ -222,3 +222,25 @@ export function checkConditions(d: Record<string, unknown>, x: Expanded, idx: St
   }
   return out;
 }
+
+/** `facts:` templates parse and name only registers or variables (no secrets: facts reach reports and metrics). */
+export function checkFacts(d: Record<string, unknown>, idx: StepIndex, vars: Record<string, unknown>, main: FileCtx): void {
+  if (!d.facts || typeof d.facts !== 'object' || Array.isArray(d.facts)) return;
+  for (const [name, tpl] of Object.entries(d.facts as Record<string, unknown>)) {
+    if (typeof tpl !== 'string') continue;
+    const path = `facts.${name}`;
+    let refs: TemplateRef[];
+    try {
+      refs = templateRefs(tpl);
+    } catch (err) {
+      if (!(err instanceof TemplateError)) throw err;
+      main.add(path, `bad template: ${err.message}`, main.positions.findInScalar(path, err.offset, tpl));
+      continue;
+    }
+    for (const ref of refs) {
+      if (idx.secretNames.has(ref.name)) main.add(path, `"${ref.name}" is secret and cannot be a fact`, main.positions.find(path, 'value'));
+      else if (!idx.registers.has(ref.name) && !Object.hasOwn(vars, ref.name) && ref.default === undefined)
+        main.add(path, `"${ref.path}" is neither a register of this runbook nor one of its vars`, main.positions.find(path, 'value'));
+    }
+  }
+}

@@ -99,6 +99,17 @@ const isMaxFailed: Check = (v) => {
 export const isMapping: Check = (v) =>
   v !== null && typeof v === 'object' && !Array.isArray(v) ? undefined : `${show(v)} is not a mapping (write key: value lines)`;
 const isList: Check = (v) => (Array.isArray(v) ? undefined : `${show(v)} is not a list (write "- " items)`);
+const FACT_NAME = /^[a-z_][a-z0-9_]*$/;
+/** facts: name -> one-line template, reported per host at its end (summary, reports, metrics). */
+const isFacts: Check = (v) => {
+  const m = isMapping(v);
+  if (m) return m;
+  for (const [k, t] of Object.entries(v as Record<string, unknown>)) {
+    if (!FACT_NAME.test(k)) return `fact name "${k}" must be lower case letters, digits and _ (it becomes a metric label value)`;
+    if (typeof t !== 'string' || t.trim() === '') return `fact "${k}" must be a non-empty template string, like "{{ reg.stdout }}"`;
+  }
+  return undefined;
+};
 const isPreflightFailure: Check = (v) => (v === 'skip-host' || v === 'abort' ? undefined : `${show(v)} is not one of skip-host, abort`);
 
 const verifyObject = strictObject({
@@ -236,6 +247,7 @@ export const runbookSchema = strictObject({
   preflight_failure: optional(leaf(isPreflightFailure)),
   preflight: optional(stepListSchema('preflight', false, false)),
   apply_if: optional(leaf(nonEmptyString)),
+  facts: optional(leaf(isFacts)),
   steps: stepListSchema('steps', true),
 });
 

@@ -67,6 +67,8 @@ export interface Runbook {
   preflight: StepSpec[];
   /** After the preflight: a host where it is false ends `ok` and leaves the run. */
   applyIf?: Expr;
+  /** name -> template over registers and vars, rendered per host at its end (what the runbook found there). */
+  facts?: Record<string, string>;
   steps: StepSpec[];
   /** Per include: the vars its steps see instead of `vars` (fragment defaults < runbook vars < the include's vars). */
   scopes?: Array<Record<string, unknown>>;
