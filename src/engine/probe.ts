@@ -20,7 +20,7 @@ export class ProbeRun extends StepRunner {
         res.preflight.push({
           step: step.name,
           ok: r.status !== 'failed',
-          output: this.run.redactor.redact(lastLines(r.result ? `${r.result.stdout}\n${r.result.stderr}` : '', 3)),
+          output: this.run.redactor.redact(lastLines(r.result ? `${r.result.stdout}\n${r.result.stderr}` : '', 10)),
           reason: r.reason,
         });
         if (r.status === 'failed') {
