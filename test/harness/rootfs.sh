@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Builds (once) the Debian 12 test image the containerd tests and the demo boot with systemd-nspawn.
+# Builds (once per suite) the Debian test images the containerd tests and the demo boot with systemd-nspawn.
 #
-#   bash test/harness/rootfs.sh            # build if missing; prints the image directory on stdout
+#   bash test/harness/rootfs.sh [bookworm|trixie|sid]   # default bookworm; builds if missing; prints the image dir
 #
-# The image directory (cached OUTSIDE the repo, keyed by a hash of this script = the recipe):
-#   $RUNBOOK_TEST_CACHE/image-<hash>/rootfs/            the Debian root filesystem (read-only use: booted with --volatile)
-#   $RUNBOOK_TEST_CACHE/image-<hash>/client_key(.pub)   test SSH client key, authorized for root in the image
-#   $RUNBOOK_TEST_CACHE/image-<hash>/host_key.pub       the image's only SSH host key (for known_hosts)
-#   $RUNBOOK_TEST_CACHE/image-<hash>/build-seconds      how long the build took
-# RUNBOOK_TEST_CACHE defaults to /var/cache/runbook-test. Concurrent callers wait on a lock; a
-# half-built image is never used (built in a temp dir, renamed into place at the end).
+# One recipe for every suite: bookworm has containerd 1.6, trixie 1.7 (with the experimental CRI sandbox server
+# switched on: ENABLE_CRI_SANDBOXES=1), sid 2.x. Every image also has the k3s and RKE2 layouts (stand-ins from
+# test/harness/rancher-layout.sh using Debian's containerd, units disabled; nspawn.ts converts a node to one) and a
+# user `ops` with passwordless sudo besides root.
+#
+# The image directory (cached OUTSIDE the repo, keyed by the suite and a hash of this script, the stand-ins and the
+# suite = the recipe):
+#   $RUNBOOK_TEST_CACHE/image-<suite>-<hash>/rootfs/            the root filesystem (read-only use: booted with --volatile)
+#   $RUNBOOK_TEST_CACHE/image-<suite>-<hash>/client_key(.pub)   test SSH client key, authorized for root and ops
+#   $RUNBOOK_TEST_CACHE/image-<suite>-<hash>/host_key.pub       the image's only SSH host key (for known_hosts)
+#   $RUNBOOK_TEST_CACHE/image-<suite>-<hash>/build-seconds      how long the build took
+# The keys are made once in $RUNBOOK_TEST_CACHE/keys/ and shared by every image (one client key, one host key).
+# RUNBOOK_TEST_CACHE defaults to /var/cache/runbook-test. Concurrent callers wait on a lock; a half-built image is
+# never used (built in a temp dir, renamed into place at the end).
 # Needs root, debootstrap and network access to the Debian mirror this machine's apt uses.
 set -euo pipefail
 
 SELF="$(readlink -f "${BASH_SOURCE[0]}")"
+LAYOUT="$(dirname "$SELF")/rancher-layout.sh"
 CACHE="${RUNBOOK_TEST_CACHE:-/var/cache/runbook-test}"
-SUITE=bookworm
+SUITE=${1:-bookworm}
+case $SUITE in bookworm | trixie | sid) ;; *) echo "rootfs.sh: unknown suite '$SUITE' (bookworm, trixie or sid)" >&2; exit 2 ;; esac
 PACKAGES=systemd,systemd-sysv,dbus,openssh-server,containerd,runc,iproute2,procps,kmod,sudo,util-linux,mount,psmisc,libnss-myhostname
 
 if [[ $(id -u) -ne 0 ]]; then echo "rootfs.sh: must run as root (debootstrap, chroot)" >&2; exit 1; fi
@@ -29,9 +38,20 @@ mirror() {
   echo "${m:-http://deb.debian.org/debian}"
 }
 
-HASH=$(sha256sum "$SELF" | cut -c1-12)
-OUT="$CACHE/image-$HASH"
+HASH=$({ cat "$SELF" "$LAYOUT"; echo "$SUITE"; } | sha256sum | cut -c1-12)
+OUT="$CACHE/image-$SUITE-$HASH"
 mkdir -p "$CACHE"
+# --- the keys every image shares: made once, under their own lock
+KEYS="$CACHE/keys"
+(
+  flock 8
+  if [[ ! -s $KEYS/host_key.pub ]]; then
+    K=$(mktemp -d "$CACHE/.keys.XXXXXX")
+    ssh-keygen -q -t ed25519 -N '' -C runbook-test-client -f "$K/client_key"
+    ssh-keygen -q -t ed25519 -N '' -C runbook-test-host -f "$K/host_key"
+    rm -rf "$KEYS"; mv "$K" "$KEYS"
+  fi
+) 8>"$CACHE/.lock-keys"
 exec 9>"$CACHE/.lock-$HASH"
 flock 9
 if [[ -f $OUT/ready ]]; then echo "$OUT"; exit 0; fi
@@ -42,16 +62,28 @@ trap 'rm -rf --one-file-system "$TMP"' EXIT
 R="$TMP/rootfs"
 MIRROR=$(mirror)
 echo "rootfs.sh: debootstrap $SUITE from $MIRROR into $R (takes about a minute)" >&2
-debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$R" "$MIRROR" >"$TMP/debootstrap.log" 2>&1 || {
+# The .debs are kept between builds ($CACHE/debs/SUITE): a rebuild after a recipe change downloads only what changed.
+mkdir -p "$CACHE/debs/$SUITE"
+debootstrap --variant=minbase --cache-dir="$CACHE/debs/$SUITE" --include="$PACKAGES" "$SUITE" "$R" "$MIRROR" \
+  >"$TMP/debootstrap.log" 2>&1 || {
   tail -30 "$TMP/debootstrap.log" >&2; echo "rootfs.sh: debootstrap failed (log above)" >&2; exit 1; }
 
-# --- keys: one client key (root may log in with it), one fixed host key for every host of this image
-ssh-keygen -q -t ed25519 -N '' -C runbook-test-client -f "$TMP/client_key"
+# --- keys: one client key (root and ops may log in with it), one fixed host key for every host
+install -m 600 "$KEYS/client_key" "$TMP/client_key"
+install -m 644 "$KEYS/client_key.pub" "$TMP/client_key.pub"
 rm -f "$R"/etc/ssh/ssh_host_*
-ssh-keygen -q -t ed25519 -N '' -C runbook-test-host -f "$R/etc/ssh/ssh_host_ed25519_key"
-cp "$R/etc/ssh/ssh_host_ed25519_key.pub" "$TMP/host_key.pub"
+install -m 600 "$KEYS/host_key" "$R/etc/ssh/ssh_host_ed25519_key"
+install -m 644 "$KEYS/host_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
+cp "$KEYS/host_key.pub" "$TMP/host_key.pub"
 install -d -m 700 "$R/root/.ssh"
 install -m 600 "$TMP/client_key.pub" "$R/root/.ssh/authorized_keys"
+# ops: a plain user with passwordless sudo (a test reaches a node as ops with become)
+chroot "$R" useradd -m -s /bin/bash ops
+chroot "$R" usermod -p '*' ops
+install -d -m 700 "$R/home/ops/.ssh"
+install -m 600 "$TMP/client_key.pub" "$R/home/ops/.ssh/authorized_keys"
+chroot "$R" chown -R ops:ops /home/ops/.ssh
+printf 'ops ALL=(ALL:ALL) NOPASSWD: ALL\n' >"$R/etc/sudoers.d/ops"; chmod 440 "$R/etc/sudoers.d/ops"
 
 # --- sshd: key only, fast (no DNS, no motd), only the ed25519 host key
 cat >"$R/etc/ssh/sshd_config.d/runbook-test.conf" <<'EOF'
@@ -105,8 +137,10 @@ mkdir -p "$R/etc/systemd/journald.conf.d"
 printf '[Journal]\nStorage=volatile\nRateLimitBurst=0\n' >"$R/etc/systemd/journald.conf.d/runbook-test.conf"
 
 # --- a clean, fast shell for the tests
-printf 'export LANG=C.UTF-8\nexport PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n' >"$R/root/.profile"
-: >"$R/root/.bashrc"
+for h in root home/ops; do
+  printf 'export LANG=C.UTF-8\nexport PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n' >"$R/$h/.profile"
+  : >"$R/$h/.bashrc"
+done
 echo "root:*" | chroot "$R" chpasswd -e
 
 # --- test-only workload: a one-layer image (/bin/sleep + libc) and a helper that runs it as a real
@@ -126,20 +160,68 @@ rm -rf "$W"
 cat >"$R/usr/local/sbin/rb-test-container" <<'EOF2'
 #!/bin/sh
 # Test image only: rb-test-container ID -> runs /bin/sleep in a container of namespace k8s.io.
+# The containerd to use: CTR (its ctr command line, default `ctr`), STATE (its state dir, default /run/containerd);
+# e.g. CTR='k3s ctr' STATE=/run/k3s/containerd rb-test-container web
 set -eu
-id=${1:?usage: rb-test-container ID}
-ns=k8s.io
+id=${1:?usage: [CTR=...] [STATE=...] rb-test-container ID}
+CTR=${CTR:-ctr} STATE=${STATE:-/run/containerd}
+c() { $CTR -n k8s.io "$@"; }
 share=/usr/local/share/runbook-test
-ctr -n $ns image ls -q | grep -q 'local/sleep:1' || ctr -n $ns image import $share/sleep.tar >/dev/null
-dir=/run/containerd/runbook-test/$id/rootfs
+c image ls -q | grep -q 'local/sleep:1' || c image import $share/sleep.tar >/dev/null
+dir=$STATE/runbook-test/$id/rootfs
 mkdir -p "$dir"
-ctr -n $ns snapshot prepare "$id" "$(cat $share/sleep.chainid)" >/dev/null
-ctr -n $ns snapshot mounts "$dir" "$id" | sh
-ctr oci spec | sed -e "s#\"cwd\": \"/\",#\"cwd\": \"/\", \"args\": [\"/bin/sleep\", \"infinity\"],#" \
-  -e "s#\"path\": \"rootfs\"#\"path\": \"$dir\"#" -e 's#"terminal": true#"terminal": false#' >"/run/containerd/runbook-test/$id/spec.json"
-ctr -n $ns run -d --config "/run/containerd/runbook-test/$id/spec.json" "$id" >/dev/null
+c snapshot prepare "$id" "$(cat $share/sleep.chainid)" >/dev/null
+c snapshot mounts "$dir" "$id" | sh
+$CTR oci spec | sed -e "s#\"cwd\": \"/\",#\"cwd\": \"/\", \"args\": [\"/bin/sleep\", \"infinity\"],#" \
+  -e "s#\"path\": \"rootfs\"#\"path\": \"$dir\"#" -e 's#"terminal": true#"terminal": false#' \
+  -e "s#\"cgroupsPath\": \"[^\"]*\"#\"cgroupsPath\": \"/runbook-test/$id\"#" >"$STATE/runbook-test/$id/spec.json"
+c run -d --config "$STATE/runbook-test/$id/spec.json" "$id" >/dev/null
 EOF2
 chmod 755 "$R/usr/local/sbin/rb-test-container"
+
+# --- the k3s and RKE2 layouts (stand-ins, see rancher-layout.sh; units disabled: nspawn.ts converts a node)
+for n in k3s rke2 k3s-killall.sh rke2-killall.sh; do install -m 755 "$LAYOUT" "$R/usr/local/bin/$n"; done
+for n in k3s rke2; do
+  cat >"$R/etc/systemd/system/$n-agent.service" <<EOF
+[Unit]
+Description=$n agent (LAYOUT STAND-IN for tests: Debian's containerd embedded, not $n)
+Documentation=file:/usr/local/bin/$n
+# An endless restart loop, as the real units' RestartSec=5s gives without a start limit (here RestartSec=2, faster)
+StartLimitIntervalSec=0
+
+[Service]
+Type=notify
+NotifyAccess=all
+ExecStart=/usr/local/bin/$n agent
+KillMode=process
+Delegate=yes
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+TimeoutStartSec=0
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+EOF
+done
+# RKE2's own binaries (not on PATH): links to Debian's
+install -d "$R/var/lib/rancher/rke2/bin"
+for b in containerd ctr containerd-shim-runc-v2 runc; do
+  ln -s "$(chroot "$R" sh -c "command -v $b")" "$R/var/lib/rancher/rke2/bin/$b"
+done
+install -d "$R/var/lib/rancher/k3s"
+
+# --- trixie: containerd 1.7's experimental CRI sandbox server (the code path of the dangling-sandbox crash), for
+#     Debian's unit and for the stand-ins' embedded containerd alike
+if [[ $SUITE = trixie ]]; then
+  for u in containerd k3s-agent rke2-agent; do
+    mkdir -p "$R/etc/systemd/system/$u.service.d"
+    printf '[Service]\nEnvironment=ENABLE_CRI_SANDBOXES=1\n' >"$R/etc/systemd/system/$u.service.d/10-cri-sandboxes.conf"
+  done
+fi
 
 # --- clean the apt caches (smaller image)
 rm -rf "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/*
