@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CliEvent } from './harness/events.js';
-import { bootFleet, leftovers, type Fleet } from './harness/nspawn.js';
+import { bootFleet, leftovers, type Fleet, type NodeSpec } from './harness/nspawn.js';
 
 export const REPO = new URL('..', import.meta.url).pathname;
 export const BIN = join(REPO, 'bin/runbook');
@@ -125,7 +125,7 @@ export function explain(out: RunOutput): string {
  * Boots `names` before the file's tests (handing the fleet to `use`); after them destroys it and
  * asserts it left nothing behind (processes, cgroups, mounts, namespaces, files).
  */
-export function useFleet(names: string[], use: (f: Fleet) => void): void {
+export function useFleet(names: Array<string | NodeSpec>, use: (f: Fleet) => void): void {
   let fleet: Fleet | undefined;
   before(async () => {
     fleet = await bootFleet(names);

@@ -241,6 +241,12 @@ test('a crash is recognised by its bbolt frames, not its message; a crash elsewh
     db: dbVariant('pristine'),
   });
   assert.match(d6.verdict, /^broken: metadata database corrupt .*\[while loading plugin io\.containerd\.metadata\.v1\.bolt\]/);
+  // 2.x logs a dangling record at error level and drops it: not evidence of anything on a node that is down
+  const drop = readFileSync(join(CORPUS, 'dropped-record-2.1.log'), 'utf8');
+  assert.match(
+    diagnose({ log: drop, state: 'activating 3', plugins: '', db: dbVariant('pristine') }).verdict,
+    /^do not wipe: .*no evidence/,
+  );
   const d5 = diagnose({ log: start, state: 'activating 4', plugins: '', db: dbVariant('pristine') });
   assert.match(d5.verdict, /^do not wipe: containerd is activating \(4 restarts, plugins: no answer\) with no evidence of corruption/);
 });

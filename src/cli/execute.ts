@@ -101,7 +101,7 @@ function hostLock(plan: Plan) {
     runbook: plan.runbook.name,
     controller: hostname(),
     pid: process.pid,
-    ...lockAccessFromHosts(plan.hosts, tmpdir()),
+    ...lockAccessFromHosts(plan.hosts, tmpdir(), plan.runbook.become),
   });
 }
 
@@ -113,7 +113,7 @@ function attemptGate(plan: Plan, policy: AttemptPolicy) {
     runId: plan.runId,
     runbook: plan.runbook.name,
     dirFor: (h) => attemptsDirForHost(by.get(h)!, tmpdir()),
-    becomeFor: (h) => !!by.get(h)?.connection.become,
+    becomeFor: (h) => plan.runbook.become || !!by.get(h)?.connection.become,
   });
 }
 

@@ -58,6 +58,8 @@ async function run(t: Transport, script: string, a: LockAccess): Promise<ExecRes
 
 function fail(host: string, what: string, r: ExecResult): RunbookError {
   const detail = (r.stderr || r.stdout).trim().split('\n').slice(-3).join(' ');
+  // The session could not become the user at all (shell.ts: no sudo on the host): that line is the whole story.
+  if (detail.startsWith('runbook: logged in as ')) return new RunbookError('E_NO_SUDO', `${host}: ${detail.slice('runbook: '.length)}`);
   return new RunbookError(
     'E_LOCK',
     `cannot ${what} the run lock on ${host}: ${r.timedOut ? 'timed out' : `exit ${r.code ?? r.signal}`}${detail ? ` (${detail})` : ''}; check that the lock directory is writable (become) on the host`,
@@ -222,12 +224,19 @@ export function lockAccessFor(h: LockHost, tmp: string): { path: string; become:
   return { path: lockPathForHost(h, tmp), become: !!h.connection.become };
 }
 
-/** lockAccessFor per host name, for createHostLock (the hosts of a plan). */
-export function lockAccessFromHosts(hosts: LockHost[], tmp: string): { pathFor: (h: string) => string; becomeFor: (h: string) => boolean } {
+/**
+ * lockAccessFor per host name, for createHostLock (the hosts of a plan). `runbookBecomes`: the runbook's
+ * `become: true` (its steps become on every host, so the lock in a root-owned directory does too).
+ */
+export function lockAccessFromHosts(
+  hosts: LockHost[],
+  tmp: string,
+  runbookBecomes = false,
+): { pathFor: (h: string) => string; becomeFor: (h: string) => boolean } {
   const by = new Map(hosts.map((h) => [h.name, h]));
   return {
     pathFor: (h) => lockPathForHost(by.get(h)!, tmp),
-    becomeFor: (h) => !!by.get(h)?.connection.become,
+    becomeFor: (h) => runbookBecomes || !!by.get(h)?.connection.become,
   };
 }
 

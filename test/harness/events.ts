@@ -26,6 +26,8 @@ export interface CliEvent {
   message?: string;
   failed_step?: string;
   changed_steps?: string[];
+  /** host-end: the runbook's facts for the host. */
+  facts?: Record<string, string>;
   exit_code?: number;
   /** run-start: the host names; run-end: host -> final status. */
   hosts?: string[] | Record<string, string>;
