@@ -46,7 +46,7 @@ const leftoverShimsAndMounts = async (name: string) => {
   ).trim();
 };
 
-test('layout stand-ins (k3s, RKE2) and containerd 1.6/1.7/2.x: the broken are repaired through their own socket, the healthy untouched, with version advice', async () => {
+test('layout stand-ins (k3s, RKE2) and containerd 1.6/1.7/2.x: the broken are repaired through their own socket, the healthy untouched, with version advice', async (t) => {
   await fleet.runContainer('k3spanic', 'web');
   await fleet.break('k3spanic', 'panic');
   const seed = await fleet.break('rkeseed', 'sandbox-record');
@@ -58,6 +58,9 @@ test('layout stand-ins (k3s, RKE2) and containerd 1.6/1.7/2.x: the broken are re
   await fleet.runContainer('k3sok', 'web');
   const dropped = await fleet.break('siddrop', 'sandbox-record');
   assert.equal(dropped.outcome, 'dropped', JSON.stringify(dropped));
+  // and one scribbled meta page: bolt opens the other one, containerd stays healthy, so the node is left alone
+  const meta = await fleet.break('siddrop', 'meta-page', { page: 0 });
+  assert.ok(meta.health.healthy, JSON.stringify(meta));
   const pages = await fleet.break('rkepages', 'random-pages', { seed: 7 });
   const okBefore = await treeFingerprint(fleet, 'k3sok', fleet.node('k3sok').root);
   const okInode = await inode(fleet, 'k3sok', fleet.node('k3sok').root);
@@ -73,6 +76,10 @@ test('layout stand-ins (k3s, RKE2) and containerd 1.6/1.7/2.x: the broken are re
     rkepages: 'changed',
   };
   if (pages.outcome === 'healthy') want.rkepages = 'ok'; // the random pages were not ones bolt reads
+  for (const e of out.events.filter((x) => x.type === 'host-end')) {
+    const n = fleet.node(e.host ?? '');
+    t.diagnostic(`${e.host} (${n.suite}, ${n.layout}): ${e.status} in ${e.duration_ms} ms (its 5 s settle window included when repaired)`);
+  }
   assert.equal(out.code, 0, explain(out));
   assert.deepEqual(out.hosts, want, explain(out));
 
