@@ -42,6 +42,9 @@ async function trials(node: string, first: string): Promise<Trial[]> {
     await fleet.sh(node, `systemctl stop ${n.unit}; systemctl reset-failed ${n.unit} 2>/dev/null; cp -p /root/pristine.db ${db}`);
     const seed = Number(first) * 1000 + i;
     const r = await fleet.break(node, 'random-pages', { seed, pages: 2 });
+    // Judged against containerd's own state just before and just after the diagnosis: a corruption that made one
+    // start crash can let the next one run (bolt read other pages that time), and then `healthy` is the truth.
+    const before = await fleet.health(node);
     const probe = await runbook(fleet, 'plan', 'containerd-health', { extra: ['--probe', '--json', '--limit', node] });
     const json = JSON.parse(probe.stderr.slice(0, probe.stderr.lastIndexOf('}') + 1)) as {
       hosts: Array<{ probe?: { preflight: Array<{ step: string; ok: boolean; output?: string }> } }>;
@@ -49,15 +52,15 @@ async function trials(node: string, first: string): Promise<Trial[]> {
     const diag = json.hosts[0].probe?.preflight.find((p) => p.step === 'Diagnose containerd');
     const verdict =
       (diag?.output ?? '(no diagnosis)').split('\n').find((l) => /^(healthy|broken: |do not wipe: )/.test(l)) ?? diag?.output ?? '';
-    // Judged against containerd's own state once more after the diagnosis (a restart loop may crash later).
     const after = await fleet.health(node);
     const ok =
-      r.outcome === 'healthy' && after.healthy
+      before.healthy && after.healthy
         ? verdict === 'healthy'
-        : r.outcome === 'healthy'
-          ? /^(healthy|broken: metadata database corrupt)/.test(verdict)
-          : /^broken: metadata database corrupt/.test(verdict);
-    out.push({ node, seed, pages: r.pages, outcome: r.outcome, verdict: verdict.slice(0, 160), ok });
+        : !before.healthy && !after.healthy
+          ? /^broken: metadata database corrupt/.test(verdict)
+          : /^(healthy|broken: metadata database corrupt)/.test(verdict);
+    const outcome = r.outcome === 'healthy' || !after.healthy ? r.outcome : `${r.outcome}, then healthy on its own`;
+    out.push({ node, seed, pages: r.pages, outcome, verdict: verdict.slice(0, 160), ok });
   }
   return out;
 }
@@ -67,7 +70,9 @@ test('20 fresh random-page corruptions of meta.db (containerd 1.6 and 2.1): ever
   for (const r of all)
     t.diagnostic(`${r.ok ? 'ok  ' : 'MISS'} ${r.node} seed ${r.seed} pages ${r.pages.join(',')}: ${r.outcome} -> ${r.verdict}`);
   const score = all.filter((r) => r.ok).length;
-  t.diagnostic(`recognised ${score}/${all.length}; containerd broken in ${all.filter((r) => r.outcome !== 'healthy').length}`);
+  t.diagnostic(
+    `recognised ${score}/${all.length}; containerd broken when diagnosed in ${all.filter((r) => r.verdict.startsWith('broken')).length}`,
+  );
   assert.equal(all.length, 2 * TRIALS);
   assert.deepEqual(
     all.filter((r) => !r.ok),
