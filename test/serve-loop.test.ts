@@ -207,8 +207,19 @@ describe('the loop: health -> node_exporter -> Prometheus -> Alertmanager -> ser
     const engaged = await serve.metric('runbook_serve_brake_engaged');
     assert.equal(engaged.find((m) => m.labels.brake === 'unhealthy')?.value, 1);
     // An operator repairs two by hand.
-    const manual = await runbook(fleet, 'apply', 'containerd-recover', { extra: ['--limit', 'lp1,lp2'] });
-    assert.deepEqual(manual.hosts, { lp1: 'changed', lp2: 'changed' });
+    // The health loop goes on meanwhile: a node whose lock a health run holds ends skipped (E_LOCKED), and the
+    // operator runs it again, as they would.
+    const fixed: Record<string, string> = {};
+    for (let i = 0; i < 10 && Object.keys(fixed).length < 2; i++) {
+      const left = ['lp1', 'lp2'].filter((h) => !fixed[h]);
+      const manual = await runbook(fleet, 'apply', 'containerd-recover', { extra: ['--limit', left.join(',')] });
+      for (const h of left) {
+        const end = manual.events.find((e) => e.type === 'host-end' && e.host === h);
+        if (end?.status === 'skipped' && String(end.code) === 'E_LOCKED') continue;
+        fixed[h] = end?.status ?? `no host-end (exit ${manual.code}): ${manual.stderr.slice(-500)}`;
+      }
+    }
+    assert.deepEqual(fixed, { lp1: 'changed', lp2: 'changed' });
     const started = await waitFor(
       () =>
         serve
