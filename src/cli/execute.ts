@@ -113,7 +113,7 @@ function attemptGate(plan: Plan, policy: AttemptPolicy) {
     runId: plan.runId,
     runbook: plan.runbook.name,
     dirFor: (h) => attemptsDirForHost(by.get(h)!, tmpdir()),
-    becomeFor: (h) => plan.runbook.become || !!by.get(h)?.connection.become,
+    becomeFor: lockAccessFromHosts(plan.hosts, tmpdir(), plan.runbook.become).becomeFor, // the same rule as the lock
   });
 }
 

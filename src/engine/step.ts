@@ -82,12 +82,12 @@ export class StepRunner {
 
   /** A template of `step` rendered for this host: its registers, then the step's variables. */
   render(tpl: string, step: StepSpec): string {
-    const vars = varsFor(this.host, step);
-    return renderCommand(tpl, (path) => {
-      const root = path.split('.')[0];
-      if (root in this.registers) return lookupPath(this.registers as unknown as Record<string, unknown>, path);
-      return lookupPath(vars, path);
-    });
+    return renderCommand(tpl, this.lookup(varsFor(this.host, step)));
+  }
+
+  /** A template's values for this host: its registers first, then `vars`. */
+  private lookup(vars: Record<string, unknown>): (path: string) => unknown {
+    return (path) => lookupPath(path.split('.')[0] in this.registers ? (this.registers as unknown as Record<string, unknown>) : vars, path);
   }
 
   /**
@@ -97,14 +97,12 @@ export class StepRunner {
   facts(): Record<string, string> | undefined {
     const defs = this.run.opts.plan.runbook.facts;
     if (!defs) return undefined;
-    const vars = varsFor(this.host, {});
+    const lookup = this.lookup(varsFor(this.host, {}));
     const out: Record<string, string> = {};
     for (const [name, tpl] of Object.entries(defs)) {
       try {
         const v = renderText(tpl, (path) => {
-          const root = path.split('.')[0];
-          const src = root in this.registers ? (this.registers as unknown as Record<string, unknown>) : vars;
-          const x = lookupPath(src, path);
+          const x = lookup(path);
           return typeof x === 'string' ? x.trimEnd() : x; // a command's output ends with a newline
         });
         const line = this.run.redactor.redact(v.trim().replace(/\s*\n\s*/g, ' | ')).slice(0, 300);
