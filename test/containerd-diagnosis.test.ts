@@ -251,6 +251,51 @@ test('a crash is recognised by its bbolt frames, not its message; a crash elsewh
   assert.match(d5.verdict, /^do not wipe: containerd is activating \(4 restarts, plugins: no answer\) with no evidence of corruption/);
 });
 
+test("a crash in containerd's metadata code is the database too; a stack still being written or a nil server says nothing", () => {
+  const start = 'time="2026-12-02T17:18:40Z" level=info msg="starting containerd" revision="x" version="2.1.9"';
+  const exited = 'containerd.service: Main process exited, code=exited, status=2/INVALIDARGUMENT';
+  const trace = (msg: string, ...frames: string[]) => [
+    msg,
+    '',
+    'goroutine 14 [running]:',
+    ...frames.flatMap((f) => [`${f}(0x12882770ac0)`, '\tsome/file.go:1 +0x29']),
+    exited,
+  ];
+  const run = (...segments: string[][]) =>
+    diagnose({
+      log: segments.map((l) => [start, ...l].join('\n')).join('\n'),
+      state: 'activating 2',
+      plugins: '',
+      db: dbVariant('pristine'),
+    });
+  const nilDeref = 'panic: runtime error: invalid memory address or nil pointer dereference';
+  // containerd's own metadata package reads nothing but bolt: a crash there is corrupt metadata (1.6 and 2.x paths)
+  for (const frame of [
+    'github.com/containerd/containerd/v2/core/metadata.(*imageStore).List',
+    'github.com/containerd/containerd/metadata.(*DB).Init',
+  ]) {
+    assert.match(
+      run(trace(nilDeref, frame, 'main.main')).verdict,
+      /^broken: metadata database corrupt .*nil pointer dereference \[in github\.com\/containerd/,
+      frame,
+    );
+  }
+  // the latest start crashed but its stack is not in the log yet: the start before it decides
+  const bolt = trace('panic: assertion failed: Page expected to be: 4', 'go.etcd.io/bbolt.(*Tx).page', 'go.etcd.io/bbolt.Open');
+  assert.match(
+    run(bolt, [nilDeref]).verdict,
+    /^broken: metadata database corrupt .*assertion failed: Page expected to be: 4 \[in go\.etcd\.io\/bbolt/,
+  );
+  // a nil server serving (start-up failed and the panic hid why) is no evidence: an earlier start's is used, if any
+  const nilServer = trace(nilDeref, 'github.com/containerd/containerd/v2/cmd/containerd/server.(*Server).ServeGRPC');
+  nilServer[3] = 'github.com/containerd/containerd/v2/cmd/containerd/server.(*Server).ServeGRPC(0x0, {0x2528868, 0xc0004b9050})';
+  assert.match(run(bolt, nilServer).verdict, /^broken: metadata database corrupt .*assertion failed/);
+  assert.match(run(nilServer).verdict, /^do not wipe: containerd is activating .* with no evidence of corruption/);
+  // a finished crash outside bolt is still a crash outside bolt, whatever came before it
+  const cri = trace(nilDeref, 'github.com/containerd/containerd/v2/internal/cri/server.(*criService).Run');
+  assert.match(run(bolt, cri).verdict, /^do not wipe: containerd crashed outside its metadata database/);
+});
+
 test("bolt's meta page checks: which check failed, both bad is corruption on its own, one bad is not", () => {
   const meta = (db: string) => diagnose({ log: '', state: 'activating 1', plugins: '', db: dbVariant(db) });
   const ok = meta('pristine');
