@@ -51,6 +51,11 @@ export interface ScriptRunSpec {
   becomeUser?: string;
   /** sudo password; sent over stdin only if sudo prompts. */
   becomePassword?: string;
+  /**
+   * The script reads the rest of the process's stdin, after the wrapper (a byte stream: openStream). The caller
+   * writes nothing more until the script says it is ready, so the shell cannot have read any of it.
+   */
+  keepStdin?: boolean;
 }
 
 export interface PreparedRun {
@@ -127,7 +132,7 @@ export function prepareRun(spec: ScriptRunSpec): PreparedRun {
   lines.push(...exportLines(spec.env));
   lines.push(`rb_script=${shQuote(spec.script)}`);
   const feed = stdinFeed(spec.stdin);
-  lines.push(feed ? `${feed}{ eval "$rb_script"; }` : `eval "$rb_script" </dev/null`);
+  lines.push(feed ? `${feed}{ eval "$rb_script"; }` : spec.keepStdin ? 'eval "$rb_script"' : `eval "$rb_script" </dev/null`);
   const wrapper = `${lines.join('\n')}\n`;
   return {
     command: l.command,

@@ -42,9 +42,10 @@ import { Limiter } from '../core/limiter.js';
 import type { JumpPool } from './jump-pool.js';
 import type { ConnectionSpec } from '../inventory/types.js';
 import { prepareRun, prepareSession, prepareStep, type PreparedStep, sessionKillScript } from './shell.js';
+import { bridgeScript, driveStream, openMarker } from './stream.js';
 import { type Orphan, ShellSession } from './session.js';
 import { driveRun } from './run-driver.js';
-import { TransportError, type ExecOptions, type ExecResult, type Transport } from './types.js';
+import { TransportError, type ExecOptions, type ExecResult, type OpenStream, type SocketOptions, type Transport } from './types.js';
 import {
   algorithmsForKeyTypes,
   appendKnownHost,
@@ -981,6 +982,38 @@ export class SshTransport implements Transport {
         this.closeIdle(); // idle sessions hold channels too
         await sleep(25 + i * 10);
       }
+    }
+  }
+
+  // ------------------------------------------------------------------ sockets
+
+  async openSocket(path: string, opts: SocketOptions = {}): Promise<OpenStream> {
+    const become = opts.become ?? this.conn.become ?? false;
+    const becomeUser = opts.becomeUser ?? this.conn.becomeUser;
+    const mark = openMarker();
+    const prep = prepareRun({
+      script: bridgeScript(path, mark),
+      become,
+      becomeUser,
+      becomePassword: become ? this.conn.becomePassword : undefined,
+      keepStdin: true,
+    });
+    const client = await this.ensure();
+    const ch = await this.openChannelRetry(client, prep.command);
+    let code: number | null = null;
+    ch.on('exit', (c: number | null) => {
+      code = c ?? null;
+    });
+    // 'exit' comes even while nobody reads the channel (a bridge that could not connect); 'close' when it was lost
+    const exited = new Promise<{ code: number | null }>((resolve) => {
+      ch.on('exit', (c: number | null) => resolve({ code: c ?? null }));
+      ch.on('close', () => resolve({ code }));
+    });
+    const io = { stdin: ch, stdout: ch, stderr: ch.stderr, exited, destroy: () => ch.close() };
+    try {
+      return await driveStream(io, prep, mark, opts.timeoutMs ?? 15_000);
+    } catch (e) {
+      throw new TransportError('E_SOCKET', this.host, `${this.host}: cannot reach ${path}: ${(e as Error).message}`, { cause: e });
     }
   }
 

@@ -3,6 +3,9 @@
  * The engine only knows this file; it never imports ssh2 or zx.
  */
 import { CodedError } from '../core/errors.js';
+import type { OpenStream } from './stream.js';
+
+export type { OpenStream } from './stream.js';
 
 export interface ExecOptions {
   /** Kill the command (its whole process group, on the host) after this long. */
@@ -24,6 +27,13 @@ export interface ExecOptions {
    * The timeout counts from the moment the script is sent.
    */
   gate?: Promise<void>;
+}
+
+export interface SocketOptions {
+  become?: boolean;
+  becomeUser?: string;
+  /** How long connecting may take (default 15 s). */
+  timeoutMs?: number;
 }
 
 export interface ExecResult {
@@ -71,6 +81,11 @@ export interface Transport {
    */
   exec(script: string, opts?: ExecOptions): Promise<ExecResult>;
   put(content: string | Buffer, remotePath: string, opts?: { mode?: number }): Promise<void>;
+  /**
+   * A byte stream to the unix socket `path` on the host (as the become user with become), over the connection
+   * (stream.ts). Rejects with TransportError (E_SOCKET when the host cannot reach the socket, with why).
+   */
+  openSocket?(path: string, opts?: SocketOptions): Promise<OpenStream>;
   get(remotePath: string): Promise<Buffer>;
   /**
    * Makes sure no command whose end is unknown (a lost connection, an unconfirmed kill) still runs on the
