@@ -9,7 +9,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Fleet } from './harness/nspawn.js';
-import { useFleet } from './containerd-common.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runbook, useFleet } from './containerd-common.js';
 import { SshTransport } from '../src/transport/ssh.js';
 import { TransportError } from '../src/transport/types.js';
 import { type GrpcChannel, grpcOver } from '../src/actions/grpc.js';
@@ -163,3 +166,46 @@ for (const name of ['st-c', 'st-k']) {
     assert.ok(later.healthy && later.nRestarts === restarts, `${name} did not stay up: ${JSON.stringify(later)}`);
   });
 }
+
+test('a runbook step that calls the store (call: containerd.sandboxes.prune), as ops through sudo: output registered, verified, shown', async () => {
+  await plant('st-c', 'rb-engine');
+  const dir = mkdtempSync(join(tmpdir(), 'rb-call-'));
+  const book = join(dir, 'prune.yml');
+  writeFileSync(
+    book,
+    [
+      'name: prune',
+      'become: true',
+      'vars:',
+      '  sock: /run/containerd/containerd.sock',
+      'steps:',
+      '  - name: Delete sandbox records without CRI metadata',
+      '    call: containerd.sandboxes.prune',
+      '    with:',
+      '      socket: "{{ sock }}"',
+      '    register: pruned',
+      `    verify: printf '%s\\n' "{{ pruned.stdout }}" | grep -qx 'deleted rb-engine'`,
+      '',
+    ].join('\n'),
+  );
+  const inv = join(dir, 'inv.yml');
+  writeFileSync(
+    inv,
+    `all:\n  hosts:\n    st-c:\n      ansible_host: ${fleet.node('st-c').ip}\n      ansible_user: ops\n      ansible_ssh_private_key_file: ${fleet.image.clientKey}\n`,
+  );
+  const out = await runbook(fleet, 'apply', book, { inventory: inv });
+  assert.deepEqual(out.hosts, { 'st-c': 'changed' }, out.stderr + JSON.stringify(out.events.filter((e) => e.type === 'step-end')));
+  const end = out.events.find((e) => e.type === 'step-end' && e.step === 'Delete sandbox records without CRI metadata');
+  assert.equal((end?.register as { stdout?: string } | undefined)?.stdout, 'deleted rb-engine\n');
+  const plan = await runbook(fleet, 'plan', book, { inventory: inv });
+  assert.match(plan.stderr, /call: +containerd\.sandboxes\.prune socket=\/run\/containerd\/containerd\.sock namespace=k8s\.io\n/);
+  assert.deepEqual(await ids('st-c'), []);
+  // a socket that is not there: the step fails with the bridge's one line, nothing else happens
+  const bad = await runbook(fleet, 'apply', book, { inventory: inv, extra: ['-e', 'sock=/run/nothing.sock'] });
+  assert.deepEqual(bad.hosts, { 'st-c': 'failed' });
+  const failed = bad.events.find((e) => e.type === 'step-end' && e.status === 'failed');
+  assert.match(
+    String(failed?.message),
+    /^exit 1: st-c: cannot reach \/run\/nothing\.sock: cannot connect to \/run\/nothing\.sock: No such file or directory$/,
+  );
+});

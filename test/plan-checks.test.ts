@@ -61,3 +61,32 @@ test('validate -i and apply refuse it before contacting a host: exit 1, no journ
   assert.ok(!existsSync(join(dir, 'one')), 'step one did not run');
   assert.ok(!existsSync(join(dir, 'state')), 'no journal: nothing was started');
 });
+
+test('a call step: its parameters get their defaults, and every template in with: resolves for every host before anything runs', () => {
+  const book = `name: prune
+steps:
+  - name: Paths
+    run: echo /run/containerd/containerd.sock
+    register: sock
+  - name: Prune
+    call: containerd.sandboxes.prune
+    with:
+      socket: "{{ sock.stdout }}"
+  - name: Prune elsewhere
+    call: containerd.sandboxes.prune
+    with:
+      socket: "{{ where }}"
+      namespace: moby
+`;
+  const rb = parseRunbook(book, '/rb/prune.yml');
+  assert.deepEqual(rb.steps[1].call, { action: 'containerd.sandboxes.prune', with: { socket: '{{ sock.stdout }}', namespace: 'k8s.io' } });
+  assert.equal(rb.steps[2].run, 'containerd.sandboxes.prune socket={{ where }} namespace=moby');
+  assert.throws(
+    () => createPlan(rb, [host('a')], { runId: 'r', forks: 1 }),
+    (e: unknown) => e instanceof ValidationError && /variable "where" is not defined for host a \(step "Prune elsewhere"\)/.test(e.message),
+  );
+  assert.equal(
+    createPlan(rb, [host('a')], { runId: 'r', forks: 1, extraVars: { where: '/run/k3s/containerd/containerd.sock' } }).hosts.length,
+    1,
+  );
+});

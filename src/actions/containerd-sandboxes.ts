@@ -77,6 +77,8 @@ export class SandboxStore {
   constructor(
     private readonly ch: GrpcChannel,
     private readonly namespace: string,
+    /** Per call. */
+    private readonly timeoutMs = 30_000,
   ) {}
 
   private get headers(): Record<string, string> {
@@ -84,12 +86,12 @@ export class SandboxStore {
   }
 
   async list(): Promise<SandboxRecord[]> {
-    return decodeList(await this.ch.call(`${STORE}/List`, new Uint8Array(), this.headers));
+    return decodeList(await this.ch.call(`${STORE}/List`, new Uint8Array(), this.headers, this.timeoutMs));
   }
 
   /** StoreDeleteRequest: sandbox_id = 1. */
   async delete(id: string): Promise<void> {
-    await this.ch.call(`${STORE}/Delete`, stringField(1, id), this.headers);
+    await this.ch.call(`${STORE}/Delete`, stringField(1, id), this.headers, this.timeoutMs);
   }
 }
 

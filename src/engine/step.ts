@@ -4,6 +4,7 @@
  * step's outcome means for the host.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ACTIONS } from '../actions/index.js';
 import { RunbookError } from '../core/errors.js';
 import type { Redactor } from '../core/redact.js';
 import { type Expr, ExprError, evalExpr } from '../plan/expr.js';
@@ -155,6 +156,25 @@ export class StepRunner {
     }
   }
 
+  /** A step's built-in action (call:), its parameters rendered for this host (trimmed: a register's output ends with a newline). */
+  private async callAction(step: StepSpec, call: NonNullable<StepSpec['call']>, gate?: Promise<void>): Promise<ExecResult> {
+    const lookup = this.lookup(varsFor(this.host, step));
+    const args = Object.fromEntries(Object.entries(call.with).map(([k, v]) => [k, renderText(v, lookup).trim()]));
+    await gate;
+    const started = Date.now();
+    await this.t.connect();
+    const r = await ACTIONS[call.action](
+      {
+        transport: this.t,
+        become: step.become || undefined,
+        becomeUser: this.host.connection.becomeUser,
+        timeoutMs: step.timeoutMs,
+      },
+      args,
+    );
+    return { code: r.code, signal: null, stdout: r.stdout, stderr: r.stderr, timedOut: false, durationMs: Date.now() - started };
+  }
+
   /**
    * A step with its start and end events. Rejects with TransportError only if the connection is
    * lost before `run` starts (the step's end then says `unknown`).
@@ -226,7 +246,7 @@ export class StepRunner {
     }
     let r: ExecResult;
     try {
-      r = await this.exec(step, cmd, gate);
+      r = step.call ? await this.callAction(step, step.call, gate) : await this.exec(step, cmd, gate);
     } catch (err) {
       if (gate !== undefined) await gate; // a journal failure wins (JournalStop), as if the sync had run before the exec
       if (err instanceof TransportError && step.phase === 'step') {

@@ -3,6 +3,7 @@
  * path (`steps[2].verify.retries`) and line:column: the YAML (positions.ts), the shapes
  * (schema.ts), the rules across fields and templates (rules.ts), then the normalized Runbook.
  */
+import { type ActionName, callArgs } from '../actions/specs.js';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { decodeUtf8 } from '../core/text.js';
@@ -190,6 +191,13 @@ function normalize(
     if (s.rollback !== undefined) step.rollback = s.rollback as string;
     if (s.register !== undefined) step.register = s.register as string;
     if (e.scope !== undefined) step.scope = e.scope;
+    if (s.call !== undefined) {
+      const action = s.call as ActionName;
+      step.call = { action, with: callArgs(action, s.with as Record<string, string> | undefined) };
+      // what plan and show print (and where templates are checked for every host): the call and its parameters
+      step.run = [action, ...Object.entries(step.call.with).map(([k, v]) => `${k}=${v}`)].join(' ');
+      step.local = false;
+    }
     return step;
   };
   const preflight = x.preflight.map((e, i) => toStep(e, i));

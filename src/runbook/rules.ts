@@ -127,6 +127,10 @@ export function checkTemplates(x: Expanded, idx: StepIndex, vars: Record<string,
         true,
       ],
       ['rollback', st.rollback, true],
+      // a call's parameters are data for the action, never shell text
+      ...(st.with && typeof st.with === 'object' && !Array.isArray(st.with)
+        ? Object.entries(st.with as Record<string, unknown>).map(([k, v]): [string, unknown, boolean] => [`with.${k}`, v, false])
+        : []),
     ];
     for (const [field, tpl, isCommand] of fields) {
       if (typeof tpl !== 'string') continue;

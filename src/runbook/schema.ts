@@ -10,6 +10,7 @@ import { didYouMean } from '../core/errors.js';
 import { parseDuration } from '../core/duration.js';
 import { joinPath, type PositionMap } from './positions.js';
 import type { AddIssue } from './rules.js';
+import { checkCall } from '../actions/specs.js';
 
 /** Variables every host has; runbook vars and registers may not shadow them. */
 export const BUILTIN_VARS: readonly string[] = ['inventory_hostname', 'run_id'];
@@ -147,6 +148,26 @@ const stepSchema = strictObject({
   become: optional(leaf(isBool)),
 });
 
+/** A step that calls a built-in action (src/actions/specs.ts) instead of running a shell command. */
+const callStepSchema = strictObject({
+  name: stepSchema.shape.name,
+  if: stepSchema.shape.if,
+  when: stepSchema.shape.when,
+  unless: stepSchema.shape.unless,
+  call: unknown().check(
+    superRefine((v, ctx) => {
+      const [first] = checkCall(v, {}).filter(([p]) => p === 'call');
+      if (first) ctx.addIssue({ code: 'custom', message: first[1] });
+    }),
+  ),
+  with: optional(unknown()),
+  verify: optional(verifySchema),
+  rollback: stepSchema.shape.rollback,
+  timeout: stepSchema.shape.timeout,
+  register: stepSchema.shape.register,
+  become: stepSchema.shape.become,
+});
+
 /** `- include: lib/drain.yml` with optional vars: the steps of another file, in place. */
 const includeSchema = strictObject({
   include: leaf(nonEmptyString),
@@ -192,9 +213,15 @@ const stepListSchema = (what: string, required: boolean, escalations = true) =>
           });
           return;
         }
-        const schema = kind === 'include' ? includeSchema : kind === 'escalate' ? escalateSchema : stepSchema;
+        const call = kind === 'step' && 'call' in item;
+        const schema = kind === 'include' ? includeSchema : kind === 'escalate' ? escalateSchema : call ? callStepSchema : stepSchema;
         const r = schema.safeParse(item);
         if (!r.success) nest(ctx, [i], r.error.issues);
+        if (call) {
+          const c = item as Record<string, unknown>;
+          for (const [p, message] of checkCall(c.call, c.with))
+            if (p !== 'call') ctx.addIssue({ code: 'custom', message, path: [i, ...p.split('.')] });
+        }
       });
     }),
   );
@@ -261,6 +288,7 @@ export const fragmentSchema = strictObject({
 export const TOP_KEYS = Object.keys(runbookSchema.shape);
 export const FRAGMENT_KEYS = Object.keys(fragmentSchema.shape);
 export const STEP_KEYS = Object.keys(stepSchema.shape);
+const CALL_STEP_KEYS = Object.keys(callStepSchema.shape);
 const VERIFY_KEYS = Object.keys(verifyObject.shape);
 const INCLUDE_KEYS = Object.keys(includeSchema.shape);
 const ESCALATE_KEYS = Object.keys(escalateSchema.shape);
@@ -294,6 +322,7 @@ function knownKeysAt(path: ReadonlyArray<PropertyKey>, d: Record<string, unknown
   if (typeof last === 'number' && parent === 'escalate') return ALTERNATIVE_KEYS;
   if (typeof last === 'number' && v && typeof v === 'object') {
     const kind = stepKind(v as Record<string, unknown>);
+    if (kind === 'step' && 'call' in v) return CALL_STEP_KEYS;
     return kind === 'include' ? INCLUDE_KEYS : kind === 'escalate' ? ESCALATE_KEYS : STEP_KEYS;
   }
   return [];

@@ -1,4 +1,5 @@
 /** A runbook after loading and validation. Templates (`{{ var }}`) are kept unrendered here. */
+import type { ActionName } from '../actions/specs.js';
 import type { Expr } from '../plan/expr.js';
 
 export type { Expr } from '../plan/expr.js';
@@ -22,7 +23,10 @@ export interface StepSpec {
   if?: Expr;
   when?: string;
   unless?: string;
+  /** The shell command; for a `call:` step, how plan and show print the call (its templates are the with: values). */
   run: string;
+  /** A built-in action instead of a shell command (src/actions): its name and `with:` parameters (templates, defaults filled in). */
+  call?: { action: ActionName; with: Record<string, string> };
   verify?: VerifySpec;
   rollback?: string;
   timeoutMs: number;

@@ -102,7 +102,7 @@ export async function run(argv: Args): Promise<number> {
       }
       if (s.when !== undefined) w(`      when:     ${show(h, s, s.when)}`);
       if (s.unless !== undefined) w(`      unless:   ${show(h, s, s.unless)}`);
-      w(`      run:      ${indent(show(h, s, s.run))}`);
+      w(`      ${s.call ? 'call:' : 'run: '}     ${indent(show(h, s, s.run))}`);
       if (s.verify)
         w(
           `      verify:   ${indent(show(h, s, s.verify.run))}${s.verify.retries ? `  (retries ${s.verify.retries}, delay ${formatDuration(s.verify.delayMs)})` : ''}`,
@@ -127,7 +127,7 @@ function renderStepJson(s: StepSpec, show: (t: string) => string) {
     timeout_ms: s.timeoutMs,
     ...(s.when !== undefined ? { when: show(s.when) } : {}),
     ...(s.unless !== undefined ? { unless: show(s.unless) } : {}),
-    run: show(s.run),
+    ...(s.call ? { call: show(s.run) } : { run: show(s.run) }),
     ...(s.verify ? { verify: { run: show(s.verify.run), retries: s.verify.retries, delay_ms: s.verify.delayMs } } : {}),
     ...(s.rollback !== undefined ? { rollback: show(s.rollback) } : {}),
   };

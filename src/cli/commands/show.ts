@@ -45,7 +45,7 @@ function step(s: StepSpec, p: Paint, cwd: string, rb: Runbook): string[] {
   }
   if (s.when) out.push(...command('when', s.when, p, '(runs the step only if this succeeds)'));
   if (s.unless) out.push(...command('unless', s.unless, p, '(already done if this succeeds)'));
-  out.push(...command('run', s.run, p));
+  out.push(...(s.call ? command('call', s.run, p, '(a built-in action)') : command('run', s.run, p)));
   if (s.verify) {
     const tries = s.verify.retries ? `(retried ${s.verify.retries}x, ${formatDuration(s.verify.delayMs)} apart)` : '';
     out.push(...command('verify', s.verify.run, p, tries));
