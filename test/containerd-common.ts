@@ -22,6 +22,7 @@ export interface RunOutput {
   /** host -> final status (from run-end). */
   hosts: Record<string, string>;
   runId: string;
+  stateDir: string;
 }
 
 export interface RunOpts {
@@ -30,21 +31,26 @@ export interface RunOpts {
   /** Called for every NDJSON event as it arrives (e.g. to send SIGINT at the right moment). */
   onEvent?: (e: CliEvent, child: ChildProcess) => void;
   timeoutMs?: number;
+  /** The controller's state dir (its run journals); default a new one per call. resume/rollback need the run's. */
+  stateDir?: string;
 }
 
-/** `bin/runbook <cmd> <runbook> -i INV --known-hosts KH --json ...` against the fleet. */
-export function runbook(fleet: Fleet, cmd: 'apply' | 'plan', book: string, o: RunOpts = {}): Promise<RunOutput> {
-  const stateDir = mkdtempSync(join(tmpdir(), 'rb-ctd-state-'));
+/**
+ * `bin/runbook <cmd> <runbook> -i INV --known-hosts KH --json ...` against the fleet; resume and rollback take
+ * the run id instead of a runbook (and the run's stateDir).
+ */
+export function runbook(fleet: Fleet, cmd: 'apply' | 'plan' | 'resume' | 'rollback', book: string, o: RunOpts = {}): Promise<RunOutput> {
+  const stateDir = o.stateDir ?? mkdtempSync(join(tmpdir(), 'rb-ctd-state-'));
+  const events = cmd !== 'plan';
   const args = [
     cmd,
     book,
-    '-i',
-    o.inventory ?? fleet.inventory,
+    ...(cmd === 'apply' || cmd === 'plan' ? ['-i', o.inventory ?? fleet.inventory] : []),
     '--known-hosts',
     fleet.knownHosts,
     '--state-dir',
     stateDir,
-    ...(cmd === 'apply' ? ['--yes', '--json'] : []),
+    ...(events ? ['--yes', '--json'] : []),
     ...(o.extra ?? []),
   ];
   const t0 = Date.now();
@@ -60,7 +66,7 @@ export function runbook(fleet: Fleet, cmd: 'apply' | 'plan', book: string, o: Ru
     }, o.timeoutMs ?? 300_000);
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       raw += d;
-      if (cmd !== 'apply') return;
+      if (!events) return;
       buf += d;
       const lines = buf.split('\n');
       buf = lines.pop() ?? '';
@@ -81,10 +87,11 @@ export function runbook(fleet: Fleet, cmd: 'apply' | 'plan', book: string, o: Ru
       resolve({
         code,
         events,
-        stderr: cmd === 'apply' ? stderr : raw + stderr,
+        stderr: events ? stderr : raw + stderr,
         ms: Date.now() - t0,
         hosts: (end?.hosts as Record<string, string> | undefined) ?? {},
         runId: start?.run_id ?? '',
+        stateDir,
       });
     });
   });

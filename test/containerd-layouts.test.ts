@@ -34,6 +34,24 @@ const stepOut = (out: RunOutput, host: string, step: string) => {
   const e = out.events.find((x) => x.type === 'step-end' && x.host === host && x.step === step);
   return `${e?.stdout ?? ''}${e?.stderr ?? ''}`;
 };
+/** A step's registered stdout (its step-end's stdout is its verify's when it has one). */
+const registered = (out: RunOutput, host: string, step: string) =>
+  out.events.find((x) => x.type === 'step-end' && x.host === host && x.step === step)?.register?.stdout ?? '';
+const hostMessage = (out: RunOutput, host: string) =>
+  String(out.events.find((e) => e.type === 'host-end' && e.host === host)?.message ?? '');
+/** The node's images in namespace k8s.io: name and digest, one per line. */
+const images = async (name: string) => {
+  const lines = (await fleet.sh(name, `${fleet.node(name).ctr} -n k8s.io images ls`)).trim().split('\n').slice(1);
+  assert.ok(lines.length > 0, `${name} has images`);
+  return lines
+    .map((l) =>
+      l
+        .split(/\s+/)
+        .filter((_, i) => i === 0 || i === 2)
+        .join(' '),
+    )
+    .join('\n');
+};
 const facts = (out: RunOutput, host: string) => out.events.find((e) => e.type === 'host-end' && e.host === host)?.facts ?? {};
 /** No shim of this node's containerd and nothing mounted below its root or state (what the killall and our clean-up must leave). */
 const leftoverShimsAndMounts = async (name: string) => {
@@ -49,9 +67,13 @@ const leftoverShimsAndMounts = async (name: string) => {
 test('layout stand-ins (k3s, RKE2) and containerd 1.6/1.7/2.x: the broken are repaired through their own socket, the healthy untouched, with version advice', async (t) => {
   await fleet.runContainer('k3spanic', 'web');
   await fleet.break('k3spanic', 'panic');
+  const imagesBefore: Record<string, string> = {};
+  await fleet.runContainer('rkeseed', 'web');
+  imagesBefore.rkeseed = await images('rkeseed');
   const seed = await fleet.break('rkeseed', 'sandbox-record');
   assert.equal(seed.outcome, 'restart-loop', JSON.stringify(seed));
   await fleet.runContainer('ctdseed', 'web');
+  imagesBefore.ctdseed = await images('ctdseed');
   const seed2 = await fleet.break('ctdseed', 'sandbox-record');
   assert.equal(seed2.outcome, 'restart-loop', JSON.stringify(seed2));
   assert.match(seed2.line ?? '', /failed to recover state: failed to get metadata for stored sandbox \\?"rb-[^"\\]+\\?": not found/);
@@ -62,6 +84,10 @@ test('layout stand-ins (k3s, RKE2) and containerd 1.6/1.7/2.x: the broken are re
   const meta = await fleet.break('siddrop', 'meta-page', { page: 0 });
   assert.ok(meta.health.healthy, JSON.stringify(meta));
   const pages = await fleet.break('rkepages', 'random-pages', { seed: 7 });
+  const seedInodes = {
+    rkeseed: await inode(fleet, 'rkeseed', fleet.node('rkeseed').root),
+    ctdseed: await inode(fleet, 'ctdseed', fleet.node('ctdseed').root),
+  };
   const okBefore = await treeFingerprint(fleet, 'k3sok', fleet.node('k3sok').root);
   const okInode = await inode(fleet, 'k3sok', fleet.node('k3sok').root);
 
@@ -115,20 +141,35 @@ test('layout stand-ins (k3s, RKE2) and containerd 1.6/1.7/2.x: the broken are re
   assert.match(facts(out, 'k3spanic').containerd ?? '', /^containerd 1\.6\.20\S*: not affected/);
   assert.match(facts(out, 'siddrop').containerd ?? '', /^containerd 2\.1\.\d+\S*: not affected \(fixed in/);
 
-  // Repaired: healthy through the layout's own socket, the old root kept as the backup, nothing of the old
-  // containerd left (the k3s killall and our clean-up), the planted record gone.
+  // Repaired: healthy through the layout's own socket, nothing of the old containerd left (the k3s killall and our
+  // clean-up). The seed's error by its first rung: the same root (its containers kept), meta.db's copy as evidence,
+  // the planted record gone. The rest wiped: the old root kept as the backup.
   for (const h of hosts.filter((x) => want[x] === 'changed')) {
     const n = fleet.node(h);
     assert.ok((await fleet.health(h)).healthy, `${h} healthy`);
-    await fleet.sh(h, `test -d ${n.root}.recover-${out.runId} && test -f ${n.root}.recover-${out.runId}.evidence/diagnosis.txt`);
+    const ev = `${n.root}.recover-${out.runId}.evidence`;
     assert.equal(await leftoverShimsAndMounts(h), '', `${h}: shims or mounts of the old containerd`);
+    if (h in seedInodes) {
+      const id = (h === 'ctdseed' ? seed2 : seed).id;
+      assert.match(hostMessage(out, h), /repaired by remove the bad records/, h);
+      assert.equal(await inode(fleet, h, n.root), seedInodes[h as keyof typeof seedInodes], `${h}: the root kept`);
+      await fleet.sh(h, `! test -e ${n.root}.recover-${out.runId} && test -s ${ev}/meta.db && test -f ${ev}/diagnosis.txt`);
+      assert.match(registered(out, h, 'Delete sandbox records without CRI metadata'), new RegExp(`^deleted ${id}$`, 'm'));
+      const sandboxes = (await fleet.sh(h, `${n.ctr} -n k8s.io sandboxes ls`))
+        .split('\n')
+        .slice(1)
+        .map((l) => l.split(/\s+/)[0]);
+      assert.ok(!sandboxes.includes(id), `${h}: the planted record ${id} is gone: ${sandboxes.join(' ')}`);
+      // every image kept, and a new container runs from one (the nodes have no registry); the old one is still there
+      assert.equal(await images(h), imagesBefore[h], `${h}: the same images (names, digests)`);
+      await fleet.runContainer(h, 'web2');
+      assert.equal((await fleet.sh(h, `${n.ctr} -n k8s.io containers ls -q | sort`)).trim(), 'web\nweb2', `${h}: containers`);
+    } else {
+      assert.match(hostMessage(out, h), /repaired by wipe \(remove the bad records did not apply\)/, h);
+      await fleet.sh(h, `test -d ${n.root}.recover-${out.runId} && test -f ${ev}/diagnosis.txt`);
+    }
   }
   assert.equal((await fleet.exec('k3spanic', `k3s ctr -n k8s.io containers ls -q`)).stdout.trim(), '', 'a wiped root has no containers');
-  assert.equal(
-    (await fleet.exec('ctdseed', `ctr -n k8s.io sandboxes ls -q 2>/dev/null | grep -c '${seed2.id}' || true`)).stdout.trim(),
-    '0',
-    'the planted record is gone',
-  );
   // Healthy nodes untouched: same root inode, same files.
   assert.equal(await inode(fleet, 'k3sok', fleet.node('k3sok').root), okInode);
   assert.equal(await treeFingerprint(fleet, 'k3sok', fleet.node('k3sok').root), okBefore);

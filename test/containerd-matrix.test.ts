@@ -60,10 +60,13 @@ test('every layout stand-in and version: the seed error (1.7), zeroed pages, scr
           assert.fail(`${n.name} after ${what}: ${out.hosts[n.name]}: ${explain(out)}\ncontainerd's log since the break:\n${log}`);
         }
         assert.match(diag?.stdout ?? '', EXPECT[kind], `${n.name} after ${what}`);
+        // the seed's error by its first rung (the records deleted), everything else wiped
+        const rung = /repaired by ([a-z ]+?)(?: \(|$|;)/.exec(String(end?.message ?? ''))?.[1];
+        assert.equal(rung, kind === 'sandbox-record' ? 'remove the bad records' : 'wipe', `${n.name} after ${what}: ${end?.message}`);
         const h = await fleet.health(n.name);
         assert.ok(h.healthy, `${n.name} after ${what}: not healthy afterwards: ${JSON.stringify(h)}`);
         lines.push(
-          `${n.name} (${n.suite}, ${n.layout}) ${what}: repaired in ${end?.duration_ms} ms: ${(diag?.stdout ?? '').split('\n')[0].slice(0, 110)}`,
+          `${n.name} (${n.suite}, ${n.layout}) ${what}: repaired by ${rung} in ${end?.duration_ms} ms: ${(diag?.stdout ?? '').split('\n')[0].slice(0, 110)}`,
         );
       }
       return lines;

@@ -26,6 +26,8 @@ export interface CliEvent {
   message?: string;
   failed_step?: string;
   changed_steps?: string[];
+  /** step-end of a step with `register:`: what it registered (its own stdout, not its verify's). */
+  register?: { stdout: string; stderr: string; code: number | null };
   /** host-end: the runbook's facts for the host. */
   facts?: Record<string, string>;
   exit_code?: number;
