@@ -41,7 +41,7 @@ export interface RunOpts {
  */
 export function runbook(fleet: Fleet, cmd: 'apply' | 'plan' | 'resume' | 'rollback', book: string, o: RunOpts = {}): Promise<RunOutput> {
   const stateDir = o.stateDir ?? mkdtempSync(join(tmpdir(), 'rb-ctd-state-'));
-  const events = cmd !== 'plan';
+  const ndjson = cmd !== 'plan';
   const args = [
     cmd,
     book,
@@ -50,7 +50,7 @@ export function runbook(fleet: Fleet, cmd: 'apply' | 'plan' | 'resume' | 'rollba
     fleet.knownHosts,
     '--state-dir',
     stateDir,
-    ...(events ? ['--yes', '--json'] : []),
+    ...(ndjson ? ['--yes', '--json'] : []),
     ...(o.extra ?? []),
   ];
   const t0 = Date.now();
@@ -66,7 +66,7 @@ export function runbook(fleet: Fleet, cmd: 'apply' | 'plan' | 'resume' | 'rollba
     }, o.timeoutMs ?? 300_000);
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       raw += d;
-      if (!events) return;
+      if (!ndjson) return;
       buf += d;
       const lines = buf.split('\n');
       buf = lines.pop() ?? '';
@@ -87,7 +87,7 @@ export function runbook(fleet: Fleet, cmd: 'apply' | 'plan' | 'resume' | 'rollba
       resolve({
         code,
         events,
-        stderr: events ? stderr : raw + stderr,
+        stderr: ndjson ? stderr : raw + stderr,
         ms: Date.now() - t0,
         hosts: (end?.hosts as Record<string, string> | undefined) ?? {},
         runId: start?.run_id ?? '',

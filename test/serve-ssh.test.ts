@@ -158,7 +158,9 @@ describe('runbook serve on sshd hosts', () => {
 
   test('cooldown and attempts: repeats within the cooldown are recorded, not run; past max_attempts the host is left for a human', async () => {
     book('budget');
-    const c = await config({ name: 'budget', route: '    cooldown: 2s\n    max_attempts: { count: 2, within: 1h }\n' });
+    // 10 s: long enough that a run on a slow, busy machine still ends within it (the cooldown counts from the start).
+    const route = '    cooldown: 10s\n    max_attempts: { count: 2, within: 1h }\n';
+    const c = await config({ name: 'budget', route });
     const s = await serve(c);
     const body = payload([{ name: 'Broken', host: 's2' }]);
     const decide = async () => {
@@ -169,7 +171,7 @@ describe('runbook serve on sshd hosts', () => {
     assert.equal(await decide(), 'run_started');
     assert.equal((await runEnd(s, 's2', 1)).status, 'changed');
     assert.equal(await decide(), 'cooldown', 'a repeat at once is within the cooldown');
-    // Past the cooldown (2 s: a wait on the clock itself, the state the product is asked about), a second run.
+    // Past the cooldown (10 s: a wait on the clock itself, the state the product is asked about), a second run.
     await waitFor(async () => (await decide()) === 'run_started', { what: 'the cooldown to end (a second run_started)', intervalMs: 250 });
     assert.equal((await runEnd(s, 's2', 2)).status, 'changed');
     await waitFor(async () => (await decide()) === 'run_started', { what: 'the cooldown to end again', intervalMs: 250 });
@@ -187,9 +189,7 @@ describe('runbook serve on sshd hosts', () => {
       [['s2', 1]],
     );
     // A replica that knows nothing asks the host, which still says no.
-    const fresh = await serve(
-      await config({ name: 'budget', route: '    cooldown: 2s\n    max_attempts: { count: 2, within: 1h }\n' }, '-fresh'),
-    );
+    const fresh = await serve(await config({ name: 'budget', route }, '-fresh'));
     assert.equal(
       (JSON.parse((await fresh.post(body)).body) as { decisions: Array<{ decision: string }> }).decisions[0].decision,
       'run_started',
