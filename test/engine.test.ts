@@ -355,6 +355,17 @@ test('resume: an unknown step that did not take effect rolls back the whole ledg
   assert.equal(result.hosts.h1, 'rolled-back');
 });
 
+test('resume: an unknown step marked rerun is run again (its checks too), not rolled back', async () => {
+  const rb = runbook([step('s1', 0), step('s2', 1, { rerun: true, verify: { run: 'check s2', retries: 0, delayMs: 0 } }), step('s3', 2)]);
+  const resume = new Map<string, HostResumeState>([['h1', { done: new Map([[0, 'changed']]), unknown: 1, ledger: [0], registers: {} }]]);
+  const { result, log } = await go(rb, 1, ok, { mode: { kind: 'resume', hosts: resume } });
+  assert.deepEqual(
+    log.map((l) => l.split(':')[1]),
+    ['run s2', 'check s2', 'run s3'],
+  );
+  assert.equal(result.hosts.h1, 'changed');
+});
+
 test('rollback mode unwinds a recorded ledger in reverse', async () => {
   const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
   const plan = createPlan(rb, hosts(2), { runId: 'r', forks: 5 });
@@ -369,6 +380,22 @@ test('rollback mode unwinds a recorded ledger in reverse', async () => {
   assert.deepEqual(log, ['h1:undo s3', 'h1:undo s1']);
   assert.deepEqual(r.hosts, { h1: 'rolled-back' });
   assert.equal(r.exit_code, 0);
+});
+
+test("rollback mode renders rollbacks with the run's registers (from its journal)", async () => {
+  const rb = runbook([step('s1', 0, { register: 'where', rollback: 'undo in {{ where.stdout }}' }), step('s2', 1)]);
+  const plan = createPlan(rb, hosts(1), { runId: 'r', forks: 5 });
+  const log: string[] = [];
+  const registers = new Map([['h1', { where: { stdout: '/srv/x', stderr: '', code: 0 } }]]);
+  const r = await runPlan({
+    plan,
+    mode: { kind: 'rollback', undo: new Map([['h1', [0]]]), registers },
+    emit: () => {},
+    transport: (h) => new FakeTransport(h.name, ok, log),
+    localTransport: (h) => new FakeTransport(h.name, ok, log),
+  });
+  assert.deepEqual(log, ['h1:undo in /srv/x']);
+  assert.deepEqual(r.hosts, { h1: 'rolled-back' });
 });
 
 test('registered output is available to later steps; secrets are redacted in events', async () => {

@@ -8,6 +8,7 @@
 import { Limiter } from '../core/limiter.js';
 import { Redactor } from '../core/redact.js';
 import { splitBatches } from '../plan/plan.js';
+import type { Registered } from '../core/status.js';
 import type { PlannedHost } from '../plan/types.js';
 import { shEscapeDouble, shQuote } from '../transport/shell.js';
 import { type EventInput, type HostStatus, type JournalSink, nullJournal, type RunEvent, runStatusOf } from './events.js';
@@ -128,7 +129,7 @@ export class Engine implements FleetScope {
   /** Runs the plan in its mode. Whatever happens, every connection is closed and every lock taken is released. */
   async run(): Promise<RunResult> {
     try {
-      return await (this.mode.kind === 'rollback' ? this.rollback(this.mode.undo) : this.apply());
+      return await (this.mode.kind === 'rollback' ? this.rollback(this.mode.undo, this.mode.registers) : this.apply());
     } finally {
       await Promise.all(this.open.map((r) => r.close()));
     }
@@ -221,7 +222,7 @@ export class Engine implements FleetScope {
    * `rolled-back` (success here) or `needs-attention`. Hosts with nothing to undo are only
    * visited to drop a lock the earlier run may have left there.
    */
-  private async rollback(undo: Map<string, number[]>): Promise<RunResult> {
+  private async rollback(undo: Map<string, number[]>, registers?: Map<string, Record<string, Registered>>): Promise<RunResult> {
     const { plan } = this.opts;
     const hosts = plan.hosts.filter((h) => (undo.get(h.name) ?? []).length > 0);
     const names = hosts.map((h) => h.name);
@@ -231,7 +232,7 @@ export class Engine implements FleetScope {
       ...hosts.map((h) =>
         limiter.run(() => {
           const r = this.hostRun(h);
-          return this.guarded(r, () => r.undo(undo.get(h.name)!));
+          return this.guarded(r, () => r.undo(undo.get(h.name)!, registers?.get(h.name)));
         }),
       ),
       ...plan.hosts.filter((h) => !names.includes(h.name)).map((h) => limiter.run(() => new HostRun(this, h).releaseLeftLock())),

@@ -15,6 +15,7 @@
  */
 import { RunbookError } from '../core/errors.js';
 import { ExprError } from '../plan/expr.js';
+import type { Registered } from '../core/status.js';
 import type { HostResumeState } from '../plan/types.js';
 import type { StepSpec } from '../runbook/types.js';
 import type { ExecResult } from '../transport/types.js';
@@ -321,6 +322,8 @@ export class HostRun extends StepRunner {
 
   /** A step's intent was durable in a dead run but not its outcome: learn what happened. */
   private async settleUnknown(step: StepSpec): Promise<StepOutcome> {
+    // Safe to run twice (rerun: true): run it again, with its own checks, instead of asking whether it took effect.
+    if (step.rerun) return this.runStep(step);
     const started = Date.now();
     this.current = step;
     this.fleet.emit({ type: 'step-start', host: this.host.name, step: step.name, phase: step.phase, index: step.index });
@@ -357,8 +360,9 @@ export class HostRun extends StepRunner {
   // rollback
 
   /** Undoes `indices` (in run order: the last is undone first) of an earlier run. */
-  async undo(indices: number[]): Promise<void> {
+  async undo(indices: number[], registers: Record<string, Registered> = {}): Promise<void> {
     this.ledger = indices.map((i) => this.steps[i]);
+    this.registers = { ...registers };
     this.fleet.emit({ type: 'host-start', host: this.host.name, batch: 0 });
     if (!(await this.open(true))) return;
     const ok = await this.unwind();

@@ -1,4 +1,5 @@
 /** What the engine is given and what it returns. */
+import type { Registered } from '../core/status.js';
 import type { HostResumeState, Plan, PlannedHost } from '../plan/types.js';
 import type { Transport } from '../transport/types.js';
 import type { AttemptGate } from './attempts.js';
@@ -19,7 +20,8 @@ export interface HostLock {
 export type RunMode =
   | { kind: 'apply' }
   | { kind: 'resume'; hosts: Map<string, HostResumeState> }
-  | { kind: 'rollback'; undo: Map<string, number[]> };
+  /** registers: per host, what the run registered (its rollbacks' templates use them). */
+  | { kind: 'rollback'; undo: Map<string, number[]>; registers?: Map<string, Record<string, Registered>> };
 
 export interface EngineOptions {
   plan: Plan;

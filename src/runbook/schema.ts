@@ -146,6 +146,7 @@ const stepSchema = strictObject({
   register: optional(leaf(isIdent)),
   local: optional(leaf(isBool)),
   become: optional(leaf(isBool)),
+  rerun: optional(leaf(isBool)),
 });
 
 /** A step that calls a built-in action (src/actions/specs.ts) instead of running a shell command. */
@@ -166,6 +167,7 @@ const callStepSchema = strictObject({
   timeout: stepSchema.shape.timeout,
   register: stepSchema.shape.register,
   become: stepSchema.shape.become,
+  rerun: stepSchema.shape.rerun,
 });
 
 /** `- include: lib/drain.yml` with optional vars: the steps of another file, in place. */

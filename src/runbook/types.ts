@@ -33,6 +33,8 @@ export interface StepSpec {
   register?: string;
   local: boolean;
   become: boolean;
+  /** Safe to run twice: a resume runs it again when the dead run started it but did not record its outcome. */
+  rerun?: boolean;
   /** Source line of the step (1-based), for messages. */
   line?: number;
   /** Where it is written: the file (absolute, when not the runbook itself: an included one) and its path there. */

@@ -29,5 +29,7 @@ export async function run(argv: Args): Promise<number> {
   }
   if (!argv.json) process.stderr.write(`runbook: ${lines.join('\n')}\n`);
   if (runbook.destructive) await confirmOnTerminal(lines.join('\n'), argv.yes, runbook.name);
-  return execute(rec.argv, rec.loaded, { mode: { kind: 'rollback', undo } });
+  // The run's registers, from its journal: rollbacks may use them ({{ paths.stdout }}).
+  const registers = new Map([...rec.recovery.resume].map(([host, r]) => [host, r.registers]));
+  return execute(rec.argv, rec.loaded, { mode: { kind: 'rollback', undo, registers } });
 }
