@@ -88,6 +88,9 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
     'Repair', // an escalation: its alternatives' steps undo themselves
     'Delete sandbox records without CRI metadata', // meta.db's copy (the first step of its rung) undoes it
     'Stop the held-off containerd',
+    'Clean the state dir, for the new root',
+    'Carry the images over', // the new root goes with the backup's undo
+    'Stop the containerd on the old root',
     'Clean the state dir',
     'Start kubelet',
     'Uncordon the node',

@@ -2,18 +2,25 @@
  * containerd-recover's repair rungs when the gentlest does not hold (real containerd 1.7 with the CRI sandbox
  * server, Debian 13, over SSH; state checked by the test itself):
  * - the seed's error plus a CRI state the record delete does not reach (ROOT/io.containerd.grpc.v1.cri/sandboxes
- *   a regular file): "remove the bad records" is undone (meta.db back byte for byte), the wipe holds;
- * - the seed's error on the k3s LAYOUT STAND-IN (not the real k3s, which cannot be fetched here) whose every
- *   repaired start fails (a config broken once a backup exists): both rungs undone, the root back exactly.
+ *   a regular file): "remove the bad records" is undone (meta.db back byte for byte), "carry the images over"
+ *   holds: the same images (names, digests) in the new root, and a container runs from one;
+ * - bolt corruption on the k3s LAYOUT STAND-IN (not the real k3s, which cannot be fetched here) with images_dir:
+ *   the images come from its tarballs;
+ * - the seed's error on the k3s layout stand-in whose every repaired start fails (a config broken once a backup
+ *   exists): all three rungs undone, the root back exactly.
  * - the controller SIGKILLed inside the first rung (its records deleted, the held-off containerd running), then
  *   `resume` (the rung completes: the same end as an uninterrupted run) and, on another node, `rollback` (the
- *   start state: meta.db byte for byte, the same files).
+ *   start state: meta.db put back byte for byte, the same files, containerd failing as before; the start after
+ *   the rollback commits to meta.db and drops the bundles of the containers the stop killed, see restartedRoot).
+ * - the controller SIGKILLed as the images are carried over: resume completes the carry, rollback restores the start.
  * In all, the held-off containerd of the first rung leaves nothing: no unit, process, socket or state dir.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Fleet } from './harness/nspawn.js';
 import { explain, inode, runbook, treeFingerprint, useFleet, type RunOutput } from './containerd-common.js';
+import type { LogMark } from './harness/nspawn.js';
+import { waitFor } from './harness/wait.js';
 
 let fleet: Fleet;
 useFleet(
@@ -22,6 +29,9 @@ useFleet(
     { name: 'k3sbad2', suite: 'trixie', layout: 'k3s' },
     { name: 'kill3', suite: 'trixie' },
     { name: 'kill4', suite: 'trixie', layout: 'k3s' },
+    { name: 'dir5', suite: 'bookworm', layout: 'k3s' },
+    { name: 'kill6', suite: 'trixie' },
+    { name: 'kill7', suite: 'trixie', layout: 'k3s' },
   ],
   (f) => {
     fleet = f;
@@ -43,36 +53,86 @@ findmnt -rn -o TARGET | grep '^/run/runbook-held-' | sed 's/^/mount /'; true`,
     )
   ).trim();
 
-const metaDb = (name: string) => `${fleet.node(name).root}/io.containerd.metadata.v1.bolt/meta.db`;
+/** The node's images in namespace k8s.io: name and digest, one per line. */
+const images = async (name: string) =>
+  (await fleet.sh(name, `${fleet.node(name).ctr} -n k8s.io images ls`))
+    .trim()
+    .split('\n')
+    .slice(1)
+    .map((l) =>
+      l
+        .split(/\s+/)
+        .filter((_, i) => i === 0 || i === 2)
+        .join(' '),
+    )
+    .join('\n');
 
-test('first rung undone when containerd still fails without the bad records: meta.db back byte for byte, then the wipe holds', async () => {
+test('first rung undone when containerd still fails without the bad records (meta.db back byte for byte); the images carried over to a new root', async (t) => {
   const n = fleet.node('mix1');
   await fleet.runContainer('mix1', 'web');
+  const imgs = await images('mix1');
   const seed = await fleet.break('mix1', 'sandbox-record');
   assert.equal(seed.outcome, 'restart-loop', JSON.stringify(seed));
   await fleet.break('mix1', 'sandboxes-file');
-  const md5 = (await fleet.sh('mix1', `md5sum < ${metaDb('mix1')}`)).trim();
 
   const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/mix.yml`, ['mix1']) });
   assert.deepEqual(out.hosts, { mix1: 'changed' }, explain(out));
-  assert.deepEqual(alternatives(out, 'mix1'), ['remove the bad records=undone', 'wipe=held'], explain(out));
+  assert.deepEqual(alternatives(out, 'mix1'), ['remove the bad records=undone', 'carry the images over=held'], explain(out));
   const end = out.events.find((e) => e.type === 'host-end' && e.host === 'mix1');
   assert.match(
     String(end?.message),
-    /Repair: repaired by wipe \(remove the bad records did not hold: step "Start containerd, its records removed, and prove it is healthy"/,
+    /Repair: repaired by carry the images over \(remove the bad records did not hold: step "Start containerd, its records removed, and prove it is healthy"/,
   );
-  // The record was deleted, then the undo put meta.db back: the backup the wipe took holds the original bytes.
+  // The record was deleted, then the undo put meta.db back: the root rung 2 moved aside holds the bytes of the
+  // copy rung 1 took once containerd was stopped (kept in the evidence; containerd's restart loop before the run
+  // commits to meta.db on each start, so a copy taken by the test before the run could differ).
   const pruned = out.events.find(
     (e) => e.type === 'step-end' && e.host === 'mix1' && e.step === 'Delete sandbox records without CRI metadata',
   );
   assert.match(String(pruned?.register?.stdout), new RegExp(`^deleted ${seed.id}$`, 'm'));
   const bk = `${n.root}.recover-${out.runId}`;
-  assert.equal((await fleet.sh('mix1', `md5sum < ${bk}/io.containerd.metadata.v1.bolt/meta.db`)).trim(), md5, 'meta.db back byte for byte');
+  await fleet.sh('mix1', `cmp ${bk}/io.containerd.metadata.v1.bolt/meta.db ${bk}.evidence/meta.db`); // meta.db back byte for byte
   assert.ok((await fleet.health('mix1')).healthy);
   assert.equal(await heldLeftovers('mix1'), '');
+  // a new root with the old root's images (the pause image too, where there is one); a container runs from one
+  assert.match(imgs, /local\/sleep:1 sha256:/);
+  assert.equal(await images('mix1'), imgs, 'the same images (names, digests)');
+  const carried = out.events.find((e) => e.type === 'step-end' && e.host === 'mix1' && e.step === 'Carry the images over');
+  assert.match(
+    String(carried?.register?.stdout),
+    new RegExp(`^${imgs.split('\n').length} images carried over, 0 not \\(from the old root\\)`),
+  );
+  assert.equal((await fleet.sh('mix1', 'ctr -n k8s.io containers ls -q')).trim(), '', 'no container record in the new root');
+  await fleet.runContainer('mix1', 'web2');
+  t.diagnostic(
+    `mix1 (trixie, containerd): rung 1 undone, rung 2 held in ${out.ms} ms (run); ${carried?.duration_ms} ms to carry ${imgs.split('\n').length} images`,
+  );
 });
 
-test('k3s layout stand-in, every repaired start fails: both rungs undone, the root back exactly, nothing of the held-off containerd left', async () => {
+test('bolt corruption with images_dir (k3s layout stand-in): the first rung does not apply, the images come from the tarballs', async (t) => {
+  const dir = '/var/lib/rancher/k3s/agent/images';
+  await fleet.sh(
+    'dir5',
+    `mkdir -p ${dir} && cp /usr/local/share/runbook-test/sleep.tar ${dir}/ && gzip -c ${dir}/sleep.tar > ${dir}/again.tar.gz`,
+  );
+  await fleet.break('dir5', 'panic');
+  const out = await runbook(fleet, 'apply', 'containerd-recover', {
+    inventory: fleet.writeInventory(`${fleet.dir}/dir.yml`, ['dir5'], { images_dir: dir }),
+  });
+  assert.deepEqual(out.hosts, { dir5: 'changed' }, explain(out));
+  assert.deepEqual(alternatives(out, 'dir5'), ['remove the bad records=not-applicable', 'carry the images over=held'], explain(out));
+  const carried = out.events.find((e) => e.type === 'step-end' && e.host === 'dir5' && e.step === 'Carry the images over');
+  assert.match(
+    String(carried?.register?.stdout),
+    /^2 images carried over, 0 not \(from \/var\/lib\/rancher\/k3s\/agent\/images; the old root's own images could not be read/,
+  );
+  assert.match(await images('dir5'), /^docker\.io\/local\/sleep:1 sha256:/m);
+  await fleet.runContainer('dir5', 'web');
+  assert.equal(await heldLeftovers('dir5'), '');
+  t.diagnostic(`dir5 (bookworm, k3s): rung 2 from images_dir held in ${out.ms} ms (run); ${carried?.duration_ms} ms to import 2 tarballs`);
+});
+
+test('k3s layout stand-in, every repaired start fails: all three rungs undone, the root back exactly, nothing of the held-off containerd left', async () => {
   const n = fleet.node('k3sbad2');
   await fleet.runContainer('k3sbad2', 'web');
   const seed = await fleet.break('k3sbad2', 'sandbox-record');
@@ -90,32 +150,71 @@ test('k3s layout stand-in, every repaired start fails: both rungs undone, the ro
   const out = await runbook(fleet, 'apply', 'containerd-recover', { inventory: fleet.writeInventory(`${fleet.dir}/bad.yml`, ['k3sbad2']) });
   assert.equal(out.code, 2, explain(out));
   assert.deepEqual(out.hosts, { k3sbad2: 'rolled-back' }, explain(out));
-  assert.deepEqual(alternatives(out, 'k3sbad2'), ['remove the bad records=undone', 'wipe=undone'], explain(out));
+  assert.deepEqual(
+    alternatives(out, 'k3sbad2'),
+    ['remove the bad records=undone', 'carry the images over=undone', 'wipe=undone'],
+    explain(out),
+  );
   assert.equal(await inode(fleet, 'k3sbad2', n.root), ino);
   assert.equal(noLog(await treeFingerprint(fleet, 'k3sbad2', n.root)), noLog(before), 'the root is back exactly');
   await fleet.sh('k3sbad2', `! test -e ${n.root}.recover-${out.runId}`);
   assert.equal(await heldLeftovers('k3sbad2'), '');
 });
 
-/** apply, SIGKILLed once the first rung has deleted the records (its own containerd still running). */
-async function killedInFirstRung(name: string) {
+/** apply, SIGKILLed at the first event `at` matches. */
+async function killedAt(name: string, at: (e: RunOutput['events'][number]) => boolean, what: string) {
   let killed = false;
   const out = await runbook(fleet, 'apply', 'containerd-recover', {
     inventory: fleet.writeInventory(`${fleet.dir}/${name}.yml`, [name]),
     onEvent: (e, child) => {
-      if (!killed && e.type === 'step-end' && e.step === 'Delete sandbox records without CRI metadata' && e.status === 'changed') {
+      if (!killed && at(e)) {
         killed = true;
         child.kill('SIGKILL');
       }
     },
   });
-  assert.ok(killed, `the run never deleted the records: ${explain(out)}`);
+  assert.ok(killed, `the run never reached ${what}: ${explain(out)}`);
   assert.equal(out.code, null, 'the controller died by SIGKILL');
-  await fleet.sh(name, 'systemctl is-active --quiet runbook-containerd-held'); // the rung was cut in its middle
-  return out;
+  // The step after the kill point may have gone on without its controller (a stop finishes in ms), or not:
+  // either way the end state must be the same.
+  const held = await fleet.sh(name, 'systemctl is-active runbook-containerd-held || true');
+  return { ...out, held: held.trim() };
 }
 
-test('controller SIGKILLed inside the first rung: resume completes it (records gone, images and root kept), rollback restores the start exactly', async () => {
+/**
+ * apply, SIGKILLed once the first rung has deleted the records (its own containerd still running): at the next
+ * step's start, whose intent is written after the delete's outcome (a step-end event may come before it is durable).
+ */
+const killedInFirstRung = (name: string) =>
+  killedAt(name, (e) => e.type === 'step-start' && e.step === 'Stop the held-off containerd', 'the records delete');
+
+/**
+ * A root after a rollback that started the node's containerd again: that start commits to meta.db (the restore
+ * itself is checked byte for byte by the rollback, with cmp against the copy) and drops the task bundles of the
+ * containers our stop killed (processes cannot be brought back); containerd.log grows. The rest must be the same.
+ */
+const restartedRoot = (s: string) =>
+  s
+    .split('\n')
+    .filter((l) => !/containerd\.log|\/meta\.db |io\.containerd\.runtime\.v2\.task\/[^/ ]+\/[^/ ]+/.test(l))
+    .join('\n');
+
+/** After `rollback`: exit 0, what the rollback of `step` printed, and containerd failing as before the run (`again`, in its log). */
+async function rolledBack(name: string, rb: RunOutput, step: string, said: RegExp, again: RegExp, mark: LogMark) {
+  assert.equal(rb.code, 0, explain(rb));
+  const undo = rb.events.find((e) => e.type === 'rollback-end' && e.host === name && e.step === step);
+  assert.equal(undo?.status, 'ok', explain(rb));
+  assert.match(String(undo?.stdout), said, explain(rb));
+  await waitFor(async () => (await fleet.containerdLog(name, { since: mark })).match(again), {
+    what: `${name}'s containerd log to match ${again} again, as before the run`,
+    timeoutMs: 120_000,
+    intervalMs: 500,
+  });
+  await fleet.sh(name, `! test -e ${fleet.node(name).root}.recover-${rb.runId}`);
+  assert.equal(await heldLeftovers(name), '');
+}
+
+test('controller SIGKILLed inside the first rung: resume completes it (records gone, images and root kept), rollback restores the start (meta.db byte for byte, the same files, the same failure)', async (t) => {
   const prepare = async (name: string) => {
     await fleet.runContainer(name, 'web');
     const imgs = await fleet.sh(name, `${fleet.node(name).ctr} -n k8s.io images ls -q`);
@@ -124,15 +223,11 @@ test('controller SIGKILLed inside the first rung: resume completes it (records g
     return { imgs, seed, ino: await inode(fleet, name, fleet.node(name).root) };
   };
   const [r3, r4] = await Promise.all([prepare('kill3'), prepare('kill4')]);
-  const md5 = (await fleet.sh('kill4', `md5sum < ${metaDb('kill4')}`)).trim();
-  const noLog = (s: string) =>
-    s
-      .split('\n')
-      .filter((l) => !/containerd\.log/.test(l))
-      .join('\n');
-  const before4 = noLog(await treeFingerprint(fleet, 'kill4', fleet.node('kill4').root));
+  const before4 = restartedRoot(await treeFingerprint(fleet, 'kill4', fleet.node('kill4').root));
 
   const [k3, k4] = await Promise.all([killedInFirstRung('kill3'), killedInFirstRung('kill4')]);
+  t.diagnostic(`after the kill, the held-off containerd was ${k3.held} (kill3), ${k4.held} (kill4)`);
+  const mark4 = await fleet.logMark('kill4');
   const [res, rb] = await Promise.all([
     runbook(fleet, 'resume', k3.runId, { stateDir: k3.stateDir }),
     runbook(fleet, 'rollback', k4.runId, { stateDir: k4.stateDir }),
@@ -141,6 +236,7 @@ test('controller SIGKILLed inside the first rung: resume completes it (records g
   // resume: what an uninterrupted run ends with
   assert.deepEqual(res.hosts, { kill3: 'changed' }, explain(res));
   assert.ok((await fleet.health('kill3')).healthy);
+  assert.deepEqual(alternatives(res, 'kill3'), ['remove the bad records=held'], explain(res));
   assert.equal(await inode(fleet, 'kill3', fleet.node('kill3').root), r3.ino, 'the root kept');
   assert.equal(await fleet.sh('kill3', `ctr -n k8s.io images ls -q`), r3.imgs, 'the same images');
   const sandboxes = await fleet.sh('kill3', 'ctr -n k8s.io sandboxes ls');
@@ -149,10 +245,52 @@ test('controller SIGKILLed inside the first rung: resume completes it (records g
   assert.equal(await heldLeftovers('kill3'), '');
 
   // rollback: the start state (containerd restart-looping on the same record again, as before the run)
-  assert.equal(rb.code, 0, explain(rb));
-  assert.equal((await fleet.sh('kill4', `md5sum < ${metaDb('kill4')}`)).trim(), md5, 'meta.db back byte for byte');
+  await rolledBack(
+    'kill4',
+    rb,
+    'Back up meta.db',
+    /^meta\.db restored from /,
+    new RegExp(`failed to recover state: .*stored sandbox .*${r4.seed.id}`),
+    mark4,
+  );
   assert.equal(await inode(fleet, 'kill4', fleet.node('kill4').root), r4.ino);
-  assert.equal(noLog(await treeFingerprint(fleet, 'kill4', fleet.node('kill4').root)), before4, 'the root is back exactly');
-  await fleet.sh('kill4', `! test -e ${fleet.node('kill4').root}.recover-${k4.runId}`);
-  assert.equal(await heldLeftovers('kill4'), '');
+  assert.equal(restartedRoot(await treeFingerprint(fleet, 'kill4', fleet.node('kill4').root)), before4, 'the root is back');
+});
+
+test('controller SIGKILLed as the images are carried over: resume completes the carry (the same images), rollback restores the start (the old root moved back, the same files, the same failure)', async (t) => {
+  const prepare = async (name: string) => {
+    await fleet.runContainer(name, 'web');
+    const imgs = await images(name);
+    const seed = await fleet.break(name, 'sandbox-record');
+    assert.equal(seed.outcome, 'restart-loop', JSON.stringify(seed));
+    await fleet.break(name, 'sandboxes-file');
+    return imgs;
+  };
+  const [imgs6] = await Promise.all([prepare('kill6'), prepare('kill7')]);
+  const root7 = fleet.node('kill7').root;
+  const ino7 = await inode(fleet, 'kill7', root7);
+  const before7 = restartedRoot(await treeFingerprint(fleet, 'kill7', root7));
+
+  // the carry's intent is in the journal, its command just sent: the controller dies
+  const carrying = (e: RunOutput['events'][number]) => e.type === 'step-start' && e.step === 'Carry the images over';
+  const [k6, k7] = await Promise.all([killedAt('kill6', carrying, 'the carry'), killedAt('kill7', carrying, 'the carry')]);
+  t.diagnostic(`after the kill, the held-off containerd was ${k6.held} (kill6), ${k7.held} (kill7)`);
+  // the old root's log, moved aside with it (the mark follows its inode back)
+  const mark7 = (await fleet.sh('kill7', `stat -c %i:%s ${root7}.recover-${k7.runId}/containerd.log`)).trim();
+  const [res, rb] = await Promise.all([
+    runbook(fleet, 'resume', k6.runId, { stateDir: k6.stateDir }),
+    runbook(fleet, 'rollback', k7.runId, { stateDir: k7.stateDir }),
+  ]);
+
+  assert.deepEqual(res.hosts, { kill6: 'changed' }, explain(res));
+  assert.equal(alternatives(res, 'kill6').at(-1), 'carry the images over=held', explain(res));
+  assert.ok((await fleet.health('kill6')).healthy);
+  assert.equal(await images('kill6'), imgs6, 'the same images (names, digests) as before the break');
+  await fleet.runContainer('kill6', 'web2');
+  assert.equal(await heldLeftovers('kill6'), '');
+
+  // rollback: the old root moved back (the same inode), the node's containerd failing on its CRI state again
+  await rolledBack('kill7', rb, 'Move the data root aside, its images to be carried over', /^restored /, /failed to recover state/, mark7);
+  assert.equal(await inode(fleet, 'kill7', root7), ino7);
+  assert.equal(restartedRoot(await treeFingerprint(fleet, 'kill7', root7)), before7, 'the root is back');
 });

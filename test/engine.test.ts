@@ -355,6 +355,21 @@ test('resume: an unknown step that did not take effect rolls back the whole ledg
   assert.equal(result.hosts.h1, 'rolled-back');
 });
 
+test('resume: an unknown step whose verify reads its own unrecorded register fails (rolled back), not a crash', async () => {
+  const rb = runbook([
+    step('s1', 0),
+    step('s2', 1, { register: 'out', verify: { run: 'check {{ out.stdout }}', retries: 0, delayMs: 0 } }),
+    step('s3', 2),
+  ]);
+  const resume = new Map<string, HostResumeState>([['h1', { done: new Map([[0, 'changed']]), unknown: 1, ledger: [0], registers: {} }]]);
+  const { result, log } = await go(rb, 1, ok, { mode: { kind: 'resume', hosts: resume } });
+  assert.deepEqual(
+    log.map((l) => l.split(':')[1]),
+    ['undo s2', 'undo s1'],
+  );
+  assert.equal(result.hosts.h1, 'rolled-back');
+});
+
 test('resume: an unknown step marked rerun is run again (its checks too), not rolled back', async () => {
   const rb = runbook([step('s1', 0), step('s2', 1, { rerun: true, verify: { run: 'check s2', retries: 0, delayMs: 0 } }), step('s3', 2)]);
   const resume = new Map<string, HostResumeState>([['h1', { done: new Map([[0, 'changed']]), unknown: 1, ledger: [0], registers: {} }]]);

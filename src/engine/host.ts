@@ -338,7 +338,17 @@ export class HostRun extends StepRunner {
       const reason = 'the dead run started this step and it has no verify or unless to tell whether it took effect';
       out = { status: 'failed', stage: 'run', code: null, reason };
     } else {
-      const cmd = this.render(probe.run, step);
+      let cmd: string;
+      try {
+        cmd = this.render(probe.run, step);
+      } catch (err) {
+        if (!(err instanceof RunbookError)) throw err;
+        // e.g. a verify that reads the step's own register, which the dead run did not record
+        const reason = `the dead run started this step and its ${probe.stage} cannot tell whether it took effect: ${errMessage(err)}`;
+        out = { status: 'failed', stage: probe.stage, code: null, reason };
+        this.endStep(step, out, started);
+        return out;
+      }
       const res = await this.exec(step, cmd);
       out =
         res.code === 0
