@@ -102,6 +102,13 @@ export function stepsOf(out: RunOutput, host: string): string[] {
   return out.events.filter((e) => e.type === 'step-end' && e.host === host).map((e) => `${e.step}=${e.status}`);
 }
 
+/** A treeFingerprint without the k3s/RKE2 log file in the root (their containerd appends to it whenever it runs). */
+export const withoutLog = (fingerprint: string): string =>
+  fingerprint
+    .split('\n')
+    .filter((l) => !/containerd\.log/.test(l))
+    .join('\n');
+
 /**
  * A line-per-entry fingerprint of a directory tree on a node: path, type, inode for everything; size, mtime and
  * md5 for files. Directory mtimes are left out: a restart-looping containerd touches them on every attempt.

@@ -11,7 +11,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Fleet } from './harness/nspawn.js';
-import { explain, inode, runbook, treeFingerprint, useFleet, type RunOutput } from './containerd-common.js';
+import { explain, inode, runbook, treeFingerprint, useFleet, withoutLog, type RunOutput } from './containerd-common.js';
 
 let fleet: Fleet;
 useFleet(
@@ -180,12 +180,6 @@ test('layout stand-ins (k3s, RKE2) and containerd 1.6/1.7/2.x: the broken are re
   assert.equal(stepOut(out, 'siddrop', 'Diagnose containerd').split('\n')[0], 'healthy');
 });
 
-const noLog = (s: string) =>
-  s
-    .split('\n')
-    .filter((l) => !/containerd\.log/.test(l))
-    .join('\n');
-
 test('layout stand-ins: a held bolt lock is not wiped, and a failed proof rolls the RKE2 layout back exactly', async () => {
   await fleet.break('k3slock', 'bolt-lock');
   const lockBefore = await treeFingerprint(fleet, 'k3slock', fleet.node('k3slock').root);
@@ -195,7 +189,7 @@ test('layout stand-ins: a held bolt lock is not wiped, and a failed proof rolls 
   assert.deepEqual(lock.hosts, { k3slock: 'skipped' }, explain(lock));
   assert.match(stepOut(lock, 'k3slock', 'Diagnose containerd'), /do not wipe: the bolt lock on \S+ is held by PID \d+ \(flock\)/);
   // containerd, waiting for the lock, may append to its log in the root (k3s layout): that file aside, the same.
-  assert.equal(noLog(await treeFingerprint(fleet, 'k3slock', fleet.node('k3slock').root)), noLog(lockBefore));
+  assert.equal(withoutLog(await treeFingerprint(fleet, 'k3slock', fleet.node('k3slock').root)), withoutLog(lockBefore));
 
   const n = fleet.node('rkebad');
   await fleet.runContainer('rkebad', 'web');
@@ -207,7 +201,7 @@ test('layout stand-ins: a held bolt lock is not wiped, and a failed proof rolls 
   assert.equal(bad.code, 2, explain(bad));
   assert.deepEqual(bad.hosts, { rkebad: 'rolled-back' }, explain(bad));
   const after = await treeFingerprint(fleet, 'rkebad', n.root);
-  assert.equal(noLog(after), noLog(before), 'the root is back exactly (its log file aside: containerd appends to it)');
+  assert.equal(withoutLog(after), withoutLog(before), 'the root is back exactly (its log file aside: containerd appends to it)');
   await fleet.sh('rkebad', `! test -e ${n.root}.recover-${bad.runId}`);
 });
 
