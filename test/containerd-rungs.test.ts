@@ -191,7 +191,7 @@ const killedInFirstRung = (name: string) =>
 const restartedRoot = (s: string) =>
   s
     .split('\n')
-    .filter((l) => !/containerd\.log|\/meta\.db |io\.containerd\.runtime\.v2\.task\/[^/ ]+\/[^/ ]+/.test(l))
+    .filter((l) => !/containerd\.log|\/meta\.db( |$)|io\.containerd\.runtime\.v2\.task\/[^/ ]+\/[^/ ]+/.test(l))
     .join('\n');
 
 /** After `rollback`: exit 0, what the rollback of `step` printed, and containerd failing as before the run (`again`, in its log). */
