@@ -172,8 +172,17 @@ describe('runbook serve on sshd hosts', () => {
     assert.equal((await runEnd(s, 's2', 1)).status, 'changed');
     assert.equal(await decide(), 'cooldown', 'a repeat at once is within the cooldown');
     // Past the cooldown (10 s: a wait on the clock itself, the state the product is asked about), a second run.
+    // The host's own record of the start is the later one (the serve decided before the run connected): once that
+    // cooldown is over (whole seconds, as the host counts), the serve's is too.
+    const hostCooldownOver = () => {
+      const last = Math.max(...attempts('s2', 'budget').map((l) => Number(l.split(' ')[0])));
+      return Date.now() / 1000 - last >= 11;
+    };
+    const what = "the host's cooldown (10 s from its attempt record) to pass";
+    await waitFor(hostCooldownOver, { what, timeoutMs: 60_000, intervalMs: 250 });
     await waitFor(async () => (await decide()) === 'run_started', { what: 'the cooldown to end (a second run_started)', intervalMs: 250 });
     assert.equal((await runEnd(s, 's2', 2)).status, 'changed');
+    await waitFor(hostCooldownOver, { what, timeoutMs: 60_000, intervalMs: 250 });
     await waitFor(async () => (await decide()) === 'run_started', { what: 'the cooldown to end again', intervalMs: 250 });
     const third = await runEnd(s, 's2', 3);
     assert.equal(third.decision, 'max_attempts', JSON.stringify(third));
