@@ -333,37 +333,33 @@ export class HostRun extends StepRunner {
       : step.unless
         ? { run: step.unless, stage: 'unless' as const }
         : undefined;
-    let out: StepOutcome;
-    if (!probe) {
-      const reason = 'the dead run started this step and it has no verify or unless to tell whether it took effect';
-      out = { status: 'failed', stage: 'run', code: null, reason };
-    } else {
-      let cmd: string;
-      try {
-        cmd = this.render(probe.run, step);
-      } catch (err) {
-        if (!(err instanceof RunbookError)) throw err;
-        // e.g. a verify that reads the step's own register, which the dead run did not record
-        const reason = `the dead run started this step and its ${probe.stage} cannot tell whether it took effect: ${errMessage(err)}`;
-        out = { status: 'failed', stage: probe.stage, code: null, reason };
-        this.endStep(step, out, started);
-        return out;
-      }
-      const res = await this.exec(step, cmd);
-      out =
-        res.code === 0
-          ? { status: 'changed', stage: probe.stage, code: 0, result: res, command: cmd }
-          : {
-              status: 'failed',
-              stage: probe.stage,
-              code: res.code,
-              result: res,
-              command: cmd,
-              reason: `the dead run's step did not take effect (${probe.stage} exit ${res.code})`,
-            };
-    }
+    const out: StepOutcome = probe
+      ? await this.settleByProbe(step, probe)
+      : {
+          status: 'failed',
+          stage: 'run',
+          code: null,
+          reason: 'the dead run started this step and it has no verify or unless to tell whether it took effect',
+        };
     this.endStep(step, out, started);
     return out;
+  }
+
+  /** Whether a dead run's step took effect, as its verify (or unless) says now. */
+  private async settleByProbe(step: StepSpec, probe: { run: string; stage: 'verify' | 'unless' }): Promise<StepOutcome> {
+    let cmd: string;
+    try {
+      cmd = this.render(probe.run, step);
+    } catch (err) {
+      if (!(err instanceof RunbookError)) throw err;
+      // e.g. a verify that reads the step's own register, which the dead run did not record
+      const reason = `the dead run started this step and its ${probe.stage} cannot tell whether it took effect: ${errMessage(err)}`;
+      return { status: 'failed', stage: probe.stage, code: null, reason };
+    }
+    const res = await this.exec(step, cmd);
+    if (res.code === 0) return { status: 'changed', stage: probe.stage, code: 0, result: res, command: cmd };
+    const reason = `the dead run's step did not take effect (${probe.stage} exit ${res.code})`;
+    return { status: 'failed', stage: probe.stage, code: res.code, result: res, command: cmd, reason };
   }
 
   // ---------------------------------------------------------------------------------------------
