@@ -95,7 +95,7 @@ test('first rung undone when containerd still fails without the bad records (met
   assert.ok((await fleet.health('mix1')).healthy);
   assert.equal(await heldLeftovers('mix1'), '');
   // a new root with the old root's images (the pause image too, where there is one); a container runs from one
-  assert.match(imgs, /local\/sleep:1 sha256:/);
+  for (const i of ['sleep', 'busybox', 'busybox-web']) assert.match(imgs, new RegExp(`local/${i}:1 sha256:`));
   assert.equal(await images('mix1'), imgs, 'the same images (names, digests)');
   const carried = out.events.find((e) => e.type === 'step-end' && e.host === 'mix1' && e.step === 'Carry the images over');
   assert.match(
@@ -113,7 +113,7 @@ test('bolt corruption with images_dir (k3s layout stand-in): the first rung does
   const dir = '/var/lib/rancher/k3s/agent/images';
   await fleet.sh(
     'dir5',
-    `mkdir -p ${dir} && cp /usr/local/share/runbook-test/sleep.tar ${dir}/ && gzip -c ${dir}/sleep.tar > ${dir}/again.tar.gz`,
+    `s=/usr/local/share/runbook-test; mkdir -p ${dir} && cp $s/sleep.tar ${dir}/ && gzip -c $s/busybox.tar > ${dir}/busybox.tar.gz && gzip -c $s/busybox-web.tar > ${dir}/web.tgz`,
   );
   await fleet.break('dir5', 'panic');
   const out = await runbook(fleet, 'apply', 'containerd-recover', {
@@ -124,12 +124,13 @@ test('bolt corruption with images_dir (k3s layout stand-in): the first rung does
   const carried = out.events.find((e) => e.type === 'step-end' && e.host === 'dir5' && e.step === 'Carry the images over');
   assert.match(
     String(carried?.register?.stdout),
-    /^2 images carried over, 0 not \(from \/var\/lib\/rancher\/k3s\/agent\/images; the old root's own images could not be read/,
+    /^3 images carried over, 0 not \(from \/var\/lib\/rancher\/k3s\/agent\/images; the old root's own images could not be read/,
   );
-  assert.match(await images('dir5'), /^docker\.io\/local\/sleep:1 sha256:/m);
+  const names = (await images('dir5')).replace(/ sha256:\S+/g, '').split('\n');
+  for (const i of ['sleep', 'busybox', 'busybox-web']) assert.ok(names.includes(`docker.io/local/${i}:1`), `local/${i}:1 in ${names}`);
   await fleet.runContainer('dir5', 'web');
   assert.equal(await heldLeftovers('dir5'), '');
-  t.diagnostic(`dir5 (bookworm, k3s): rung 2 from images_dir held in ${out.ms} ms (run); ${carried?.duration_ms} ms to import 2 tarballs`);
+  t.diagnostic(`dir5 (bookworm, k3s): rung 2 from images_dir held in ${out.ms} ms (run); ${carried?.duration_ms} ms to import 3 tarballs`);
 });
 
 test('k3s layout stand-in, every repaired start fails: all three rungs undone, the root back exactly, nothing of the held-off containerd left', async () => {

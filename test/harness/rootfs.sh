@@ -25,7 +25,7 @@ LAYOUT="$(dirname "$SELF")/rancher-layout.sh"
 CACHE="${RUNBOOK_TEST_CACHE:-/var/cache/runbook-test}"
 SUITE=${1:-bookworm}
 case $SUITE in bookworm | trixie | sid) ;; *) echo "rootfs.sh: unknown suite '$SUITE' (bookworm, trixie or sid)" >&2; exit 2 ;; esac
-PACKAGES=systemd,systemd-sysv,dbus,openssh-server,containerd,runc,iproute2,procps,kmod,sudo,util-linux,mount,psmisc,libnss-myhostname
+PACKAGES=systemd,systemd-sysv,dbus,openssh-server,containerd,runc,iproute2,procps,kmod,sudo,util-linux,mount,psmisc,libnss-myhostname,busybox-static
 
 if [[ $(id -u) -ne 0 ]]; then echo "rootfs.sh: must run as root (debootstrap, chroot)" >&2; exit 1; fi
 command -v debootstrap >/dev/null || { echo "rootfs.sh: debootstrap is missing: apt-get install debootstrap" >&2; exit 1; }
@@ -143,19 +143,35 @@ for h in root home/ops; do
 done
 echo "root:*" | chroot "$R" chpasswd -e
 
-# --- test-only workload: a one-layer image (/bin/sleep + libc) and a helper that runs it as a real
-#     container (a containerd-shim-runc-v2 that survives `systemctl stop containerd` because of
-#     KillMode=process, and an overlay rootfs mount under containerd's state dir), like a node with pods.
-W="$TMP/workload"; mkdir -p "$W/l/bin" "$W/l/lib/x86_64-linux-gnu" "$W/l/lib64"
-cp "$R/bin/sleep" "$W/l/bin/"; cp -L "$R/lib/x86_64-linux-gnu/libc.so.6" "$W/l/lib/x86_64-linux-gnu/"
-cp -L "$R/lib64/ld-linux-x86-64.so.2" "$W/l/lib64/"
-tar --owner=0 --group=0 --mtime=@0 -C "$W/l" -cf "$W/layer.tar" .
-LAYER=$(sha256sum "$W/layer.tar" | cut -d' ' -f1)
-printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sleep","infinity"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$LAYER" >"$W/config.json"
-printf '[{"Config":"config.json","RepoTags":["local/sleep:1"],"Layers":["layer.tar"]}]' >"$W/manifest.json"
-install -d "$R/usr/local/share/runbook-test"
-tar -C "$W" -cf "$R/usr/local/share/runbook-test/sleep.tar" manifest.json config.json layer.tar
-echo "sha256:$LAYER" >"$R/usr/local/share/runbook-test/sleep.chainid"
+# --- test-only workload: small real images, built here from files of the image (docker-archive tarballs, no
+#     registry), and a helper that runs one as a real container (a containerd-shim-runc-v2 that survives
+#     `systemctl stop containerd` because of KillMode=process, and an overlay rootfs mount under containerd's
+#     state dir), like a node with pods:
+#       local/sleep:1        one layer: /bin/sleep + libc (the container the helper runs)
+#       local/busybox:1      one layer: Debian's static busybox and its applet links
+#       local/busybox-web:1  two layers: the busybox layer plus a web root (httpd -f -h /www)
+W="$TMP/workload"; S="$R/usr/local/share/runbook-test"; install -d "$S"
+layer() { # DIR -> DIR.tar (reproducible); prints its sha256
+  tar --owner=0 --group=0 --mtime=@0 --sort=name -C "$1" -cf "$1.tar" .; sha256sum "$1.tar" | cut -d' ' -f1
+}
+image() { # NAME:TAG CMD-JSON LAYER... -> $S/NAME.tar (the layers: $W/LAYER.tar, bottom first)
+  local ref=$1 cmd=$2 ids="" files="" l; shift 2
+  for l; do ids="$ids${ids:+,}\"sha256:$(sha256sum "$W/$l.tar" | cut -d' ' -f1)\""; files="$files${files:+,}\"$l.tar\""; done
+  printf '{"architecture":"amd64","os":"linux","config":{"Cmd":%s},"rootfs":{"type":"layers","diff_ids":[%s]}}' "$cmd" "$ids" >"$W/config.json"
+  printf '[{"Config":"config.json","RepoTags":["local/%s"],"Layers":[%s]}]' "$ref" "$files" >"$W/manifest.json"
+  (cd "$W" && tar --owner=0 --group=0 --mtime=@0 -cf "$S/${ref%%:*}.tar" manifest.json config.json "${@/%/.tar}")
+}
+mkdir -p "$W/sleep/bin" "$W/sleep/lib/x86_64-linux-gnu" "$W/sleep/lib64" "$W/busybox/bin" "$W/www/www"
+cp "$R/bin/sleep" "$W/sleep/bin/"; cp -L "$R/lib/x86_64-linux-gnu/libc.so.6" "$W/sleep/lib/x86_64-linux-gnu/"
+cp -L "$R/lib64/ld-linux-x86-64.so.2" "$W/sleep/lib64/"
+cp "$R/bin/busybox" "$W/busybox/bin/"
+for a in sh ls cat echo sleep httpd wget; do ln -s busybox "$W/busybox/bin/$a"; done
+echo 'runbook test page' >"$W/www/www/index.html"
+SLEEP=$(layer "$W/sleep"); layer "$W/busybox" >/dev/null; layer "$W/www" >/dev/null
+image sleep:1 '["/bin/sleep","infinity"]' sleep
+image busybox:1 '["/bin/sh"]' busybox
+image busybox-web:1 '["/bin/httpd","-f","-h","/www"]' busybox www
+echo "sha256:$SLEEP" >"$S/sleep.chainid"
 rm -rf "$W"
 cat >"$R/usr/local/sbin/rb-test-container" <<'EOF2'
 #!/bin/sh
@@ -167,7 +183,7 @@ id=${1:?usage: [CTR=...] [STATE=...] rb-test-container ID}
 CTR=${CTR:-ctr} STATE=${STATE:-/run/containerd}
 c() { $CTR -n k8s.io "$@"; }
 share=/usr/local/share/runbook-test
-c image ls -q | grep -q 'local/sleep:1' || c image import $share/sleep.tar >/dev/null
+for i in sleep busybox busybox-web; do c image ls -q | grep -q "local/$i:1\$" || c image import $share/$i.tar >/dev/null; done
 dir=$STATE/runbook-test/$id/rootfs
 mkdir -p "$dir"
 c snapshot prepare "$id" "$(cat $share/sleep.chainid)" >/dev/null
