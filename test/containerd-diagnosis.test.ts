@@ -291,6 +291,17 @@ test("a crash in containerd's metadata code is the database too; a stack still b
   nilServer[3] = 'github.com/containerd/containerd/v2/cmd/containerd/server.(*Server).ServeGRPC(0x0, {0x2528868, 0xc0004b9050})';
   assert.match(run(bolt, nilServer).verdict, /^broken: metadata database corrupt .*assertion failed/);
   assert.match(run(nilServer).verdict, /^do not wipe: containerd is activating .* with no evidence of corruption/);
+  // 2.x: the start-up goroutine ended without a server and main waits on nil (Wait is inlined: no receiver shown)
+  const nilWait = trace(nilDeref, 'github.com/containerd/containerd/v2/cmd/containerd/command.App.func1.2');
+  nilWait.splice(3, 0, 'github.com/containerd/containerd/v2/cmd/containerd/server.(*Server).Wait(...)', '\tserver.go:475');
+  assert.match(run(nilWait).verdict, /^do not wipe: containerd is activating .* with no evidence of corruption/);
+  const cgroups = 'time="x" level=info msg="loading plugin" id=io.containerd.monitor.task.v1.cgroups type=io.containerd.monitor.task.v1';
+  const bolt2 = 'time="x" level=info msg="loading plugin" id=io.containerd.metadata.v1.bolt type=io.containerd.metadata.v1';
+  assert.match(run([cgroups, ...nilWait]).verdict, /^do not wipe: containerd is activating .* with no evidence of corruption/);
+  assert.match(
+    run([cgroups, bolt2, ...nilWait]).verdict,
+    /^broken: metadata database corrupt .*nil pointer dereference \[while loading plugin io\.containerd\.metadata\.v1\.bolt\]/,
+  );
   // a finished crash outside bolt is still a crash outside bolt, whatever came before it
   const cri = trace(nilDeref, 'github.com/containerd/containerd/v2/internal/cri/server.(*criService).Run');
   assert.match(run(bolt, cri).verdict, /^do not wipe: containerd crashed outside its metadata database/);
