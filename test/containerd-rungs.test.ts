@@ -12,7 +12,8 @@
  *   `resume` (the rung completes: the same end as an uninterrupted run) and, on another node, `rollback` (the
  *   start state: meta.db put back byte for byte, the same files, containerd failing as before; the start after
  *   the rollback commits to meta.db and drops the bundles of the containers the stop killed, see restartedRoot).
- * - the controller SIGKILLed as the images are carried over: resume completes the carry, rollback restores the start.
+ * - the controller SIGKILLed in the middle of an image stream (a 200 MB image): resume and rollback first end the
+ *   dead run's stream, still running on the host; resume completes the carry, rollback restores the start.
  * In all, the held-off containerd of the first rung leaves nothing: no unit, process, socket or state dir.
  */
 import { test } from 'node:test';
@@ -253,9 +254,65 @@ test('controller SIGKILLed inside the first rung: resume completes it (records g
   assert.equal(restartedRoot(await treeFingerprint(fleet, 'kill4', fleet.node('kill4').root)), before4, 'the root is back');
 });
 
-test('controller SIGKILLed as the images are carried over: resume completes the carry (the same images), rollback restores the start (the old root moved back, the same files, the same failure)', async (t) => {
+/** A 200 MB image of random bytes (one layer), imported into the node's containerd: a carry that lasts seconds. */
+async function importBulk(name: string): Promise<void> {
+  await fleet.sh(
+    name,
+    `set -e; d=$(mktemp -d); mkdir $d/l; head -c 200M /dev/urandom > $d/l/blob; tar -C $d/l -cf $d/layer.tar .
+L=$(sha256sum $d/layer.tar | cut -d' ' -f1)
+printf '{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' $L > $d/config.json
+printf '[{"Config":"config.json","RepoTags":["local/bulk:1"],"Layers":["layer.tar"]}]' > $d/manifest.json
+tar -C $d -cf $d/bulk.tar manifest.json config.json layer.tar; ${fleet.node(name).ctr} -n k8s.io images import $d/bulk.tar >/dev/null; rm -rf $d`,
+  );
+}
+
+/** Bytes an ingest line of `ctr content active` has in (REF SIZE AGE; SIZE as 12.6MB). */
+function ingested(line: string): number {
+  const m = /^\S+\s+([\d.]+)\s*([kMGT]?)B\b/.exec(line);
+  return m ? Number(m[1]) * 1000 ** ' kMGT'.indexOf(m[2] || ' ') : 0;
+}
+
+/**
+ * apply, SIGKILLed in the middle of an image's stream: once the node's new containerd has 8 MB or more of one
+ * ingest in (the carry's import of the bulk image). Then the dead run's export and import on the host are
+ * stopped (SIGSTOP), so they can neither finish nor fail by themselves before the next command: what resume or
+ * rollback does about them is seen.
+ */
+async function killedMidStream(name: string) {
+  let polling: Promise<void> | undefined;
+  let failed: unknown;
+  let seen = '';
+  const poll = async (child: { kill(s: NodeJS.Signals): boolean }) => {
+    await waitFor(
+      async () => {
+        const active = await fleet.sh(name, `${fleet.node(name).ctr} -n k8s.io content active`);
+        seen = active.split('\n').find((l) => ingested(l) >= 8e6) ?? '';
+        return seen !== '';
+      },
+      { what: `an image stream into ${name}'s new containerd with 8 MB or more in`, timeoutMs: 180_000, intervalMs: 50 },
+    );
+    child.kill('SIGKILL');
+  };
+  const out = await runbook(fleet, 'apply', 'containerd-recover', {
+    inventory: fleet.writeInventory(`${fleet.dir}/${name}.yml`, [name]),
+    onEvent: (e, child) => {
+      if (!polling && e.type === 'step-start' && e.step === 'Carry the images over')
+        polling = poll(child).catch((err: unknown) => {
+          failed = err;
+        });
+    },
+  });
+  await polling;
+  if (failed) throw failed;
+  assert.equal(out.code, null, `the controller died by SIGKILL: ${explain(out)}`);
+  const frozen = (await fleet.sh(name, `pkill -STOP -f -e -- ' images (export|import) ' || true`)).trim();
+  return { ...out, seen: seen.trim(), frozen };
+}
+
+test("controller SIGKILLed in the middle of an image stream: resume ends the dead run's stream and completes the carry (the same images), rollback ends it and restores the start (the old root moved back, the same files, the same failure)", async (t) => {
   const prepare = async (name: string) => {
     await fleet.runContainer(name, 'web');
+    await importBulk(name);
     const imgs = await images(name);
     const seed = await fleet.break(name, 'sandbox-record');
     assert.equal(seed.outcome, 'restart-loop', JSON.stringify(seed));
@@ -263,20 +320,38 @@ test('controller SIGKILLed as the images are carried over: resume completes the 
     return imgs;
   };
   const [imgs6] = await Promise.all([prepare('kill6'), prepare('kill7')]);
+  assert.match(imgs6, /local\/bulk:1 sha256:/);
   const root7 = fleet.node('kill7').root;
   const ino7 = await inode(fleet, 'kill7', root7);
   const before7 = restartedRoot(await treeFingerprint(fleet, 'kill7', root7));
 
-  // the carry's intent is in the journal, its command just sent: the controller dies
-  const carrying = (e: RunOutput['events'][number]) => e.type === 'step-start' && e.step === 'Carry the images over';
-  const [k6, k7] = await Promise.all([killedAt('kill6', carrying, 'the carry'), killedAt('kill7', carrying, 'the carry')]);
-  t.diagnostic(`after the kill, the held-off containerd was ${k6.held} (kill6), ${k7.held} (kill7)`);
+  const [k6, k7] = await Promise.all([killedMidStream('kill6'), killedMidStream('kill7')]);
+  for (const [n, k] of [
+    ['kill6', k6],
+    ['kill7', k7],
+  ] as const) {
+    t.diagnostic(`${n}: killed with ${k.seen} in; the dead run's stream, stopped: ${k.frozen.replace(/\n/g, '; ')}`);
+    // (pkill -e says "ctr killed (pid N)" for each process it signalled, here with SIGSTOP)
+    assert.match(k.frozen, /\(pid \d+\)/, `${n}: the dead run's stream was still running on the host`);
+  }
   // the old root's log, moved aside with it (the mark follows its inode back)
   const mark7 = (await fleet.sh('kill7', `stat -c %i:%s ${root7}.recover-${k7.runId}/containerd.log`)).trim();
   const [res, rb] = await Promise.all([
     runbook(fleet, 'resume', k6.runId, { stateDir: k6.stateDir }),
     runbook(fleet, 'rollback', k7.runId, { stateDir: k7.stateDir }),
   ]);
+  for (const [n, out] of [
+    ['kill6', res],
+    ['kill7', rb],
+  ] as const) {
+    const ended = out.events.find((e) => e.type === 'warning' && e.host === n);
+    assert.match(String(ended?.message), /^ended what the host shell of run \S+'s dead controller .* was still running$/, explain(out));
+    assert.equal(
+      (await fleet.sh(n, `pgrep -f -- ' images (export|import) ' || true`)).trim(),
+      '',
+      `${n}: nothing of the dead run's stream left`,
+    );
+  }
 
   assert.deepEqual(res.hosts, { kill6: 'changed' }, explain(res));
   assert.equal(alternatives(res, 'kill6').at(-1), 'carry the images over=held', explain(res));

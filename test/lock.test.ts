@@ -22,6 +22,7 @@ import {
   type LockInfo,
 } from '../src/engine/lock.js';
 import { RunbookError } from '../src/core/errors.js';
+import { waitFor } from './harness/wait.js';
 
 function shTransport(host: string): Transport & { scripts: string[] } {
   const scripts: string[] = [];
@@ -66,8 +67,9 @@ test('lock: acquire writes holder details atomically; a second run is refused wi
   const path = join(dir(), 'run', 'runbook', 'lock');
   const t = shTransport('node1');
   assert.equal(await acquireLock(t, 'node1', me('R1'), { path }), 'acquired');
-  const held = JSON.parse(readFileSync(path, 'utf8'));
+  const { session, ...held } = JSON.parse(readFileSync(path, 'utf8'));
   assert.deepEqual(held, me('R1'));
+  assert.match(session, /^\d+:\d+:\d+$/, 'the host shell that took it: PGID:PID:STARTTICKS');
   await assert.rejects(acquireLock(t, 'node1', me('R2'), { path }), (e: unknown) => {
     assert.ok(e instanceof RunbookError);
     assert.equal(e.code, 'E_LOCKED');
@@ -75,8 +77,8 @@ test('lock: acquire writes holder details atomically; a second run is refused wi
     assert.match(e.message, /runbook unlock node1 -i INVENTORY --run R1/);
     return true;
   });
-  assert.deepEqual(JSON.parse(readFileSync(path, 'utf8')), me('R1'), 'the refused run left the lock alone');
-  assert.deepEqual((await readLock(t, 'node1', { path }))!.holder, me('R1'));
+  assert.deepEqual(JSON.parse(readFileSync(path, 'utf8')), { ...me('R1'), session }, 'the refused run left the lock alone');
+  assert.deepEqual((await readLock(t, 'node1', { path }))!.holder, { ...me('R1'), session });
 });
 
 test('lock: the same run id (resume) takes the lock over; release removes only our own lock', async () => {
@@ -123,7 +125,8 @@ test('lock: breakLock only with the holder run id; no lock -> E_NOT_LOCKED', asy
     return true;
   });
   assert.ok(existsSync(path));
-  assert.deepEqual(await breakLock(t, 'n', 'R1', { path }), me('R1'));
+  const { session: _, ...holder } = await breakLock(t, 'n', 'R1', { path });
+  assert.deepEqual(holder, me('R1'));
   assert.equal(existsSync(path), false);
 });
 
@@ -173,6 +176,51 @@ test('createHostLock: the engine HostLock, per-host path from the runbook_lock_p
   assert.equal(existsSync(join(d, 'a.lock')), false);
   await l2.acquire(t, 'a');
   await l2.release(t, 'a');
+});
+
+/** A detached `sh` (its own process group) with a child, as a dead controller's host shell mid-command. */
+function deadRunShell(): { pid: number; session: string; alive: () => boolean } {
+  const p = spawn('sh', ['-c', 'sleep 300 & sleep 300; wait'], { detached: true, stdio: 'ignore' });
+  p.unref();
+  const f = readFileSync(`/proc/${p.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  const alive = () => {
+    try {
+      process.kill(-p.pid!, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  return { pid: p.pid!, session: `${f[2]}:${p.pid}:${f[19]}`, alive };
+}
+
+test("resume's lock take-over ends what the dead controller's host shell still runs, and only that", async (t) => {
+  const path = join(dir(), 'lock');
+  const acc = { pathFor: () => path, becomeFor: () => false };
+  const sh = shTransport('n');
+  const dead = deadRunShell();
+  const other = deadRunShell();
+  t.after(() => {
+    for (const s of [dead, other]) if (s.alive()) process.kill(-s.pid, 'SIGKILL');
+  });
+  // a lock written by the dead run's shell: the same run id, another controller pid
+  writeFileSync(path, `${JSON.stringify({ ...me('R1', 1), session: dead.session })}\n`);
+  const note = await createHostLock({ runId: 'R1', runbook: 'hello', ...acc }).acquire(sh, 'n');
+  assert.match(String(note), /^ended what the host shell of run R1's dead controller ctl-1 pid 1 \(process group \d+\) was still running$/);
+  await waitFor(() => !dead.alive(), { what: "the dead run's shell and its command to be gone (zombies reaped)", timeoutMs: 10_000 });
+  assert.match(JSON.parse(readFileSync(path, 'utf8')).session, /^\d+:\d+:\d+$/);
+
+  // a shell that is gone, or a pid now used by another process (another start time or group): nothing is ended
+  const [pg, pid, ticks] = other.session.split(':');
+  for (const session of [`${pg}:${pid}:${Number(ticks) - 1}`, `${Number(pg) + 1}:${pid}:${ticks}`, dead.session]) {
+    writeFileSync(path, `${JSON.stringify({ ...me('R1', 1), session })}\n`);
+    assert.equal(await createHostLock({ runId: 'R1', ...acc }).acquire(sh, 'n'), undefined, session);
+    assert.ok(other.alive(), `${session}: another process group is left alone`);
+  }
+  // another run's lock is never taken over, so nothing of it is ended
+  writeFileSync(path, `${JSON.stringify({ ...me('R7', 1), session: other.session })}\n`);
+  await assert.rejects(createHostLock({ runId: 'R1', ...acc }).acquire(sh, 'n'), /locked by run R7/);
+  assert.ok(other.alive());
 });
 
 test('a local host name with "/" or ".." keeps its lock file in the temp dir (encoded), and apart from other names', () => {

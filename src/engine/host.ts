@@ -76,7 +76,7 @@ export class HostRun extends StepRunner {
     const hostLock = this.fleet.opts.lock;
     if (!lock || !hostLock) return true;
     try {
-      await hostLock.acquire(this.t, this.host.name);
+      this.noteLock(await hostLock.acquire(this.t, this.host.name));
       this.locked = true;
       return true;
     } catch (err) {
@@ -89,7 +89,7 @@ export class HostRun extends StepRunner {
       this.locked = true;
       try {
         await this.t.reconnect();
-        await hostLock.acquire(this.t, this.host.name);
+        this.noteLock(await hostLock.acquire(this.t, this.host.name));
         return true;
       } catch (err2) {
         if (!(err2 instanceof TransportError)) {
@@ -101,6 +101,10 @@ export class HostRun extends StepRunner {
         return false;
       }
     }
+  }
+
+  private noteLock(note: string | undefined): void {
+    if (note) this.fleet.emit({ type: 'warning', host: this.host.name, message: note });
   }
 
   /** Runs the preflight; false: the host ended (preflight failed, lost, interrupted). */

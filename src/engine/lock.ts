@@ -11,7 +11,7 @@
  */
 import { hostname } from 'node:os';
 import { RunbookError } from '../core/errors.js';
-import { shQuote } from '../transport/shell.js';
+import { sessionKillScript, shQuote } from '../transport/shell.js';
 import type { Transport, ExecResult } from '../transport/types.js';
 import type { HostLock } from './engine.js';
 
@@ -27,6 +27,11 @@ export interface LockInfo {
   /** When the run started (ISO 8601). */
   started: string;
   runbook?: string;
+  /**
+   * The host shell that took the lock, `PGID:PID:STARTTICKS` (from /proc, written by the host itself): what a
+   * resume or rollback of this run ends if the controller died and its command still runs (endDeadSession).
+   */
+  session?: string;
 }
 
 export interface HostLockOptions {
@@ -51,6 +56,7 @@ export interface LockAccess {
 
 const HELD_EXIT = 10;
 const TMP_FAIL_EXIT = 11;
+const NOT_RUNNING_EXIT = 12;
 
 async function run(t: Transport, script: string, a: LockAccess): Promise<ExecResult> {
   return t.exec(script, { become: a.become, timeoutMs: a.timeoutMs ?? 30_000 });
@@ -77,6 +83,7 @@ export function parseLockInfo(text: string): LockInfo | undefined {
         pid: Number(v.pid),
         started: String(v.started ?? ''),
         ...(v.runbook ? { runbook: String(v.runbook) } : {}),
+        ...(typeof v.session === 'string' && /^\d+:\d+:\d+$/.test(v.session) ? { session: v.session } : {}),
       };
     }
   } catch {
@@ -113,31 +120,80 @@ function lockedError(host: string, path: string, holder: LockInfo | undefined, r
 
 /** Takes the lock on one host, as `me`. Throws E_LOCKED (other holder) or E_LOCK (cannot write). */
 export async function acquireLock(t: Transport, host: string, me: LockInfo, a: LockAccess = {}): Promise<'acquired' | 'taken-over'> {
+  return (await takeLock(t, host, me, a)).status;
+}
+
+/** acquireLock, and the holder a take-over replaced (the same run id, an earlier controller). */
+export async function takeLock(
+  t: Transport,
+  host: string,
+  me: LockInfo,
+  a: LockAccess = {},
+): Promise<{ status: 'acquired' | 'taken-over'; previous?: LockInfo }> {
   const path = a.path ?? DEFAULT_LOCK_PATH;
   const p = shQuote(path);
-  const info = shQuote(JSON.stringify(me));
+  const { session: _, ...fixed } = me;
+  const head = shQuote(JSON.stringify(fixed).slice(0, -1));
   const mine = shQuote(`"run_id":${JSON.stringify(me.run_id)},`);
   // noclobber: `>` opens with O_CREAT|O_EXCL, which fails when the path exists, so exactly one racer creates it,
   // with builtins only (no process on the host). A racer that lost may find it created but not yet written: it
-  // reads again for up to ~1 s before it calls the holder unknown.
+  // reads again for up to ~1 s before it calls the holder unknown. The holder's text ends with this shell's
+  // PGID:PID:STARTTICKS (its /proc stat: pgrp and starttime), for endDeadSession.
   const script = `${[
     'umask 022',
     `L=${p}`,
     'D=${L%/*}; [ "$D" != "$L" ] || D=.; [ -n "$D" ] || D=/',
     `[ -d "$D" ] || mkdir -p "$D" || exit ${TMP_FAIL_EXIT}`,
+    `J=${head}`,
+    'if read -r S </proc/$$/stat 2>/dev/null; then S=${S##*) }; set -- $S; J="$J,\\"session\\":\\"$3:$$:${20}\\""; set --; fi',
     'set -C',
-    `if { printf '%s\\n' ${info} > "$L"; } 2>/dev/null; then echo acquired; exit 0; fi`,
+    `if { printf '%s}\n' "$J" > "$L"; } 2>/dev/null; then echo acquired; exit 0; fi`,
     'set +C',
     `[ -e "$L" ] || exit ${TMP_FAIL_EXIT}`,
     'c=; i=0; while :; do read -r c <"$L" 2>/dev/null; [ -z "$c" ] && [ $i -lt 100 ] || break; sleep 0.01; i=$((i+1)); done',
-    // Held. Ours (same run id: a resume)? Take it over with our pid and controller (written aside, then renamed).
-    `case $c in *${mine}*) T="$L.$$.tmp"; printf '%s\\n' ${info} > "$T" && mv -f "$T" "$L" && { echo taken-over; exit 0; }; rm -f "$T";; esac`,
-    `printf '%s\\n' "$c"; exit ${HELD_EXIT}`,
+    // Held. Ours (same run id: a resume)? Take it over (written aside, then renamed); say whom it replaced.
+    `case $c in *${mine}*) T="$L.$$.tmp"; printf '%s}\n' "$J" > "$T" && mv -f "$T" "$L" && { echo taken-over; printf '%s\n' "$c"; exit 0; }; rm -f "$T";; esac`,
+    `printf '%s\n' "$c"; exit ${HELD_EXIT}`,
   ].join('\n')}\n`;
   const r = await run(t, script, a);
-  if (r.code === 0) return r.stdout.includes('taken-over') ? 'taken-over' : 'acquired';
+  if (r.code === 0) {
+    if (!r.stdout.startsWith('taken-over')) return { status: 'acquired' };
+    const previous = parseLockInfo(r.stdout.slice('taken-over\n'.length));
+    return { status: 'taken-over', ...(previous ? { previous } : {}) };
+  }
   if (r.code === HELD_EXIT) throw lockedError(host, path, parseLockInfo(r.stdout), r.stdout);
   throw fail(host, 'take', r);
+}
+
+/**
+ * After taking over the lock of a dead controller (resume, rollback): ends what its host shell still runs (the
+ * command it was in when the controller died goes on without it, e.g. an image import), so nothing of the dead
+ * run races the steps that follow. Only while that shell is alive, the same process (pid and start time) in the
+ * same group: then every process of its group it started is TERMed, then KILLed (sessionKillScript). Returns what
+ * it ended, or undefined; throws E_LOCK when a process of it is still there after KILL.
+ */
+export async function endDeadSession(t: Transport, host: string, holder: LockInfo, a: LockAccess = {}): Promise<string | undefined> {
+  const m = /^(\d+):(\d+):(\d+)$/.exec(holder.session ?? '');
+  if (!m) return undefined;
+  const [pgid, pid, ticks] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  if (pgid <= 1 || pid <= 1) return undefined;
+  const guard = [
+    `read -r s </proc/${pid}/stat 2>/dev/null || exit ${NOT_RUNNING_EXIT}`,
+    's=${s##*) }; set -- $s',
+    `[ "$3" = ${pgid} ] && [ "\${20}" = ${ticks} ] && [ ${pid} != $$ ] || exit ${NOT_RUNNING_EXIT}`,
+  ].join('\n');
+  const r = await run(t, `${guard}\n${sessionKillScript(pgid, pid, ticks, [])}`, {
+    ...a,
+    timeoutMs: Math.max(a.timeoutMs ?? 30_000, 30_000),
+  });
+  if (r.code === NOT_RUNNING_EXIT) return undefined;
+  const what = `the host shell of run ${holder.run_id}'s dead controller ${holder.controller} pid ${holder.pid} (process group ${pgid})`;
+  if (r.code !== 0)
+    throw new RunbookError(
+      'E_LOCK',
+      `${host}: ${what} is still running and could not be ended (${(r.stderr || `exit ${r.code ?? r.signal}`).trim()}); nothing was done on the host, end it by hand and run again`,
+    );
+  return `ended what ${what} was still running`;
 }
 
 /** Removes the lock if `runId` holds it. Returns false if it was not ours (or not there). */
@@ -209,7 +265,8 @@ export function createHostLock(o: HostLockOptions): HostLock & { readonly info: 
   return {
     info,
     async acquire(t, host) {
-      await acquireLock(t, host, info, access(host));
+      const r = await takeLock(t, host, info, access(host));
+      return r.previous ? endDeadSession(t, host, r.previous, access(host)) : undefined;
     },
     async release(t, host) {
       await releaseLock(t, host, info.run_id, access(host));

@@ -8,7 +8,8 @@ import type { EventSink, HostStatus, JournalSink, RunStartEvent, RunStatus } fro
 export type RunInfo = Pick<RunStartEvent, 'journal' | 'runbook_file' | 'runbook_hash' | 'inputs' | 'plan'>;
 
 export interface HostLock {
-  acquire(t: Transport, host: string): Promise<void>;
+  /** Takes the lock; may return a note for the host's log (what it ended of a dead controller's run). */
+  acquire(t: Transport, host: string): Promise<string | undefined>;
   /** Removes the lock if this run holds it. */
   release(t: Transport, host: string): Promise<void>;
 }
