@@ -92,6 +92,7 @@ test('the runbook files: valid, promised defaults, a comment per step, one share
     'Carry the images over', // the new root goes with the backup's undo
     'Stop the containerd on the old root',
     'Clean the state dir',
+    'Count the images', // read-only
     'Start kubelet',
     'Uncordon the node',
   ]);

@@ -104,6 +104,8 @@ test('first rung undone when containerd still fails without the bad records (met
     new RegExp(`^${imgs.split('\n').length} images carried over, 0 not \\(from the old root\\)`),
   );
   assert.equal((await fleet.sh('mix1', 'ctr -n k8s.io containers ls -q')).trim(), '', 'no container record in the new root');
+  const end1 = out.events.find((e) => e.type === 'host-end' && e.host === 'mix1');
+  assert.match(String(end1?.facts?.images), /^3 images in the new data root, carried over or imported \(the old root is \S+\.recover-/);
   await fleet.runContainer('mix1', 'web2');
   t.diagnostic(
     `mix1 (trixie, containerd): rung 1 undone, rung 2 held in ${out.ms} ms (run); ${carried?.duration_ms} ms to carry ${imgs.split('\n').length} images`,
@@ -129,6 +131,8 @@ test('bolt corruption with images_dir (k3s layout stand-in): the first rung does
   );
   const names = (await images('dir5')).replace(/ sha256:\S+/g, '').split('\n');
   for (const i of ['sleep', 'busybox', 'busybox-web']) assert.ok(names.includes(`docker.io/local/${i}:1`), `local/${i}:1 in ${names}`);
+  const end5 = out.events.find((e) => e.type === 'host-end' && e.host === 'dir5');
+  assert.match(String(end5?.facts?.images), /^3 images in the new data root, carried over or imported/);
   await fleet.runContainer('dir5', 'web');
   assert.equal(await heldLeftovers('dir5'), '');
   t.diagnostic(`dir5 (bookworm, k3s): rung 2 from images_dir held in ${out.ms} ms (run); ${carried?.duration_ms} ms to import 3 tarballs`);
@@ -234,6 +238,8 @@ test('controller SIGKILLed inside the first rung: resume completes it (records g
   assert.deepEqual(res.hosts, { kill3: 'changed' }, explain(res));
   assert.ok((await fleet.health('kill3')).healthy);
   assert.deepEqual(alternatives(res, 'kill3'), ['remove the bad records=held'], explain(res));
+  const end3 = res.events.find((e) => e.type === 'host-end' && e.host === 'kill3');
+  assert.equal(end3?.facts?.images, '3 images kept (the data root kept)');
   assert.equal(await inode(fleet, 'kill3', fleet.node('kill3').root), r3.ino, 'the root kept');
   assert.equal(await fleet.sh('kill3', `ctr -n k8s.io images ls -q`), r3.imgs, 'the same images');
   const sandboxes = await fleet.sh('kill3', 'ctr -n k8s.io sandboxes ls');
