@@ -147,13 +147,13 @@ export async function takeLock(
     `J=${head}`,
     'if read -r S </proc/$$/stat 2>/dev/null; then S=${S##*) }; set -- $S; J="$J,\\"session\\":\\"$3:$$:${20}\\""; set --; fi',
     'set -C',
-    `if { printf '%s}\n' "$J" > "$L"; } 2>/dev/null; then echo acquired; exit 0; fi`,
+    `if { printf '%s}\\n' "$J" > "$L"; } 2>/dev/null; then echo acquired; exit 0; fi`,
     'set +C',
     `[ -e "$L" ] || exit ${TMP_FAIL_EXIT}`,
     'c=; i=0; while :; do read -r c <"$L" 2>/dev/null; [ -z "$c" ] && [ $i -lt 100 ] || break; sleep 0.01; i=$((i+1)); done',
     // Held. Ours (same run id: a resume)? Take it over (written aside, then renamed); say whom it replaced.
-    `case $c in *${mine}*) T="$L.$$.tmp"; printf '%s}\n' "$J" > "$T" && mv -f "$T" "$L" && { echo taken-over; printf '%s\n' "$c"; exit 0; }; rm -f "$T";; esac`,
-    `printf '%s\n' "$c"; exit ${HELD_EXIT}`,
+    `case $c in *${mine}*) T="$L.$$.tmp"; printf '%s}\\n' "$J" > "$T" && mv -f "$T" "$L" && { echo taken-over; printf '%s\\n' "$c"; exit 0; }; rm -f "$T";; esac`,
+    `printf '%s\\n' "$c"; exit ${HELD_EXIT}`,
   ].join('\n')}\n`;
   const r = await run(t, script, a);
   if (r.code === 0) {
