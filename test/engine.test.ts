@@ -381,6 +381,25 @@ test('resume: an unknown step marked rerun is run again (its checks too), not ro
   assert.equal(result.hosts.h1, 'changed');
 });
 
+test('a read_only step that ran ends ok, not changed: a host whose other steps were skipped ends ok', async () => {
+  const rb = runbook([step('s1', 0, { when: 'false' }), step('s2', 1, { readOnly: true, rollback: undefined })]);
+  const events: Array<Record<string, unknown>> = [];
+  const plan = createPlan(rb, hosts(1), { runId: 'r', forks: 5 });
+  const log: string[] = [];
+  const r = await runPlan({
+    plan,
+    emit: (e) => events.push(e as unknown as Record<string, unknown>),
+    transport: (h) => new FakeTransport(h.name, (_h, cmd) => (cmd === 'false' ? { code: 1 } : { code: 0 }), log),
+    localTransport: (h) => new FakeTransport(h.name, ok, log),
+  });
+  assert.ok(log.includes('h1:run s2'), log.join(' '));
+  assert.deepEqual(
+    events.filter((e) => e.type === 'step-end').map((e) => `${e.step}=${e.status}`),
+    ['s1=skipped', 's2=ok'],
+  );
+  assert.deepEqual(r.hosts, { h1: 'ok' });
+});
+
 test('rollback mode unwinds a recorded ledger in reverse', async () => {
   const rb = runbook([step('s1', 0), step('s2', 1), step('s3', 2)]);
   const plan = createPlan(rb, hosts(2), { runId: 'r', forks: 5 });

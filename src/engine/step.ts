@@ -257,7 +257,7 @@ export class StepRunner {
     if (step.register) {
       this.registers[step.register] = { stdout: r.stdout.slice(0, REGISTER_MAX), stderr: r.stderr.slice(0, REGISTER_MAX), code: r.code };
     }
-    const done: StepStatus = step.phase === 'preflight' ? 'ok' : 'changed';
+    const done: StepStatus = step.phase === 'preflight' || step.readOnly ? 'ok' : 'changed';
     if (r.timedOut)
       return {
         // A kill that could not be confirmed leaves the command perhaps running: its effect is unknown.

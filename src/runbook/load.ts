@@ -191,6 +191,7 @@ function normalize(
     if (s.rollback !== undefined) step.rollback = s.rollback as string;
     if (s.register !== undefined) step.register = s.register as string;
     if (s.rerun === true) step.rerun = true;
+    if (s.read_only === true) step.readOnly = true;
     if (e.scope !== undefined) step.scope = e.scope;
     if (s.call !== undefined) {
       const action = s.call as ActionName;

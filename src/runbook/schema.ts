@@ -147,6 +147,7 @@ const stepSchema = strictObject({
   local: optional(leaf(isBool)),
   become: optional(leaf(isBool)),
   rerun: optional(leaf(isBool)),
+  read_only: optional(leaf(isBool)),
 });
 
 /** A step that calls a built-in action (src/actions/specs.ts) instead of running a shell command. */
@@ -168,6 +169,7 @@ const callStepSchema = strictObject({
   register: stepSchema.shape.register,
   become: stepSchema.shape.become,
   rerun: stepSchema.shape.rerun,
+  read_only: stepSchema.shape.read_only,
 });
 
 /** `- include: lib/drain.yml` with optional vars: the steps of another file, in place. */

@@ -35,6 +35,8 @@ export interface StepSpec {
   become: boolean;
   /** Safe to run twice: a resume runs it again when the dead run started it but did not record its outcome. */
   rerun?: boolean;
+  /** Changes nothing on the host (a count, a report): ends `ok` when it ran, never `changed`. */
+  readOnly?: boolean;
   /** Source line of the step (1-based), for messages. */
   line?: number;
   /** Where it is written: the file (absolute, when not the runbook itself: an included one) and its path there. */
