@@ -383,21 +383,25 @@ test('resume: an unknown step marked rerun is run again (its checks too), not ro
 
 test('a read_only step that ran ends ok, not changed: a host whose other steps were skipped ends ok', async () => {
   const rb = runbook([step('s1', 0, { when: 'false' }), step('s2', 1, { readOnly: true, rollback: undefined })]);
-  const events: Array<Record<string, unknown>> = [];
-  const plan = createPlan(rb, hosts(1), { runId: 'r', forks: 5 });
-  const log: string[] = [];
-  const r = await runPlan({
-    plan,
-    emit: (e) => events.push(e as unknown as Record<string, unknown>),
-    transport: (h) => new FakeTransport(h.name, (_h, cmd) => (cmd === 'false' ? { code: 1 } : { code: 0 }), log),
-    localTransport: (h) => new FakeTransport(h.name, ok, log),
-  });
+  const { result, events, log } = await go(rb, 1, (_h, cmd) => ({ code: cmd === 'false' ? 1 : 0 }));
   assert.ok(log.includes('h1:run s2'), log.join(' '));
   assert.deepEqual(
     events.filter((e) => e.type === 'step-end').map((e) => `${e.step}=${e.status}`),
     ['s1=skipped', 's2=ok'],
   );
-  assert.deepEqual(r.hosts, { h1: 'ok' });
+  assert.deepEqual(result.hosts, { h1: 'ok' });
+});
+
+test('resume: an unknown read_only step settled by its verify is ok, not changed', async () => {
+  const rb = runbook([step('s1', 0, { readOnly: true, rollback: undefined, verify: { run: 'check s1', retries: 0, delayMs: 0 } })]);
+  const resume = new Map<string, HostResumeState>([['h1', { done: new Map(), unknown: 0, ledger: [], registers: {} }]]);
+  const { result, events, log } = await go(rb, 1, ok, { mode: { kind: 'resume', hosts: resume } });
+  assert.deepEqual(log, ['h1:check s1']);
+  assert.deepEqual(
+    events.filter((e) => e.type === 'step-end').map((e) => `${e.step}=${e.status}`),
+    ['s1=ok'],
+  );
+  assert.deepEqual(result.hosts, { h1: 'ok' });
 });
 
 test('rollback mode unwinds a recorded ledger in reverse', async () => {

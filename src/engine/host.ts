@@ -361,7 +361,7 @@ export class HostRun extends StepRunner {
       return { status: 'failed', stage: probe.stage, code: null, reason };
     }
     const res = await this.exec(step, cmd);
-    if (res.code === 0) return { status: 'changed', stage: probe.stage, code: 0, result: res, command: cmd };
+    if (res.code === 0) return { status: step.readOnly ? 'ok' : 'changed', stage: probe.stage, code: 0, result: res, command: cmd };
     const reason = `the dead run's step did not take effect (${probe.stage} exit ${res.code})`;
     return { status: 'failed', stage: probe.stage, code: res.code, result: res, command: cmd, reason };
   }
