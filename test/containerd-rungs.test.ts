@@ -22,6 +22,9 @@ import type { Fleet } from './harness/nspawn.js';
 import { explain, inode, runbook, treeFingerprint, useFleet, withoutLog, type RunOutput } from './containerd-common.js';
 import type { LogMark } from './harness/nspawn.js';
 import { waitFor } from './harness/wait.js';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 let fleet: Fleet;
 useFleet(
@@ -162,19 +165,46 @@ test('k3s layout stand-in, every repaired start fails: all three rungs undone, t
   assert.equal(await heldLeftovers('k3sbad2'), '');
 });
 
-/** apply, SIGKILLed at the first event `at` matches. */
-async function killedAt(name: string, at: (e: RunOutput['events'][number]) => boolean, what: string) {
-  let killed = false;
+/** The run's journal in `stateDir` holds the outcome (step-end) of `step` on `host`. */
+function outcomeInJournal(stateDir: string, host: string, step: string): boolean {
+  const dir = join(stateDir, 'runs');
+  if (!existsSync(dir)) return false;
+  return readdirSync(dir).some((f) =>
+    readFileSync(join(dir, f), 'utf8')
+      .split('\n')
+      .some((l) => l.includes('"step-end"') && l.includes(JSON.stringify(step)) && l.includes(JSON.stringify(host))),
+  );
+}
+
+/**
+ * apply, SIGKILLed at the first event `at` matches, once the outcome of step `durable` is in the run's journal (the
+ * event can come before the journal has it: a kill then would leave that step unknown, not the one meant).
+ */
+async function killedAt(name: string, at: (e: RunOutput['events'][number]) => boolean, what: string, durable: string) {
+  const stateDir = mkdtempSync(join(tmpdir(), 'rb-ctd-state-'));
+  let killing: Promise<void> | undefined;
+  let failed: unknown;
   const out = await runbook(fleet, 'apply', 'containerd-recover', {
     inventory: fleet.writeInventory(`${fleet.dir}/${name}.yml`, [name]),
+    stateDir,
     onEvent: (e, child) => {
-      if (!killed && at(e)) {
-        killed = true;
-        child.kill('SIGKILL');
-      }
+      if (killing || !at(e)) return;
+      killing = waitFor(() => outcomeInJournal(stateDir, name, durable), {
+        what: `the outcome of "${durable}" on ${name} in the run's journal`,
+        timeoutMs: 60_000,
+        intervalMs: 20,
+      })
+        .then(() => {
+          child.kill('SIGKILL');
+        })
+        .catch((err: unknown) => {
+          failed = err;
+        });
     },
   });
-  assert.ok(killed, `the run never reached ${what}: ${explain(out)}`);
+  await killing;
+  if (failed) throw failed;
+  assert.ok(killing, `the run never reached ${what}: ${explain(out)}`);
   assert.equal(out.code, null, 'the controller died by SIGKILL');
   // The step after the kill point may have gone on without its controller (a stop finishes in ms), or not:
   // either way the end state must be the same.
@@ -182,12 +212,14 @@ async function killedAt(name: string, at: (e: RunOutput['events'][number]) => bo
   return { ...out, held: held.trim() };
 }
 
-/**
- * apply, SIGKILLed once the first rung has deleted the records (its own containerd still running): at the next
- * step's start, whose intent is written after the delete's outcome (a step-end event may come before it is durable).
- */
+/** apply, SIGKILLed once the first rung has deleted the records (its outcome durable; its own containerd still running). */
 const killedInFirstRung = (name: string) =>
-  killedAt(name, (e) => e.type === 'step-start' && e.step === 'Stop the held-off containerd', 'the records delete');
+  killedAt(
+    name,
+    (e) => e.type === 'step-start' && e.step === 'Stop the held-off containerd',
+    'the records delete',
+    'Delete sandbox records without CRI metadata',
+  );
 
 /**
  * A root after a rollback that started the node's containerd again: that start commits to meta.db (the restore
