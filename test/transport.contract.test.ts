@@ -155,6 +155,29 @@ function contract(name: string, setup: () => Promise<Target>, teardown: () => Pr
       );
     });
 
+    test('a one-pipeline command runs in place (its program is a child of the shell); its timeout ends it, and the next command runs', async () => {
+      const shell = (await t.exec('echo $$')).stdout.trim();
+      const stat = (await t.exec('cat /proc/self/stat')).stdout;
+      // ssh: the session shell (no subshell between); local: a shell of its own per command, also its parent.
+      const parent = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1];
+      if (name.startsWith('ssh')) assert.equal(parent, shell, 'cat ran in the session shell, not in a subshell of it');
+      const mark = 6000 + Math.floor(Math.random() * 1000);
+      const r = await t.exec(`sleep ${mark}.4 | cat`, { timeoutMs: 500 });
+      assert.equal(r.timedOut, true);
+      assert.equal(r.code, null);
+      let left = '';
+      await waitFor(
+        async () => {
+          left = await sleepsLeft(T, mark);
+          return left === '';
+        },
+        { what: `no sleep ${mark}.4 left on the target`, detail: () => `left on the target:\n${left}` },
+      );
+      assert.equal((await t.exec('echo next')).stdout, 'next\n');
+      // ssh: the kill ended the command, not the session shell
+      if (name.startsWith('ssh')) assert.equal((await t.exec('echo $$')).stdout.trim(), shell);
+    });
+
     test('commands do not leak state into later ones (cwd, variables, umask, traps, options, fds)', async () => {
       const probe = 'pwd; echo "[${RB_LEAK-}][${rb_x-}]"; umask; trap; case $- in *e*) echo errexit;; esac; ls /proc/self/fd | wc -l';
       const before = await t.exec(probe);

@@ -128,6 +128,8 @@ export interface Orphan {
   /** The command's subshell: pid and start time (clock ticks), so only it and what it started match. */
   pid: number;
   ticks: number;
+  /** The command ran in place (no subshell): pid is the next pid, ticks the uptime in centiseconds. */
+  centis?: boolean;
   /** The session shell and its parent (sudo): never killed. */
   keep: number[];
 }
@@ -137,6 +139,8 @@ export class ShellSession {
   lastCommand?: Orphan;
   /** PGID:PID:PPID from READY. */
   private group?: { pgid: number; pid: number; ppid: number };
+  /** READY said the shell is dash or bash: a command that qualifies runs in place (PreparedStep.inPlaceText). */
+  private inPlace = false;
   private readyWaiters: Array<() => void> = [];
   private readonly filter: StderrMarkerFilter;
   private active?: Active;
@@ -164,8 +168,11 @@ export class ShellSession {
     io.stderr.on('data', (chunk: Buffer) => {
       const { out, events } = this.filter.push(chunk);
       for (const ev of events) {
-        const [pgid, pid, ppid] = ev.payload.split(':').map(Number);
-        if (Number.isInteger(pgid) && pgid > 1 && Number.isInteger(pid) && Number.isInteger(ppid)) this.group = { pgid, pid, ppid };
+        const [pgid, pid, ppid, kind] = ev.payload.split(':').map(Number);
+        if (Number.isInteger(pgid) && pgid > 1 && Number.isInteger(pid) && Number.isInteger(ppid)) {
+          this.group = { pgid, pid, ppid };
+          this.inPlace = kind === 1;
+        }
         for (const w of this.readyWaiters.splice(0)) w();
       }
       if (out.length) this.onData('stderr', out);
@@ -229,7 +236,7 @@ export class ShellSession {
     const err = new Capture();
     const decOut = new StringDecoder('utf8');
     const decErr = new StringDecoder('utf8');
-    let sub: { pid: number; ticks: number } | undefined;
+    let sub: { pid: number; ticks: number; centis: boolean } | undefined;
     let killed: 'timeout' | 'abort' | undefined;
     let killing: Promise<void> | undefined;
     let ended!: () => void;
@@ -252,11 +259,12 @@ export class ShellSession {
         }
       },
       onStart: (payload) => {
-        const [pid, ticks] = payload.split(':').map(Number);
+        const [p, t, c] = payload.split(':');
+        const [pid, ticks, centis] = [Number(p), Number(t), c === 'c'];
         if (Number.isInteger(pid) && Number.isInteger(ticks)) {
-          sub = { pid, ticks };
+          sub = { pid, ticks, centis };
           const g = this.group;
-          this.lastCommand = g ? { pgid: g.pgid, pid, ticks, keep: [g.pid, g.ppid] } : undefined;
+          this.lastCommand = g ? { pgid: g.pgid, pid, ticks, ...(centis ? { centis } : {}), keep: [g.pid, g.ppid] } : undefined;
         }
         startedSub();
       },
@@ -291,7 +299,8 @@ export class ShellSession {
         await new Promise<void>((r) => this.readyWaiters.push(r));
       }
       if (!this.dead) {
-        this.io.stdin.write(step.text);
+        // The group is known (READY came) before a command runs in place: the kill needs it.
+        this.io.stdin.write(this.inPlace && this.group && step.inPlaceText ? step.inPlaceText : step.text);
         if (opts.timeoutMs !== undefined && opts.timeoutMs > 0) timer = setTimeout(() => kill('timeout'), opts.timeoutMs);
         if (opts.signal) {
           if (opts.signal.aborted) queueMicrotask(onAbort);
@@ -356,7 +365,7 @@ export class ShellSession {
    */
   private async killStep(
     isOver: () => boolean,
-    sub: () => { pid: number; ticks: number } | undefined,
+    sub: () => { pid: number; ticks: number; centis: boolean } | undefined,
     startP: Promise<void>,
     endP: Promise<void>,
     deathP: Promise<void>,
@@ -371,9 +380,11 @@ export class ShellSession {
     const s = sub();
     const g = this.group;
     if (s && g) {
-      const aside = this.io.runAside(sessionKillScript(g.pgid, s.pid, s.ticks, [g.pid, g.ppid], grace), grace + 5000).catch(() => {
-        /* no channel, or connection trouble: handled below */
-      });
+      const aside = this.io
+        .runAside(sessionKillScript(g.pgid, s.pid, s.ticks, [g.pid, g.ppid], grace, s.centis), grace + 5000)
+        .catch(() => {
+          /* no channel, or connection trouble: handled below */
+        });
       await Promise.race([aside, wait(grace + 2000)]);
       if (await over(1000)) return true;
     }

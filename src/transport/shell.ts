@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { runsInPlace } from './in-place.js';
 
 /**
  * The one place where values become shell text. Everything that puts data into a command
@@ -92,8 +93,11 @@ function launch(spec: Pick<ScriptRunSpec, 'become' | 'becomeUser' | 'becomePassw
   const readyMarker = `<<rb-ready-${tok}:`;
   const promptMarker = spec.become && spec.becomePassword !== undefined ? `<<rb-sudo-${tok}>>` : undefined;
   // Parse pgrp (field 5 of /proc/$$/stat; ppid is field 4) in POSIX sh and report it (positional parameters cleared again).
-  const what = pids ? `"$3:$$:$2"` : '"$3"';
-  const report = `read -r rb_s </proc/$$/stat; rb_s=\${rb_s##*) }; set -- $rb_s; printf '%s%s>>\\n' '${readyMarker}' ${what} >&2; set --; unset rb_s`;
+  // Sessions also say whether the shell is dash or bash (the first line of its maps is its executable): only then
+  // may a command run in place (in-place.ts).
+  const what = pids ? `"$3:$$:$2:$rb_k"` : '"$3"';
+  const kind = pids ? `rb_k=0; read -r rb_m 2>/dev/null </proc/$$/maps && case $rb_m in */dash|*/bash) rb_k=1;; esac; ` : '';
+  const report = `${kind}read -r rb_s </proc/$$/stat; rb_s=\${rb_s##*) }; set -- $rb_s; printf '%s%s>>\\n' '${readyMarker}' ${what} >&2; set --; unset rb_s${pids ? ' rb_k rb_m' : ''}`;
   const waitForReady = promptMarker !== undefined;
   const user = shQuote(spec.becomeUser || 'root');
   // Become the user one already is (a root login, often on hosts without sudo): no sudo at all.
@@ -192,6 +196,12 @@ export interface PreparedStep {
   startMarker: string;
   /** `<<rb-e-TOKEN:`: END is this + exit status + `>>\n` on both streams. */
   endMarker: string;
+  /**
+   * The same command run in place (in-place.ts), for a session whose shell allows it; undefined when the script
+   * does not qualify, or has env or stdin. Its START payload is LASTPID+1:UPTIME_CENTISECONDS:c (no subshell: the
+   * kill script then ends what the session's group started since then).
+   */
+  inPlaceText?: string;
 }
 
 /** Throws Error when an env name is not a valid shell variable name (caller maps it to its own error). */
@@ -207,8 +217,16 @@ export function prepareStep(spec: Pick<ScriptRunSpec, 'script' | 'env' | 'stdin'
   const lines = [`rb_script=${shQuote(spec.script)}`];
   const feed = stdinFeed(spec.stdin);
   lines.push(feed ? `${feed}(\n${inner}\n)` : `(\n${inner}\n) </dev/null`);
-  lines.push(`rb_rc=$?; unset rb_script; printf '%s%s>>\\n' '${endMarker}' "$rb_rc" >&2; printf '%s%s>>\\n' '${endMarker}' "$rb_rc"`);
-  return { text: `${lines.join('\n')}\n`, startMarker, endMarker };
+  const end = `rb_rc=$?; unset rb_script; printf '%s%s>>\\n' '${endMarker}' "$rb_rc" >&2; printf '%s%s>>\\n' '${endMarker}' "$rb_rc"`;
+  lines.push(end);
+  const step: PreparedStep = { text: `${lines.join('\n')}\n`, startMarker, endMarker };
+  if (feed || Object.keys(spec.env ?? {}).length > 0 || !runsInPlace(spec.script)) return step;
+  // /proc/loadavg's last field is the pid created last; /proc/uptime counts the same boot clock as a process's start time.
+  const here =
+    `read -r rb_u rb_x </proc/uptime; read -r rb_x rb_x rb_x rb_x rb_l </proc/loadavg; ` +
+    `printf '%s%s:%s%s:c>>\\n' '${startMarker}' "$((rb_l + 1))" "\${rb_u%.*}" "\${rb_u#*.}" >&2; printf '%s>>\\n' '${startMarker}'; unset rb_u rb_x rb_l`;
+  step.inPlaceText = `${[lines[0], here, '{ eval "$rb_script"; } </dev/null', end].join('\n')}\n`;
+  return step;
 }
 
 /** Exit status of sessionKillScript when a process of the command is still there after KILL. */
@@ -216,12 +234,13 @@ export const KILL_UNCONFIRMED_EXIT = 3;
 
 /**
  * Kill script for a command of a session: TERM every process of process group `pgid` created since the
- * command's subshell (pid `sub`, started at `startTicks`): a later start time, or the same clock tick and a pid
- * not below the subshell's (pids grow). Never the session shell and its parent (`keep`). Waits up to graceMs for
- * them to go, then KILLs what is left of them (and anything they started meanwhile). Exits 0 once none of them
- * is left (zombies count as gone), KILL_UNCONFIRMED_EXIT when one still is about 2 s after the KILL.
+ * command started: a later start time than `startTicks`, or the same clock tick and a pid not below `sub` (pids
+ * grow): for a subshell, its own pid and start time; for a command run in place, the next pid and the uptime in
+ * centiseconds (`centis`: scaled here to clock ticks). Never the session shell and its parent (`keep`). Waits up to
+ * graceMs for them to go, then KILLs what is left of them (and anything they started meanwhile). Exits 0 once none
+ * of them is left (zombies count as gone), KILL_UNCONFIRMED_EXIT when one still is about 2 s after the KILL.
  */
-export function sessionKillScript(pgid: number, sub: number, startTicks: number, keep: number[], graceMs = 2000): string {
+export function sessionKillScript(pgid: number, sub: number, startTicks: number, keep: number[], graceMs = 2000, centis = false): string {
   for (const n of [pgid, sub, startTicks, ...keep]) if (!Number.isInteger(n) || n < 0) throw new Error(`bad process id ${n}`);
   if (pgid <= 1) throw new Error(`bad process group ${pgid}`);
   const rounds = Math.max(1, Math.ceil(graceMs / 100));
@@ -230,8 +249,10 @@ export function sessionKillScript(pgid: number, sub: number, startTicks: number,
     .map((k) => `[ "$p" = ${k} ] && continue;`)
     .join(' ');
   return `${[
+    `T=${startTicks}`,
+    ...(centis ? ['H=$(getconf CLK_TCK 2>/dev/null) && [ "$H" -gt 0 ] 2>/dev/null || H=100; T=$((T * H / 100))'] : []),
     'rb_list() { L=; for d in /proc/[0-9]*; do read -r s <"$d/stat" 2>/dev/null || continue; p=${s%% *}; s=${s##*) }; set -- $s;',
-    `  [ "$1" != Z ] || continue; [ "$3" = ${pgid} ] || continue; ${skip} [ "\${20}" -gt ${startTicks} ] || { [ "\${20}" -eq ${startTicks} ] && [ "$p" -ge ${sub} ]; } || continue; L="$L $p"; done; }`,
+    `  [ "$1" != Z ] || continue; [ "$3" = ${pgid} ] || continue; ${skip} [ "\${20}" -gt $T ] || { [ "\${20}" -eq $T ] && [ "$p" -ge ${sub} ]; } || continue; L="$L $p"; done; }`,
     'rb_list; [ -n "$L" ] || exit 0',
     'kill -TERM $L 2>/dev/null',
     `i=0; while [ $i -lt ${rounds} ]; do a=; for p in $L; do kill -0 $p 2>/dev/null && a=1; done; [ -n "$a" ] || break; sleep 0.1; i=$((i+1)); done`,

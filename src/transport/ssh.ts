@@ -675,7 +675,7 @@ export class SshTransport implements Transport {
         const client = await this.ensure();
         code = await this.runAside(
           client,
-          sessionKillScript(o.pgid, o.pid, o.ticks, o.keep, grace),
+          sessionKillScript(o.pgid, o.pid, o.ticks, o.keep, grace, o.centis),
           o.become,
           o.becomeUser,
           grace + 10_000,
