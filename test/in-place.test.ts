@@ -4,10 +4,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { releaseScript } from '../src/engine/lock.js';
 import { runsInPlace } from '../src/transport/in-place.js';
+import { shQuote } from '../src/transport/shell.js';
 
 const ACCEPTED = [
   'echo step 1',
@@ -182,6 +184,39 @@ for (const sh of ['dash', 'bash']) {
     } finally {
       rmSync(cwd, { recursive: true, force: true });
       rmSync(out, { recursive: true, force: true });
+    }
+  });
+}
+
+for (const sh of ['dash', 'bash']) {
+  const have = spawnSync(sh, ['-c', 'true']).status === 0;
+  test(`the lock's release script, run in place in a real ${sh}: removes only its own run's lock and leaves the shell as it was`, {
+    skip: !have && `${sh} not installed`,
+  }, () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rb-inplace-lock-'));
+    try {
+      const lock = join(dir, "lo'ck");
+      const cases = [
+        { held: '{"run_id":"r1","controller":"c"}', want: 'released\nrc=0\n', gone: true },
+        { held: '{"run_id":"r10","controller":"c"}', want: 'rc=0\n', gone: false },
+        { held: undefined, want: 'rc=0\n', gone: true },
+      ];
+      for (const c of cases) {
+        if (c.held !== undefined) writeFileSync(lock, `${c.held}\n`);
+        else rmSync(lock, { force: true });
+        const input = [
+          `rb_script=${shQuote(releaseScript(lock, 'r1'))}`,
+          `{ ${STATE}; } > ${dir}/before`,
+          `{ eval "$rb_script"; } </dev/null > ${dir}/here 2>&1; echo "rc=$?" >> ${dir}/here`,
+          `{ ${STATE}; } > ${dir}/after`,
+          `cat ${dir}/here; cmp -s ${dir}/before ${dir}/after && echo same`,
+        ].join('\n');
+        const r = spawnSync(sh, ['-s'], { input, encoding: 'utf8', cwd: dir });
+        assert.equal(r.stdout, `${c.want}same\n`, `${sh}, lock ${c.held}: ${r.stderr}`);
+        assert.equal(existsSync(lock), !c.gone, `${sh}, lock ${c.held}: the lock file`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 }

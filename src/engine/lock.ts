@@ -58,8 +58,8 @@ const HELD_EXIT = 10;
 const TMP_FAIL_EXIT = 11;
 const NOT_RUNNING_EXIT = 12;
 
-async function run(t: Transport, script: string, a: LockAccess): Promise<ExecResult> {
-  return t.exec(script, { become: a.become, timeoutMs: a.timeoutMs ?? 30_000 });
+async function run(t: Transport, script: string, a: LockAccess, leavesShell = false): Promise<ExecResult> {
+  return t.exec(script, { become: a.become, timeoutMs: a.timeoutMs ?? 30_000, leavesShell });
 }
 
 function fail(host: string, what: string, r: ExecResult): RunbookError {
@@ -196,12 +196,20 @@ export async function endDeadSession(t: Transport, host: string, holder: LockInf
   return `ended what ${what} was still running`;
 }
 
+/**
+ * The release script: removes the lock at `path` only if `runId` holds it, printing `released`. read + case
+ * (builtins) instead of grep, and written to leave the shell as it was (no exit; rb_c unset on every path, last, so
+ * the status is rm's): a shell session runs it in place, and `rm` is the one process it starts.
+ */
+export function releaseScript(path: string, runId: string): string {
+  const p = shQuote(path);
+  const mine = shQuote(`"run_id":${JSON.stringify(runId)},`);
+  return `rb_c=; read -r rb_c 2>/dev/null <${p}; case $rb_c in *${mine}*) unset rb_c; rm -f ${p} && echo released;; *) unset rb_c;; esac\n`;
+}
+
 /** Removes the lock if `runId` holds it. Returns false if it was not ours (or not there). */
 export async function releaseLock(t: Transport, host: string, runId: string, a: LockAccess = {}): Promise<boolean> {
-  const p = shQuote(a.path ?? DEFAULT_LOCK_PATH);
-  const mine = shQuote(`"run_id":${JSON.stringify(runId)},`);
-  // read + case (builtins) instead of grep: one process fewer per host at the end of every run
-  const r = await run(t, `c=; read -r c <${p} 2>/dev/null; case $c in *${mine}*) rm -f ${p} || exit 1; echo released;; esac; exit 0\n`, a);
+  const r = await run(t, releaseScript(a.path ?? DEFAULT_LOCK_PATH, runId), a, true);
   if (r.code !== 0) throw fail(host, 'release', r);
   return r.stdout.includes('released');
 }

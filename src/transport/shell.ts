@@ -198,14 +198,14 @@ export interface PreparedStep {
   endMarker: string;
   /**
    * The same command run in place (in-place.ts), for a session whose shell allows it; undefined when the script
-   * does not qualify, or has env or stdin. Its START payload is LASTPID+1:UPTIME_CENTISECONDS:c (no subshell: the
+   * does not qualify (nor did the caller vouch for it: leavesShell), or has env or stdin. Its START payload is LASTPID+1:UPTIME_CENTISECONDS:c (no subshell: the
    * kill script then ends what the session's group started since then).
    */
   inPlaceText?: string;
 }
 
 /** Throws Error when an env name is not a valid shell variable name (caller maps it to its own error). */
-export function prepareStep(spec: Pick<ScriptRunSpec, 'script' | 'env' | 'stdin'>): PreparedStep {
+export function prepareStep(spec: Pick<ScriptRunSpec, 'script' | 'env' | 'stdin'>, leavesShell = false): PreparedStep {
   const tok = randomToken();
   const startMarker = `<<rb-s-${tok}:`;
   const endMarker = `<<rb-e-${tok}:`;
@@ -220,7 +220,7 @@ export function prepareStep(spec: Pick<ScriptRunSpec, 'script' | 'env' | 'stdin'
   const end = `rb_rc=$?; unset rb_script; printf '%s%s>>\\n' '${endMarker}' "$rb_rc" >&2; printf '%s%s>>\\n' '${endMarker}' "$rb_rc"`;
   lines.push(end);
   const step: PreparedStep = { text: `${lines.join('\n')}\n`, startMarker, endMarker };
-  if (feed || Object.keys(spec.env ?? {}).length > 0 || !runsInPlace(spec.script)) return step;
+  if (feed || Object.keys(spec.env ?? {}).length > 0 || !(leavesShell || runsInPlace(spec.script))) return step;
   // /proc/loadavg's last field is the pid created last; /proc/uptime counts the same boot clock as a process's start time.
   const here =
     `read -r rb_u rb_x </proc/uptime; read -r rb_x rb_x rb_x rb_x rb_l </proc/loadavg; ` +

@@ -756,7 +756,7 @@ export class SshTransport implements Transport {
     const becomeUser = opts.becomeUser ?? this.conn.becomeUser;
     let step: PreparedStep;
     try {
-      step = prepareStep({ script, env: opts.env, stdin: opts.stdin });
+      step = prepareStep({ script, env: opts.env, stdin: opts.stdin }, opts.leavesShell);
     } catch (e) {
       throw new TransportError('E_INVALID', this.host, (e as Error).message);
     }

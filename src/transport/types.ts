@@ -10,6 +10,11 @@ export type { OpenStream } from './stream.js';
 export interface ExecOptions {
   /** Kill the command (its whole process group, on the host) after this long. */
   timeoutMs?: number;
+  /**
+   * The caller vouches that the script leaves the shell as it was (no exit, no lasting variable, option, trap or
+   * cwd): a shell session may run it in place, without the isolation subshell (the engine's own lock scripts).
+   */
+  leavesShell?: boolean;
   env?: Record<string, string>;
   stdin?: string | Buffer;
   /** Run through sudo (become_user, password over stdin when set). */
