@@ -25,6 +25,8 @@ const HOSTS = Number(opt('hosts', '200'));
 const RUNS = Number(opt('runs', '3'));
 const ANSIBLE_RUNS = Number(opt('ansible-runs', '1'));
 const ANSIBLE_FORKS = Number(opt('ansible-forks', '50'));
+/** Ansible is stopped after this many seconds (its failures and finished hosts until then are reported). */
+const ANSIBLE_TIMEOUT_S = Number(opt('ansible-timeout', '1800'));
 const STEPS = 10;
 
 const RUNBOOK = `name: bastion\ndescription: trivial steps through a bastion\nsteps:\n${Array.from({ length: STEPS }, (_, i) => `  - name: step ${i + 1}\n    run: echo step ${i + 1}`).join('\n')}\n`;
@@ -34,18 +36,42 @@ interface Row {
   contender: string;
   runs: number;
   wall_s?: number;
+  /** Per run: hosts that failed or were unreachable (runbook: every host that did not end changed). */
   not_changed: number[];
+  /** Per run: hosts that finished every step. */
+  finished: number[];
   bastion_connections: number[];
   first_error?: string;
+  /** Set when a run was stopped at its timeout (--ansible-timeout). */
+  stopped?: string;
 }
 
-/** Hosts of an ansible run that were unreachable or failed (PLAY RECAP), and its first UNREACHABLE/FAILED line. */
-function ansibleFailures(out: string): { bad: number; first?: string } {
-  let bad = 0;
-  for (const m of out.matchAll(/^(\S+)\s+:\s+ok=\d+\s+changed=\d+\s+unreachable=(\d+)\s+failed=(\d+)/gm))
-    if (m[2] !== '0' || m[3] !== '0') bad++;
+/**
+ * Hosts of an ansible run that were unreachable or failed, its first UNREACHABLE/FAILED line, and the hosts that
+ * finished the last step. From PLAY RECAP when the run ended; from its `fatal: [host]` lines and the results under
+ * each task banner (the default callback prints the banner again whenever a result is of another task, also with
+ * strategy free) when it was stopped at its timeout.
+ */
+export function ansibleFailures(out: string, steps = STEPS): { bad: number; finished: number; first?: string } {
+  const failed = new Set<string>();
+  const finished = new Set<string>();
+  let recap = 0;
+  let task = '';
+  for (const l of out.split('\n')) {
+    const banner = /^TASK \[(.*)\]/.exec(l);
+    if (banner) task = banner[1];
+    const fatal = /^fatal: \[([^\]]+)\]: (UNREACHABLE|FAILED)!/.exec(l);
+    if (fatal) failed.add(fatal[1]);
+    const ok = /^(ok|changed): \[([^\]]+)\]/.exec(l);
+    if (ok && task === `step ${steps}`) finished.add(ok[2]);
+    const r = /^(\S+)\s+:\s+ok=\d+\s+changed=\d+\s+unreachable=(\d+)\s+failed=(\d+)/.exec(l);
+    if (r) {
+      recap++;
+      if (r[2] !== '0' || r[3] !== '0') failed.add(r[1]);
+    }
+  }
   const first = out.split('\n').find((l) => /UNREACHABLE!|FAILED!/.test(l));
-  return { bad, first: first?.trim().slice(0, 240) };
+  return { bad: failed.size, finished: recap ? recap - failed.size : finished.size, first: first?.trim().slice(0, 240) };
 }
 
 async function main(): Promise<void> {
@@ -105,6 +131,7 @@ async function main(): Promise<void> {
             ANSIBLE_STRATEGY: 'free',
           },
           work,
+          ANSIBLE_TIMEOUT_S * 1000,
         );
       } finally {
         killControlMasters(cp);
@@ -115,7 +142,7 @@ async function main(): Promise<void> {
       key: string;
       runs: number;
       go: () => Promise<Outcome>;
-      bad: (o: Outcome) => { bad: number; first?: string };
+      bad: (o: Outcome) => { bad: number; finished: number; first?: string };
     }> = [
       {
         key: 'runbook',
@@ -123,17 +150,17 @@ async function main(): Promise<void> {
         go: () => run(rbArgv, env, work),
         bad: (o) => {
           const s = hostStatuses(o.out);
-          return { bad: HOSTS - (s.counts.changed ?? 0), first: s.first };
+          return { bad: HOSTS - (s.counts.changed ?? 0), finished: s.counts.changed ?? 0, first: s.first };
         },
       },
-      ...(haveAnsible
+      ...(haveAnsible && ANSIBLE_RUNS > 0
         ? [{ key: `ansible (forks ${ANSIBLE_FORKS})`, runs: ANSIBLE_RUNS, go: ansible, bad: (o: Outcome) => ansibleFailures(o.out) }]
         : []),
     ];
     await run(rbArgv, env, work); // warm-up (page cache, known-hosts cache)
     const rows: Row[] = [];
     for (const c of contenders) {
-      const row: Row = { contender: c.key, runs: c.runs, not_changed: [], bastion_connections: [] };
+      const row: Row = { contender: c.key, runs: c.runs, not_changed: [], finished: [], bastion_connections: [] };
       const ms: number[] = [];
       for (let r = 0; r < c.runs; r++) {
         const before = f.connectionCount(bastion);
@@ -142,7 +169,9 @@ async function main(): Promise<void> {
         // The bastion logs each connection as it accepts it: all of them are in its log by the time the run ended.
         row.bastion_connections.push(f.connectionCount(bastion) - before);
         row.not_changed.push(b.bad);
-        row.first_error ??= b.first ?? o.error;
+        row.finished.push(b.finished);
+        row.first_error ??= b.first ?? (o.timedOut ? undefined : o.error);
+        if (o.timedOut) row.stopped ??= o.error;
         ms.push(o.ms);
       }
       row.wall_s = Number((median(ms) / 1000).toFixed(2));
@@ -151,10 +180,19 @@ async function main(): Promise<void> {
     }
     if (!haveAnsible) console.log(JSON.stringify({ contender: 'ansible', skipped: 'ansible-playbook not installed' }));
     console.log(`\n${HOSTS} targets x ${STEPS} steps behind one stock bastion (MaxStartups 10:30:100, MaxSessions 10)`);
-    console.log('contender\truns\twall_s\tnot changed\tbastion connections\tfirst error');
+    console.log('contender\truns\twall_s\tfailed\tfinished\tbastion connections\tfirst error\tstopped');
     for (const r of rows)
       console.log(
-        [r.contender, r.runs, r.wall_s, r.not_changed.join(','), r.bastion_connections.join(','), r.first_error ?? '-'].join('\t'),
+        [
+          r.contender,
+          r.runs,
+          r.wall_s,
+          r.not_changed.join(','),
+          r.finished.join(','),
+          r.bastion_connections.join(','),
+          r.first_error ?? '-',
+          r.stopped ?? '-',
+        ].join('\t'),
       );
   } finally {
     await fleet?.stop();

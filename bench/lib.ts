@@ -34,15 +34,36 @@ export interface Outcome {
   out: string;
   /** Set when it did not exit 0: the exit and its first line about why. */
   error?: string;
+  /** Stopped at its timeout (run's timeoutMs). */
+  timedOut?: boolean;
 }
 
-/** Runs a contender to its end; never rejects. */
-export function run(argv: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<Outcome> {
+/**
+ * Runs a contender to its end; never rejects. With timeoutMs, a contender still running then is stopped (TERM to
+ * its process group, KILL 10 s later) and its outcome says so (timedOut), with all it printed until then.
+ */
+export function run(argv: string[], env: NodeJS.ProcessEnv, cwd: string, timeoutMs?: number): Promise<Outcome> {
   return new Promise((res) => {
     const t0 = performance.now();
     let err = '';
     let out = '';
-    const p = spawn(argv[0], argv.slice(1), { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(argv[0], argv.slice(1), { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: timeoutMs !== undefined });
+    let timedOut = false;
+    const group = (sig: NodeJS.Signals) => {
+      try {
+        process.kill(-p.pid!, sig);
+      } catch {
+        /* gone */
+      }
+    };
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            group('SIGTERM');
+            setTimeout(() => group('SIGKILL'), 10_000).unref();
+          }, timeoutMs);
     p.stdout.on('data', (d) => {
       out += d;
     });
@@ -52,6 +73,8 @@ export function run(argv: string[], env: NodeJS.ProcessEnv, cwd: string): Promis
     p.on('error', (e) => res({ ms: performance.now() - t0, code: null, out, error: e.message }));
     p.on('close', (code) => {
       const ms = performance.now() - t0;
+      if (timer) clearTimeout(timer);
+      if (timedOut) return res({ ms, code, out, timedOut, error: `stopped: still running after ${Math.round(timeoutMs! / 1000)} s` });
       if (code === 0) return res({ ms, code, out });
       const said = (err.trim() || out.trim()).split('\n');
       const line = said.find((l) => /fail|error|unreach|refus/i.test(l)) ?? said.pop();

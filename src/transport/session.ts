@@ -261,7 +261,8 @@ export class ShellSession {
       onStart: (payload) => {
         const [p, t, c] = payload.split(':');
         const [pid, ticks, centis] = [Number(p), Number(t), c === 'c'];
-        if (Number.isInteger(pid) && Number.isInteger(ticks)) {
+        // In place, an empty reading of /proc (0) would widen the kill to the whole group: then it is not known.
+        if (Number.isInteger(pid) && Number.isInteger(ticks) && (!centis || (pid > 1 && ticks > 0))) {
           sub = { pid, ticks, centis };
           const g = this.group;
           this.lastCommand = g ? { pgid: g.pgid, pid, ticks, ...(centis ? { centis } : {}), keep: [g.pid, g.ppid] } : undefined;
