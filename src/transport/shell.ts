@@ -198,8 +198,8 @@ export interface PreparedStep {
   endMarker: string;
   /**
    * The same command run in place (in-place.ts), for a session whose shell allows it; undefined when the script
-   * does not qualify (nor did the caller vouch for it: leavesShell), or has env or stdin. Its START payload is LASTPID+1:UPTIME_CENTISECONDS:c (no subshell: the
-   * kill script then ends what the session's group started since then).
+   * does not qualify (nor did the caller vouch for it: leavesShell), or has env or stdin. Its START payload is
+   * LASTPID+1:UPTIME_CENTISECONDS:c (no subshell: the kill script ends what the session's group started since then).
    */
   inPlaceText?: string;
 }
