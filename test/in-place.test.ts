@@ -143,7 +143,7 @@ test('runsInPlace: anything that could change the shell, or that it cannot be su
 // traps, umask, fds, aliases, functions.
 const STATE =
   "echo \"pwd=$(pwd) umask=$(umask) opts=$- fds=$(ls /proc/$$/fd | tr '\\n' ' ')\"; trap; alias 2>/dev/null; " +
-  "set | grep -Ev '^(_|PIPESTATUS|BASH_LINENO|BASH_COMMAND|BASH_ARGC|BASH_ARGV|LINENO|rb_out|SHLVL|RANDOM|SECONDS|EPOCH[A-Z]*|SRANDOM|BASHPID)='";
+  "set | grep -Ev '^(_|PIPESTATUS|BASH_LINENO|BASH_COMMAND|BASH_ARGC|BASH_ARGV|LINENO|SHLVL|RANDOM|SECONDS|EPOCH[A-Z]*|SRANDOM|BASHPID)='";
 
 for (const sh of ['dash', 'bash']) {
   const have = spawnSync(sh, ['-c', 'true']).status === 0;
