@@ -4,7 +4,7 @@
 // - dist/cli/main.js: src/ with yargs, js-yaml and zod, one CommonJS file: node 20 can use a code
 //   cache only for scripts (vm.Script), not for ES modules. Lazily imported commands stay lazy:
 //   esbuild turns import('./commands/x.js') into an init function in the same file.
-// - dist/cli/ssh2.js: ssh2 and its JS dependencies, a second CommonJS file (its modules keep their
+// - dist/cli/ssh2.js: ssh2's client (Client, utils.parseKey) and its JS dependencies, a second CommonJS file (its modules keep their
 //   own strict or sloppy mode; main.js is strict throughout). Its native parts (sshcrypto.node,
 //   cpu-features) are still loaded from node_modules. zx and ora stay in node_modules (ES modules,
 //   loaded late and only when needed).
@@ -90,7 +90,15 @@ const main = await build({
 });
 const ssh2 = await build({
   ...common,
-  stdin: { contents: "module.exports = require('ssh2');", resolveDir: root, sourcefile: 'ssh2-entry.js', loader: 'js' },
+  // Only what src/transport/ssh.ts uses: ssh2's index also loads its server, agents and HTTP(S) agents
+  // (node:http, https and tls: ~8 ms at every start of a command that connects).
+  stdin: {
+    contents:
+      "module.exports = { Client: require('ssh2/lib/client.js'), utils: { parseKey: require('ssh2/lib/protocol/keyParser.js').parseKey } };",
+    resolveDir: root,
+    sourcefile: 'ssh2-entry.js',
+    loader: 'js',
+  },
   outfile: join(out, 'ssh2.js'),
   external: ['cpu-features'],
   plugins: [nativeFromNodeModules],
@@ -110,6 +118,13 @@ function routeDynamicImports(text) {
   return routed;
 }
 
+// esbuild leaves non-ASCII characters in comments and regular expression literals (a dash in a comment, `µs`
+// in a pattern). One of them makes the whole 1.9 MB source a two-byte string: reading it as UTF-8 and checking
+// it against its code cache then cost ~30 ms at every start instead of ~10. Each becomes a \uXXXX escape
+// (the same character in a string, template or pattern; text in a comment), and bin/runbook reads the bundles
+// as latin1.
+const ascii = (text) => text.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+
 mkdirSync(join(out, 'code-cache'), { recursive: true });
 for (const [result, patch] of [
   [main, routeDynamicImports],
@@ -119,7 +134,10 @@ for (const [result, patch] of [
   // The build id (a hash of the bundle) ties each code cache to the bundle it was made from.
   const id = createHash('sha256').update(js.contents).digest('hex').slice(0, 16);
   for (const f of result.outputFiles) {
-    writeFileSync(f.path, f === js ? patch(js.text).replace(`// runbook-build ${ID_PLACEHOLDER}`, `// runbook-build ${id}`) : f.contents);
+    writeFileSync(
+      f.path,
+      f === js ? ascii(patch(js.text)).replace(`// runbook-build ${ID_PLACEHOLDER}`, `// runbook-build ${id}`) : f.contents,
+    );
   }
 }
 writeFileSync(join(out, 'package.json'), '{ "type": "commonjs" }\n');

@@ -206,5 +206,23 @@ test('the ssh2 bundle loads ssh2 native parts from node_modules', () => {
     { encoding: 'utf8', cwd: ROOT },
   );
   assert.equal(ref.status, 0, ref.stderr);
-  assert.deepEqual(out.native, JSON.parse(ref.stdout));
+  assert.deepEqual([...out.native].sort(), [...JSON.parse(ref.stdout)].sort(), 'the same native addons (in any load order)');
+});
+
+test('the bundles are ASCII, so bin/runbook reads them as latin1; non-ASCII text still goes in and out as written', () => {
+  for (const f of ['main.js', 'ssh2.js']) {
+    const b = readFileSync(join(ROOT, 'dist/cli', f));
+    const at = b.findIndex((c) => c > 0x7f);
+    assert.equal(at, -1, `dist/cli/${f}: a non-ASCII byte at offset ${at}`);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'runbook-ascii-'));
+  try {
+    const rb = join(dir, 'r-✓.yml');
+    writeFileSync(rb, 'name: grüße\ndescription: ein Schritt\nsteps:\n  - name: größe\n    run: "true"\n');
+    const r = spawnSync(process.execPath, [join(ROOT, 'bin/runbook'), 'validate', rb], { encoding: 'utf8' });
+    assert.notEqual(r.status, 0, r.stderr);
+    assert.match(r.stderr, /r-✓\.yml:1:7 name: "grüße" does not match the file name "r-✓\.yml"/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

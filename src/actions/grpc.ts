@@ -4,7 +4,8 @@
  * dials addresses itself and cannot take a ready stream; the framing of a unary call is five bytes.)
  * Messages are encoded by the caller (@bufbuild/protobuf's wire format).
  */
-import { connect, constants, type ClientHttp2Session } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
+import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
 import { CodedError } from '../core/errors.js';
 
@@ -31,6 +32,8 @@ export interface GrpcChannel {
 
 /** A gRPC channel over `stream` (one HTTP/2 connection; calls may run side by side). */
 export function grpcOver(stream: Duplex): GrpcChannel {
+  // node:http2 (and node:http under it) takes ~17 ms to load: only a run that makes a gRPC call pays for it.
+  const { connect, constants } = createRequire(import.meta.url)('node:http2') as typeof import('node:http2');
   const session: ClientHttp2Session = connect('http://localhost', { createConnection: () => stream });
   let broken: Error | undefined;
   session.on('error', (e) => {

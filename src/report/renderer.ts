@@ -76,14 +76,35 @@ function write(stream: NodeJS.WritableStream, text: string): Promise<void> {
 
 // ---------------------------------------------------------------- JSON
 
+/**
+ * The lines of one turn of the event loop, written together when it ends: a burst of events (a fleet's step ends)
+ * is one write(2), not one per line. drain() writes what is pending at once.
+ */
+class TurnWriter {
+  private pending: string[] = [];
+  constructor(private readonly out: NodeJS.WritableStream) {}
+  write(line: string): void {
+    if (this.pending.push(line) === 1) setImmediate(() => this.drain());
+  }
+  drain(): void {
+    if (!this.pending.length) return;
+    const text = this.pending.join('');
+    this.pending = [];
+    this.out.write(text);
+  }
+}
+
 class JsonRenderer implements Renderer {
-  constructor(private out: NodeJS.WritableStream) {}
+  private readonly lines: TurnWriter;
+  constructor(out: NodeJS.WritableStream) {
+    this.lines = new TurnWriter(out);
+  }
   onEvent(e: RunEvent): void {
     const line = e.time ? e : { ...e, time: new Date().toISOString() };
-    this.out.write(`${safeJson(line)}\n`);
+    this.lines.write(`${safeJson(line)}\n`);
   }
   async close(): Promise<void> {
-    /* every line was written as its event came */
+    this.lines.drain();
   }
 }
 
@@ -170,9 +191,12 @@ class PlainRenderer implements Renderer {
   private events: RunEvent[] = [];
   private buf = new LineBuffer();
   private closed = false;
-  constructor(private opts: RendererOptions) {}
+  private readonly lines: TurnWriter;
+  constructor(private opts: RendererOptions) {
+    this.lines = new TurnWriter(opts.stdout);
+  }
   private line(time: string, text: string) {
-    this.opts.stdout.write(`${time} ${text}\n`);
+    this.lines.write(`${time} ${text}\n`);
   }
   onEvent(raw: RunEvent): void {
     if (this.closed) return;
@@ -191,6 +215,7 @@ class PlainRenderer implements Renderer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.lines.drain();
     if (this.events.length === 0) return;
     await write(this.opts.stdout, `\n${summaryText(summarize(this.events), { stderrLines: 10 })}`);
   }

@@ -125,8 +125,21 @@ function tokens(s: string): Token[] | undefined {
   return out;
 }
 
+/** Verdicts by script text: a fleet runs the same rendered step on many hosts. */
+const verdicts = new Map<string, boolean>();
+
 /** True when the script may run in the session shell itself (see the module comment). */
 export function runsInPlace(script: string): boolean {
+  let v = verdicts.get(script);
+  if (v === undefined) {
+    v = decide(script);
+    if (verdicts.size >= 1000) verdicts.clear();
+    verdicts.set(script, v);
+  }
+  return v;
+}
+
+function decide(script: string): boolean {
   const toks = tokens(script);
   if (!toks) return false;
   let named = false; // the current simple command has its name
